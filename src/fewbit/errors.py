@@ -1,0 +1,23 @@
+"""The FewbitError family: user-facing errors that the CLI prints as one line."""
+
+from __future__ import annotations
+
+
+class FewbitError(Exception):
+    """An error a user can act on: the message says what is wrong and what to do."""
+
+
+class ConfigError(FewbitError, ValueError):
+    """An invalid configuration value; the message names the field."""
+
+
+class DataError(FewbitError):
+    """A data source that is missing, malformed, or too small for the request."""
+
+
+class FewbitFormatError(FewbitError):
+    """A file (checkpoint, artifact) that is truncated, corrupt, or of an unknown version."""
+
+
+class TrainingError(FewbitError):
+    """Training could not go on (a NaN loss, a diverged step); the message names the step."""

@@ -1,0 +1,139 @@
+"""The evaluation protocol: a fixed, seeded list of test tasks scored with a 95% interval."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from fewbit.data.dataset import ImageDataset
+from fewbit.data.episodes import EpisodeSampler
+from fewbit.data.sinusoid import SinusoidSampler
+from fewbit.data.task import Task
+from fewbit.report.metrics import mean_ci
+
+# A predictor takes a batch of tasks and returns query predictions: logits
+# [tasks, N*Q, ways] for classification, values [tasks, Q, 1] for regression.
+Predictor = Callable[[Task], torch.Tensor]
+
+DEFAULT_EVAL_SEED = 1234
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Accuracy (or MSE) over `tasks` test tasks with its 95% interval and per-task values."""
+
+    metric: str  # "accuracy" or "mse"
+    value: float
+    ci95: float
+    tasks: int
+    ways: int
+    shots: int
+    queries: int
+    per_task: tuple[float, ...]
+
+    @property
+    def accuracy(self) -> float:
+        return self.value
+
+    def to_dict(self, per_task: bool = False) -> dict[str, object]:
+        out: dict[str, object] = {
+            self.metric: self.value,
+            "ci95": self.ci95,
+            "tasks": self.tasks,
+            "ways": self.ways,
+            "shots": self.shots,
+            "queries": self.queries,
+        }
+        if per_task:
+            out["per_task"] = list(self.per_task)
+        return out
+
+    def __str__(self) -> str:
+        if self.metric == "accuracy":
+            return (
+                f"{self.ways}-way {self.shots}-shot accuracy {100 * self.value:.2f}% "
+                f"+- {100 * self.ci95:.2f}% over {self.tasks} tasks"
+            )
+        return f"{self.shots}-shot MSE {self.value:.4f} +- {self.ci95:.4f} over {self.tasks} tasks"
+
+
+def eval_tasks(
+    dataset: ImageDataset | None,
+    *,
+    ways: int,
+    shots: int,
+    queries: int,
+    tasks: int,
+    seed: int = DEFAULT_EVAL_SEED,
+    batch: int = 25,
+) -> Iterator[Task]:
+    """The fixed list of `tasks` test tasks for `seed`, in batches (same seed -> same tasks).
+
+    `dataset=None` means sinusoid regression.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sampler: EpisodeSampler | SinusoidSampler
+    if dataset is None:
+        sampler = SinusoidSampler(shots=shots, queries=queries, generator=g)
+    else:
+        sampler = EpisodeSampler(dataset, ways=ways, shots=shots, queries=queries, generator=g)
+    done = 0
+    while done < tasks:
+        n = min(batch, tasks - done)
+        yield sampler.sample(n)
+        done += n
+
+
+def evaluate(
+    predictor: Predictor,
+    dataset: ImageDataset | None,
+    *,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    tasks: int = 600,
+    seed: int = DEFAULT_EVAL_SEED,
+    batch: int = 25,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> EvalResult:
+    """Score `predictor` on the seeded test tasks of `dataset` (None: sinusoid regression)."""
+    per_task: list[float] = []
+    regression = dataset is None
+    bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
+    for task in eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch):
+        task = task.to(device)
+        out = predictor(task)
+        if regression:
+            values = (out - task.query_y).pow(2).flatten(1).mean(1)
+        else:
+            values = (out.argmax(-1) == task.query_y).float().mean(1)
+        per_task.extend(values.detach().cpu().tolist())
+        bar.update(task.num_tasks)
+        if not regression:
+            bar.set_postfix(acc=f"{sum(per_task) / len(per_task):.3f}")
+    bar.close()
+    stats = mean_ci(per_task)
+    return EvalResult(
+        metric="mse" if regression else "accuracy",
+        value=stats.mean,
+        ci95=stats.ci95,
+        tasks=len(per_task),
+        ways=0 if regression else ways,
+        shots=shots,
+        queries=queries,
+        per_task=tuple(per_task),
+    )
+
+
+def pixel_prototypes(task: Task) -> torch.Tensor:
+    """A baseline predictor: nearest class mean in raw pixel space (no learning)."""
+    ways = task.ways
+    s = task.support_x.flatten(2)  # [tasks, N*K, D]
+    q = task.query_x.flatten(2)  # [tasks, N*Q, D]
+    onehot = torch.nn.functional.one_hot(task.support_y, ways).to(s.dtype)  # [tasks, N*K, N]
+    protos = onehot.transpose(1, 2) @ s / onehot.sum(1).unsqueeze(-1)  # [tasks, N, D]
+    return -torch.cdist(q, protos).pow(2)

@@ -1,0 +1,85 @@
+"""Pictures: a sampled task (support and query grid, with predictions when given)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from fewbit._io import atomic_write_bytes
+from fewbit.data.task import Task
+
+
+def _pyplot():  # matplotlib is imported lazily and always with a file-only backend
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: object, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_task(
+    task: Task,
+    path: str | Path,
+    *,
+    predictions: torch.Tensor | None = None,
+    max_queries_per_class: int = 3,
+    title: str = "",
+) -> Path:
+    """A PNG of the first task in `task`: one row per class, support then queries.
+
+    With `predictions` (`[N*Q]` labels for the first task), query frames are green when
+    right and red when wrong.
+    """
+    plt = _pyplot()
+    t = task[0]
+    ways = t.ways
+    sx, sy = t.support_x[0].cpu(), t.support_y[0].cpu()
+    qx, qy = t.query_x[0].cpu(), t.query_y[0].cpu()
+    shots = int((sy == 0).sum())
+    nq = min(max_queries_per_class, int((qy == 0).sum()))
+    cols = shots + nq
+    fig, axes = plt.subplots(ways, cols, figsize=(1.1 * cols + 0.6, 1.1 * ways + 0.4), squeeze=False)
+    for c in range(ways):
+        sup = sx[sy == c]
+        qidx = torch.nonzero(qy == c).flatten()[:nq]
+        for j in range(cols):
+            ax = axes[c][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < shots:
+                img = sup[j]
+                color, label = "#1f4e9c", f"class {c}" if j == 0 else ""
+            else:
+                i = int(qidx[j - shots])
+                img = qx[i]
+                label = ""
+                color = "#888888"
+                if predictions is not None:
+                    pred = int(predictions[i])
+                    color = "#1a9c3a" if pred == c else "#c62828"
+                    label = f"pred {pred}"
+            ax.imshow(1.0 - img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(2.5)
+            if label:
+                ax.set_xlabel(label, fontsize=7)
+    axes[0][0].set_title("support", fontsize=8, loc="left")
+    if nq:
+        axes[0][shots].set_title("queries", fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
