@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "evaluate": ("fewbit.evaluate", "evaluate"),
+    "evaluate": ("fewbit.evaluation", "evaluate"),
     "load_source": ("fewbit.data.sources", "load_source"),
     "build_backbone": ("fewbit.models", "build_backbone"),
     "Task": ("fewbit.data.task", "Task"),

@@ -1,0 +1,474 @@
+"""The "glyphs" dataset: Omniglot-like few-shot images drawn, with no download, from the fonts matplotlib ships.
+
+A class is one Unicode character that at least `MIN_FONTS` of matplotlib's font files draw (DejaVu,
+STIX, Computer Modern); its alphabet is its Unicode block (a few small blocks are merged). Each
+"drawing" is the character in one of those fonts, centred and scaled into the frame by its ink
+bounding box, then bent by a random affine map, a smooth elastic field and a stroke-width change.
+Characters a reader could not tell apart once so normalised (accented and compatibility variants,
+look-alikes such as Latin A / Greek Alpha / Cyrillic A, blank glyphs) are left out.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import hashlib
+import json
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import PIL
+from PIL import Image, ImageDraw, ImageFont
+
+from fewbit.data.cache import cached_arrays
+from fewbit.data.dataset import ImageDataset
+from fewbit.errors import DataError
+
+NAME = "glyphs"
+VERSION = "glyphs-1"  # bump when the class selection or the drawing recipe changes: it keys the cache
+MIN_FONTS = 6  # a character must be drawn by this many font files to become a class
+MIN_ALPHABET_CLASSES = 10  # smaller alphabets are left out, so 5-way tasks within one alphabet work
+CANONICAL_SIZE = 28  # look-alikes are found by comparing renderings at this size
+DUPLICATE_DISTANCE = 0.06  # relative squared distance below which two canonical renderings are one class
+SUPERSAMPLE = 2  # drawings are sampled at this multiple of the image size, then box-averaged down
+
+# The font files drawn from, in the order fonts are listed in a class.
+FONT_FILES: tuple[str, ...] = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "STIXNonUni.ttf",
+    "STIXNonUniBol.ttf",
+    "STIXNonUniIta.ttf",
+    "STIXNonUniBolIta.ttf",
+    "STIXSizOneSymReg.ttf",
+    "STIXSizOneSymBol.ttf",
+    "STIXSizTwoSymReg.ttf",
+    "STIXSizTwoSymBol.ttf",
+    "STIXSizThreeSymReg.ttf",
+    "STIXSizThreeSymBol.ttf",
+    "STIXSizFourSymReg.ttf",
+    "STIXSizFourSymBol.ttf",
+    "STIXSizFiveSymReg.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmti10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmmi10.ttf",
+    "cmsy10.ttf",
+    "cmex10.ttf",
+)
+# Look-alikes are compared in the first of these a class has (else its first font).
+CANONICAL_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf", "cmr10.ttf")
+
+# Unicode blocks (first, last code point) -> alphabet; small neighbouring blocks share an alphabet.
+_BLOCKS: tuple[tuple[int, int, str], ...] = (
+    (0x0000, 0x007F, "Basic Latin"),
+    (0x0080, 0x00FF, "Latin-1 Supplement"),
+    (0x0100, 0x017F, "Latin Extended"),  # Latin Extended-A
+    (0x0180, 0x024F, "Latin Extended-B"),
+    (0x0250, 0x02AF, "IPA Extensions"),
+    (0x02B0, 0x02FF, "Spacing Modifier Letters"),
+    (0x0370, 0x03FF, "Greek"),
+    (0x0400, 0x04FF, "Cyrillic"),
+    (0x0500, 0x052F, "Cyrillic Supplement"),
+    (0x0530, 0x058F, "Armenian"),
+    (0x0590, 0x05FF, "Hebrew"),
+    (0x0600, 0x06FF, "Arabic"),
+    (0x0E80, 0x0EFF, "Lao"),
+    (0x10A0, 0x10CF, "Georgian Asomtavruli"),
+    (0x10D0, 0x10FF, "Georgian Mkhedruli"),
+    (0x1D00, 0x1DBF, "Phonetic Extensions"),  # with Phonetic Extensions Supplement
+    (0x1E00, 0x1EFF, "Latin Extended"),  # Latin Extended Additional
+    (0x2000, 0x206F, "Punctuation"),  # General Punctuation
+    (0x20A0, 0x20CF, "Currency Symbols"),
+    (0x2100, 0x214F, "Letterlike Symbols"),
+    (0x2150, 0x218F, "Number Forms"),
+    (0x2190, 0x21FF, "Arrows"),
+    (0x2200, 0x22FF, "Mathematical Operators"),
+    (0x2300, 0x23FF, "Miscellaneous Technical"),
+    (0x2400, 0x243F, "Control Pictures"),
+    (0x2460, 0x24FF, "Enclosed Alphanumerics"),
+    (0x2500, 0x257F, "Box Drawing"),
+    (0x2580, 0x259F, "Block Elements"),
+    (0x25A0, 0x25FF, "Geometric Shapes"),
+    (0x2600, 0x26FF, "Miscellaneous Symbols"),
+    (0x2700, 0x27BF, "Dingbats"),
+    (0x27C0, 0x27EF, "Supplemental Mathematical"),  # Miscellaneous Mathematical Symbols-A
+    (0x27F0, 0x27FF, "Arrows"),  # Supplemental Arrows-A
+    (0x2800, 0x28FF, "Braille Patterns"),
+    (0x2900, 0x297F, "Arrows"),  # Supplemental Arrows-B
+    (0x2980, 0x29FF, "Supplemental Mathematical"),  # Miscellaneous Mathematical Symbols-B
+    (0x2A00, 0x2AFF, "Supplemental Mathematical"),  # Supplemental Mathematical Operators
+    (0x2B00, 0x2BFF, "Miscellaneous Symbols and Arrows"),
+    (0x2C60, 0x2C7F, "Latin Extended"),  # Latin Extended-C
+    (0x2D00, 0x2D2F, "Georgian Nuskhuri"),
+    (0x2E00, 0x2E7F, "Punctuation"),  # Supplemental Punctuation
+    (0xA640, 0xA69F, "Cyrillic Supplement"),  # Cyrillic Extended-B
+    (0xA700, 0xA71F, "Spacing Modifier Letters"),  # Modifier Tone Letters
+    (0xA720, 0xA7FF, "Latin Extended"),  # Latin Extended-D
+)
+_BLOCK_STARTS = [b[0] for b in _BLOCKS]
+
+
+@dataclasses.dataclass(frozen=True)
+class GlyphClass:
+    """One class: a character, its alphabet, and the font files (of `FONT_FILES`) that draw it."""
+
+    codepoint: int
+    alphabet: str
+    fonts: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The class name, e.g. `Greek/U+03B1`."""
+        return f"{self.alphabet}/U+{self.codepoint:04X}"
+
+
+def font_dir() -> Path:
+    """The folder of TrueType fonts that matplotlib ships."""
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def alphabet_of(codepoint: int) -> str | None:
+    """The alphabet (Unicode block, small blocks merged) of `codepoint`, or None outside the known blocks."""
+    i = bisect.bisect_right(_BLOCK_STARTS, codepoint) - 1
+    if i >= 0 and codepoint <= _BLOCKS[i][1]:
+        return _BLOCKS[i][2]
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _coverage() -> dict[int, dict[str, int]]:
+    """`{character: {font file: code point to render it with}}` over the fonts present."""
+    from fontTools import agl
+    from fontTools.ttLib import TTFont
+
+    folder = font_dir()
+    present = [f for f in FONT_FILES if (folder / f).is_file()]
+    if len(present) < MIN_FONTS:
+        raise DataError(f"{NAME}: found {len(present)} of matplotlib's fonts in {folder}; reinstall matplotlib")
+    coverage: dict[int, dict[str, int]] = {}
+    for file in present:
+        cmap = TTFont(folder / file, lazy=True).getBestCmap() or {}
+        tex_encoded = file.startswith("cm")  # Computer Modern maps TeX slots; its glyph names say the character
+        for code in sorted(cmap):
+            char = agl.toUnicode(cmap[code]) if tex_encoded else chr(code)
+            if len(char) == 1:
+                coverage.setdefault(ord(char), {}).setdefault(file, code)
+    return coverage
+
+
+def _is_candidate(codepoint: int) -> bool:
+    """A visible character that is not a variant (accented, compatibility form) of another one."""
+    char = chr(codepoint)
+    if unicodedata.category(char)[0] in "MZC":  # marks, separators, controls, private use
+        return False
+    return unicodedata.normalize("NFKD", char) == char and alphabet_of(codepoint) is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(font_dir() / file), size, layout_engine=ImageFont.Layout.BASIC)
+
+
+def _render(file: str, code: int, target: int) -> np.ndarray | None:
+    """Character `code` of `file` as float32 ink in [0, 1], cropped to its ink, longest side about `target`.
+
+    None when the glyph is blank or nearly so (longest ink side under 4% of the em).
+    """
+    probe_size = 64
+    char = chr(code)
+    left, top, right, bottom = _font(file, probe_size).getbbox(char)
+    longest = max(right - left, bottom - top)
+    if longest < 0.04 * probe_size:
+        return None
+    size = int(np.clip(round(probe_size * target / longest), 8, 40 * target))
+    font = _font(file, size) if size == probe_size else ImageFont.truetype(
+        str(font_dir() / file), size, layout_engine=ImageFont.Layout.BASIC
+    )
+    left, top, right, bottom = font.getbbox(char)
+    canvas = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2))
+    ImageDraw.Draw(canvas).text((1 - left, 1 - top), char, font=font, fill=255)
+    ink = np.asarray(canvas, dtype=np.float32) / 255.0
+    rows, cols = np.nonzero(ink > 0.1)
+    if rows.size == 0:
+        return None
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def _class_of(codepoint: int) -> GlyphClass | None:
+    fonts = _coverage().get(codepoint, {})
+    alphabet = alphabet_of(codepoint)
+    if alphabet is None or len(fonts) < MIN_FONTS:
+        return None
+    return GlyphClass(codepoint, alphabet, tuple(f for f in FONT_FILES if f in fonts))
+
+
+def _canonical_font(glyph: GlyphClass) -> str:
+    return next((f for f in CANONICAL_FONTS if f in glyph.fonts), glyph.fonts[0])
+
+
+# --- drawing -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Distortion:
+    """Per-drawing parameters, each `[n]` (elastic: `[n, 2, 4, 4]` in units of the frame)."""
+
+    fill: np.ndarray  # longest ink side as a fraction of the frame
+    stretch: np.ndarray  # log aspect change
+    rotation: np.ndarray  # radians
+    shear: np.ndarray
+    shift: np.ndarray  # [n, 2] fraction of the frame (x, y)
+    elastic: np.ndarray  # [n, 2, 4, 4] coarse displacement grid, fraction of the frame
+    stroke: np.ndarray  # int: -1 thinner, 0 as drawn, 1 or 2 bolder (pixels at supersampled size)
+
+
+def _identity(n: int) -> _Distortion:
+    zeros = np.zeros(n)
+    return _Distortion(np.full(n, 0.85), zeros, zeros, zeros, np.zeros((n, 2)), np.zeros((n, 2, 4, 4)),
+                       np.zeros(n, dtype=np.int64))
+
+
+def _random_distortion(rng: np.random.Generator, n: int) -> _Distortion:
+    return _Distortion(
+        fill=0.78 * np.exp(rng.uniform(-0.12, 0.12, n)),
+        stretch=rng.uniform(-0.12, 0.12, n),
+        rotation=rng.uniform(-0.2, 0.2, n),
+        shear=rng.uniform(-0.25, 0.25, n),
+        shift=rng.uniform(-0.05, 0.05, (n, 2)),
+        elastic=rng.normal(0.0, 0.025, (n, 2, 4, 4)),
+        stroke=rng.choice(np.array([-1, 0, 1, 2]), size=n, p=[0.2, 0.35, 0.3, 0.15]),
+    )
+
+
+def _upsample_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """`[n_out, n_in]` linear interpolation weights from a coarse grid spanning the frame."""
+    pos = (np.arange(n_out) + 0.5) / n_out * (n_in - 1)
+    lo = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
+    frac = pos - lo
+    weights = np.zeros((n_out, n_in))
+    weights[np.arange(n_out), lo] = 1 - frac
+    weights[np.arange(n_out), lo + 1] = frac
+    return weights
+
+
+def _max3(x: np.ndarray) -> np.ndarray:
+    """3x3 grey dilation of `[n, H, W]`."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    rows = np.maximum(np.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    return np.maximum(np.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+
+
+def _min3(x: np.ndarray) -> np.ndarray:
+    """3x3 grey erosion of `[n, H, W]`."""
+    return 1.0 - _max3(1.0 - x)
+
+
+def _draw(glyphs: Sequence[np.ndarray], picks: np.ndarray, d: _Distortion, size: int) -> np.ndarray:
+    """Drawing i of `glyphs[picks[i]]` under distortion i, as uint8 `[n, size, size]`."""
+    n = len(picks)
+    big = size * SUPERSAMPLE
+    heights = np.array([g.shape[0] for g in glyphs], dtype=np.float64)[picks]
+    widths = np.array([g.shape[1] for g in glyphs], dtype=np.float64)[picks]
+    # One zero-bordered stack, so samples falling off a glyph read 0.
+    stack = np.zeros((len(glyphs), int(heights.max()) + 2, int(widths.max()) + 2), dtype=np.float32)
+    for i, g in enumerate(glyphs):
+        stack[i, 1 : g.shape[0] + 1, 1 : g.shape[1] + 1] = g
+
+    # Output pixel centres, displaced by the elastic field: [n, big, big] each.
+    centres = np.arange(big) + 0.5
+    up = _upsample_matrix(big, 4)
+    field = np.einsum("yi,ncij,xj->ncyx", up, d.elastic, up) * big  # [n, 2, big, big]
+    x = centres[None, None, :] + field[:, 0] - big / 2 - d.shift[:, 0, None, None] * big
+    y = centres[None, :, None] + field[:, 1] - big / 2 - d.shift[:, 1, None, None] * big
+
+    # Forward map A = rotation @ shear @ scale; sample the glyph at A^-1 (output - centre).
+    scale = d.fill * big / np.maximum(heights, widths)
+    sx, sy = scale * np.exp(d.stretch), scale * np.exp(-d.stretch)
+    cos, sin = np.cos(d.rotation), np.sin(d.rotation)
+    a00, a01 = cos * sx, (cos * d.shear - sin) * sy
+    a10, a11 = sin * sx, (sin * d.shear + cos) * sy
+    det = a00 * a11 - a01 * a10
+    i00, i01, i10, i11 = (v[:, None, None] for v in (a11 / det, -a01 / det, -a10 / det, a00 / det))
+    src_x = i00 * x + i01 * y + widths[:, None, None] / 2 + 0.5  # +1 border, -0.5 to pixel index
+    src_y = i10 * x + i11 * y + heights[:, None, None] / 2 + 0.5
+
+    x0 = np.clip(np.floor(src_x), 0, stack.shape[2] - 2).astype(np.int64)
+    y0 = np.clip(np.floor(src_y), 0, stack.shape[1] - 2).astype(np.int64)
+    fx = np.clip(src_x - x0, 0.0, 1.0).astype(np.float32)
+    fy = np.clip(src_y - y0, 0.0, 1.0).astype(np.float32)
+    k = picks[:, None, None]
+    img = (
+        stack[k, y0, x0] * (1 - fx) * (1 - fy)
+        + stack[k, y0, x0 + 1] * fx * (1 - fy)
+        + stack[k, y0 + 1, x0] * (1 - fx) * fy
+        + stack[k, y0 + 1, x0 + 1] * fx * fy
+    )  # [n, big, big]
+
+    bold1 = _max3(img)
+    thin = _min3(img)
+    thin_ok = thin.sum(axis=(1, 2)) > 0.5 * img.sum(axis=(1, 2))  # thinning must not erase hairlines
+    stroke = d.stroke[:, None, None]
+    img = np.where((stroke == -1) & thin_ok[:, None, None], thin, img)
+    img = np.where(stroke == 1, bold1, img)
+    img = np.where(stroke == 2, _max3(bold1), img)
+
+    small = img.reshape(n, size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(2, 4))
+    return np.round(np.clip(small, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _render_target(image_size: int) -> int:
+    return SUPERSAMPLE * image_size  # source pixels per longest side: about one per supersampled pixel
+
+
+def canonical_images(classes: Sequence[GlyphClass]) -> np.ndarray:
+    """Each class's undistorted rendering in its canonical font, uint8 `[len(classes), 28, 28]`.
+
+    Look-alike classes are found by comparing these; the result has no two near-identical rows.
+    """
+    out = np.zeros((len(classes), CANONICAL_SIZE, CANONICAL_SIZE), dtype=np.uint8)
+    for i, glyph in enumerate(classes):
+        file = _canonical_font(glyph)
+        ink = _render(file, _coverage()[glyph.codepoint][file], _render_target(CANONICAL_SIZE))
+        if ink is not None:
+            out[i] = _draw([ink], np.zeros(1, dtype=np.int64), _identity(1), CANONICAL_SIZE)[0]
+    return out
+
+
+def _distances(images: np.ndarray) -> np.ndarray:
+    """Relative squared distance `|a-b|^2 / mean(|a|^2, |b|^2)` between all pairs of `[n, H, W]` images."""
+    flat = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    gram = flat @ flat.T
+    norms = np.diag(gram)
+    mean_norm = 0.5 * (norms[:, None] + norms[None, :])
+    return (norms[:, None] + norms[None, :] - 2 * gram) / np.maximum(mean_norm, 1e-9)
+
+
+@functools.lru_cache(maxsize=1)
+def glyph_classes() -> tuple[GlyphClass, ...]:
+    """The dataset's classes in code point order (deterministic for a matplotlib install; a few seconds)."""
+    candidates = [c for cp in sorted(_coverage()) if _is_candidate(cp) and (c := _class_of(cp))]
+    # Drop fonts whose glyph is blank, then classes left with too few fonts.
+    target = _render_target(CANONICAL_SIZE)
+    drawable = []
+    for glyph in candidates:
+        codes = _coverage()[glyph.codepoint]
+        fonts = tuple(f for f in glyph.fonts if _render(f, codes[f], target // 4) is not None)
+        if len(fonts) >= MIN_FONTS:
+            drawable.append(dataclasses.replace(glyph, fonts=fonts))
+    # Keep the first (lowest code point) of each group of look-alikes.
+    close = _distances(canonical_images(drawable)) < DUPLICATE_DISTANCE
+    kept = np.zeros(len(drawable), dtype=bool)
+    for i in range(len(drawable)):
+        kept[i] = not close[i, kept].any()
+    distinct = [g for g, k in zip(drawable, kept) if k]
+    sizes: dict[str, int] = {}
+    for g in distinct:
+        sizes[g.alphabet] = sizes.get(g.alphabet, 0) + 1
+    return tuple(g for g in distinct if sizes[g.alphabet] >= MIN_ALPHABET_CLASSES)
+
+
+def draw_glyph_class(glyph: GlyphClass, *, image_size: int = 28, seed: int = 0, drawings: int = 20) -> np.ndarray:
+    """`drawings` distorted drawings of one class, uint8 `[drawings, image_size, image_size]`, ink 255.
+
+    Deterministic in (seed, code point): a class looks the same whatever other classes are built.
+    """
+    rng = np.random.default_rng([seed, glyph.codepoint])
+    fonts = np.resize(rng.permutation(len(glyph.fonts)), drawings)  # every font before any repeats
+    used = sorted(set(fonts.tolist()))
+    codes = _coverage()[glyph.codepoint]
+    target = _render_target(image_size)
+    glyphs = []
+    for f in used:
+        ink = _render(glyph.fonts[f], codes[glyph.fonts[f]], target)
+        if ink is None:
+            raise DataError(f"{NAME}: {glyph.name} renders blank in {glyph.fonts[f]}")
+        glyphs.append(ink)
+    picks = rng.permutation(np.searchsorted(used, fonts))
+    return _draw(glyphs, picks, _random_distortion(rng, drawings), image_size)
+
+
+def _check_args(image_size: int, seed: int, drawings: int) -> None:
+    if not 8 <= image_size <= 256:
+        raise DataError(f"{NAME}: image_size must be in 8..256, got {image_size}")
+    if seed < 0:
+        raise DataError(f"{NAME}: seed must be >= 0, got {seed}")
+    if drawings < 1:
+        raise DataError(f"{NAME}: drawings must be >= 1, got {drawings}")
+
+
+def build_glyph_arrays(
+    codepoints: Sequence[int] | None = None, *, image_size: int = 28, seed: int = 0, drawings: int = 20
+) -> dict[str, np.ndarray]:
+    """The dataset's arrays: `images` `[n, S, S]` uint8, `labels` `[n]`, `classes` and `alphabets` `[C]` str.
+
+    `codepoints=None` builds every class of `glyph_classes()`; a list builds just those characters
+    (each must be drawn by `MIN_FONTS` fonts), which is quick and meant for tests and previews.
+    """
+    _check_args(image_size, seed, drawings)
+    if codepoints is None:
+        classes: Sequence[GlyphClass] = glyph_classes()
+    else:
+        classes = []
+        for cp in codepoints:
+            glyph = _class_of(cp)
+            if glyph is None:
+                raise DataError(f"{NAME}: U+{cp:04X} is not drawn by {MIN_FONTS} of matplotlib's fonts")
+            classes.append(glyph)
+    images = np.zeros((len(classes) * drawings, image_size, image_size), dtype=np.uint8)
+    for i, glyph in enumerate(classes):
+        images[i * drawings : (i + 1) * drawings] = draw_glyph_class(
+            glyph, image_size=image_size, seed=seed, drawings=drawings
+        )
+    return {
+        "images": images,
+        "labels": np.repeat(np.arange(len(classes), dtype=np.int64), drawings),
+        "classes": np.array([g.name for g in classes], dtype=str),
+        "alphabets": np.array([g.alphabet for g in classes], dtype=str),
+    }
+
+
+def cache_key(*, image_size: int, seed: int, drawings: int) -> str:
+    """The cache file stem for these arguments and the installed fonts' provenance."""
+    parts = [VERSION, image_size, seed, drawings, matplotlib.__version__, PIL.__version__]
+    return f"{NAME}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}"
+
+
+def load_glyphs(*, image_size: int = 28, seed: int = 0, drawings: int = 20, cache: bool = True) -> ImageDataset:
+    """The glyphs dataset: `drawings` images per class, uint8 `[n, image_size, image_size]`, ink 255.
+
+    Built from matplotlib's fonts on first use (well under a minute) and cached (`fewbit.data.cache`).
+    """
+    _check_args(image_size, seed, drawings)
+    arrays = cached_arrays(
+        cache_key(image_size=image_size, seed=seed, drawings=drawings),
+        lambda: build_glyph_arrays(image_size=image_size, seed=seed, drawings=drawings),
+        enabled=cache,
+    )
+    return ImageDataset(
+        name=NAME,
+        images=arrays["images"],
+        labels=arrays["labels"].astype(np.int64),
+        classes=tuple(str(c) for c in arrays["classes"]),
+        class_alphabet=tuple(str(a) for a in arrays["alphabets"]),
+    )

@@ -1,0 +1,218 @@
+"""Omniglot background sets, read straight from their zip (or an extracted folder) into an ImageDataset.
+
+Layout: `<root>/<Alphabet>/characterNN/<id>_<drawer>.png`, 105x105, white background, black strokes.
+Images are inverted (ink = 255) and resized once; the decoded arrays are cached by content hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fewbit.data.cache import cached_arrays
+from fewbit.data.dataset import ImageDataset
+from fewbit.errors import DataError
+
+NAME = "omniglot"
+RESAMPLE = Image.Resampling.LANCZOS  # the MAML reference code's 105 -> 28 filter
+OMNIGLOT_HELP = "give an Omniglot background zip (e.g. images_background_small1.zip) or its extracted folder"
+
+_CACHE_VERSION = 1  # bump whenever decoding changes, so that stale cache files are never read
+_CACHE_KEYS = frozenset({"images", "labels", "classes", "class_alphabet"})
+# What a damaged zip member or image file raises: CRC and header errors, truncated deflate streams,
+# PIL's UnidentifiedImageError (an OSError) and its SyntaxError for broken PNG chunks.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Archive:
+    """The files of a zip or a folder, named by relative POSIX path (hidden and `__MACOSX` entries left out)."""
+
+    path: Path
+    names: tuple[str, ...]
+    is_zip: bool
+    _read: Callable[[str], bytes]
+
+    def where(self, name: str) -> str:
+        """How to name file `name` in a message: `zip member X` or the file's path."""
+        return f"{self.path} member {name}" if self.is_zip else str(self.path / name)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of `name`; a damaged member raises DataError naming it."""
+        try:
+            return self._read(name)
+        except _READ_ERRORS as exc:
+            fix = "the zip is damaged; download it again" if self.is_zip else "replace the file"
+            raise DataError(f"cannot read {self.where(name)} ({_one_line(exc)}); {fix}") from None
+
+
+@contextlib.contextmanager
+def open_archive(path: Path, *, what: str = OMNIGLOT_HELP) -> Iterator[Archive]:
+    """The files of the zip or folder at `path`; `what` ends each error message (what to give instead)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path} does not exist; {what}")
+    if path.is_dir():
+        yield Archive(path, _folder_names(path), False, lambda name: (path / name).read_bytes())
+        return
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        raise DataError(_bad_zip_message(path, what)) from None
+    except OSError as exc:
+        raise DataError(f"cannot open {path} ({_one_line(exc)}); {what}") from None
+    with zf:
+        names = tuple(sorted(i.filename for i in zf.infolist() if not i.is_dir() and _visible(i.filename)))
+        yield Archive(path, names, True, zf.read)
+
+
+def decode_image(data: bytes, *, image_size: int, where: str) -> np.ndarray:
+    """uint8 `[image_size, image_size]` with ink = 255 from the bytes of a black-on-white image file."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            grey = im.convert("L")
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"cannot decode the image {where} ({_one_line(exc)}); replace the file") from None
+    ink = ImageOps.invert(grey)  # Omniglot draws black strokes on white; fewbit wants ink = 255
+    if ink.size != (image_size, image_size):
+        ink = ink.resize((image_size, image_size), RESAMPLE)
+    return np.asarray(ink, dtype=np.uint8)
+
+
+def load_omniglot(path: Path, *, image_size: int = 28, cache: bool = True) -> ImageDataset:
+    """The Omniglot background set at `path` (a zip, or its extracted folder) as an ImageDataset.
+
+    One class per (alphabet, character), named `Alphabet/characterNN`, in sorted order; images are
+    uint8 `[n, image_size, image_size]` with ink = 255. With `cache`, the decoded arrays are kept under
+    `fewbit.data.cache.cache_dir()`, keyed by the sha256 of the source's bytes and `image_size`.
+    """
+    _check_image_size(image_size)
+    with open_archive(path) as archive:
+        members = _find_layout(archive)
+        if archive.is_zip:
+            digest = _sha256_file(archive.path)
+            read = archive.read
+        else:  # a folder has no single file to hash: hash the names and bytes of the images used
+            blobs = {name: archive.read(name) for name, _, _ in members}
+            digest = _sha256_blobs(blobs)
+            read = blobs.__getitem__
+
+        def build() -> dict[str, np.ndarray]:
+            return _decode_all(archive, members, read, image_size)
+
+        key = f"{NAME}-{digest[:40]}-{image_size}px-v{_CACHE_VERSION}"
+        arrays = cached_arrays(key, build, enabled=cache)
+        if set(arrays) != _CACHE_KEYS:  # a foreign file under our key: never trust it
+            arrays = build()
+    return ImageDataset(
+        name=NAME,
+        images=np.ascontiguousarray(arrays["images"], dtype=np.uint8),
+        labels=arrays["labels"].astype(np.int64),
+        classes=tuple(str(c) for c in arrays["classes"]),
+        class_alphabet=tuple(str(a) for a in arrays["class_alphabet"]),
+    )
+
+
+def _find_layout(archive: Archive) -> list[tuple[str, str, str]]:
+    """(file name, alphabet, character) of every `<Alphabet>/<character>/<image>.png`, sorted."""
+    pngs = [n for n in archive.names if n.lower().endswith(".png")]
+    by_root: dict[str, list[tuple[str, str, str]]] = {}
+    for name in pngs:
+        parts = name.split("/")
+        if len(parts) >= 3:
+            by_root.setdefault("/".join(parts[:-3]), []).append((name, parts[-3], parts[-2]))
+    if not by_root:
+        raise DataError(
+            f"{archive.path} holds no images laid out as <Alphabet>/<character>/<image>.png "
+            f"({len(pngs)} PNG file(s) at other depths); {OMNIGLOT_HELP}"
+        )
+    if len(by_root) > 1:
+        roots = ", ".join(r or "." for r in sorted(by_root))
+        raise DataError(
+            f"{archive.path} holds Omniglot-like images under several roots ({roots}); give one of them"
+        )
+    (members,) = by_root.values()
+    return sorted(members, key=lambda m: (m[1], m[2], m[0]))
+
+
+def _decode_all(
+    archive: Archive, members: list[tuple[str, str, str]], read: Callable[[str], bytes], image_size: int
+) -> dict[str, np.ndarray]:
+    class_ids: dict[tuple[str, str], int] = {}
+    images = np.empty((len(members), image_size, image_size), dtype=np.uint8)  # [n, H, W], ink = 255
+    labels = np.empty(len(members), dtype=np.int64)
+    for i, (name, alphabet, character) in enumerate(members):
+        images[i] = decode_image(read(name), image_size=image_size, where=archive.where(name))
+        labels[i] = class_ids.setdefault((alphabet, character), len(class_ids))
+    return {
+        "images": images,
+        "labels": labels,
+        "classes": np.array([f"{a}/{c}" for a, c in class_ids], dtype=str),
+        "class_alphabet": np.array([a for a, _ in class_ids], dtype=str),
+    }
+
+
+def _folder_names(root: Path) -> tuple[str, ...]:
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        rel = Path(dirpath).relative_to(root).as_posix()
+        names.extend(f if rel == "." else f"{rel}/{f}" for f in filenames if _visible(f))
+    return tuple(sorted(names))
+
+
+def _visible(name: str) -> bool:
+    return not any(part.startswith(".") or part == "__MACOSX" for part in name.split("/") if part)
+
+
+def _bad_zip_message(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"cannot read {path} ({_one_line(exc)}); {what}"
+    if head in _ZIP_MAGIC:
+        return f"{path} is a damaged or truncated zip; download it again ({what})"
+    return f"{path} is not a zip file; {what}"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({_one_line(exc)}); {OMNIGLOT_HELP}") from None
+    return h.hexdigest()
+
+
+def _sha256_blobs(blobs: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(blobs):
+        data = blobs[name]
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 256:
+        raise DataError(f"image size {image_size!r} is out of range; use a whole number of pixels, 8..256")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

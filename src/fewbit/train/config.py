@@ -1,0 +1,148 @@
+"""TrainConfig: everything a meta-training run needs, frozen, validated, round-tripping through YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from fewbit.config import check, from_dict, load_yaml, to_dict
+from fewbit.errors import ConfigError
+
+SCHEDULES = ("constant", "cosine")
+OWNER = "TrainConfig"
+
+
+def meta_module() -> Any:
+    """The `fewbit.meta` module (imported on first use; the algorithms live there)."""
+    try:
+        return importlib.import_module("fewbit.meta")
+    except ImportError as exc:  # pragma: no cover - only while fewbit.meta is missing
+        raise ConfigError(f"meta: the algorithms package fewbit.meta cannot be imported ({exc})") from None
+
+
+def _default_meta() -> Any:
+    return meta_module().MetaConfig()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One meta-training run: data, model, task shape, outer loop, validation, checkpoints.
+
+    `meta` is the algorithm's `fewbit.meta.MetaConfig` (algorithm, inner steps, inner lr, ...).
+    In YAML it is a nested mapping; its fields may also be given at the top level
+    (`algorithm: maml`), which is what the command-line flags do.
+    """
+
+    dataset: str = ""  # a data spec: sinusoid | omniglot:PATH | omniglot-minimal:DIR | glyphs
+    backbone: str = "auto"  # mlp | conv4 | resnet12 | auto (mlp for regression, conv4 for images)
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 16  # tasks per outer step (split across ranks when distributed)
+    steps: int = 1000  # outer steps
+    outer_lr: float = 1e-3  # Adam
+    schedule: str = "constant"  # constant | cosine (decays the outer lr to 0 at `steps`)
+    grad_clip: float | None = None  # max global norm of the outer gradient; None: no clipping
+    seed: int = 0
+    meta: Any = dataclasses.field(default_factory=_default_meta)
+    batch_size: int = 64  # images per step for non-episodic algorithms (finetune)
+    rotations: bool = False  # 90-degree rotations count as new classes (training tasks only)
+    image_size: int = 28
+    val_every: int = 100  # validate on the val split every N steps (0: never; the last step is kept)
+    val_tasks: int = 100
+    checkpoint_every: int = 50  # write a resumable checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 2  # resumable checkpoints kept; older ones are the fallback for a torn newest
+    device: str = "auto"  # auto | cpu | cuda
+    compress: str | None = None  # a compression spec applied before training (fewbit.compress.compress_)
+
+    def __post_init__(self) -> None:
+        meta = meta_module()
+        check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
+              "required: give a data spec (--dataset SPEC), e.g. sinusoid or omniglot-minimal:DIR")
+        check(isinstance(self.backbone, str) and bool(self.backbone), OWNER, "backbone", "must be a backbone name")
+        for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
+                          ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
+                          ("checkpoint_every", 0), ("keep_checkpoints", 1)):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
+                  f"must be an integer >= {low}, got {value!r}")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), OWNER, "seed", f"must be an integer, got {self.seed!r}")
+        check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {self.outer_lr!r}")
+        check(self.grad_clip is None or _positive_float(self.grad_clip), OWNER, "grad_clip",
+              f"must be a number > 0 or null, got {self.grad_clip!r}")
+        check(self.schedule in SCHEDULES, OWNER, "schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check(isinstance(self.rotations, bool), OWNER, "rotations", f"must be true or false, got {self.rotations!r}")
+        check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {self.device!r}")
+        check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
+              f"must be a compression spec string or null, got {self.compress!r}")
+        check(isinstance(self.meta, meta.MetaConfig), OWNER, "meta",
+              f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
+
+    @property
+    def algorithm(self) -> str:
+        """The algorithm's name (`meta.algorithm`)."""
+        return str(self.meta.algorithm)
+
+    @property
+    def regression(self) -> bool:
+        """Whether the data spec names a regression family (sinusoid)."""
+        return self.dataset.partition(":")[0] == "sinusoid"
+
+    @property
+    def resolved_backbone(self) -> str:
+        """The backbone name with `auto` resolved (mlp for regression, conv4 for images)."""
+        if self.backbone != "auto":
+            return self.backbone
+        return "mlp" if self.regression else "conv4"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-ready dict (with `version`); `meta` nested."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; MetaConfig fields may sit at the top level or under `meta`."""
+        return from_dict(cls, _fold_meta(data))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied (MetaConfig field names go to `meta`); validated again."""
+        data = self.to_dict()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return TrainConfig.from_dict(data)
+
+
+def _positive_float(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with top-level MetaConfig fields moved into `meta`, and `meta` built into a MetaConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{OWNER}: expected a mapping, got {type(data).__name__}")
+    meta = meta_module()
+    data = dict(data)
+    own = {f.name for f in dataclasses.fields(TrainConfig)}
+    meta_fields = {f.name for f in dataclasses.fields(meta.MetaConfig)} - own
+    raw = data.pop("meta", None)
+    if raw is None:
+        meta_data: dict[str, Any] = {}
+    elif isinstance(raw, meta.MetaConfig):
+        meta_data = to_dict(raw)
+    elif isinstance(raw, dict):
+        meta_data = dict(raw)
+    else:
+        raise ConfigError(f"{OWNER}.meta: must be a mapping of MetaConfig fields, got {type(raw).__name__}")
+    for key in sorted(meta_fields & set(data)):
+        meta_data[key] = data.pop(key)
+    data["meta"] = from_dict(meta.MetaConfig, meta_data)
+    return data
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of YAML file `path` (optional) with `overrides` (None values ignored) on top."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)
