@@ -36,7 +36,12 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def omniglot_files(
-    *, alphabets: int | Sequence[str] = 3, characters: int = 4, drawings: int = 20, seed: int = 0, size: int = 105
+    *,
+    alphabets: int | Sequence[str] = 3,
+    characters: int = 4,
+    drawings: int = 20,
+    seed: int = 0,
+    size: int = 105,
 ) -> dict[str, bytes]:
     """`<Alphabet>/characterNN/<id>_<drawer>.png` -> PNG bytes, for an Omniglot-layout fixture."""
     names = ALPHABET_NAMES[:alphabets] if isinstance(alphabets, int) else tuple(alphabets)
@@ -47,7 +52,8 @@ def omniglot_files(
         for c in range(1, characters + 1):
             char_id += 1
             for d in range(1, drawings + 1):
-                files[f"{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png"] = png_bytes(draw_character(rng, size))
+                name = f"{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png"
+                files[name] = png_bytes(draw_character(rng, size))
     return files
 
 
@@ -84,7 +90,8 @@ def make_omniglot_zip(
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=compression) as zf:
         prefix = f"{root}/" if root else ""
-        dirs = sorted({prefix + n.rsplit("/", 1)[0] for n in files} | {prefix + n.split("/")[0] for n in files})
+        character_dirs = {prefix + n.rsplit("/", 1)[0] for n in files}
+        dirs = sorted(character_dirs | {d.rsplit("/", 1)[0] for d in character_dirs})
         if prefix:
             zf.writestr(prefix, b"")
         for d in dirs:

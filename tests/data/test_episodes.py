@@ -13,7 +13,7 @@ IMAGES = images_to_tensor(DS.images)
 
 def _source_class(x: torch.Tensor) -> int:
     """Which class an (unrotated) image came from: images are unique within the synthetic set."""
-    match = (IMAGES == x).flatten(1).all(1).nonzero().flatten()
+    match = (x == IMAGES).flatten(1).all(1).nonzero().flatten()
     return int(DS.labels[int(match[0])])
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,7 +237,12 @@ def test_omniglot_source_spec(tmp_path, make_omniglot_zip):
 @pytest.mark.parametrize(
     ("name", "alphabets", "classes", "images"),
     [
-        ("images_background_small1.zip", ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"), 136, 2720),
+        (
+            "images_background_small1.zip",
+            ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"),
+            136,
+            2720,
+        ),
         (
             "images_background_small2.zip",
             ("Greek", "Japanese_(katakana)", "Latin", "Sanskrit", "Tagalog"),

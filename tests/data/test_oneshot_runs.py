@@ -89,9 +89,11 @@ def test_classifier_keeps_gradients(tmp_path, make_oneshot_runs):
 
 def test_zip_matches_folder(tmp_path, make_oneshot_runs, zip_folder):
     folder = make_oneshot_runs(tmp_path / "runs", runs=2, ways=5)
-    for archive in (zip_folder(folder, tmp_path / "runs.zip"), zip_folder(folder, tmp_path / "nested.zip", arcroot="all")):
+    from_folder = read_runs(folder)
+    flat = zip_folder(folder, tmp_path / "runs.zip")
+    nested = zip_folder(folder, tmp_path / "nested.zip", arcroot="all")
+    for archive in (flat, nested):
         from_zip = read_runs(archive)
-        from_folder = read_runs(folder)
         assert len(from_zip) == 2
         for a, b in zip(from_zip, from_folder):
             assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
@@ -204,5 +206,6 @@ def test_truncated_zip(tmp_path, make_oneshot_runs, zip_folder):
 
 
 def test_oneshot_run_is_a_plain_record():
-    run = OneShotRun("r", torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8), torch.tensor([0, 1, 1]), ("a", "b"), ("x",) * 3)
+    support_x, query_x = torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8)
+    run = OneShotRun("r", support_x, query_x, torch.tensor([0, 1, 1]), ("a", "b"), ("x",) * 3)
     assert run.ways == 2

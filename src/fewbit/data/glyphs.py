@@ -33,7 +33,7 @@ VERSION = "glyphs-1"  # bump when the class selection or the drawing recipe chan
 MIN_FONTS = 6  # a character must be drawn by this many font files to become a class
 MIN_ALPHABET_CLASSES = 10  # smaller alphabets are left out, so 5-way tasks within one alphabet work
 CANONICAL_SIZE = 28  # look-alikes are found by comparing renderings at this size
-DUPLICATE_DISTANCE = 0.06  # relative squared distance below which two canonical renderings are one class
+DUPLICATE_DISTANCE = 0.15  # relative squared distance (see `_distances`) under which two classes are one
 SUPERSAMPLE = 2  # drawings are sampled at this multiple of the image size, then box-averaged down
 
 # The font files drawn from, in the order fonts are listed in a class.
@@ -143,6 +143,7 @@ class GlyphClass:
         return f"{self.alphabet}/U+{self.codepoint:04X}"
 
 
+@functools.lru_cache(maxsize=1)
 def font_dir() -> Path:
     """The folder of TrueType fonts that matplotlib ships."""
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -185,42 +186,53 @@ def _is_candidate(codepoint: int) -> bool:
     return unicodedata.normalize("NFKD", char) == char and alphabet_of(codepoint) is not None
 
 
-@functools.lru_cache(maxsize=None)
+PROBE_SIZE = 64  # font size at which a glyph's extent is measured
+
+
+@functools.lru_cache(maxsize=1024)
 def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(font_dir() / file), size, layout_engine=ImageFont.Layout.BASIC)
 
 
-def _render(file: str, code: int, target: int) -> np.ndarray | None:
+def _extent(file: str, code: int) -> int:
+    """The longest side of character `code`'s box in `file` at `PROBE_SIZE`, in pixels (0 when blank)."""
+    left, top, right, bottom = _font(file, PROBE_SIZE).getbbox(chr(code))
+    return max(right - left, bottom - top, 0)
+
+
+def _is_blank(file: str, code: int) -> bool:
+    """Blank or nearly so: a box under 4% of the em (a dot is about 15%)."""
+    return _extent(file, code) < 0.04 * PROBE_SIZE
+
+
+def _render(file: str, code: int, target: int) -> np.ndarray:
     """Character `code` of `file` as float32 ink in [0, 1], cropped to its ink, longest side about `target`.
 
-    None when the glyph is blank or nearly so (longest ink side under 4% of the em).
+    Font sizes go in steps of 2^(1/8) so that few font objects are made; the side is target to 9% more.
     """
-    probe_size = 64
+    extent = max(_extent(file, code), 1)
+    steps = np.ceil(8 * np.log2(max(PROBE_SIZE * target / extent, 4.0)))
+    size = int(min(round(2 ** (steps / 8)), 40 * target))
     char = chr(code)
-    left, top, right, bottom = _font(file, probe_size).getbbox(char)
-    longest = max(right - left, bottom - top)
-    if longest < 0.04 * probe_size:
-        return None
-    size = int(np.clip(round(probe_size * target / longest), 8, 40 * target))
-    font = _font(file, size) if size == probe_size else ImageFont.truetype(
-        str(font_dir() / file), size, layout_engine=ImageFont.Layout.BASIC
-    )
+    font = _font(file, size)
     left, top, right, bottom = font.getbbox(char)
     canvas = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2))
     ImageDraw.Draw(canvas).text((1 - left, 1 - top), char, font=font, fill=255)
     ink = np.asarray(canvas, dtype=np.float32) / 255.0
     rows, cols = np.nonzero(ink > 0.1)
     if rows.size == 0:
-        return None
+        return ink  # not reached for glyphs that pass `_is_blank`; an empty drawing is still valid
     return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
 def _class_of(codepoint: int) -> GlyphClass | None:
-    fonts = _coverage().get(codepoint, {})
+    """The class of `codepoint` with the fonts that draw it visibly, or None if fewer than `MIN_FONTS` do."""
+    codes = _coverage().get(codepoint, {})
     alphabet = alphabet_of(codepoint)
+    fonts = tuple(f for f in FONT_FILES if f in codes and not _is_blank(f, codes[f]))
     if alphabet is None or len(fonts) < MIN_FONTS:
         return None
-    return GlyphClass(codepoint, alphabet, tuple(f for f in FONT_FILES if f in fonts))
+    return GlyphClass(codepoint, alphabet, fonts)
 
 
 def _canonical_font(glyph: GlyphClass) -> str:
@@ -350,8 +362,7 @@ def canonical_images(classes: Sequence[GlyphClass]) -> np.ndarray:
     for i, glyph in enumerate(classes):
         file = _canonical_font(glyph)
         ink = _render(file, _coverage()[glyph.codepoint][file], _render_target(CANONICAL_SIZE))
-        if ink is not None:
-            out[i] = _draw([ink], np.zeros(1, dtype=np.int64), _identity(1), CANONICAL_SIZE)[0]
+        out[i] = _draw([ink], np.zeros(1, dtype=np.int64), _identity(1), CANONICAL_SIZE)[0]
     return out
 
 
@@ -367,15 +378,7 @@ def _distances(images: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def glyph_classes() -> tuple[GlyphClass, ...]:
     """The dataset's classes in code point order (deterministic for a matplotlib install; a few seconds)."""
-    candidates = [c for cp in sorted(_coverage()) if _is_candidate(cp) and (c := _class_of(cp))]
-    # Drop fonts whose glyph is blank, then classes left with too few fonts.
-    target = _render_target(CANONICAL_SIZE)
-    drawable = []
-    for glyph in candidates:
-        codes = _coverage()[glyph.codepoint]
-        fonts = tuple(f for f in glyph.fonts if _render(f, codes[f], target // 4) is not None)
-        if len(fonts) >= MIN_FONTS:
-            drawable.append(dataclasses.replace(glyph, fonts=fonts))
+    drawable = [c for cp in sorted(_coverage()) if _is_candidate(cp) and (c := _class_of(cp))]
     # Keep the first (lowest code point) of each group of look-alikes.
     close = _distances(canonical_images(drawable)) < DUPLICATE_DISTANCE
     kept = np.zeros(len(drawable), dtype=bool)
@@ -398,12 +401,7 @@ def draw_glyph_class(glyph: GlyphClass, *, image_size: int = 28, seed: int = 0, 
     used = sorted(set(fonts.tolist()))
     codes = _coverage()[glyph.codepoint]
     target = _render_target(image_size)
-    glyphs = []
-    for f in used:
-        ink = _render(glyph.fonts[f], codes[glyph.fonts[f]], target)
-        if ink is None:
-            raise DataError(f"{NAME}: {glyph.name} renders blank in {glyph.fonts[f]}")
-        glyphs.append(ink)
+    glyphs = [_render(glyph.fonts[f], codes[glyph.fonts[f]], target) for f in used]
     picks = rng.permutation(np.searchsorted(used, fonts))
     return _draw(glyphs, picks, _random_distortion(rng, drawings), image_size)
 

@@ -38,7 +38,7 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Archive:
-    """The files of a zip or a folder, named by relative POSIX path (hidden and `__MACOSX` entries left out)."""
+    """The files of a zip or folder by relative POSIX path (hidden and `__MACOSX` entries left out)."""
 
     path: Path
     names: tuple[str, ...]
@@ -185,7 +185,7 @@ def _bad_zip_message(path: Path, what: str) -> str:
     except OSError as exc:
         return f"cannot read {path} ({_one_line(exc)}); {what}"
     if head in _ZIP_MAGIC:
-        return f"{path} is a damaged or truncated zip; download it again ({what})"
+        return f"{path} is a damaged or truncated zip; download it again"
     return f"{path} is not a zip file; {what}"
 
 

@@ -103,7 +103,8 @@ def score_runs(
                 support_emb = _embed(predict, support_x)  # [n_support, d]
                 query_emb = _embed(predict, query_x)  # [n_query, d]
             if support_emb.shape[1] != query_emb.shape[1]:
-                raise ValueError(f"{run.name}: embeddings differ in width ({support_emb.shape} vs {query_emb.shape})")
+                widths = (support_emb.shape[1], query_emb.shape[1])
+                raise ValueError(f"{run.name}: support and query embeddings differ in width {widths}")
             guess = torch.cdist(query_emb.float(), support_emb.float()).argmin(dim=1)  # [n_query]
         else:
             scores = predict(support_x, query_x)
@@ -137,7 +138,9 @@ def _read_run(archive: Archive, names: set[str], run_dir: str, image_size: int) 
     run_name = run_dir or archive.path.stem
     training = posixpath.join(run_dir, "training") + "/"
     support_names = sorted(
-        n for n in names if n.startswith(training) and "/" not in n[len(training) :] and n.lower().endswith(".png")
+        n
+        for n in names
+        if n.startswith(training) and "/" not in n[len(training) :] and n.lower().endswith(".png")
     )
     if not support_names:
         raise DataError(f"{archive.where(training)} holds no support images (.png); {RUNS_HELP}")
@@ -151,18 +154,15 @@ def _read_run(archive: Archive, names: set[str], run_dir: str, image_size: int) 
         fields = line.split()
         if not fields:
             continue
+        at = f"{archive.where(labels_name)} line {line_no}"
         if len(fields) != 2:
-            raise DataError(
-                f"{archive.where(labels_name)} line {line_no}: expected '<query.png> <support.png>', got {line.strip()!r}"
-            )
+            raise DataError(f"{at}: expected '<query.png> <support.png>', got {line.strip()!r}")
         query = _resolve(fields[0], run_dir, names)
         support = _resolve(fields[1], run_dir, names)
         if query is None:
-            raise DataError(f"{archive.where(labels_name)} line {line_no}: query image {fields[0]} is missing")
+            raise DataError(f"{at}: query image {fields[0]} is missing")
         if support not in support_index:
-            raise DataError(
-                f"{archive.where(labels_name)} line {line_no}: {fields[1]} is not a support image in {training}"
-            )
+            raise DataError(f"{at}: {fields[1]} is not a support image in {training}")
         query_names.append(query)
         answers.append(support_index[support])
     if not query_names:
@@ -170,7 +170,10 @@ def _read_run(archive: Archive, names: set[str], run_dir: str, image_size: int) 
 
     def load(image_names: list[str]) -> torch.Tensor:
         images = np.stack(
-            [decode_image(archive.read(n), image_size=image_size, where=archive.where(n)) for n in image_names]
+            [
+                decode_image(archive.read(n), image_size=image_size, where=archive.where(n))
+                for n in image_names
+            ]
         )
         return images_to_tensor(images)  # [n, 1, H, W], strokes = 1
 

@@ -59,7 +59,9 @@ class RegressionSource:
 Source = ImageSource | RegressionSource
 
 
-def split_by_alphabet(ds: ImageDataset, fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0) -> dict[str, ImageDataset]:
+def split_by_alphabet(
+    ds: ImageDataset, fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0
+) -> dict[str, ImageDataset]:
     """Alphabet-disjoint train/val/test splits: a seeded shuffle of the sorted alphabets, cut by fraction."""
     alphabets = sorted(ds.alphabets)
     if len(alphabets) < 3:
@@ -103,7 +105,9 @@ def _omniglot_minimal(arg: str, image_size: int) -> ImageSource:
 
     root = Path(arg or ".").expanduser()
     if not root.is_dir():
-        raise DataError(f"omniglot-minimal:{arg}: {root} is not a folder; give the folder holding both background-small zips")
+        raise DataError(
+            f"omniglot-minimal:{arg}: {root} is not a folder; give the folder holding both background-small zips"
+        )
     paths = []
     for name in (MINIMAL_SMALL1, MINIMAL_SMALL2):
         p = root / name

@@ -1,0 +1,96 @@
+"""MAML (second order) and first-order MAML: adapt on the support set, score the query set."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewbit.data.task import Task
+from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
+from fewbit.meta.functional import batched_forward, expand_params, head_forward, single_forward
+from fewbit.meta.inner import LearningRate, Project, inner_loop, task_accuracy, task_loss
+from fewbit.meta.scopes import scope_filter
+from fewbit.models.backbone import Backbone
+
+
+@register_algorithm("maml")
+class MAML(Algorithm):
+    """Model-Agnostic Meta-Learning (Finn et al. 2017): the outer loss is the query loss after
+    `inner_steps` steps on the support set, differentiated through the steps (unless
+    `first_order`). Subclasses change the scope (ANIL), the learning rate (Meta-SGD) or the
+    outer update (Reptile). `project` is handed to the inner loop (compression sets it).
+    """
+
+    scope: str | None = None  # a fixed scope overriding config.scope (ANIL: head)
+    project: Project | None = None
+
+    @property
+    def first_order(self) -> bool:
+        return self.config.first_order
+
+    def adapt_filter(self, model: nn.Module):  # noqa: ANN201 - a name filter
+        return scope_filter(self.scope or self.config.scope, model)
+
+    def inner_lr(self, extras: Params) -> LearningRate:
+        """A scalar here; Meta-SGD returns its per-parameter learning rates."""
+        return self.config.inner_lr
+
+    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
+        """Mean query loss over the meta-batch after adapting each task on its support set."""
+        out = self.adapted_outputs(model, params, task, extras or {}, self.config.inner_steps, self.first_order)
+        return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))
+
+    def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
+        """Query outputs after `config.test_inner_steps` inner steps on each support set."""
+        params = {n: p.detach() for n, p in params.items()}
+        extras = {n: p.detach() for n, p in (extras or {}).items()}
+        with torch.no_grad():
+            return self.adapted_outputs(model, params, task, extras, self.config.test_inner_steps, True)
+
+    def adapted_outputs(
+        self, model: nn.Module, params: Params, task: Task, extras: Params, steps: int, first_order: bool
+    ) -> torch.Tensor:
+        """Query outputs `[tasks, N*Q, out]` of the fast weights adapted on each support set."""
+        keep = self.adapt_filter(model)
+        names = [n for n in params if keep(n)]
+        lr = self.inner_lr(extras)
+        head_only = isinstance(model, Backbone) and isinstance(model.head, nn.Linear)
+        head_only = head_only and all(n.startswith("head.") for n in names) and self.project is None
+        if not self.config.batched:  # the reference path: one task at a time
+            outs = []
+            for t in range(task.num_tasks):
+                sub = task[t]
+                outs.append(self._adapt(model, single_forward(model), params, sub, keep, lr, steps, first_order, head_only))
+            return torch.cat(outs)
+        batched = expand_params(params, task.num_tasks)
+        return self._adapt(model, batched_forward(model), batched, task, keep, lr, steps, first_order, head_only)
+
+    def _adapt(self, model, forward, params, task, keep, lr, steps, first_order, head_only) -> torch.Tensor:  # noqa: ANN001
+        if head_only:  # ANIL: the body is fixed in the inner loop, so embed once and adapt the head
+            z_support = forward(params, task.support_x, embed=True)
+            z_query = forward(params, task.query_x, embed=True)
+            fast = inner_loop(
+                head_forward, params, z_support, task.support_y, steps=steps, lr=lr, adapt=keep, first_order=first_order
+            )
+            return head_forward(fast, z_query)
+        fast = inner_loop(
+            forward,
+            params,
+            task.support_x,
+            task.support_y,
+            steps=steps,
+            lr=lr,
+            adapt=keep,
+            first_order=first_order,
+            project=self.project,
+        )
+        return forward(fast, task.query_x)
+
+
+@register_algorithm("fomaml")
+class FOMAML(MAML):
+    """First-order MAML: the outer gradient is the query gradient at the fast weights."""
+
+    @property
+    def first_order(self) -> bool:
+        return True

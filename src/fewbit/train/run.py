@@ -1,0 +1,215 @@
+"""A run directory and the Run it holds: resolved config, metrics, checkpoints, eval results.
+
+Layout of RUN_DIR:
+  config.yaml                 the resolved TrainConfig
+  metrics.jsonl               one JSON object per training step and per validation
+  checkpoints/best.safetensors    weights with the best validation score (what `load_run` loads)
+  checkpoints/step-NNNNNNNN.safetensors   resumable full state; the newest is the last one
+  eval.json                   written by `fewbit eval`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from fewbit.config import load_yaml
+from fewbit.data.dataset import ImageDataset
+from fewbit.data.sources import ImageSource, load_source
+from fewbit.device import resolve_device
+from fewbit.errors import ConfigError, DataError, FewbitError, FewbitFormatError
+from fewbit.evaluate import Predictor
+from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
+from fewbit.train.config import TrainConfig, meta_module
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+EVAL_NAME = "eval.json"
+CHECKPOINT_DIR = "checkpoints"
+REGRESSION_HIDDEN = (40, 40)  # the MAML paper's sinusoid network
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained model with its algorithm, extra meta-parameters (e.g. Meta-SGD rates) and config."""
+
+    config: TrainConfig
+    model: nn.Module
+    algorithm: Any
+    extras: dict[str, nn.Parameter]
+    run_dir: Path | None = None
+    step: int = 0
+    best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best validation
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The model's parameters by name, as the algorithms take them."""
+        return dict(self.model.named_parameters())
+
+    @property
+    def device(self) -> torch.device:
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def predictor(self) -> Predictor:
+        """A function of a batch of tasks giving query predictions, for `fewbit.evaluate.evaluate`."""
+        model, algorithm, extras = self.model, self.algorithm, self.extras
+
+        def predict(task: Any) -> torch.Tensor:
+            return algorithm.predict(model, dict(model.named_parameters()), task, extras).detach()
+
+        return predict
+
+
+def model_ways(config: TrainConfig, episodic: bool, train_classes: int | None) -> int:
+    """Outputs of the model's head: 1 for regression, all train classes for finetune, else `ways`."""
+    if config.regression:
+        return 1
+    if not episodic:
+        if train_classes is None:
+            raise ConfigError("TrainConfig.meta: a non-episodic algorithm needs the number of train classes")
+        return train_classes
+    return config.ways
+
+
+def build_model(config: TrainConfig, ways: int) -> nn.Module:
+    """The backbone the config names with a `ways`-output head, compressed when `config.compress` is set."""
+    from fewbit.models import build_backbone
+
+    name = config.resolved_backbone
+    if config.regression:
+        if name != "mlp":
+            raise ConfigError(f"TrainConfig.backbone: sinusoid regression needs the mlp backbone, got {name!r}")
+        model = build_backbone("mlp", ways=ways, in_features=1, hidden=REGRESSION_HIDDEN)
+    else:
+        model = build_backbone(name, ways=ways, in_channels=1, image_size=config.image_size)
+    if config.compress:
+        compress_model_(model, config.compress)
+    return model
+
+
+def compress_model_(model: nn.Module, spec: str) -> None:
+    """Apply the compression spec `spec` in place through `fewbit.compress.compress_`."""
+    if importlib.util.find_spec("fewbit.compress") is None:
+        raise ConfigError(f"TrainConfig.compress: {spec!r} was asked for but fewbit.compress is not available")
+    compress = importlib.import_module("fewbit.compress")
+    if not hasattr(compress, "compress_"):
+        raise ConfigError(f"TrainConfig.compress: {spec!r} was asked for but fewbit.compress has no compress_")
+    compress.compress_(model, spec)
+
+
+def eval_dataset(spec: str, split: str, image_size: int = 28) -> ImageDataset | None:
+    """The image split to evaluate on, or None for a regression family."""
+    source = load_source(spec, image_size=image_size)
+    if not isinstance(source, ImageSource):
+        return None
+    return source.split(split)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` looks like a run directory (it has a config.yaml)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config of a run directory; anything that is not a run raises one clear error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FewbitFormatError(f"{run_dir} is not a run directory: it does not exist")
+    if not is_run_dir(run_dir):
+        raise FewbitFormatError(f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (train one with fewbit train)")
+    try:
+        return TrainConfig.from_dict(load_yaml(run_dir / CONFIG_NAME))
+    except ConfigError as exc:
+        raise FewbitFormatError(f"{run_dir / CONFIG_NAME} is not a valid run config: {exc}") from None
+
+
+def write_run_config(run_dir: Path, config: TrainConfig) -> None:
+    """Write `config.yaml` atomically."""
+    from fewbit._io import atomic_write_text
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    atomic_write_text(run_dir / CONFIG_NAME, text)
+
+
+def load_run(
+    run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None, model: nn.Module | None = None
+) -> Run:
+    """The Run in `run_dir`: model rebuilt from its config, weights from the best (or `last`) checkpoint.
+
+    `model` replaces the rebuilt module (for runs trained on a custom module); it is loaded in place.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    ckpt = _pick_checkpoint(run_dir, checkpoint)
+    meta = meta_module()
+    algorithm = meta.build_algorithm(config.meta)
+    state = ckpt.state
+    if model is None:
+        model = build_model(config, int(state.get("model_ways", config.ways)))
+    target = resolve_device(device or config.device)
+    model.to(target)
+    _load_module(model, ckpt.group("model"), ckpt.path)
+    extras = algorithm.extra_parameters(model)
+    saved_extras = ckpt.group("extras")
+    with torch.no_grad():
+        for name, p in extras.items():
+            if name not in saved_extras:
+                raise FewbitFormatError(f"{ckpt.path} lacks the meta-parameter {name!r}; it belongs to another run")
+            p.copy_(saved_extras[name])
+    return Run(config, model, algorithm, extras, run_dir, int(state.get("step", 0)), state.get("best"))
+
+
+def _pick_checkpoint(run_dir: Path, which: str) -> Checkpoint:
+    directory = run_dir / CHECKPOINT_DIR
+    if which not in ("best", "last"):
+        raise ConfigError(f"checkpoint: choose best or last, got {which!r}")
+    if which == "best":
+        try:
+            return load_checkpoint(directory / BEST_NAME)
+        except FewbitFormatError as exc:
+            if (directory / BEST_NAME).exists():
+                warnings.warn(f"{exc}; using the newest step checkpoint instead", stacklevel=3)
+    ckpt = latest_checkpoint(directory)
+    if ckpt is None:
+        raise FewbitFormatError(f"{run_dir} is not a finished run: it has no readable checkpoint in {directory}")
+    return ckpt
+
+
+def _load_module(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path | None) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise FewbitFormatError(
+            f"{where} does not fit the model built from its config "
+            f"(missing {', '.join(missing[:3]) or '-'}; unexpected {', '.join(unexpected[:3]) or '-'})"
+        )
+    for name, t in tensors.items():
+        if own[name].shape != t.shape:
+            raise FewbitFormatError(f"{where}: {name} has shape {tuple(t.shape)}, the model wants {tuple(own[name].shape)}")
+    model.load_state_dict(tensors)
+
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_NAME",
+    "EVAL_NAME",
+    "METRICS_NAME",
+    "DataError",
+    "FewbitError",
+    "Run",
+    "build_model",
+    "eval_dataset",
+    "load_run",
+    "model_ways",
+    "read_run_config",
+]
