@@ -1,0 +1,387 @@
+"""The `.fewbit` artifact: one file, read without pickle and without torch.
+
+Layout (all integers little-endian)::
+
+    magic      8 bytes   b"FEWBIT\\r\\n"  (the CR LF catches text-mode copies, as in PNG)
+    version    uint16    FORMAT_VERSION
+    flags      uint16    0 (reserved)
+    length     uint32    bytes of the manifest
+    crc32      uint32    CRC-32 of the manifest bytes
+    manifest   JSON, UTF-8: format version, architecture (a layer list), per-tensor encoding,
+               preprocessing, algorithm, adaptation scope, payload length and sha256
+    payload    the packed arrays the manifest's `tensors` table points into
+
+A tensor is stored either as raw float32 (`"enc": "f32"`) or quantized (`"enc": "quant"`):
+integer codes bit-packed at `bits` bits (only the kept positions when the tensor is sparse),
+float32 scales and int32 zero points per tensor or per channel along `axis`, a keep-mask as a
+bitmap or an index list (whichever is smaller), and an optional float32 codebook.
+
+Reading trusts nothing: sizes are checked against the file before anything is allocated, the
+manifest against its CRC, the payload against its sha256, and every tensor against its shape.
+Any failure is a FewbitFormatError with one line that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewbit.deploy.packing import (
+    decode_mask,
+    encode_mask,
+    pack_bits,
+    packed_nbytes,
+    unpack_bits,
+)
+from fewbit.errors import FewbitFormatError
+
+MAGIC = b"FEWBIT\r\n"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHHII")
+HEADER_BYTES = _HEADER.size
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_FILE_BYTES = 1 << 30
+MAX_TENSOR_ELEMENTS = 1 << 26  # a claimed shape larger than this is rejected before allocation
+MAX_TOTAL_ELEMENTS = 1 << 27
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantTensor:
+    """A quantized tensor as the artifact stores it (numpy, no torch).
+
+    `codes` is int64 of the full `shape` (entries where `mask` is False are ignored). Without a
+    codebook the value is `(codes - zero_point) * scale`, with `scale`/`zero_point` of length 1
+    or `shape[axis]`; with a codebook it is `codebook[codes]`. Masked-out entries are exactly 0.
+    """
+
+    codes: np.ndarray
+    bits: int
+    scale: np.ndarray
+    zero_point: np.ndarray
+    shape: tuple[int, ...]
+    axis: int | None = None
+    mask: np.ndarray | None = None
+    codebook: np.ndarray | None = None
+
+    def _per_channel(self, values: np.ndarray) -> np.ndarray:
+        if values.size == 1 or self.axis is None:
+            return values.reshape(())
+        view = [1] * len(self.shape)
+        view[self.axis] = -1
+        return values.reshape(view)
+
+    def integer_weights(self) -> np.ndarray:
+        """`codes - zero_point` with masked entries 0 (int64, full shape); value = this x scale."""
+        q = self.codes - self._per_channel(self.zero_point.astype(np.int64))
+        if self.mask is not None:
+            q = np.where(self.mask, q, 0)
+        return q.astype(np.int64)
+
+    def channel_scale(self) -> np.ndarray:
+        """float32 scale broadcastable against the tensor."""
+        return self._per_channel(self.scale.astype(np.float32))
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 values this tensor stands for."""
+        if self.codebook is not None:
+            w = self.codebook.astype(np.float32)[self.codes]
+            if self.mask is not None:
+                w = np.where(self.mask, w, np.float32(0))
+            return w.astype(np.float32)
+        return (self.integer_weights().astype(np.float32) * self.channel_scale()).astype(np.float32)
+
+    @property
+    def numel(self) -> int:
+        return int(math.prod(self.shape))
+
+
+Tensor = np.ndarray | QuantTensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Artifact:
+    """A loaded artifact: its manifest and its tensors by name; `nbytes` is the file's size."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, Tensor]
+    nbytes: int
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def encode_artifact(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> bytes:
+    """The bytes of an artifact holding `manifest` (without `tensors`/`payload`) and `tensors`."""
+    payload = bytearray()
+    table: dict[str, Any] = {}
+
+    def put(data: bytes) -> list[int]:
+        ref = [len(payload), len(data)]
+        payload.extend(data)
+        return ref
+
+    for name, tensor in tensors.items():
+        if isinstance(tensor, QuantTensor):
+            table[name] = _encode_quant(tensor, put)
+        else:
+            arr = np.ascontiguousarray(tensor, dtype="<f4")
+            table[name] = {"enc": "f32", "shape": list(arr.shape), "data": put(arr.tobytes())}
+    full = dict(manifest)
+    full["format_version"] = FORMAT_VERSION
+    full["tensors"] = table
+    full["payload"] = {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    text = json.dumps(full, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(text), zlib.crc32(text))
+    return header + text + bytes(payload)
+
+
+def _encode_quant(t: QuantTensor, put: Any) -> dict[str, Any]:
+    codes = np.asarray(t.codes, dtype=np.int64).reshape(t.shape)
+    kept = codes.reshape(-1) if t.mask is None else codes.reshape(-1)[np.asarray(t.mask, bool).reshape(-1)]
+    lo = int(kept.min()) if kept.size else 0
+    hi = int(kept.max()) if kept.size else 0
+    step = 1
+    if hi - lo >= (1 << t.bits):
+        if t.bits == 1 and np.all((kept == lo) | (kept == hi)):
+            step = hi - lo  # sign codes {-1, +1}: one bit picks the end
+        else:
+            raise ValueError(f"codes span [{lo}, {hi}], more than {t.bits} bits hold")
+    entry: dict[str, Any] = {
+        "enc": "quant",
+        "shape": list(t.shape),
+        "bits": int(t.bits),
+        "axis": t.axis,
+        "code_min": lo,
+        "code_step": step,
+        "codes": put(pack_bits((kept - lo) // step, t.bits)),
+        "mask": None,
+        "codebook": None,
+    }
+    if t.mask is not None:
+        fmt, data = encode_mask(t.mask)
+        entry["mask"] = {"format": fmt, "kept": int(kept.size), "data": put(data)}
+    if t.codebook is not None:
+        entry["codebook"] = put(np.ascontiguousarray(t.codebook, dtype="<f4").reshape(-1).tobytes())
+    else:
+        entry["scale"] = put(np.ascontiguousarray(t.scale, dtype="<f4").reshape(-1).tobytes())
+        zp = np.asarray(t.zero_point, dtype=np.int64).reshape(-1)
+        entry["zero_point"] = None if not zp.any() else put(zp.astype("<i4").tobytes())
+    return entry
+
+
+def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> int:
+    """Write an artifact atomically; returns its size in bytes."""
+    from fewbit._io import atomic_write_bytes
+
+    data = encode_artifact(manifest, tensors)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Load and verify the artifact at `path` (FewbitFormatError when it is not a sound artifact)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if size > MAX_FILE_BYTES:
+        raise FewbitFormatError(f"{path}: {size} bytes is larger than any fewbit artifact ({MAX_FILE_BYTES})")
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    return decode_artifact(data, where=str(path))
+
+
+def decode_artifact(data: bytes, *, where: str = "artifact") -> Artifact:
+    """Parse and verify artifact bytes (FewbitFormatError when they are not a sound artifact)."""
+    manifest, payload = _split(data, where)
+    try:
+        tensors = _decode_tensors(manifest, payload)
+        _check_manifest(manifest, tensors)
+    except FewbitFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
+        raise FewbitFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    return Artifact(manifest=manifest, tensors=tensors, nbytes=len(data))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The verified manifest of the artifact at `path`, payload checked too."""
+    return read_artifact(path).manifest
+
+
+def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
+    if len(data) == 0:
+        raise FewbitFormatError(f"{where}: empty file, not a fewbit artifact")
+    if len(data) < HEADER_BYTES:
+        if not MAGIC.startswith(bytes(data[: len(MAGIC)])):
+            raise FewbitFormatError(f"{where}: not a fewbit artifact (bad magic)")
+        raise FewbitFormatError(f"{where}: truncated ({len(data)} bytes, the header alone is {HEADER_BYTES})")
+    magic, version, flags, length, crc = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise FewbitFormatError(f"{where}: not a fewbit artifact (bad magic)")
+    if version != FORMAT_VERSION:
+        newer = "newer than" if version > FORMAT_VERSION else "different from"
+        raise FewbitFormatError(
+            f"{where}: artifact format version {version} is {newer} the version this fewbit reads "
+            f"({FORMAT_VERSION}); re-export it or upgrade fewbit"
+        )
+    if flags != 0:
+        raise FewbitFormatError(f"{where}: unknown header flags {flags:#x}")
+    if length > MAX_MANIFEST_BYTES:
+        raise FewbitFormatError(f"{where}: header claims a {length}-byte manifest (limit {MAX_MANIFEST_BYTES})")
+    if HEADER_BYTES + length > len(data):
+        raise FewbitFormatError(
+            f"{where}: truncated (header claims a {length}-byte manifest, file has {len(data) - HEADER_BYTES})"
+        )
+    raw = bytes(data[HEADER_BYTES : HEADER_BYTES + length])
+    if zlib.crc32(raw) != crc:
+        raise FewbitFormatError(f"{where}: manifest checksum mismatch (corrupt file)")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FewbitFormatError(f"{where}: manifest is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise FewbitFormatError(f"{where}: manifest does not declare format version {FORMAT_VERSION}")
+    payload_info = manifest.get("payload")
+    if not isinstance(payload_info, dict) or not isinstance(payload_info.get("length"), int):
+        raise FewbitFormatError(f"{where}: manifest lacks the payload length")
+    payload = memoryview(data)[HEADER_BYTES + length :]
+    if payload_info["length"] != len(payload):
+        what = "truncated" if payload_info["length"] > len(payload) else "trailing bytes after the payload"
+        raise FewbitFormatError(
+            f"{where}: {what} (manifest claims a {payload_info['length']}-byte payload, file has {len(payload)})"
+        )
+    if hashlib.sha256(payload).hexdigest() != payload_info.get("sha256"):
+        raise FewbitFormatError(f"{where}: payload sha256 mismatch (corrupt file)")
+    return manifest, payload
+
+
+def _slice(payload: memoryview, ref: Any, expect: int, what: str) -> np.ndarray:
+    if not (isinstance(ref, list) and len(ref) == 2 and all(isinstance(v, int) and v >= 0 for v in ref)):
+        raise FewbitFormatError(f"malformed manifest: {what} has no valid [offset, length]")
+    offset, length = ref
+    if length != expect:
+        raise FewbitFormatError(f"malformed manifest: {what} holds {length} bytes, its shape needs {expect}")
+    if offset + length > len(payload):
+        raise FewbitFormatError(f"malformed manifest: {what} points past the end of the payload")
+    return np.frombuffer(payload[offset : offset + length], dtype=np.uint8)
+
+
+def _shape(entry: Mapping[str, Any], name: str) -> tuple[int, ...]:
+    shape = entry["shape"]
+    if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and 0 <= d for d in shape):
+        raise FewbitFormatError(f"malformed manifest: tensor {name} has an invalid shape")
+    if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+        raise FewbitFormatError(f"malformed manifest: tensor {name} claims {math.prod(shape)} elements")
+    return tuple(shape)
+
+
+def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[str, Tensor]:
+    table = manifest["tensors"]
+    if not isinstance(table, dict):
+        raise FewbitFormatError("malformed manifest: `tensors` is not a table")
+    total = 0
+    for name, entry in table.items():
+        total += math.prod(_shape(entry, name))
+    if total > MAX_TOTAL_ELEMENTS:
+        raise FewbitFormatError(f"malformed manifest: tensors claim {total} elements in all")
+    out: dict[str, Tensor] = {}
+    for name, entry in table.items():
+        shape = _shape(entry, name)
+        numel = math.prod(shape)
+        if entry["enc"] == "f32":
+            raw = _slice(payload, entry["data"], 4 * numel, name)
+            out[name] = raw.view("<f4").astype(np.float32).reshape(shape)
+        elif entry["enc"] == "quant":
+            out[name] = _decode_quant(entry, payload, name, shape, numel)
+        else:
+            raise FewbitFormatError(f"malformed manifest: tensor {name} has unknown encoding {entry['enc']!r}")
+    return out
+
+
+def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int) -> QuantTensor:
+    bits = entry["bits"]
+    if not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise FewbitFormatError(f"malformed manifest: tensor {name} has bits={bits!r} (1..8)")
+    axis = entry["axis"]
+    if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
+        raise FewbitFormatError(f"malformed manifest: tensor {name} has axis={axis!r}")
+    mask = None
+    kept = numel
+    if entry["mask"] is not None:
+        m = entry["mask"]
+        kept = m["kept"]
+        if not isinstance(kept, int) or not 0 <= kept <= numel:
+            raise FewbitFormatError(f"malformed manifest: tensor {name} keeps {kept!r} of {numel} elements")
+        ref = m["data"]
+        if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int)):
+            raise FewbitFormatError(f"malformed manifest: tensor {name} mask has no valid [offset, length]")
+        raw = _slice(payload, ref, ref[1], f"{name} mask")
+        try:
+            mask = decode_mask(m["format"], raw, numel, kept).reshape(shape)
+        except ValueError as exc:
+            raise FewbitFormatError(f"malformed artifact: tensor {name}: {exc}") from None
+    stored = unpack_bits(_slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes"), bits, kept)
+    code_min, code_step = entry["code_min"], entry["code_step"]
+    if not (isinstance(code_min, int) and isinstance(code_step, int) and abs(code_min) < 1 << 31 and 0 < code_step < 1 << 31):
+        raise FewbitFormatError(f"malformed manifest: tensor {name} has invalid code_min/code_step")
+    kept_codes = stored * code_step + code_min
+    if mask is None:
+        codes = kept_codes.reshape(shape)
+    else:
+        codes = np.zeros(numel, dtype=np.int64)
+        codes[mask.reshape(-1)] = kept_codes
+        codes = codes.reshape(shape)
+    channels = 1 if axis is None else shape[axis]
+    codebook = None
+    scale = np.ones(1, dtype=np.float32)
+    zero_point = np.zeros(1, dtype=np.int64)
+    if entry["codebook"] is not None:
+        ref = entry["codebook"]
+        k = ref[1] // 4 if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int) else -1
+        if not 1 <= k <= 1 << 16:
+            raise FewbitFormatError(f"malformed manifest: tensor {name} has an invalid codebook")
+        codebook = _slice(payload, ref, 4 * k, f"{name} codebook").view("<f4").astype(np.float32)
+        if kept_codes.size and (kept_codes.min() < 0 or kept_codes.max() >= k):
+            raise FewbitFormatError(f"malformed artifact: tensor {name} has codes outside its {k}-entry codebook")
+    else:
+        ref = entry["scale"]
+        n = ref[1] // 4 if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int) else -1
+        if n not in (1, channels):
+            raise FewbitFormatError(f"malformed manifest: tensor {name} has {n} scales for {channels} channels")
+        scale = _slice(payload, ref, 4 * n, f"{name} scale").view("<f4").astype(np.float32)
+        if entry["zero_point"] is not None:
+            zero_point = _slice(payload, entry["zero_point"], 4 * n, f"{name} zero_point").view("<i4").astype(np.int64)
+    if not np.all(np.isfinite(scale)) or (codebook is not None and not np.all(np.isfinite(codebook))):
+        raise FewbitFormatError(f"malformed artifact: tensor {name} has non-finite scales or codebook")
+    return QuantTensor(codes, bits, scale, zero_point, shape, axis, mask, codebook)
+
+
+def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> None:
+    arch = manifest["architecture"]
+    layers = arch["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise FewbitFormatError("malformed manifest: architecture has no layers")
+    for i, layer in enumerate(layers):
+        for key in ("weight", "bias"):
+            ref = layer.get(key)
+            if ref is not None and ref not in tensors:
+                raise FewbitFormatError(f"malformed manifest: layer {i} ({layer.get('op')}) names missing tensor {ref!r}")
+    pre = manifest["preprocessing"]
+    size = pre["image_size"]
+    if not isinstance(size, int) or not 1 <= size <= 4096:
+        raise FewbitFormatError(f"malformed manifest: preprocessing.image_size={size!r}")

@@ -1,0 +1,55 @@
+"""Prototypical Networks (Snell et al. 2017): logits are minus squared distances to class means."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewbit.data.task import Task
+from fewbit.errors import ConfigError
+from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
+from fewbit.meta.functional import shared_forward, single_forward
+from fewbit.meta.inner import task_accuracy, task_loss
+
+
+def embed_tasks(model: nn.Module, params: Params, x: torch.Tensor, batched: bool = True) -> torch.Tensor:
+    """`model(x, embed=True)` per task, `[tasks, n, D]`, each task with its own batch statistics."""
+    if batched:
+        return shared_forward(model)(params, x, embed=True)
+    forward = single_forward(model)
+    return torch.cat([forward(params, x[t : t + 1], embed=True) for t in range(x.shape[0])])
+
+
+def prototypes(z_support: torch.Tensor, support_y: torch.Tensor, ways: int) -> torch.Tensor:
+    """Class means `[tasks, ways, D]` of support embeddings `[tasks, N*K, D]`."""
+    onehot = nn.functional.one_hot(support_y, ways).to(z_support.dtype)  # [tasks, N*K, ways]
+    return onehot.transpose(1, 2) @ z_support / onehot.sum(1).unsqueeze(-1)
+
+
+def proto_logits(z_query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Minus squared Euclidean distances `[tasks, N*Q, ways]`."""
+    return -(z_query.unsqueeze(2) - protos.unsqueeze(1)).pow(2).sum(-1)
+
+
+@register_algorithm("protonet")
+class ProtoNet(Algorithm):
+    """Support and query of a task are embedded together (one batch-norm batch, as in the
+    reference implementation); queries are scored against the support class means."""
+
+    def logits(self, model: nn.Module, params: Params, task: Task) -> torch.Tensor:
+        """Query logits `[tasks, N*Q, ways]`."""
+        if task.ways < 1:
+            raise ConfigError("MetaConfig.algorithm: protonet needs a classification task (ways >= 1)")
+        n_support = task.support_x.shape[1]
+        z = embed_tasks(model, params, torch.cat([task.support_x, task.query_x], 1), self.config.batched)
+        return proto_logits(z[:, n_support:], prototypes(z[:, :n_support], task.support_y, task.ways))
+
+    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
+        """Mean query cross-entropy over the meta-batch."""
+        out = self.logits(model, params, task)
+        return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))
+
+    def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
+        """Query logits from the support prototypes."""
+        with torch.no_grad():
+            return self.logits(model, params, task)

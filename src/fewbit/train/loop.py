@@ -1,0 +1,396 @@
+"""meta_train: the outer loop (Adam, schedule, clipping, validation, checkpoints, resume, distributed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fewbit.data.sources import ImageSource, load_source
+from fewbit.device import resolve_device
+from fewbit.errors import ConfigError, FewbitError, TrainingError
+from fewbit.evaluate import evaluate
+from fewbit.train import checkpoint as ck
+from fewbit.train.config import TrainConfig, meta_module
+from fewbit.train.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    setup_world,
+    shard_bounds,
+    shard_task,
+    teardown_world,
+)
+from fewbit.train.run import (
+    CHECKPOINT_DIR,
+    METRICS_NAME,
+    Run,
+    build_model,
+    is_run_dir,
+    model_ways,
+    read_run_config,
+    write_run_config,
+)
+from fewbit.train.samplers import LabelledBatchSampler, task_sampler
+
+VAL_SEED = 4321  # validation tasks are the same fixed list at every validation
+
+
+def meta_train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    model: nn.Module | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> Run:
+    """Meta-train per `config`, writing the run directory `out_dir`; returns the Run at the last step.
+
+    `model`: an nn.Module to train in place (e.g. one already compressed) instead of building
+    `config.backbone`. `resume=True` continues `out_dir` from its newest good checkpoint (use
+    `resume_training` to take the config from the run directory). Under `torchrun` the tasks of
+    each meta-batch are split across ranks and only rank 0 writes.
+    """
+    device = resolve_device(config.device)
+    world = setup_world(device)
+    try:
+        return _Trainer(config, Path(out_dir), model, device, world, progress).train(resume)
+    finally:
+        teardown_world(world)
+
+
+def resume_training(run_dir: str | Path, *, steps: int | None = None, progress: bool = True,
+                    device: str | None = None) -> Run:
+    """Continue the run in `run_dir` from its newest good checkpoint, optionally to a new `steps`."""
+    config = read_run_config(run_dir)
+    config = config.replace(steps=steps, device=device)
+    return meta_train(config, run_dir, progress=progress, resume=True)
+
+
+class _Trainer:
+    def __init__(
+        self, config: TrainConfig, out_dir: Path, model: nn.Module | None, device: torch.device, world: World,
+        progress: bool,
+    ) -> None:
+        self.config, self.out_dir, self.device, self.world = config, out_dir, device, world
+        self.progress = progress and world.is_main
+        self.ckpt_dir = out_dir / CHECKPOINT_DIR
+        if world.distributed and config.meta_batch < world.size:
+            raise ConfigError(f"TrainConfig.meta_batch: {config.meta_batch} tasks cannot be split over {world.size} ranks")
+
+        torch.manual_seed(config.seed)  # model initialisation
+        self.algorithm = meta_module().build_algorithm(config.meta)
+        self.episodic = bool(getattr(self.algorithm, "episodic", True))
+        self._load_data()
+        if model is None:
+            model = build_model(config, model_ways(config, self.episodic, self.train_classes))
+        self.model = model.to(device)
+        self.head_ways = model_ways(config, self.episodic, self.train_classes)
+        self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
+        self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.named += [(f"extras/{n}", p) for n, p in self.extras.items()]
+        self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=config.outer_lr)
+        self.sample_gen = torch.Generator().manual_seed(config.seed)
+        if self.episodic:
+            self.sampler: Any = task_sampler(
+                self.train_ds, ways=config.ways, shots=config.shots, queries=config.queries,
+                rotations=config.rotations, generator=self.sample_gen,
+            )
+        else:
+            self.sampler = LabelledBatchSampler(
+                self.train_ds, batch_size=config.batch_size, rotations=config.rotations, generator=self.sample_gen
+            )
+        if self.val_ds is not None or config.regression:
+            # fail early (not at the first validation) when the val split is too small for the task shape
+            task_sampler(self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,
+                         rotations=False, generator=torch.Generator())
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.last_good: Path | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        config = self.config
+        source = load_source(config.dataset, image_size=config.image_size)
+        if isinstance(source, ImageSource):
+            if config.regression:  # pragma: no cover - spec kinds agree by construction
+                raise ConfigError("TrainConfig.dataset: expected a regression source")
+            self.train_ds = source.split("train")
+            self.val_ds = source.split("val")
+            self.train_classes: int | None = self.train_ds.num_classes * (4 if config.rotations else 1)
+        else:
+            if config.resolved_backbone != "mlp":
+                raise ConfigError(
+                    f"TrainConfig.backbone: {config.dataset} is a regression source; it needs the mlp backbone, "
+                    f"got {config.resolved_backbone!r}"
+                )
+            self.train_ds = self.val_ds = None
+            self.train_classes = None
+        if not self.episodic and self.train_ds is None:
+            raise ConfigError(f"TrainConfig.meta: {self.config.algorithm} trains on labelled images, not on regression")
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self, resume: bool) -> Run:
+        config = self.config
+        if self.world.is_main:
+            self._prepare_dir(resume)
+        barrier(self.world)
+        if resume:
+            self._restore()
+        self.last_good = ck.step_checkpoints(self.ckpt_dir)[0] if ck.step_checkpoints(self.ckpt_dir) else None
+        metrics = (self.out_dir / METRICS_NAME).open("a", encoding="utf-8") if self.world.is_main else None
+        bar = tqdm(total=config.steps, initial=self.step, desc=f"train {config.algorithm}", disable=not self.progress,
+                   dynamic_ncols=True)
+        start_time = time.perf_counter()
+        try:
+            if self.step == 0 and config.steps > 0 and config.checkpoint_every:
+                pass  # the first checkpoint comes at `checkpoint_every`; a kill before it restarts at step 0
+            while self.step < config.steps:
+                step = self.step + 1
+                snapshot = self._rng_state()
+                loss, accuracy = self._outer_step(step, snapshot)
+                self.step = step
+                record: dict[str, Any] = {"step": step, "kind": "train", "loss": loss, "lr": self._lr(step)}
+                if accuracy is not None:
+                    record["accuracy"] = accuracy
+                record["time"] = round(time.perf_counter() - start_time, 3)
+                if metrics is not None:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                postfix = {"loss": f"{loss:.4f}"}
+                if accuracy is not None:
+                    postfix["acc"] = f"{accuracy:.3f}"
+                if self._due(step, config.val_every):
+                    val = self._validate(step)
+                    if metrics is not None:
+                        metrics.write(json.dumps(val) + "\n")
+                        metrics.flush()
+                    postfix["val"] = f"{val['value']:.3f}"
+                if self._due(step, config.checkpoint_every):
+                    self._save_step()
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            if self.best is None and self.world.is_main:  # no validation ran: the last weights are the best
+                self.best = {"step": self.step, "metric": None, "value": None}
+                self._save_best()
+            if self.world.is_main and (not ck.step_checkpoints(self.ckpt_dir) or self.step == 0):
+                self._save_step()
+        finally:
+            bar.close()
+            if metrics is not None:
+                metrics.close()
+        barrier(self.world)
+        return Run(config, self.model, self.algorithm, self.extras, self.out_dir, self.step, self.best)
+
+    def _due(self, step: int, every: int) -> bool:
+        return bool(every) and (step % every == 0 or step == self.config.steps)
+
+    def _lr(self, step: int) -> float:
+        if self.config.schedule == "cosine":
+            return self.config.outer_lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / max(1, self.config.steps)))
+        return self.config.outer_lr
+
+    def _outer_step(self, step: int, snapshot: dict[str, torch.Tensor]) -> tuple[float, float | None]:
+        config, world = self.config, self.world
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(step)
+        params = dict(self.model.named_parameters())
+        if self.episodic:
+            task = self.sampler.sample(config.meta_batch)  # every rank draws the same global meta-batch
+            local = shard_task(task, world).to(self.device)
+            share = local.num_tasks / config.meta_batch
+            out = self.algorithm.step(self.model, params, local, self.extras)
+        else:
+            x, y = self.sampler.sample()
+            start, stop = shard_bounds(x.shape[0], world)
+            x, y = x[start:stop].to(self.device), y[start:stop].to(self.device)
+            share = (stop - start) / config.batch_size
+            out = self.algorithm.step_supervised(self.model, params, x, y, self.extras)
+        self.optimizer.zero_grad(set_to_none=True)
+        grads = getattr(out, "grads", None)
+        if grads is None:
+            (out.loss * share if world.distributed else out.loss).backward()
+        else:  # e.g. Reptile: the algorithm gives the outer gradient itself
+            for name, p in self.named:
+                key = name.split("/", 1)[1]
+                g = grads.get(key) if isinstance(grads, dict) else None
+                p.grad = None if g is None else (g.detach() * share if world.distributed else g.detach().clone())
+        loss = out.loss.detach().float()
+        acc = out.accuracy
+        acc_t = (acc.detach().float() if torch.is_tensor(acc) else torch.tensor(float(acc))) if acc is not None else None
+        if world.distributed:
+            tensors = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.named]
+            scalars = torch.stack([loss * share, (acc_t.to(loss.device) * share) if acc_t is not None else loss * 0])
+            reduced = all_reduce_sum([*tensors, scalars], world)
+            for (_, p), g in zip(self.named, reduced[:-1]):
+                p.grad = g
+            loss, acc_t = reduced[-1][0], (reduced[-1][1] if acc_t is not None else None)
+        loss_value = float(loss)
+        if not math.isfinite(loss_value) or not self._grads_finite():
+            what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else "a gradient is not finite"
+            self._stop_not_finite(step, what, snapshot)
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for _, p in self.named], config.grad_clip)
+        self.optimizer.step()
+        return loss_value, (float(acc_t) if acc_t is not None else None)
+
+    def _grads_finite(self) -> bool:
+        norms = [p.grad.detach().abs().max() for _, p in self.named if p.grad is not None and p.grad.numel()]
+        return not norms or bool(torch.isfinite(torch.stack(norms)).all())
+
+    def _stop_not_finite(self, step: int, what: str, snapshot: dict[str, torch.Tensor]) -> None:
+        # The weights and optimizer still hold step-1's good state: keep it as a checkpoint.
+        kept = self.last_good
+        if self.world.is_main and self.step > 0 and (kept is None or kept != ck.step_path(self.ckpt_dir, self.step)):
+            try:
+                kept = self._save_step(rng=snapshot)
+            except FewbitError:
+                pass
+        where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was written yet"
+        raise TrainingError(
+            f"step {step}: {what}; training stopped and {where}. Lower --outer-lr or --inner-lr, or set grad_clip"
+        )
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _validate(self, step: int) -> dict[str, Any]:
+        config = self.config
+        run = Run(config, self.model, self.algorithm, self.extras, self.out_dir, step)
+        # forked RNG: validating never changes the training stream (so val_every cannot change the weights)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            result = evaluate(
+                run.predictor(), self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,
+                tasks=config.val_tasks, seed=VAL_SEED, device=self.device,
+            )
+        value = result.value
+        better = (
+            self.best is None or self.best.get("value") is None
+            or (value > self.best["value"] if result.metric == "accuracy" else value < self.best["value"])
+        )
+        if better and math.isfinite(value):
+            self.best = {"step": step, "metric": result.metric, "value": value}
+            if self.world.is_main:
+                self._save_best()
+        return {"step": step, "kind": "val", "metric": result.metric, "value": value, "ci95": result.ci95,
+                "best": self.best["value"] if self.best else None}
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def _prepare_dir(self, resume: bool) -> None:
+        out = self.out_dir
+        if resume:
+            if not is_run_dir(out):
+                raise ConfigError(f"--resume: {out} is not a run directory (it has no config.yaml)")
+        else:
+            if is_run_dir(out):
+                raise ConfigError(f"--out: {out} already holds a run; resume it with --resume {out} or pick another --out")
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--out: {out} exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        write_run_config(out, self.config)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "model_ways": self.head_ways,
+            "algorithm": self.config.algorithm,
+            "best": self.best,
+            "world_size": self.world.size,
+        }
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"rng/torch": torch.get_rng_state(), "rng/sampler": self.sample_gen.get_state()}
+        if self.device.type == "cuda":
+            state["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _save_best(self) -> None:
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"extras/{k}": v for k, v in self.extras.items()})
+        ck.save_checkpoint(self.ckpt_dir / ck.BEST_NAME, tensors, self._state())
+
+    def _save_step(self, rng: dict[str, torch.Tensor] | None = None) -> Path | None:
+        if not self.world.is_main:
+            return None
+        tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"extras/{k}": v for k, v in self.extras.items()})
+        optim = self.optimizer.state_dict()
+        for index, slots in optim["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim/{index}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors.update(rng if rng is not None else self._rng_state())
+        state = self._state()
+        state["optim_groups"] = optim["param_groups"]
+        path = ck.save_checkpoint(ck.step_path(self.ckpt_dir, self.step), tensors, state)
+        ck.prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
+        self.last_good = path
+        return path
+
+    def _restore(self) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = ck.latest_checkpoint(self.ckpt_dir)
+        if self.world.is_main:
+            for w in caught:
+                warnings.warn(str(w.message), stacklevel=3)
+        if found is None:
+            if self.world.is_main:
+                warnings.warn(f"{self.ckpt_dir} holds no readable checkpoint; starting from step 0", stacklevel=3)
+                _truncate_metrics(self.out_dir / METRICS_NAME, 0)
+            return
+        state = found.state
+        saved = dict(state.get("config", {}))
+        now = self.config.to_dict()
+        for key in ("steps", "device"):
+            saved.pop(key, None)
+            now.pop(key, None)
+        if saved != now:
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise ConfigError(f"--resume: the checkpoint {found.path} was written with other settings ({', '.join(diff)})")
+        model_state = found.group("model")
+        self.model.load_state_dict(model_state)
+        extras = found.group("extras")
+        with torch.no_grad():
+            for name, p in self.extras.items():
+                p.copy_(extras[name])
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in found.group("optim").items():
+            index, name = key.split("/", 1)
+            slots.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": slots, "param_groups": state["optim_groups"]})
+        torch.set_rng_state(found.tensors["rng/torch"])
+        self.sample_gen.set_state(found.tensors["rng/sampler"])
+        if "rng/cuda" in found.tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(found.tensors["rng/cuda"], self.device)
+        self.step = int(state["step"])
+        self.best = state.get("best")
+        if self.world.is_main:
+            _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metric lines up to `step` (a torn last line from a kill is dropped)."""
+    from fewbit._io import atomic_write_text
+
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
