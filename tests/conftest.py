@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,16 @@ def _make_oneshot_runs_fixture() -> Callable[..., Path]:
 def _zip_folder_fixture() -> Callable[..., Path]:
     """`zip_folder` as a fixture."""
     return zip_folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test shares one fresh fewbit cache for the session, never the user's own."""
+    cache = tmp_path_factory.mktemp("fewbit-session-cache")
+    old = os.environ.get("FEWBIT_CACHE")
+    os.environ["FEWBIT_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("FEWBIT_CACHE", None)
+    else:
+        os.environ["FEWBIT_CACHE"] = old

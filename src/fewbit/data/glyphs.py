@@ -76,8 +76,17 @@ FONT_FILES: tuple[str, ...] = (
     "cmsy10.ttf",
     "cmex10.ttf",
 )
-# Look-alikes are compared in the first of these a class has (else its first font).
-CANONICAL_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf", "cmr10.ttf")
+# Look-alikes are compared in the first two of these (upright, regular weight) a class has, else its first font.
+REFERENCE_FONTS = (
+    "DejaVuSans.ttf",
+    "DejaVuSerif.ttf",
+    "STIXGeneral.ttf",
+    "DejaVuSansMono.ttf",
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmmi10.ttf",
+    "cmsy10.ttf",
+)
 
 # Unicode blocks (first, last code point) -> alphabet; small neighbouring blocks share an alphabet.
 _BLOCKS: tuple[tuple[int, int, str], ...] = (
@@ -235,8 +244,10 @@ def _class_of(codepoint: int) -> GlyphClass | None:
     return GlyphClass(codepoint, alphabet, fonts)
 
 
-def _canonical_font(glyph: GlyphClass) -> str:
-    return next((f for f in CANONICAL_FONTS if f in glyph.fonts), glyph.fonts[0])
+def _reference_fonts(glyph: GlyphClass) -> tuple[str, str]:
+    """The two fonts (the same one twice if need be) a class is compared in when finding look-alikes."""
+    found = [f for f in REFERENCE_FONTS if f in glyph.fonts] or list(glyph.fonts)
+    return found[0], found[min(1, len(found) - 1)]
 
 
 # --- drawing -----------------------------------------------------------------------------------------
@@ -353,34 +364,39 @@ def _render_target(image_size: int) -> int:
     return SUPERSAMPLE * image_size  # source pixels per longest side: about one per supersampled pixel
 
 
-def canonical_images(classes: Sequence[GlyphClass]) -> np.ndarray:
-    """Each class's undistorted rendering in its canonical font, uint8 `[len(classes), 28, 28]`.
+def canonical_images(classes: Sequence[GlyphClass], reference: int = 0) -> np.ndarray:
+    """Each class undistorted in its first (`reference=0`) or second reference font, uint8 `[n, 28, 28]`.
 
-    Look-alike classes are found by comparing these; the result has no two near-identical rows.
+    Look-alike classes are found by comparing these: no two classes of `glyph_classes()` are within
+    `DUPLICATE_DISTANCE` in any pairing of their two reference fonts.
     """
     out = np.zeros((len(classes), CANONICAL_SIZE, CANONICAL_SIZE), dtype=np.uint8)
     for i, glyph in enumerate(classes):
-        file = _canonical_font(glyph)
+        file = _reference_fonts(glyph)[reference]
         ink = _render(file, _coverage()[glyph.codepoint][file], _render_target(CANONICAL_SIZE))
         out[i] = _draw([ink], np.zeros(1, dtype=np.int64), _identity(1), CANONICAL_SIZE)[0]
     return out
 
 
-def _distances(images: np.ndarray) -> np.ndarray:
-    """Relative squared distance `|a-b|^2 / mean(|a|^2, |b|^2)` between all pairs of `[n, H, W]` images."""
-    flat = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    gram = flat @ flat.T
-    norms = np.diag(gram)
-    mean_norm = 0.5 * (norms[:, None] + norms[None, :])
-    return (norms[:, None] + norms[None, :] - 2 * gram) / np.maximum(mean_norm, 1e-9)
+def image_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`|x-y|^2 / mean(|x|^2, |y|^2)` for every x of `a` `[n, H, W]` and y of `b` `[m, H, W]`: `[n, m]` in [0, 2]."""
+    fa = a.reshape(len(a), -1).astype(np.float32) / 255.0
+    fb = b.reshape(len(b), -1).astype(np.float32) / 255.0
+    na, nb = (fa * fa).sum(axis=1)[:, None], (fb * fb).sum(axis=1)[None, :]
+    return (na + nb - 2 * (fa @ fb.T)) / np.maximum(0.5 * (na + nb), 1e-9)
 
 
 @functools.lru_cache(maxsize=1)
 def glyph_classes() -> tuple[GlyphClass, ...]:
     """The dataset's classes in code point order (deterministic for a matplotlib install; a few seconds)."""
     drawable = [c for cp in sorted(_coverage()) if _is_candidate(cp) and (c := _class_of(cp))]
-    # Keep the first (lowest code point) of each group of look-alikes.
-    close = _distances(canonical_images(drawable)) < DUPLICATE_DISTANCE
+    # Keep the first (lowest code point) of each group of look-alikes, comparing the two reference
+    # fonts both ways so that, e.g., a square full stop in Sans meets a round black circle in Serif.
+    first, second = canonical_images(drawable, 0), canonical_images(drawable, 1)
+    across = image_distances(first, second)
+    distance = np.minimum(np.minimum(image_distances(first, first), image_distances(second, second)),
+                          np.minimum(across, across.T))
+    close = distance < DUPLICATE_DISTANCE
     kept = np.zeros(len(drawable), dtype=bool)
     for i in range(len(drawable)):
         kept[i] = not close[i, kept].any()

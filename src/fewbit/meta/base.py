@@ -174,5 +174,7 @@ def build_algorithm(config: MetaConfig | str) -> Algorithm:
     from fewbit.meta import algorithms  # noqa: F401  (registers the built-in algorithms)
 
     if config.algorithm not in _REGISTRY:
-        raise ConfigError(f"{OWNER}.algorithm: unknown algorithm {config.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        raise ConfigError(
+            f"{OWNER}.algorithm: unknown algorithm {config.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+        )
     return _REGISTRY[config.algorithm](config)

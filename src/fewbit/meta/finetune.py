@@ -57,7 +57,12 @@ class Finetune(Algorithm):
                 weight = z.new_zeros(tasks, task.ways, dim)
             head = {"head.weight": weight, "head.bias": z.new_zeros(tasks, task.ways)}
             head = inner_loop(
-                self.classify, head, z_support, task.support_y, steps=self.config.finetune_steps, lr=self.config.finetune_lr
+                self.classify,
+                head,
+                z_support,
+                task.support_y,
+                steps=self.config.finetune_steps,
+                lr=self.config.finetune_lr,
             )
             return self.classify(head, z_query)
 

@@ -126,7 +126,11 @@ def grouped_forward(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> Ba
                 if isinstance(m, nn.Linear):
                     w = params[f"{name}.weight"]  # [tasks, out, in]
                     b = params.get(f"{name}.bias")
-                    h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                    h = (
+                        torch.bmm(h, w.transpose(1, 2))
+                        if b is None
+                        else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                    )
         if spatial:
             h = h.reshape(n, tasks, -1).transpose(0, 1)
         return h

@@ -72,8 +72,10 @@ def inner_loop(
         create_graph = outer and not first_order
         for _ in range(steps):
             loss = loss_fn(forward(fast, x), y).sum()
-            grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph)
+            grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
             for n, g in zip(names, grads):
+                if g is None:  # a parameter the loss does not use (a cosine head's bias)
+                    continue
                 step_lr = lr if isinstance(lr, (int, float)) else lr[n]
                 fast[n] = fast[n] - step_lr * g
                 if not outer:  # nothing to differentiate later: keep no graph across steps

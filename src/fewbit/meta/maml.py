@@ -60,7 +60,9 @@ class MAML(Algorithm):
             outs = []
             for t in range(task.num_tasks):
                 sub = task[t]
-                outs.append(self._adapt(model, single_forward(model), params, sub, keep, lr, steps, first_order, head_only))
+                outs.append(
+                    self._adapt(model, single_forward(model), params, sub, keep, lr, steps, first_order, head_only)
+                )
             return torch.cat(outs)
         batched = expand_params(params, task.num_tasks)
         return self._adapt(model, batched_forward(model), batched, task, keep, lr, steps, first_order, head_only)

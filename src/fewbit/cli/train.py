@@ -1,0 +1,132 @@
+"""`fewbit train` and `fewbit eval`: meta-train into a run directory, then score it on test tasks."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int
+from fewbit.data.sources import SPEC_HELP
+
+ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
+
+# flag -> TrainConfig / MetaConfig field (None-valued flags leave the config file's value alone)
+_FLAG_FIELDS = {
+    "dataset": "dataset", "algorithm": "algorithm", "backbone": "backbone", "ways": "ways", "shots": "shots",
+    "queries": "queries", "meta_batch": "meta_batch", "inner_steps": "inner_steps", "inner_lr": "inner_lr",
+    "outer_lr": "outer_lr", "steps": "steps", "seed": "seed", "val_every": "val_every", "val_tasks": "val_tasks",
+    "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
+    "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
+    "image_size": "image_size", "compress": "compress",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="meta-train a model into a run directory")
+    train.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
+    train.add_argument("--out", help="run directory to create (default runs/<algorithm>-<dataset kind>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    train.add_argument("--dataset", help=SPEC_HELP)
+    train.add_argument("--algorithm", help=ALGORITHM_HELP)
+    train.add_argument("--backbone", help="mlp | conv4 | resnet12 | auto")
+    train.add_argument("--ways", type=positive_int)
+    train.add_argument("--shots", type=positive_int)
+    train.add_argument("--queries", type=positive_int)
+    train.add_argument("--meta-batch", type=positive_int, help="tasks per outer step")
+    train.add_argument("--inner-steps", type=int, help="inner-loop gradient steps")
+    train.add_argument("--inner-lr", type=float)
+    train.add_argument("--outer-lr", type=float)
+    train.add_argument("--steps", type=nonnegative_int, help="outer steps")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--val-every", type=nonnegative_int, help="validate every N steps (0: never)")
+    train.add_argument("--val-tasks", type=positive_int)
+    train.add_argument("--checkpoint-every", type=nonnegative_int)
+    train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
+    train.add_argument("--schedule", choices=("constant", "cosine"))
+    train.add_argument("--grad-clip", type=float)
+    train.add_argument("--scope", help="which parameters adapt: all | head | bias_norm | none")
+    train.add_argument("--first-order", action="store_const", const=True, default=None)
+    train.add_argument("--rotations", action="store_const", const=True, default=None,
+                       help="count 90-degree rotations as new classes")
+    train.add_argument("--image-size", type=positive_int)
+    train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common(train, device=True)
+    train.set_defaults(handler=run_train, device=None)
+
+    ev = sub.add_parser("eval", help="score a run on seeded test tasks (accuracy +- 95%% CI)")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--tasks", type=positive_int, default=600)
+    ev.add_argument("--ways", type=positive_int, help="default: the run's")
+    ev.add_argument("--shots", type=positive_int, help="default: the run's")
+    ev.add_argument("--queries", type=positive_int, help="default: the run's")
+    ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    ev.add_argument("--dataset", help=f"evaluate on another data source ({SPEC_HELP})")
+    ev.add_argument("--seed", type=int, help="seed of the test task list (default: the evaluation seed)")
+    ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common(ev, device=True)
+    ev.set_defaults(handler=run_eval, device=None)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None}
+    if args.device is not None:
+        out["device"] = args.device
+    return out
+
+
+def run_train(args: argparse.Namespace) -> Output:
+    from fewbit.errors import ConfigError
+    from fewbit.train import load_config, meta_train, resume_training
+
+    progress = not (args.quiet or args.json)
+    if args.resume:
+        extra = sorted(k for k in _overrides(args) if k not in ("steps", "device"))
+        if args.config or extra or args.out:
+            given = ["--config"] * bool(args.config) + ["--out"] * bool(args.out) + [f"--{k.replace('_', '-')}" for k in extra]
+            raise ConfigError(f"--resume takes the run's own config; only --steps and --device may change, not {', '.join(given)}")
+        run = resume_training(args.resume, steps=args.steps, device=args.device, progress=progress)
+    else:
+        config = load_config(args.config, **_overrides(args))
+        out = Path(args.out) if args.out else Path("runs") / f"{config.algorithm}-{config.dataset.partition(':')[0]}"
+        run = meta_train(config, out, progress=progress)
+    data: dict[str, Any] = {
+        "run_dir": str(run.run_dir), "algorithm": run.config.algorithm, "steps": run.step, "best": run.best,
+    }
+    best = run.best or {}
+    if best.get("value") is not None:
+        shown = f"{100 * best['value']:.2f}%" if best["metric"] == "accuracy" else f"{best['value']:.4f}"
+        text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}; best val {best['metric']} {shown} at step {best['step']}"
+    else:
+        text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}"
+    return Output(data, text)
+
+
+def run_eval(args: argparse.Namespace) -> Output:
+    from fewbit._io import atomic_write_json
+    from fewbit.evaluate import DEFAULT_EVAL_SEED, evaluate
+    from fewbit.train import load_run
+    from fewbit.train.run import EVAL_NAME, eval_dataset
+
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    config = run.config
+    spec = args.dataset or config.dataset
+    dataset = eval_dataset(spec, args.split, config.image_size)
+    ways = args.ways or config.ways
+    shots = args.shots or config.shots
+    queries = args.queries or config.queries
+    seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
+    result = evaluate(
+        run.predictor(), dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
+        device=run.device, progress=not (args.quiet or args.json),
+    )
+    data = result.to_dict()
+    data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
+                 "checkpoint": args.checkpoint, "step": run.step})
+    if not math.isfinite(result.value):
+        data[result.metric] = None
+    atomic_write_json(Path(args.run_dir) / EVAL_NAME, data)
+    return Output(data, f"{config.algorithm} on {spec} [{args.split}]: {result}")
