@@ -107,7 +107,7 @@ def run_train(args: argparse.Namespace) -> Output:
 
 def run_eval(args: argparse.Namespace) -> Output:
     from fewbit._io import atomic_write_json
-    from fewbit.evaluate import DEFAULT_EVAL_SEED, evaluate
+    from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
     from fewbit.train import load_run
     from fewbit.train.run import EVAL_NAME, eval_dataset
 

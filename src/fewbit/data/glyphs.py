@@ -33,7 +33,8 @@ VERSION = "glyphs-1"  # bump when the class selection or the drawing recipe chan
 MIN_FONTS = 6  # a character must be drawn by this many font files to become a class
 MIN_ALPHABET_CLASSES = 10  # smaller alphabets are left out, so 5-way tasks within one alphabet work
 CANONICAL_SIZE = 28  # look-alikes are found by comparing renderings at this size
-DUPLICATE_DISTANCE = 0.15  # relative squared distance (see `_distances`) under which two classes are one
+DUPLICATE_DISTANCE = 0.15  # distance (`image_distances`) under which two classes are one in the same font
+DUPLICATE_DISTANCE_ANY = 0.04  # ... or in any pairing of their two reference fonts
 SUPERSAMPLE = 2  # drawings are sampled at this multiple of the image size, then box-averaged down
 
 # The font files drawn from, in the order fonts are listed in a class.
@@ -198,15 +199,18 @@ def _is_candidate(codepoint: int) -> bool:
 PROBE_SIZE = 64  # font size at which a glyph's extent is measured
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=512)
 def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
+    """A font object, kept for reuse (sizes are quantised, see `_render`)."""
     return ImageFont.truetype(str(font_dir() / file), size, layout_engine=ImageFont.Layout.BASIC)
 
 
 def _extent(file: str, code: int) -> int:
     """The longest side of character `code`'s box in `file` at `PROBE_SIZE`, in pixels (0 when blank)."""
     left, top, right, bottom = _font(file, PROBE_SIZE).getbbox(chr(code))
-    return max(right - left, bottom - top, 0)
+    if bottom <= top or right <= left:  # a blank glyph's box is its advance, zero high
+        return 0
+    return max(right - left, bottom - top)
 
 
 def _is_blank(file: str, code: int) -> bool:
@@ -267,12 +271,15 @@ class _Distortion:
 
 
 def _identity(n: int) -> _Distortion:
+    """No distortion: the glyph centred, its longest side 85% of the frame."""
     zeros = np.zeros(n)
-    return _Distortion(np.full(n, 0.85), zeros, zeros, zeros, np.zeros((n, 2)), np.zeros((n, 2, 4, 4)),
-                       np.zeros(n, dtype=np.int64))
+    return _Distortion(
+        np.full(n, 0.85), zeros, zeros, zeros, np.zeros((n, 2)), np.zeros((n, 2, 4, 4)), np.zeros(n, dtype=np.int64)
+    )
 
 
 def _random_distortion(rng: np.random.Generator, n: int) -> _Distortion:
+    """`n` random distortions: about +-11 degrees, +-12% size and aspect, shear, shift, a gentle bend."""
     return _Distortion(
         fill=0.78 * np.exp(rng.uniform(-0.12, 0.12, n)),
         stretch=rng.uniform(-0.12, 0.12, n),
@@ -311,19 +318,20 @@ def _draw(glyphs: Sequence[np.ndarray], picks: np.ndarray, d: _Distortion, size:
     """Drawing i of `glyphs[picks[i]]` under distortion i, as uint8 `[n, size, size]`."""
     n = len(picks)
     big = size * SUPERSAMPLE
-    heights = np.array([g.shape[0] for g in glyphs], dtype=np.float64)[picks]
-    widths = np.array([g.shape[1] for g in glyphs], dtype=np.float64)[picks]
+    all_heights = np.array([g.shape[0] for g in glyphs])
+    all_widths = np.array([g.shape[1] for g in glyphs])
+    heights, widths = all_heights[picks].astype(np.float64), all_widths[picks].astype(np.float64)
     # One zero-bordered stack, so samples falling off a glyph read 0.
-    stack = np.zeros((len(glyphs), int(heights.max()) + 2, int(widths.max()) + 2), dtype=np.float32)
+    stack = np.zeros((len(glyphs), all_heights.max() + 2, all_widths.max() + 2), dtype=np.float32)
     for i, g in enumerate(glyphs):
         stack[i, 1 : g.shape[0] + 1, 1 : g.shape[1] + 1] = g
 
     # Output pixel centres, displaced by the elastic field: [n, big, big] each.
-    centres = np.arange(big) + 0.5
+    centres = np.arange(big, dtype=np.float32) + 0.5
     up = _upsample_matrix(big, 4)
-    field = np.einsum("yi,ncij,xj->ncyx", up, d.elastic, up) * big  # [n, 2, big, big]
-    x = centres[None, None, :] + field[:, 0] - big / 2 - d.shift[:, 0, None, None] * big
-    y = centres[None, :, None] + field[:, 1] - big / 2 - d.shift[:, 1, None, None] * big
+    field = ((up @ d.elastic @ up.T) * big).astype(np.float32)  # [n, 2, big, big]
+    x = centres[None, None, :] + field[:, 0] - (big / 2 + d.shift[:, 0, None, None] * big).astype(np.float32)
+    y = centres[None, :, None] + field[:, 1] - (big / 2 + d.shift[:, 1, None, None] * big).astype(np.float32)
 
     # Forward map A = rotation @ shear @ scale; sample the glyph at A^-1 (output - centre).
     scale = d.fill * big / np.maximum(heights, widths)
@@ -332,43 +340,50 @@ def _draw(glyphs: Sequence[np.ndarray], picks: np.ndarray, d: _Distortion, size:
     a00, a01 = cos * sx, (cos * d.shear - sin) * sy
     a10, a11 = sin * sx, (sin * d.shear + cos) * sy
     det = a00 * a11 - a01 * a10
-    i00, i01, i10, i11 = (v[:, None, None] for v in (a11 / det, -a01 / det, -a10 / det, a00 / det))
-    src_x = i00 * x + i01 * y + widths[:, None, None] / 2 + 0.5  # +1 border, -0.5 to pixel index
-    src_y = i10 * x + i11 * y + heights[:, None, None] / 2 + 0.5
+    inverse = [(v[:, None, None]).astype(np.float32) for v in (a11 / det, -a01 / det, -a10 / det, a00 / det)]
+    offset_x = (widths[:, None, None] / 2 + 0.5).astype(np.float32)  # +1 border, -0.5 to pixel index
+    offset_y = (heights[:, None, None] / 2 + 0.5).astype(np.float32)
+    src_x = inverse[0] * x + inverse[1] * y + offset_x
+    src_y = inverse[2] * x + inverse[3] * y + offset_y
 
-    x0 = np.clip(np.floor(src_x), 0, stack.shape[2] - 2).astype(np.int64)
-    y0 = np.clip(np.floor(src_y), 0, stack.shape[1] - 2).astype(np.int64)
-    fx = np.clip(src_x - x0, 0.0, 1.0).astype(np.float32)
-    fy = np.clip(src_y - y0, 0.0, 1.0).astype(np.float32)
-    k = picks[:, None, None]
-    img = (
-        stack[k, y0, x0] * (1 - fx) * (1 - fy)
-        + stack[k, y0, x0 + 1] * fx * (1 - fy)
-        + stack[k, y0 + 1, x0] * (1 - fx) * fy
-        + stack[k, y0 + 1, x0 + 1] * fx * fy
-    )  # [n, big, big]
+    _, rows, cols = stack.shape
+    x0 = np.clip(np.floor(src_x), 0, cols - 2)
+    y0 = np.clip(np.floor(src_y), 0, rows - 2)
+    fx = np.clip(src_x - x0, 0.0, 1.0)
+    fy = np.clip(src_y - y0, 0.0, 1.0)
+    flat = stack.reshape(-1)
+    at = (picks[:, None, None] * (rows * cols) + y0.astype(np.int64) * cols + x0.astype(np.int64)).reshape(-1)
+    top = flat[at].reshape(fx.shape) * (1 - fx) + flat[at + 1].reshape(fx.shape) * fx
+    bottom = flat[at + cols].reshape(fx.shape) * (1 - fx) + flat[at + cols + 1].reshape(fx.shape) * fx
+    img = top * (1 - fy) + bottom * fy  # [n, big, big]
 
-    bold1 = _max3(img)
-    thin = _min3(img)
-    thin_ok = thin.sum(axis=(1, 2)) > 0.5 * img.sum(axis=(1, 2))  # thinning must not erase hairlines
-    stroke = d.stroke[:, None, None]
-    img = np.where((stroke == -1) & thin_ok[:, None, None], thin, img)
-    img = np.where(stroke == 1, bold1, img)
-    img = np.where(stroke == 2, _max3(bold1), img)
+    thinner = np.nonzero(d.stroke == -1)[0]
+    if thinner.size:
+        thin = _min3(img[thinner])
+        keep = thin.sum(axis=(1, 2)) > 0.5 * img[thinner].sum(axis=(1, 2))  # never erase hairlines
+        img[thinner[keep]] = thin[keep]
+    bolder = np.nonzero(d.stroke > 0)[0]
+    if bolder.size:
+        bold = _max3(img[bolder])
+        twice = d.stroke[bolder] == 2
+        bold[twice] = _max3(bold[twice])
+        img[bolder] = bold
 
     small = img.reshape(n, size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(2, 4))
+    # A hairline averaged down is grey; lift each drawing's strongest ink to full strength (at most 4x).
+    small *= np.clip(1.0 / np.maximum(small.max(axis=(1, 2), keepdims=True), 1e-6), 1.0, 4.0)
     return np.round(np.clip(small, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _render_target(image_size: int) -> int:
-    return SUPERSAMPLE * image_size  # source pixels per longest side: about one per supersampled pixel
+    """Source pixels on a glyph's longest side: about one per supersampled output pixel."""
+    return SUPERSAMPLE * image_size
 
 
 def canonical_images(classes: Sequence[GlyphClass], reference: int = 0) -> np.ndarray:
     """Each class undistorted in its first (`reference=0`) or second reference font, uint8 `[n, 28, 28]`.
 
-    Look-alike classes are found by comparing these: no two classes of `glyph_classes()` are within
-    `DUPLICATE_DISTANCE` in any pairing of their two reference fonts.
+    Look-alike classes are found by comparing these (see `glyph_classes`).
     """
     out = np.zeros((len(classes), CANONICAL_SIZE, CANONICAL_SIZE), dtype=np.uint8)
     for i, glyph in enumerate(classes):
@@ -390,13 +405,18 @@ def image_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def glyph_classes() -> tuple[GlyphClass, ...]:
     """The dataset's classes in code point order (deterministic for a matplotlib install; a few seconds)."""
     drawable = [c for cp in sorted(_coverage()) if _is_candidate(cp) and (c := _class_of(cp))]
-    # Keep the first (lowest code point) of each group of look-alikes, comparing the two reference
-    # fonts both ways so that, e.g., a square full stop in Sans meets a round black circle in Serif.
+    # Two classes are one when their first reference renderings (same font) are within
+    # DUPLICATE_DISTANCE, or any pairing of their two reference fonts is within DUPLICATE_DISTANCE_ANY
+    # (a square full stop in Sans is a round black circle in Serif). The lowest code point stays.
     first, second = canonical_images(drawable, 0), canonical_images(drawable, 1)
+    first_font = np.array([_reference_fonts(g)[0] for g in drawable])
+    same_font = first_font[:, None] == first_font[None, :]
     across = image_distances(first, second)
-    distance = np.minimum(np.minimum(image_distances(first, first), image_distances(second, second)),
-                          np.minimum(across, across.T))
-    close = distance < DUPLICATE_DISTANCE
+    nearest = np.minimum(np.minimum(image_distances(second, second), across), across.T)
+    first_distance = image_distances(first, first)
+    close = (same_font & (first_distance < DUPLICATE_DISTANCE)) | (
+        np.minimum(nearest, first_distance) < DUPLICATE_DISTANCE_ANY
+    )
     kept = np.zeros(len(drawable), dtype=bool)
     for i in range(len(drawable)):
         kept[i] = not close[i, kept].any()
@@ -423,6 +443,9 @@ def draw_glyph_class(glyph: GlyphClass, *, image_size: int = 28, seed: int = 0, 
 
 
 def _check_args(image_size: int, seed: int, drawings: int) -> None:
+    for field, value in (("image_size", image_size), ("seed", seed), ("drawings", drawings)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise DataError(f"{NAME}: {field} must be an integer, got {value!r}")
     if not 8 <= image_size <= 256:
         raise DataError(f"{NAME}: image_size must be in 8..256, got {image_size}")
     if seed < 0:

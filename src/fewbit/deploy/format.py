@@ -4,17 +4,19 @@ Layout (all integers little-endian)::
 
     magic      8 bytes   b"FEWBIT\\r\\n"  (the CR LF catches text-mode copies, as in PNG)
     version    uint16    FORMAT_VERSION
-    flags      uint16    0 (reserved)
-    length     uint32    bytes of the manifest
-    crc32      uint32    CRC-32 of the manifest bytes
-    manifest   JSON, UTF-8: format version, architecture (a layer list), per-tensor encoding,
+    flags      uint16    bit 0: the manifest is deflate-compressed (zlib); other bits 0
+    length     uint32    bytes of the manifest as stored
+    crc32      uint32    CRC-32 of the manifest bytes as stored
+    manifest   JSON, UTF-8 (deflated: a 3 KB Conv-4 manifest stores in under 1 KB): format version, architecture (a layer list), per-tensor encoding,
                preprocessing, algorithm, adaptation scope, payload length and sha256
     payload    the packed arrays the manifest's `tensors` table points into
 
-A tensor is stored either as raw float32 (`"enc": "f32"`) or quantized (`"enc": "quant"`):
-integer codes bit-packed at `bits` bits (only the kept positions when the tensor is sparse),
-float32 scales and int32 zero points per tensor or per channel along `axis`, a keep-mask as a
-bitmap or an index list (whichever is smaller), and an optional float32 codebook.
+A tensor is stored either as float32 (`"enc": "f32"`; only its non-zeros and a mask when that is
+smaller) or quantized (`"enc": "quant"`): unsigned codes `(q - code_min) / code_step`
+bit-packed at `bits` bits (only the kept positions when the tensor is sparse), float32 scales and
+zero points (uint8 for grids of <= 8 bits; omitted when all zero) per tensor or per channel along
+`axis`, a keep-mask as a bitmap or an index list (whichever is smaller), and an optional float32
+codebook (value = codebook[q]). These are the pieces of `fewbit.compress.PackedTensor`.
 
 Reading trusts nothing: sizes are checked against the file before anything is allocated, the
 manifest against its CRC, the payload against its sha256, and every tensor against its shape.
@@ -36,20 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.packing import (
-    decode_mask,
-    encode_mask,
-    pack_bits,
-    packed_nbytes,
-    unpack_bits,
-)
+from fewbit.deploy.packing import decode_mask, encode_mask, mask_nbytes, pack_bits, packed_nbytes, unpack_bits
 from fewbit.errors import FewbitFormatError
 
 MAGIC = b"FEWBIT\r\n"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sHHII")
 HEADER_BYTES = _HEADER.size
-MAX_MANIFEST_BYTES = 4 << 20
+FLAG_DEFLATE = 1
+MAX_MANIFEST_BYTES = 4 << 20  # stored and inflated alike
 MAX_FILE_BYTES = 1 << 30
 MAX_TENSOR_ELEMENTS = 1 << 26  # a claimed shape larger than this is rejected before allocation
 MAX_TOTAL_ELEMENTS = 1 << 27
@@ -134,15 +131,28 @@ def encode_artifact(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
         if isinstance(tensor, QuantTensor):
             table[name] = _encode_quant(tensor, put)
         else:
-            arr = np.ascontiguousarray(tensor, dtype="<f4")
-            table[name] = {"enc": "f32", "shape": list(arr.shape), "data": put(arr.tobytes())}
+            table[name] = _encode_float(np.asarray(tensor, dtype=np.float32), put)
     full = dict(manifest)
     full["format_version"] = FORMAT_VERSION
     full["tensors"] = table
     full["payload"] = {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    text = json.dumps(full, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(text), zlib.crc32(text))
+    text = zlib.compress(json.dumps(full, separators=(",", ":"), allow_nan=False).encode("utf-8"), 9)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, FLAG_DEFLATE, len(text), zlib.crc32(text))
     return header + text + bytes(payload)
+
+
+def _encode_float(arr: np.ndarray, put: Any) -> dict[str, Any]:
+    """Raw float32; a tensor with enough exact zeros stores only its non-zeros and a mask."""
+    flat = arr.reshape(-1)
+    keep = flat != 0
+    kept = int(keep.sum())
+    entry: dict[str, Any] = {"enc": "f32", "shape": list(arr.shape), "mask": None}
+    if flat.size and 4 * kept + mask_nbytes(flat.size, kept) < 4 * flat.size:
+        fmt, data = encode_mask(keep)
+        entry["mask"] = {"format": fmt, "kept": kept, "data": put(data)}
+        flat = flat[keep]
+    entry["data"] = put(np.ascontiguousarray(flat, dtype="<f4").tobytes())
+    return entry
 
 
 def _encode_quant(t: QuantTensor, put: Any) -> dict[str, Any]:
@@ -175,7 +185,11 @@ def _encode_quant(t: QuantTensor, put: Any) -> dict[str, Any]:
     else:
         entry["scale"] = put(np.ascontiguousarray(t.scale, dtype="<f4").reshape(-1).tobytes())
         zp = np.asarray(t.zero_point, dtype=np.int64).reshape(-1)
-        entry["zero_point"] = None if not zp.any() else put(zp.astype("<i4").tobytes())
+        entry["zero_point"] = None
+        if zp.any():
+            small = bool(zp.min() >= 0 and zp.max() <= 255)  # asymmetric grids of <= 8 bits: one byte each
+            entry["zp_dtype"] = "u8" if small else "i32"
+            entry["zero_point"] = put(zp.astype(np.uint8 if small else "<i4").tobytes())
     return entry
 
 
@@ -239,7 +253,7 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
             f"{where}: artifact format version {version} is {newer} the version this fewbit reads "
             f"({FORMAT_VERSION}); re-export it or upgrade fewbit"
         )
-    if flags != 0:
+    if flags & ~FLAG_DEFLATE:
         raise FewbitFormatError(f"{where}: unknown header flags {flags:#x}")
     if length > MAX_MANIFEST_BYTES:
         raise FewbitFormatError(f"{where}: header claims a {length}-byte manifest (limit {MAX_MANIFEST_BYTES})")
@@ -250,6 +264,8 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     raw = bytes(data[HEADER_BYTES : HEADER_BYTES + length])
     if zlib.crc32(raw) != crc:
         raise FewbitFormatError(f"{where}: manifest checksum mismatch (corrupt file)")
+    if flags & FLAG_DEFLATE:
+        raw = _inflate(raw, where)
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -268,6 +284,20 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     if hashlib.sha256(payload).hexdigest() != payload_info.get("sha256"):
         raise FewbitFormatError(f"{where}: payload sha256 mismatch (corrupt file)")
     return manifest, payload
+
+
+def _inflate(raw: bytes, where: str) -> bytes:
+    """Inflate a manifest, refusing more than MAX_MANIFEST_BYTES (no decompression bomb)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(raw, MAX_MANIFEST_BYTES)
+    except zlib.error:
+        raise FewbitFormatError(f"{where}: manifest does not inflate (corrupt file)") from None
+    if inflater.unconsumed_tail:
+        raise FewbitFormatError(f"{where}: manifest inflates to more than {MAX_MANIFEST_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise FewbitFormatError(f"{where}: manifest is not one complete deflate stream (corrupt file)")
+    return text
 
 
 def _slice(payload: memoryview, ref: Any, expect: int, what: str) -> np.ndarray:
@@ -304,8 +334,16 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
         shape = _shape(entry, name)
         numel = math.prod(shape)
         if entry["enc"] == "f32":
-            raw = _slice(payload, entry["data"], 4 * numel, name)
-            out[name] = raw.view("<f4").astype(np.float32).reshape(shape)
+            mask, kept = _decode_mask(entry.get("mask"), payload, name, shape, numel)
+            values = _slice(payload, entry["data"], 4 * kept, name).view("<f4").astype(np.float32)
+            if mask is None:
+                out[name] = values.reshape(shape)
+            else:
+                dense = np.zeros(numel, dtype=np.float32)
+                dense[mask.reshape(-1)] = values
+                out[name] = dense.reshape(shape)
+            if not np.all(np.isfinite(out[name])):
+                raise FewbitFormatError(f"malformed artifact: tensor {name} holds non-finite values")
         elif entry["enc"] == "quant":
             out[name] = _decode_quant(entry, payload, name, shape, numel)
         else:
@@ -320,21 +358,7 @@ def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shap
     axis = entry["axis"]
     if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has axis={axis!r}")
-    mask = None
-    kept = numel
-    if entry["mask"] is not None:
-        m = entry["mask"]
-        kept = m["kept"]
-        if not isinstance(kept, int) or not 0 <= kept <= numel:
-            raise FewbitFormatError(f"malformed manifest: tensor {name} keeps {kept!r} of {numel} elements")
-        ref = m["data"]
-        if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int)):
-            raise FewbitFormatError(f"malformed manifest: tensor {name} mask has no valid [offset, length]")
-        raw = _slice(payload, ref, ref[1], f"{name} mask")
-        try:
-            mask = decode_mask(m["format"], raw, numel, kept).reshape(shape)
-        except ValueError as exc:
-            raise FewbitFormatError(f"malformed artifact: tensor {name}: {exc}") from None
+    mask, kept = _decode_mask(entry["mask"], payload, name, shape, numel)
     stored = unpack_bits(_slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes"), bits, kept)
     code_min, code_step = entry["code_min"], entry["code_step"]
     if not (isinstance(code_min, int) and isinstance(code_step, int) and abs(code_min) < 1 << 31 and 0 < code_step < 1 << 31):
@@ -365,10 +389,31 @@ def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shap
             raise FewbitFormatError(f"malformed manifest: tensor {name} has {n} scales for {channels} channels")
         scale = _slice(payload, ref, 4 * n, f"{name} scale").view("<f4").astype(np.float32)
         if entry["zero_point"] is not None:
-            zero_point = _slice(payload, entry["zero_point"], 4 * n, f"{name} zero_point").view("<i4").astype(np.int64)
+            wide = entry.get("zp_dtype") == "i32"
+            raw = _slice(payload, entry["zero_point"], (4 if wide else 1) * n, f"{name} zero_point")
+            zero_point = (raw.view("<i4") if wide else raw).astype(np.int64)
     if not np.all(np.isfinite(scale)) or (codebook is not None and not np.all(np.isfinite(codebook))):
         raise FewbitFormatError(f"malformed artifact: tensor {name} has non-finite scales or codebook")
     return QuantTensor(codes, bits, scale, zero_point, shape, axis, mask, codebook)
+
+
+def _decode_mask(
+    m: Any, payload: memoryview, name: str, shape: tuple[int, ...], numel: int
+) -> tuple[np.ndarray | None, int]:
+    """(boolean mask of `shape` or None, kept count) of a tensor entry's `mask` field."""
+    if m is None:
+        return None, numel
+    kept = m["kept"]
+    if not isinstance(kept, int) or not 0 <= kept <= numel:
+        raise FewbitFormatError(f"malformed manifest: tensor {name} keeps {kept!r} of {numel} elements")
+    ref = m["data"]
+    if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int)):
+        raise FewbitFormatError(f"malformed manifest: tensor {name} mask has no valid [offset, length]")
+    raw = _slice(payload, ref, ref[1], f"{name} mask")
+    try:
+        return decode_mask(m["format"], raw, numel, kept).reshape(shape), kept
+    except ValueError as exc:
+        raise FewbitFormatError(f"malformed artifact: tensor {name}: {exc}") from None
 
 
 def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> None:

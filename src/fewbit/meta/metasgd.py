@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fewbit.errors import ConfigError
 from fewbit.meta.base import Params, register_algorithm
 from fewbit.meta.inner import LearningRate
 from fewbit.meta.maml import MAML
@@ -25,4 +26,10 @@ class MetaSGD(MAML):
         }
 
     def inner_lr(self, extras: Params) -> LearningRate:
-        return {n[len(PREFIX) :]: v for n, v in extras.items() if n.startswith(PREFIX)}
+        rates = {n[len(PREFIX) :]: v for n, v in extras.items() if n.startswith(PREFIX)}
+        if not rates:
+            raise ConfigError(
+                "metasgd: no learned rates (extras inner_lr.*) given; pass the extras of extra_parameters() "
+                "or of the checkpoint"
+            )
+        return rates

@@ -80,28 +80,8 @@ def adaptation_memory(
         for h in handles:
             h.remove()
     if adapts is None:
-        adapts = _default_filter(model, scope)
+        from fewbit.meta.scopes import scope_filter
+
+        adapts = scope_filter(scope, model)
     param_bytes = 2 * FLOAT_BYTES * sum(p.numel() for n, p in model.named_parameters() if adapts(n))
     return AdaptationMemory(scope, param_bytes, peak if scope == "none" else stored)
-
-
-def _default_filter(model: nn.Module, scope: str) -> Callable[[str], bool]:
-    norm_params = {
-        f"{mn}.{pn}" if mn else pn
-        for mn, m in model.named_modules() if _is_norm(m)
-        for pn, _ in m.named_parameters(recurse=False)
-    }
-
-    def adapts(name: str) -> bool:
-        parts = name.split(".")
-        if any(p.startswith("cq_") for p in parts) or parts[-1] not in ("weight", "bias"):
-            return False
-        if scope == "all":
-            return True
-        if scope == "head":
-            return parts[0] == "head"
-        if scope == "bias_norm":
-            return parts[-1] == "bias" or name in norm_params
-        return False
-
-    return adapts

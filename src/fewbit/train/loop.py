@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from fewbit.data.sources import ImageSource, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitError, TrainingError
-from fewbit.evaluate import evaluate
+from fewbit.evaluation import evaluate
 from fewbit.train import checkpoint as ck
 from fewbit.train.config import TrainConfig, meta_module
 from fewbit.train.distributed import (

@@ -26,7 +26,7 @@ from fewbit.data.dataset import ImageDataset
 from fewbit.data.sources import ImageSource, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, DataError, FewbitError, FewbitFormatError
-from fewbit.evaluate import Predictor
+from fewbit.evaluation import Predictor
 from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
 from fewbit.train.config import TrainConfig, meta_module
 

@@ -1,0 +1,133 @@
+"""`fewbit compress RUN_DIR --spec S` and `fewbit inspect PATH`: stored size, layer by layer.
+
+Both print `size_report`'s table, or with `--json` its dict: `bytes`, `float32_bytes`, `ratio`
+(float32 bytes / stored bytes) and a `layers` list (a contract that scripts read).
+`inspect` takes a run dir or checkpoint, or a `model.fewbit` artifact (handed to
+`fewbit.deploy.inspect_artifact`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fewbit.cli.common import Output, add_common
+from fewbit.errors import ConfigError, FewbitFormatError
+
+SPEC_HELP = (
+    "compression spec, e.g. 'quant:w4', 'quant:w4a8', 'prune:0.5,quant:w4', 'cluster:16', 'prune:2:4', "
+    "'prune:channel:0.5@features.*', or a YAML file"
+)
+MODEL_FILE = "model.safetensors"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    comp = sub.add_parser("compress", help="compress a trained model and report its stored size")
+    comp.add_argument("run_dir", help="a run directory (or a model .safetensors file)")
+    comp.add_argument("--spec", required=True, help=SPEC_HELP)
+    add_common(comp)
+    comp.set_defaults(handler=run_compress)
+
+    insp = sub.add_parser("inspect", help="per-layer size table of a run, checkpoint or model.fewbit artifact")
+    insp.add_argument("path", help="a run directory, a model .safetensors file, or a .fewbit artifact")
+    add_common(insp)
+    insp.set_defaults(handler=run_inspect)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, str | None]:
+    """The model saved at `path` and the compression spec it was trained with (or None).
+
+    Uses `fewbit.train.load_run` when available; otherwise reads a safetensors file (or
+    `RUN_DIR/model.safetensors`) whose metadata `fewbit.backbone` holds the JSON arguments of
+    `fewbit.models.build_backbone` and, optionally, `fewbit.compress` a spec string.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"run: {path} does not exist")
+    train = _optional("fewbit.train")
+    file = path / MODEL_FILE if path.is_dir() else path
+    if train is not None and hasattr(train, "load_run") and not file.is_file():
+        run = train.load_run(path)
+        config = getattr(run, "config", None)
+        return run.model, getattr(config, "compress", None)
+    if not file.is_file():
+        raise ConfigError(f"run: {path} holds no {MODEL_FILE} (and fewbit.train.load_run is not available)")
+    return _load_safetensors(file)
+
+
+def _load_safetensors(file: Path) -> tuple[nn.Module, str | None]:
+    from safetensors import safe_open
+
+    from fewbit.compress import compress_
+    from fewbit.models import build_backbone
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iteration
+    except Exception as exc:  # safetensors raises its own error types
+        raise FewbitFormatError(f"{file} is not a readable safetensors file ({exc})") from None
+    if "fewbit.backbone" not in meta:
+        raise FewbitFormatError(f"{file} has no fewbit.backbone metadata; cannot rebuild its model")
+    args = json.loads(meta["fewbit.backbone"])
+    model = build_backbone(args.pop("name"), **args)
+    spec = meta.get("fewbit.compress") or None
+    if spec and any(k.split(".")[-2].startswith("cq_") for k in tensors if k.count(".") >= 1):
+        compress_(model, spec)  # the file holds compressed state: rebuild the compressed layers first
+        spec = None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise FewbitFormatError(f"{file}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model, spec
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def _report(model: nn.Module, header: str, extra: dict[str, Any]) -> Output:
+    from fewbit.compress import size_report
+
+    report = size_report(model)
+    data = {**report.to_dict(), **extra}
+    text = f"{header}\n{report.table()}\n{report.bytes} bytes stored, {report.float32_bytes} in float32"
+    return Output(data, text)
+
+
+def run_compress(args: argparse.Namespace) -> Output:
+    from fewbit.compress import compress_, load_spec, spec_to_list
+
+    spec = load_spec(args.spec)
+    model, _ = load_model(args.run_dir)
+    compress_(model, spec)
+    return _report(model, f"{args.run_dir} compressed with {args.spec}",
+                   {"source": str(args.run_dir), "spec": spec_to_list(spec)})
+
+
+def run_inspect(args: argparse.Namespace) -> Output:
+    from fewbit.compress import compress_, compressed_layers
+
+    path = Path(args.path)
+    if path.suffix == ".fewbit":
+        deploy = _optional("fewbit.deploy")
+        inspect_artifact = getattr(deploy, "inspect_artifact", None) if deploy is not None else None
+        if inspect_artifact is None:
+            raise ConfigError("inspect: reading .fewbit artifacts needs fewbit.deploy.inspect_artifact, not available")
+        result = inspect_artifact(path)
+        if isinstance(result, Output):
+            return result
+        if hasattr(result, "to_dict"):
+            result = result.to_dict()
+        return Output(dict(result), json.dumps(result, indent=2, default=str))
+    model, spec = load_model(path)
+    if spec and not compressed_layers(model):
+        compress_(model, spec)
+    return _report(model, f"{path}" + (f" (compression {spec})" if spec else ""), {"source": str(path), "spec": spec})

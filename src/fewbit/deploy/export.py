@@ -1,0 +1,301 @@
+"""Export a (possibly compressed) PyTorch backbone to a `.fewbit` artifact.
+
+The artifact stores exactly what the compressed model computes: for each compressed layer the
+packed container that `fewbit.compress.convert` makes (`pack_layer`: codes, scales, zero points,
+mask, codebook, and the input-activation quantizer). A model that is already converted exports
+the same way. Before writing, every stored weight is dequantized and compared bit for bit with
+the container's own `to_float()`, so an artifact never silently disagrees with its model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewbit import __version__
+from fewbit.deploy.format import QuantTensor, Tensor, write_artifact
+from fewbit.errors import ConfigError
+from fewbit.models.layers import BatchNorm, Flatten
+
+ALGORITHMS_PROTONET = ("protonet",)
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "image_size": 28, "channels": 1, "invert": "auto", "mean": 0.0, "std": 1.0, "resample": "lanczos",
+}
+# fewbit.meta scopes -> what the runtime may move (it never moves quantized weights, so `all`
+# becomes everything but the body's weights)
+_META_SCOPE = {"all": "head+bias+norm", "bias_norm": "bias+norm", "head": "head", "none": "none"}
+
+
+def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    """Leaf layers of nested Sequentials, in execution order."""
+    if isinstance(module, nn.Sequential):
+        for name, child in module.named_children():
+            yield from _walk(child, f"{prefix}.{name}" if prefix else name)
+    else:
+        yield prefix, module
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy().copy()
+
+
+def tensor_from_packed(packed: Any) -> Tensor:
+    """A `fewbit.compress.PackedTensor` as the artifact's QuantTensor (float32 array for the float encoding).
+
+    The codes, scales, zero points, mask and codebook are taken as they are; the result
+    dequantizes to exactly `packed.to_float()` (checked by `export`).
+    """
+    from fewbit.compress.quantize import qrange
+
+    if packed.encoding == "float":
+        return packed.to_float().numpy()
+    keep = packed.keep_mask().numpy()
+    stored = packed.int_codes().numpy().astype(np.int64)
+    codebook = None
+    scale = np.ones(1, np.float32)
+    zero_point = np.zeros(1, np.int64)
+    if packed.encoding == "codebook":
+        q = stored
+        codebook = packed.codebook.numpy().astype(np.float32)
+    else:
+        if packed.symmetric and packed.bits == 1:
+            q = 2 * stored - 1
+        else:
+            q = stored + qrange(packed.bits, packed.symmetric)[0]
+        scale = packed.scale.numpy().astype(np.float32).reshape(-1)
+        if packed.zero_point is not None:
+            zero_point = packed.zero_point.numpy().astype(np.int64).reshape(-1)
+    codes = np.zeros(keep.size, dtype=np.int64)
+    codes[keep.reshape(-1)] = q
+    return QuantTensor(
+        codes=codes.reshape(packed.shape), bits=int(packed.bits), scale=scale, zero_point=zero_point,
+        shape=tuple(packed.shape), axis=packed.axis, mask=None if packed.mask is None else keep, codebook=codebook,
+    )
+
+
+def _is_packed_layer(layer: nn.Module) -> bool:
+    return type(layer).__name__ == "PackedLayer" and hasattr(layer, "packed_weight")
+
+
+def _packed_layer(layer: nn.Module) -> Any | None:
+    """The `PackedLayer` of a compressed (or already converted) Linear/Conv2d; None for a plain one."""
+    if _is_packed_layer(layer):
+        return layer
+    if not hasattr(layer, "cq_order"):
+        return None
+    from fewbit.compress.convert import pack_layer
+
+    return pack_layer(layer)
+
+
+def _weight_and_act(name: str, layer: nn.Module) -> tuple[Tensor, torch.Tensor | None, dict[str, Any] | None]:
+    """(stored weight, float bias, input quantization) of a Linear/Conv2d, compressed or not."""
+    packed = _packed_layer(layer)
+    if packed is None:
+        bias = getattr(layer, "bias", None)
+        return _np(layer.weight), None if bias is None else bias.detach(), None  # type: ignore[arg-type]
+    weight = tensor_from_packed(packed.packed_weight)
+    expected = packed.packed_weight.to_float().numpy()
+    got = weight.dequantize() if isinstance(weight, QuantTensor) else weight
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        raise ConfigError(f"export: layer {name}: the stored weight does not reproduce the packed weight")
+    act = None
+    if packed.act is not None:
+        bits = int(packed.act.bits)
+        qmin, qmax = 0, 2**bits - 1  # activations are quantized asymmetrically per tensor
+        if packed.act.scale > 0:
+            act = {"bits": bits, "scale": float(np.float32(packed.act.scale)),
+                   "zero_point": int(packed.act.zero_point), "qmin": qmin, "qmax": qmax}
+        else:
+            act = {"bits": bits, "dynamic": True, "qmin": qmin, "qmax": qmax}
+    return weight, packed.bias, act
+
+
+def _conv_params(layer: Any, name: str) -> tuple[int, int]:
+    if _is_packed_layer(layer):
+        conv = layer.conv
+    else:
+        conv = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+    stride, padding = tuple(conv.get("stride", (1, 1))), conv.get("padding", (0, 0))
+    ok = (
+        conv.get("groups", 1) == 1 and tuple(conv.get("dilation", (1, 1))) == (1, 1) and not isinstance(padding, str)
+        and getattr(layer, "padding_mode", "zeros") == "zeros" and stride[0] == stride[1] and padding[0] == padding[1]
+    )
+    if not ok:
+        raise ConfigError(f"export: conv layer {name} uses groups/dilation/asymmetric padding, which the artifact lacks")
+    return int(stride[0]), int(padding[0])
+
+
+def _layer_spec(
+    name: str, layer: nn.Module, nxt: nn.Module | None, tensors: dict[str, Tensor]
+) -> dict[str, Any] | None:
+    kind = getattr(layer, "kind", None) if _is_packed_layer(layer) else None
+    if isinstance(layer, (nn.Conv2d, nn.Linear)) or kind in ("conv2d", "linear"):
+        conv = isinstance(layer, nn.Conv2d) or kind == "conv2d"
+        weight, bias, act = _weight_and_act(name, layer)
+        tensors[f"{name}.weight"] = weight
+        spec: dict[str, Any] = {"op": "conv2d" if conv else "linear", "name": name, "weight": f"{name}.weight",
+                                "bias": None}
+        if conv:
+            spec["stride"], spec["padding"] = _conv_params(layer, name)
+        spec["input_quant"] = act
+        # A conv bias right before a batch-statistics BatchNorm is subtracted out again with the
+        # batch mean: it changes nothing, so it is not stored.
+        if bias is not None and not (conv and isinstance(nxt, BatchNorm)):
+            tensors[f"{name}.bias"] = _np(bias)
+            spec["bias"] = f"{name}.bias"
+        return spec
+    if isinstance(layer, BatchNorm):
+        weight, bias = layer.weight.detach(), layer.bias.detach()
+        compress_params = getattr(layer, "compress_params", None)
+        if compress_params is not None:  # the BatchNorm after a channel-pruned layer
+            weight, bias = compress_params(weight, bias)
+        tensors[f"{name}.weight"], tensors[f"{name}.bias"] = _np(weight), _np(bias)
+        return {"op": "batchnorm", "name": name, "weight": f"{name}.weight", "bias": f"{name}.bias", "eps": layer.eps}
+    if isinstance(layer, nn.ReLU):
+        return {"op": "relu"}
+    if isinstance(layer, nn.MaxPool2d):
+        k, s = layer.kernel_size, layer.stride
+        if k != s or layer.padding not in (0, (0, 0)) or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
+            raise ConfigError(f"export: max-pool {name} must have kernel == stride, no padding, floor mode")
+        return {"op": "maxpool2d", "kernel": int(k if isinstance(k, int) else k[0])}
+    if isinstance(layer, (Flatten, nn.Flatten)):
+        return {"op": "flatten"}
+    if isinstance(layer, nn.Identity):
+        return None
+    raise ConfigError(
+        f"export: layer {name} ({type(layer).__name__}) has no artifact form; "
+        "supported: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten (conv4 and mlp backbones)"
+    )
+
+
+def adaptation_for(algorithm: str, meta: Any | None = None, scope: str | None = None) -> dict[str, Any]:
+    """The manifest's `adaptation` block for `algorithm` (and its MetaConfig `meta`, when known).
+
+    ProtoNet: prototypes of the jointly embedded support and query. MAML-family: SGD from the
+    artifact's head on the support batch, the queries classified as their own batch, `scope` the
+    parameters the runtime may move (the quantized body never moves). Finetune: a new head from
+    zeros on the joint embedding, as `fewbit.meta.finetune` does at test time.
+    """
+    if algorithm in ALGORITHMS_PROTONET:
+        return {"method": "protonet", "embed": "joint", "scope": scope or "head", "steps": 5, "lr": 0.1,
+                "head_init": "prototypes"}
+    if algorithm == "finetune":
+        steps = int(getattr(meta, "finetune_steps", 100))
+        lr = float(getattr(meta, "finetune_lr", 0.1))
+        init = "prototypes" if getattr(meta, "finetune_classifier", "linear") == "cosine" else "zeros"
+        return {"method": "finetune", "embed": "joint", "scope": scope or "head", "steps": steps, "lr": lr, "head_init": init}
+    steps = getattr(meta, "test_inner_steps", None)
+    steps = int(steps if steps is not None else getattr(meta, "inner_steps", 5))
+    lr = float(getattr(meta, "inner_lr", 0.4))
+    if scope is None:
+        scope = _META_SCOPE.get(str(getattr(meta, "scope", "head")), "head")
+        if algorithm == "anil":
+            scope = "head"
+    return {"method": "finetune", "embed": "separate", "scope": scope, "steps": steps, "lr": lr, "head_init": "own"}
+
+
+def artifact_from_model(
+    model: nn.Module,
+    *,
+    algorithm: str = "protonet",
+    preprocessing: Mapping[str, Any] | None = None,
+    adaptation_scope: str | None = None,
+    adaptation: Mapping[str, Any] | None = None,
+    meta: Any | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The manifest (without the tensor table) and the tensors of `model`'s artifact."""
+    features = getattr(model, "features", None)
+    if features is None or not hasattr(model, "head"):
+        raise ConfigError("export: the model must be a fewbit Backbone (`.features` then `.head`)")
+    pre = dict(DEFAULT_PREPROCESSING)
+    pre.update(preprocessing or {})
+    tensors: dict[str, Tensor] = {}
+    leaves = list(_walk(features, "features"))
+    layers: list[dict[str, Any]] = []
+    for i, (name, layer) in enumerate(leaves):
+        spec = _layer_spec(name, layer, leaves[i + 1][1] if i + 1 < len(leaves) else None, tensors)
+        if spec is not None:
+            layers.append(spec)
+    if not layers or layers[-1]["op"] != "flatten":
+        layers.append({"op": "flatten"})  # Backbone.forward flattens the features
+    embedding_layers = len(layers)
+    head_spec = _layer_spec("head", model.head, None, tensors)
+    if head_spec is not None:
+        layers.append(head_spec)
+    first = next((lay for lay in layers if lay["op"] in ("conv2d", "linear")), None)
+    size = int(pre["image_size"])
+    if first is not None and first["op"] == "conv2d":
+        channels = int(tensors[first["weight"]].shape[1])
+    elif first is not None:
+        fan = int(tensors[first["weight"]].shape[1])
+        channels = max(1, fan // (size * size))
+        if channels * size * size != fan:
+            raise ConfigError(f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}")
+    else:
+        channels = int(pre.get("channels", 1))
+    pre["channels"] = channels
+    adapt_block = adaptation_for(algorithm, meta, adaptation_scope)
+    adapt_block.update(adaptation or {})
+    manifest = {
+        "format": "fewbit",
+        "producer": f"fewbit {__version__}",
+        "algorithm": algorithm,
+        "architecture": {
+            "name": str(getattr(model, "arch", type(model).__name__)),
+            "input_shape": [channels, size, size],
+            "embedding_layers": embedding_layers,
+            "layers": layers,
+        },
+        "preprocessing": pre,
+        "adaptation": adapt_block,
+    }
+    if extra:
+        manifest["source"] = dict(extra)
+    return manifest, tensors
+
+
+def float32_bytes(tensors: Mapping[str, Tensor]) -> int:
+    """Bytes of the same tensors stored densely as float32."""
+    return sum(4 * int(math.prod(t.shape)) for t in tensors.values())
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    algorithm: str = "protonet",
+    preprocessing: Mapping[str, Any] | None = None,
+    adaptation_scope: str | None = None,
+    adaptation: Mapping[str, Any] | None = None,
+    meta: Any | None = None,
+    format: str = "fewbit",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `model` as a `.fewbit` artifact (or, with `format="onnx"`, an ONNX QDQ graph) at `path`.
+
+    Returns `{"path", "format", "bytes", "float32_bytes", "ratio"}`. `algorithm` decides how the
+    runtime adapts (protonet: prototypes; others: SGD on the head, plus biases and norms when
+    `adaptation_scope` allows); `preprocessing` overrides image_size, invert, mean, std.
+    """
+    manifest, tensors = artifact_from_model(
+        model, algorithm=algorithm, preprocessing=preprocessing, adaptation_scope=adaptation_scope,
+        adaptation=adaptation, meta=meta, extra=extra,
+    )
+    if format == "onnx":
+        from fewbit.deploy.onnx import write_onnx
+
+        nbytes = write_onnx(path, manifest, tensors)
+    elif format == "fewbit":
+        nbytes = write_artifact(path, manifest, tensors)
+    else:
+        raise ConfigError(f"export: format must be fewbit or onnx, got {format!r}")
+    f32 = 4 * sum(p.numel() for n, p in model.named_parameters() if not any(k.startswith("cq_") for k in n.split(".")))
+    return {"path": str(path), "format": format, "bytes": nbytes, "float32_bytes": f32, "ratio": f32 / max(nbytes, 1)}

@@ -1,0 +1,16 @@
+"""fewbit's runtime: run and adapt a `.fewbit` artifact with numpy alone (no torch).
+
+    model = fewbit.runtime.load("model.fewbit")
+    task = fewbit.runtime.adapt(model, support_x, support_y)   # ProtoNet or a few SGD steps
+    labels = task.predict(query_x)
+
+Inputs are float32 `[N, C, H, W]`, preprocessed as the artifact says
+(`fewbit.runtime.images.load_image_folder` does it for folders of PNG/JPEG files).
+"""
+
+from __future__ import annotations
+
+from fewbit.runtime.adapt import Adapted, adapt, prototypes
+from fewbit.runtime.model import RuntimeModel, load
+
+__all__ = ["Adapted", "RuntimeModel", "adapt", "load", "prototypes"]

@@ -1,0 +1,283 @@
+"""Adaptation on the device: ProtoNet prototypes, or a few SGD steps on the head (and on biases
+and norms when the artifact allows), the quantized body left as it is.
+
+The artifact's `adaptation` block says how, mirroring `fewbit.meta` at evaluation:
+- `method: protonet` (`embed: joint`): support and query are embedded in one batch (one set of
+  BatchNorm statistics) and queries are scored by minus squared distance to the class means.
+- `method: finetune`: `steps` SGD steps of size `lr` on the support cross-entropy. `head_init`
+  is `own` (the artifact's meta-learned head: MAML, ANIL), `zeros` (the Baseline's new linear
+  head) or `prototypes` (W = 2c, b = -|c|^2, the ProtoNet classifier as a linear layer).
+  With `embed: separate` the support set is its own batch while adapting and the queries are
+  classified as their own batch (MAML); with `embed: joint` both are embedded together and the
+  head is fitted on the support part (the Baseline). `scope` names what may move: `head` (the
+  classifier's weight and bias), `bias` (every layer's bias), `norm` (BatchNorm scale and
+  shift), joined by "+", or `none`; the runtime never moves quantized weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fewbit.runtime.model import RuntimeModel
+from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params
+
+SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
+HEAD_INITS = ("own", "zeros", "prototypes")
+
+
+class PlainHead(Op):
+    """A float linear classifier on the embedding, `z @ W^T + b`, with W and b in params `__head.*`."""
+
+    kind = "plain_head"
+    weight_name, bias_name = "__head.weight", "__head.bias"
+    param_names = ("__head.weight", "__head.bias")
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        if ctx is not None:
+            ctx["x"] = x
+        return x @ params[self.weight_name].T + params[self.bias_name]
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        grads[self.weight_name] = dy.T @ ctx["x"]
+        grads[self.bias_name] = dy.sum(axis=0)
+        return dy @ params[self.weight_name]
+
+
+def prototypes(embeddings: np.ndarray, labels: np.ndarray, ways: int) -> np.ndarray:
+    """Class means `[ways, D]` of `embeddings [N, D]`."""
+    onehot = np.eye(ways, dtype=np.float32)[labels]  # [N, ways]
+    return (onehot.T @ embeddings) / onehot.sum(axis=0)[:, None]
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`[len(a), len(b)]` squared Euclidean distances."""
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass
+class Adapted:
+    """A model adapted to one task: `logits(query_x)`, `predict(query_x)`, `scores(query_x)`.
+
+    Query batches are classified as a whole (batch statistics), as PyTorch does.
+    """
+
+    model: RuntimeModel
+    ways: int
+    support_x: np.ndarray
+    support_y: np.ndarray
+    settings: dict[str, Any]
+    params: Params | None = None
+    head_ops: list[Op] | None = None
+    losses: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return str(self.settings["method"])
+
+    def logits(self, query_x: np.ndarray) -> np.ndarray:
+        """`[Q, ways]` logits (minus squared distances for ProtoNet)."""
+        query_x = np.asarray(query_x, dtype=np.float32)
+        model, n = self.model, len(self.support_x)
+        if self.method == "protonet":
+            z = model.embed(np.concatenate([self.support_x, query_x]))
+            return -squared_distances(z[n:], prototypes(z[:n], self.support_y, self.ways))
+        if self.params is None:  # joint embedding: the head is fitted with these queries in the batch
+            z = model.embed(np.concatenate([self.support_x, query_x]))
+            params, head_ops = _fit_head(model, z[:n], self.support_y, self.ways, self.settings, self.losses)
+            return _run(head_ops, params, z[n:])
+        assert self.head_ops is not None
+        return _run(self.head_ops, self.params, model.embed(query_x, self.params))
+
+    def predict(self, query_x: np.ndarray) -> np.ndarray:
+        """Class indices `[Q]` in 0..ways-1."""
+        return self.logits(query_x).argmax(axis=1)
+
+    def scores(self, query_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices `[Q]`, softmax probability of each `[Q]`)."""
+        logits = self.logits(query_x)
+        pred = logits.argmax(axis=1)
+        return pred, softmax(logits.astype(np.float64))[np.arange(len(pred)), pred]
+
+
+def _run(ops: list[Op], params: Params, x: np.ndarray, ctxs: list[dict[str, Any]] | None = None) -> np.ndarray:
+    for op in ops:
+        ctx: dict[str, Any] | None = {} if ctxs is not None else None
+        x = op.forward(params, x, ctx)
+        if ctxs is not None:
+            ctxs.append(ctx)  # type: ignore[arg-type]
+    return x
+
+
+def _check_support(support_x: np.ndarray, support_y: Any) -> tuple[np.ndarray, int]:
+    y = np.asarray(support_y).astype(np.int64).reshape(-1)
+    if y.size != len(support_x) or y.size == 0:
+        raise ValueError(f"{len(support_x)} support images but {y.size} labels")
+    ways = int(y.max()) + 1
+    if y.min() < 0 or np.any(np.bincount(y, minlength=ways) == 0):
+        raise ValueError("support labels must cover 0..ways-1, each at least once")
+    if ways < 2:
+        raise ValueError("a task needs at least two classes")
+    return y, ways
+
+
+def scope_parts(scope: str) -> set[str]:
+    """The parts of a scope string ("none" is the empty set); ValueError for an unknown part."""
+    if scope == "none":
+        return set()
+    parts = set(scope.split("+"))
+    if not parts or not parts <= set(SCOPE_PARTS):
+        raise ValueError(f"scope must be none or a +-joined subset of {', '.join(SCOPE_PARTS)}, got {scope!r}")
+    return parts
+
+
+def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
+    """The artifact's adaptation block with `overrides` (None values ignored), checked."""
+    base = {"method": "protonet" if model.algorithm == "protonet" else "finetune", "embed": "joint",
+            "scope": "head", "steps": 5, "lr": 0.1, "head_init": "own" if model.ways else "prototypes"}
+    base.update({k: v for k, v in model.adaptation.items() if k in base})
+    allowed = str(base["scope"])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if base["method"] not in ("protonet", "finetune"):
+        raise ValueError(f"method must be protonet or finetune, got {base['method']!r}")
+    parts = scope_parts(str(base["scope"]))
+    if not parts <= scope_parts(allowed):
+        raise ValueError(f"the artifact allows adapting {allowed!r} only, not {base['scope']!r}")
+    if base["head_init"] not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {base['head_init']!r}")
+    if base["embed"] not in ("joint", "separate"):
+        raise ValueError(f"embed must be joint or separate, got {base['embed']!r}")
+    base["steps"], base["lr"] = int(base["steps"]), float(base["lr"])
+    if base["steps"] < 0 or not base["lr"] > 0:
+        raise ValueError("steps must be >= 0 and lr > 0")
+    if parts - {"head"}:
+        base["embed"] = "separate"  # a moving body cannot share one forward with the queries
+    return base
+
+
+def adapt(
+    model: RuntimeModel,
+    support_x: np.ndarray,
+    support_y: np.ndarray,
+    *,
+    method: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    scope: str | None = None,
+    head_init: str | None = None,
+) -> Adapted:
+    """Adapt `model` to a support set `[N, C, H, W]` with labels `[N]` in 0..ways-1 (>= 2 ways).
+
+    Defaults come from the artifact (its `adaptation` block); `scope` may narrow, never widen,
+    what the artifact allows. ValueError on inconsistent arguments.
+    """
+    support_x = np.asarray(support_x, dtype=np.float32)
+    y, ways = _check_support(support_x, support_y)
+    settings = settings_for(model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init)
+    adapted = Adapted(model, ways, support_x, y, settings)
+    if settings["method"] == "finetune" and settings["embed"] == "separate":
+        adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
+    return adapted
+
+
+def _init_head(
+    model: RuntimeModel, z_support: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any]
+) -> tuple[Params, list[Op], set[str]]:
+    """(params, head ops, the head parameters the scope moves) to start fine-tuning from."""
+    params = dict(model.params)
+    parts = scope_parts(settings["scope"])
+    weight_name = model.head_weight_name()
+    init = settings["head_init"]
+    if init == "own" and weight_name is not None and model.ways == ways:
+        head_ops = model.layers[model.embedding_layers :]
+        names: set[str] = set()
+        if "head" in parts:
+            params[weight_name] = model.float_tensor(weight_name)
+            names = {weight_name} | {n for op in head_ops for n in op.param_names}
+        elif "bias" in parts:
+            names = {n for op in head_ops for n in op.param_names}
+        return params, head_ops, names
+    if init == "zeros":
+        params["__head.weight"] = np.zeros((ways, z_support.shape[1]), np.float32)
+        params["__head.bias"] = np.zeros(ways, np.float32)
+    else:  # prototypes (also the fallback when the artifact's head does not fit the task)
+        protos = prototypes(z_support, y, ways)
+        params["__head.weight"] = 2 * protos
+        params["__head.bias"] = -(protos * protos).sum(axis=1)
+    # a new head always learns: without it the task's classes would have no classifier
+    return params, [PlainHead()], set(PlainHead.param_names)
+
+
+def _body_trainable(model: RuntimeModel, scope: str) -> set[str]:
+    parts = scope_parts(scope)
+    names: set[str] = set()
+    for op in model.layers[: model.embedding_layers]:
+        if ("bias" in parts and isinstance(op, (Conv2d, Linear))) or ("norm" in parts and isinstance(op, BatchNorm)):
+            names |= set(op.param_names)
+    return names
+
+
+def _ce_grad(logits: np.ndarray, y: np.ndarray, ways: int) -> tuple[np.ndarray, float]:
+    """Gradient of the mean cross-entropy w.r.t. the logits, and the loss."""
+    p = softmax(logits.astype(np.float64))
+    loss = float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-300)).mean())
+    p[np.arange(len(y)), y] -= 1.0
+    return (p / len(y)).astype(np.float32), loss
+
+
+def _sgd(params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: float) -> None:
+    for name in names:
+        if name in grads:
+            params[name] = (params[name] - np.float32(lr) * grads[name]).astype(np.float32)
+
+
+def _fit_head(
+    model: RuntimeModel, z: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any], losses: list[float]
+) -> tuple[Params, list[Op]]:
+    """SGD on the head alone over fixed support embeddings `z`."""
+    params, head_ops, names = _init_head(model, z, y, ways, settings)
+    for _ in range(settings["steps"]):
+        ctxs: list[dict[str, Any]] = []
+        dlogits, loss = _ce_grad(_run(head_ops, params, z, ctxs), y, ways)
+        losses.append(loss)
+        grads: Params = {}
+        for op, ctx in zip(reversed(head_ops), reversed(ctxs)):
+            dlogits = op.backward(params, dlogits, ctx, grads)
+        _sgd(params, grads, names, settings["lr"])
+    return params, head_ops
+
+
+def _fit(
+    model: RuntimeModel, support_x: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any], losses: list[float]
+) -> tuple[Params, list[Op]]:
+    """SGD with the support set as its own batch; through the body when biases or norms move."""
+    body = _body_trainable(model, settings["scope"])
+    if not body:
+        return _fit_head(model, model.embed(support_x), y, ways, settings, losses)
+    params, head_ops, names = _init_head(model, model.embed(support_x), y, ways, settings)
+    names |= body
+    first = min(i for i, op in enumerate(model.layers) if set(op.param_names) & body)
+    x = model.to_nhwc(support_x)
+    for _ in range(settings["steps"]):
+        body_ctxs: list[dict[str, Any]] = []
+        z = model.run_layers(x, params, 0, model.embedding_layers, body_ctxs)
+        head_ctxs: list[dict[str, Any]] = []
+        d, loss = _ce_grad(_run(head_ops, params, z, head_ctxs), y, ways)
+        losses.append(loss)
+        grads: Params = {}
+        for op, ctx in zip(reversed(head_ops), reversed(head_ctxs)):
+            d = op.backward(params, d, ctx, grads)
+        for i in range(model.embedding_layers - 1, first - 1, -1):
+            d = model.layers[i].backward(params, d, body_ctxs[i], grads)
+        _sgd(params, grads, names, settings["lr"])
+    return params, head_ops

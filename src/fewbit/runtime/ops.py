@@ -1,0 +1,351 @@
+"""The runtime's layers in numpy: forward, and backward for on-device adaptation.
+
+Activations are NHWC float32 inside the runtime (`[N, H, W, C]`): an im2col convolution is then
+one matrix product whose result is already NHWC, with no transposes. Every op is a function of
+(params, x); parameters live in a dict so that adaptation never mutates the loaded model.
+
+Quantized weights stay in integer form: `Wq = codes - zero_point` (masked entries 0) and a
+per-channel float scale. A layer whose input is quantized too (`input_quant`) multiplies integer
+activations by integer weights and rescales once per output channel. Numpy has no integer GEMM
+(its int32 matmul is a plain loop, many times slower than BLAS), so the integers are carried in
+float32 BLAS, which is exact while every partial sum stays below 2**24; the bound is checked per
+layer at load and a layer that could exceed it accumulates in float64 (exact below 2**53).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fewbit.deploy.format import QuantTensor
+
+Params = dict[str, np.ndarray]
+F32_EXACT = 1 << 24
+
+
+class InputQuant:
+    """Uniform activation quantization: `q = clip(rint(x / scale) + zero_point, qmin, qmax)`.
+
+    Static when the manifest gives `scale` and `zero_point` (a calibrated model); `dynamic`
+    derives them from each batch's min and max, in float32 as PyTorch's uncalibrated quantizer does.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.bits = int(spec["bits"])
+        self.qmin = int(spec["qmin"])
+        self.qmax = int(spec["qmax"])
+        self.dynamic = bool(spec.get("dynamic", False))
+        if self.qmin >= self.qmax or self.qmax - self.qmin >= 1 << 16:
+            raise ValueError("input_quant needs qmin < qmax within 16 bits")
+        if self.dynamic:
+            self.scale, self.zero_point = np.float32(0), 0
+            self.max_abs = self.qmax - self.qmin
+        else:
+            self.scale = np.float32(spec["scale"])
+            self.zero_point = int(spec["zero_point"])
+            if not (self.scale > 0 and np.isfinite(self.scale)) or not self.qmin <= self.zero_point <= self.qmax:
+                raise ValueError("input_quant needs a finite scale > 0 and qmin <= zero_point <= qmax")
+            self.max_abs = max(self.zero_point - self.qmin, self.qmax - self.zero_point)
+
+    def qparams(self, x: np.ndarray) -> tuple[np.float32, int]:
+        """`(scale, zero_point)` for the batch `x`."""
+        if not self.dynamic:
+            return self.scale, self.zero_point
+        lo = np.minimum(x.min(initial=np.float32(0)), np.float32(0))
+        hi = np.maximum(x.max(initial=np.float32(0)), np.float32(0))
+        scale = np.maximum((hi - lo) / np.float32(self.qmax - self.qmin), np.float32(1e-8)).astype(np.float32)
+        zero_point = int(np.clip(np.rint(-lo / scale), self.qmin, self.qmax))
+        return scale, zero_point
+
+    def integers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        """(`q - zero_point` as float32 integers, the straight-through pass mask, the scale)."""
+        scale, zero_point = self.qparams(x)
+        t = np.rint(x / scale) + np.float32(zero_point)
+        inside = (t >= self.qmin) & (t <= self.qmax)
+        q = np.clip(t, self.qmin, self.qmax) - np.float32(zero_point)
+        return q.astype(np.float32), inside, scale
+
+
+class Weight:
+    """A layer's weight as a `[out, in*k*k]` matrix: float32, or integer codes with per-row scales."""
+
+    def __init__(self, tensor: np.ndarray | QuantTensor) -> None:
+        self.quantized = isinstance(tensor, QuantTensor) and tensor.codebook is None
+        self.shape = tuple(tensor.shape)
+        out = self.shape[0]
+        if self.quantized:
+            assert isinstance(tensor, QuantTensor)
+            q = tensor.integer_weights().reshape(out, -1)
+            self.max_abs = int(np.abs(q).max()) if q.size else 0
+            self.matrix = q.astype(np.float32)  # [out, fan_in], integer-valued
+            scale = tensor.scale.astype(np.float32)
+            if tensor.axis not in (None, 0) and scale.size > 1:
+                raise ValueError("per-channel weight scales must run along the output axis (0)")
+            self.row_scale = np.broadcast_to(scale.reshape(-1), (out,)).astype(np.float32)
+        else:
+            dense = tensor.dequantize() if isinstance(tensor, QuantTensor) else tensor
+            self.matrix = np.ascontiguousarray(dense.reshape(out, -1), dtype=np.float32)
+            self.row_scale = np.ones(out, dtype=np.float32)
+            self.max_abs = 0
+        self.matrix_t = np.ascontiguousarray(self.matrix.T)  # [fan_in, out], for x @ W^T
+
+    def float_matrix(self) -> np.ndarray:
+        """The float32 `[out, fan_in]` weight this stands for."""
+        return self.matrix * self.row_scale[:, None]
+
+
+def _matmul(
+    x2d: np.ndarray, weight: Weight, input_quant: InputQuant | None, act_scale: np.float32 = np.float32(1)
+) -> np.ndarray:
+    """`x2d @ W^T` as float32 `[rows, out]`; with `input_quant`, `x2d` holds `q - zero_point` of step `act_scale`."""
+    if input_quant is None:
+        y = x2d @ weight.matrix_t
+        return y * weight.row_scale if weight.quantized else y
+    if weight.quantized:
+        fan = weight.matrix.shape[1]
+        if fan * input_quant.max_abs * weight.max_abs < F32_EXACT:
+            acc = x2d @ weight.matrix_t  # exact integer sums, as int32 accumulation would give
+        else:
+            acc = (x2d.astype(np.float64) @ weight.matrix_t.astype(np.float64)).astype(np.float32)
+        return acc * (act_scale * weight.row_scale)
+    return (x2d * act_scale) @ weight.matrix_t
+
+
+class Op:
+    """One layer: `forward(params, x, ctx)` and `backward(params, dy, ctx, grads) -> dx`."""
+
+    kind = "op"
+    param_names: tuple[str, ...] = ()
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Conv2d(Op):
+    """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
+
+    kind = "conv2d"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        self.weight = Weight(tensors[spec["weight"]])
+        if len(self.weight.shape) != 4:
+            raise ValueError(f"conv2d {spec.get('name')}: weight must be 4-d, got {self.weight.shape}")
+        self.cout, self.cin, self.kh, self.kw = self.weight.shape
+        self.stride = int(spec.get("stride", 1))
+        self.padding = int(spec.get("padding", 0))
+        if not 1 <= self.stride <= 16 or not 0 <= self.padding <= 16:
+            raise ValueError(f"conv2d {spec.get('name')}: stride/padding out of range")
+        self.bias_name = spec.get("bias")
+        self.param_names = (self.bias_name,) if self.bias_name else ()
+        self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
+
+    def _cols(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        n, h, w, c = x.shape
+        if c != self.cin:
+            raise ValueError(f"conv2d expects {self.cin} input channels, got {c}")
+        p = self.padding
+        xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+        win = sliding_window_view(xp, (self.kh, self.kw), axis=(1, 2))  # [N, Ho', Wo', C, kh, kw]
+        win = win[:, :: self.stride, :: self.stride]
+        ho, wo = win.shape[1], win.shape[2]
+        return win.reshape(n * ho * wo, c * self.kh * self.kw), (n, ho, wo)
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        xin, act_scale = x, np.float32(1)
+        if self.input_quant is not None:
+            xin, _, act_scale = self.input_quant.integers(x)
+        cols, (n, ho, wo) = self._cols(xin)
+        y = _matmul(cols, self.weight, self.input_quant, act_scale)
+        if self.bias_name:
+            y += params[self.bias_name]
+        if ctx is not None:
+            ctx.update(x_shape=x.shape, x=x, out=(n, ho, wo))
+        return y.reshape(n, ho, wo, self.cout)
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        n, ho, wo = ctx["out"]
+        dy2 = dy.reshape(n * ho * wo, self.cout)
+        if self.bias_name:
+            grads[self.bias_name] = dy2.sum(axis=0)
+        dcols = (dy2 @ self.weight.float_matrix()).reshape(n, ho, wo, self.cin, self.kh, self.kw)
+        _, h, w, _ = ctx["x_shape"]
+        p, s = self.padding, self.stride
+        dxp = np.zeros((n, h + 2 * p, w + 2 * p, self.cin), dtype=np.float32)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                dxp[:, i : i + s * ho : s, j : j + s * wo : s, :] += dcols[..., i, j]
+        dx = dxp[:, p : p + h, p : p + w, :] if p else dxp
+        if self.input_quant is not None:
+            # straight-through: the gradient flows where the input lay inside the clipping range
+            dx = dx * self.input_quant.integers(ctx["x"])[1]
+        return dx
+
+
+class Linear(Op):
+    """`y = x W^T + b` on `[N, in]`; optional input quantization."""
+
+    kind = "linear"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        self.weight_name = spec["weight"]
+        self.weight = Weight(tensors[self.weight_name])
+        if len(self.weight.shape) != 2:
+            raise ValueError(f"linear {spec.get('name')}: weight must be 2-d, got {self.weight.shape}")
+        self.out_features, self.in_features = self.weight.shape
+        self.bias_name = spec.get("bias")
+        self.param_names = (self.bias_name,) if self.bias_name else ()
+        self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"linear expects [N, {self.in_features}], got {list(x.shape)}")
+        inside = None
+        xin, act_scale = x, np.float32(1)
+        if self.input_quant is not None:
+            xin, inside, act_scale = self.input_quant.integers(x)
+        override = params.get(self.weight_name)
+        if override is not None:  # a weight being adapted lives in params, as float32
+            xdq = xin * act_scale if self.input_quant is not None else xin
+            y = xdq @ override.T
+        else:
+            xdq = None
+            y = _matmul(xin, self.weight, self.input_quant, act_scale)
+        if self.bias_name:
+            y = y + params[self.bias_name]
+        if ctx is not None:
+            ctx.update(x=xdq, inside=inside)
+        return y.astype(np.float32, copy=False)
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        override = params.get(self.weight_name)
+        if override is not None:
+            grads[self.weight_name] = dy.T @ ctx["x"]
+            w = override
+        else:
+            w = self.weight.float_matrix()
+        if self.bias_name:
+            grads[self.bias_name] = dy.sum(axis=0)
+        dx = dy @ w
+        return dx * ctx["inside"] if ctx["inside"] is not None else dx
+
+
+class BatchNorm(Op):
+    """Batch normalisation with the batch's own statistics (biased variance), per channel (last axis)."""
+
+    kind = "batchnorm"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        self.weight_name, self.bias_name = spec["weight"], spec["bias"]
+        self.eps = np.float32(spec.get("eps", 1e-5))
+        self.param_names = (self.weight_name, self.bias_name)
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes, dtype=np.float32)
+        xc = x - mean
+        var = np.mean(np.square(xc), axis=axes, dtype=np.float32)
+        inv = (1.0 / np.sqrt(var + self.eps)).astype(np.float32)
+        xhat = xc * inv
+        if ctx is not None:
+            ctx.update(xhat=xhat, inv=inv)
+        return xhat * params[self.weight_name] + params[self.bias_name]
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        axes = tuple(range(dy.ndim - 1))
+        xhat, inv = ctx["xhat"], ctx["inv"]
+        grads[self.weight_name] = (dy * xhat).sum(axis=axes)
+        grads[self.bias_name] = dy.sum(axis=axes)
+        g = dy * params[self.weight_name]
+        return inv * (g - g.mean(axis=axes) - xhat * (g * xhat).mean(axis=axes))
+
+
+class ReLU(Op):
+    kind = "relu"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        pass
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        y = np.maximum(x, np.float32(0))
+        if ctx is not None:
+            ctx["pos"] = x > 0
+        return y
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        return dy * ctx["pos"]
+
+
+class MaxPool2d(Op):
+    """Non-overlapping max-pooling (kernel = stride); a ragged edge is dropped, as in PyTorch."""
+
+    kind = "maxpool2d"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        self.k = int(spec.get("kernel", 2))
+        if int(spec.get("stride", self.k)) != self.k or not 1 <= self.k <= 16:
+            raise ValueError("maxpool2d: only kernel == stride in 1..16 is supported")
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        n, h, w, c = x.shape
+        k = self.k
+        ho, wo = h // k, w // k
+        win = x[:, : ho * k, : wo * k].reshape(n, ho, k, wo, k, c)
+        y = win.max(axis=(2, 4))
+        if ctx is not None:
+            ctx.update(x_shape=x.shape, win=win, y=y)
+        return y
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        n, h, w, c = ctx["x_shape"]
+        win, y = ctx["win"], ctx["y"]
+        k = self.k
+        hit = win == y[:, :, None, :, None, :]
+        # PyTorch sends the gradient to the first maximum only; keep the first hit of each window.
+        flat = hit.transpose(0, 1, 3, 5, 2, 4).reshape(*y.shape, k * k)
+        first = np.zeros_like(flat)
+        np.put_along_axis(first, flat.argmax(axis=-1)[..., None], True, axis=-1)
+        first = first.reshape(*y.shape, k, k).transpose(0, 1, 4, 2, 5, 3)
+        dwin = first * dy[:, :, None, :, None, :]
+        dx = np.zeros((n, h, w, c), dtype=np.float32)
+        dx[:, : y.shape[1] * k, : y.shape[2] * k] = dwin.reshape(n, y.shape[1] * k, y.shape[2] * k, c)
+        return dx
+
+
+class Flatten(Op):
+    """NHWC to `[N, C*H*W]` in PyTorch's (C, H, W) order."""
+
+    kind = "flatten"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        pass
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        if ctx is not None:
+            ctx["x_shape"] = x.shape
+        if x.ndim == 4:
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        shape = ctx["x_shape"]
+        if len(shape) == 4:
+            n, h, w, c = shape
+            return dy.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+        return dy.reshape(shape)
+
+
+OPS: dict[str, type[Op]] = {
+    cls.kind: cls for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten)  # type: ignore[type-abstract]
+}
+
+
+def fan_in(shape: tuple[int, ...]) -> int:
+    """Inputs per output of a weight of `shape`."""
+    return int(math.prod(shape[1:]))

@@ -1,0 +1,136 @@
+"""One sweep cell: train (or compress post hoc), evaluate, measure size, latency and adaptation memory."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewbit._io import atomic_write_json
+from fewbit.sweep.grid import FLOAT_BITS, Cell, SweepConfig
+
+RESULT_NAME = "result.json"
+
+
+def cell_dir(root: Path, cell: Cell) -> Path:
+    return root / "cells" / cell.cell_id
+
+
+def finished(root: Path, cell: Cell) -> dict[str, Any] | None:
+    """The stored result of `cell`, or None when it has not finished."""
+    path = cell_dir(root, cell) / RESULT_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged result is recomputed
+
+
+def scope_of(run: Any) -> str:
+    """The adaptation scope the cell's algorithm uses at test time."""
+    name = run.algorithm.config.algorithm
+    if name == "protonet":
+        return "none"
+    if name in ("anil", "finetune"):
+        return "head"
+    return str(run.algorithm.config.scope)
+
+
+def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = False) -> dict[str, Any]:
+    """Run `cell` into its run dir under `root/cells/` and return (and store) its result row."""
+    from fewbit.compress import compress, size_report
+    from fewbit.evaluation import evaluate
+    from fewbit.train import TrainConfig, load_run, meta_train
+    from fewbit.train.run import eval_dataset
+
+    done = finished(root, cell)
+    if done is not None:
+        return done
+    base = TrainConfig.from_dict(dict(sweep.base)).replace(algorithm=cell.algorithm)
+    spec = cell.spec(sweep.act_bits)
+    out = cell_dir(root, cell)
+    started = time.perf_counter()
+    if cell.mode in ("float", "aware"):
+        run = meta_train(base.replace(compress=spec), out / "run", progress=progress)
+    else:
+        reference = load_run(cell_dir(root, Cell(cell.algorithm, FLOAT_BITS, 0.0, "float")) / "run")
+        model = compress(reference.model, spec)
+        _calibrate(model, reference, sweep.calibration_batches, base.seed)
+        config = base.replace(compress=spec, steps=sweep.posthoc_finetune_steps)
+        run = meta_train(config, out / "run", model=model, progress=progress)
+    train_seconds = time.perf_counter() - started
+    run = load_run(out / "run")
+    test = eval_dataset(base.dataset, "test", base.image_size)
+    result = evaluate(run.predictor(), test, ways=base.ways, shots=base.shots, queries=sweep.eval_queries,
+                      tasks=sweep.eval_tasks, device=run.device)
+    size = size_report(run.model).to_dict()
+    latency = _latency_ms(run, test, base, sweep.latency_tasks)
+    memory = _adaptation_memory(run, test, base)
+    row = {
+        "cell": cell.cell_id,
+        "label": cell.label,
+        "algorithm": cell.algorithm,
+        "bits": cell.bits,
+        "sparsity": cell.sparsity,
+        "mode": cell.mode,
+        "spec": spec or "",
+        "accuracy": result.value,
+        "ci95": result.ci95,
+        "tasks": result.tasks,
+        "bytes": int(size["bytes"]),
+        "float32_bytes": int(size["float32_bytes"]),
+        "ratio": float(size["ratio"]),
+        "adapt_latency_ms": latency,
+        "adapt_memory_bytes": memory["total_bytes"],
+        "adapt_scope": memory["scope"],
+        "train_seconds": round(train_seconds, 1),
+    }
+    atomic_write_json(out / RESULT_NAME, row)
+    return row
+
+
+def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) -> None:
+    """Forward a few training tasks through the freshly compressed model so its observers see real data."""
+    from fewbit.data.episodes import EpisodeSampler
+    from fewbit.train.run import eval_dataset
+
+    cfg = reference.config
+    train = eval_dataset(cfg.dataset, "train", cfg.image_size)
+    if train is None or batches == 0:
+        return
+    sampler = EpisodeSampler(train, ways=cfg.ways, shots=cfg.shots, queries=cfg.queries,
+                             generator=torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for _ in range(batches):
+            task = sampler.sample(1).to(device)
+            model(torch.cat([task.support_x[0], task.query_x[0]]))
+
+
+def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
+    """Median milliseconds to adapt to one task and predict its queries."""
+    from fewbit.evaluation import eval_tasks
+
+    predict = run.predictor()
+    times = []
+    tasks = list(eval_tasks(test, ways=config.ways, shots=config.shots, queries=config.queries, tasks=n + 1,
+                            seed=99, batch=1))
+    for i, task in enumerate(tasks):
+        task = task.to(run.device)
+        t0 = time.perf_counter()
+        predict(task)
+        if i:  # the first is warm-up
+            times.append(1000 * (time.perf_counter() - t0))
+    return round(statistics.median(times), 2)
+
+
+def _adaptation_memory(run: Any, test: Any, config: Any) -> dict[str, Any]:
+    from fewbit.report.cost import adaptation_memory
+
+    example = torch.zeros(config.ways * config.shots, 1, config.image_size, config.image_size, device=run.device)
+    return adaptation_memory(run.model, scope_of(run), example).to_dict()

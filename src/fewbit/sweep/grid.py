@@ -1,0 +1,137 @@
+"""SweepConfig: the grid of bits x sparsity x algorithm x (post-hoc | aware) cells, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from fewbit.config import check, from_dict, load_yaml, to_dict
+from fewbit.errors import ConfigError
+
+OWNER = "SweepConfig"
+MODES = ("aware", "posthoc")
+FLOAT_BITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One point of the grid. `mode` is `float` for the uncompressed reference (bits 32, sparsity 0)."""
+
+    algorithm: str
+    bits: int
+    sparsity: float
+    mode: str
+
+    @property
+    def compressed(self) -> bool:
+        return self.bits != FLOAT_BITS or self.sparsity > 0
+
+    @property
+    def cell_id(self) -> str:
+        """A stable folder name, e.g. `protonet-w4-s0.75-aware`."""
+        return f"{self.algorithm}-w{self.bits}-s{self.sparsity:g}-{self.mode}"
+
+    @property
+    def label(self) -> str:
+        parts = ["fp32" if self.bits == FLOAT_BITS else f"w{self.bits}"]
+        if self.sparsity:
+            parts.append(f"{int(round(100 * self.sparsity))}%")
+        if self.compressed:
+            parts.append(self.mode)
+        return " ".join(parts)
+
+    def spec(self, act_bits: int | None) -> str | None:
+        """The compression spec string of this cell (prune first, then quantize), or None for float."""
+        parts = []
+        if self.sparsity > 0:
+            parts.append(f"prune:{self.sparsity:g}")
+        if self.bits != FLOAT_BITS:
+            parts.append(f"quant:w{self.bits}" + (f"a{act_bits}" if act_bits else ""))
+        return ",".join(parts) or None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """A sweep: the training set-up shared by every cell (`base`, TrainConfig fields) and the grid."""
+
+    base: dict[str, Any] = dataclasses.field(default_factory=dict)
+    bits: tuple[int, ...] = (32, 8, 4, 3, 2, 1)
+    sparsity: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
+    algorithms: tuple[str, ...] = ("protonet",)
+    modes: tuple[str, ...] = MODES
+    act_bits: int | None = 8  # activation bits of compressed cells (None: float activations)
+    eval_tasks: int = 600
+    eval_queries: int = 15
+    posthoc_finetune_steps: int = 0  # short compressed fine-tuning after post-hoc compression
+    calibration_batches: int = 4  # batches of training tasks that calibrate post-hoc quantization
+    latency_tasks: int = 10  # single-task adaptations timed for the latency column
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", tuple(self.bits))
+        object.__setattr__(self, "sparsity", tuple(float(s) for s in self.sparsity))
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        object.__setattr__(self, "modes", tuple(self.modes))
+        check(isinstance(self.base, dict), OWNER, "base", "must be a mapping of TrainConfig fields")
+        for name in ("bits", "sparsity", "algorithms", "modes"):
+            check(len(getattr(self, name)) > 0, OWNER, name, "must not be empty")
+        for name, low in (("eval_tasks", 1), ("eval_queries", 1), ("posthoc_finetune_steps", 0),
+                          ("calibration_batches", 0), ("latency_tasks", 1)):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= low, OWNER, name, f"must be an integer >= {low}, got {value!r}")
+        check(self.act_bits is None or (isinstance(self.act_bits, int) and 1 <= self.act_bits <= 8), OWNER,
+              "act_bits", f"must be 1..8 or null, got {self.act_bits!r}")
+        self.cells()  # every cell is checked before any work starts
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid; the float reference once per algorithm. Invalid cells raise ConfigError."""
+        from fewbit.meta.base import ALGORITHMS
+
+        out: list[Cell] = []
+        for alg in self.algorithms:
+            for bits in self.bits:
+                for s in self.sparsity:
+                    for mode in self.modes:
+                        cell = Cell(alg, bits, s, mode)
+                        _check_cell(cell, ALGORITHMS)
+                        if not cell.compressed:
+                            cell = Cell(alg, bits, s, "float")
+                        if cell not in out:
+                            out.append(cell)
+            ref = Cell(alg, FLOAT_BITS, 0.0, "float")
+            if "posthoc" in self.modes and ref not in out:
+                out.append(ref)  # post-hoc cells start from the float model
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepConfig:
+        return from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        return cls.from_dict(load_yaml(path))
+
+
+def _check_cell(cell: Cell, algorithms: tuple[str, ...]) -> None:
+    where = f"sweep cell {cell.cell_id}"
+    if cell.algorithm not in algorithms:
+        raise ConfigError(f"{where}: unknown algorithm {cell.algorithm!r}; choose one of {', '.join(algorithms)}")
+    if not isinstance(cell.bits, int) or not (cell.bits == FLOAT_BITS or 1 <= cell.bits <= 8):
+        raise ConfigError(f"{where}: bits must be 1..8 or 32 (float), got {cell.bits!r}")
+    if not 0.0 <= cell.sparsity < 1.0:
+        raise ConfigError(f"{where}: sparsity must be in [0, 1), got {cell.sparsity!r}")
+    if cell.mode not in MODES:
+        raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {cell.mode!r}")
+
+
+def parse_list(text: str, kind: type) -> tuple[Any, ...]:
+    """`"32,4,2"` -> (32, 4, 2) for a CLI flag; a clear error for a bad item."""
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    try:
+        return tuple(kind(t) for t in items)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a list of {kind.__name__}") from None

@@ -1,0 +1,105 @@
+"""Run a sweep in parallel worker processes, resumably, and write its table and Pareto plot."""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from fewbit._io import atomic_write_json, atomic_write_text
+from fewbit.sweep.cell import finished, run_cell
+from fewbit.sweep.grid import Cell, SweepConfig
+
+COLUMNS = ("cell", "algorithm", "bits", "sparsity", "mode", "accuracy", "ci95", "bytes", "ratio",
+           "adapt_latency_ms", "adapt_memory_bytes", "adapt_scope", "train_seconds")
+MD_COLUMNS = ("cell", "algorithm", "bits", "sparsity", "mode", "accuracy % (95% CI)", "bytes", "x smaller",
+              "adapt ms", "adapt memory B", "scope", "train s")
+
+
+def _worker(sweep_dict: dict[str, Any], cell: Cell, root: str, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_cell(SweepConfig.from_dict(sweep_dict), cell, Path(root))
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every unfinished cell of `sweep` into `out_dir`; returns all rows and writes the table and plot.
+
+    Finished cells (those with a result.json) are reused. Float and compression-aware cells run
+    first; post-hoc cells follow, since they start from the float model of their algorithm.
+    """
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / "sweep.json", sweep.to_dict())
+    cells = sweep.cells()
+    phases = [[c for c in cells if c.mode != "posthoc"], [c for c in cells if c.mode == "posthoc"]]
+    rows: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(cells), desc="sweep", disable=not progress)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    for phase in phases:
+        todo = []
+        for cell in phase:
+            done = finished(root, cell)
+            if done is not None:
+                rows[cell.cell_id] = done
+                bar.update(1)
+            else:
+                todo.append(cell)
+        if workers <= 1:
+            for cell in todo:
+                rows[cell.cell_id] = run_cell(sweep, cell, root)
+                _report(bar, rows[cell.cell_id], on_result)
+        elif todo:
+            ctx = multiprocessing.get_context("spawn")
+            with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                jobs = {pool.submit(_worker, sweep.to_dict(), c, str(root), threads): c for c in todo}
+                for job in futures.as_completed(jobs):
+                    row = job.result()
+                    rows[row["cell"]] = row
+                    _report(bar, row, on_result)
+    bar.close()
+    ordered = [rows[c.cell_id] for c in cells]
+    write_outputs(ordered, root)
+    return ordered
+
+
+def _report(bar: Any, row: dict[str, Any], on_result: Callable[[dict[str, Any]], None] | None) -> None:
+    bar.update(1)
+    bar.set_postfix(last=f"{row['cell']} {100 * row['accuracy']:.1f}%")
+    if on_result is not None:
+        on_result(row)
+
+
+def write_outputs(rows: list[dict[str, Any]], root: Path) -> dict[str, Path]:
+    """`results.csv`, `results.json`, `results.md` and `pareto.png` in `root`."""
+    from fewbit.report.pareto import plot_pareto
+    from fewbit.report.tables import csv_text, markdown_table
+
+    table_rows = [[r.get(k, "") for k in COLUMNS] for r in rows]
+    atomic_write_text(root / "results.csv", csv_text(COLUMNS, table_rows))
+    atomic_write_json(root / "results.json", {"rows": rows})
+    atomic_write_text(root / "results.md", markdown_table(MD_COLUMNS, [format_row(r) for r in rows]) + "\n")
+    png = plot_pareto(rows, root / "pareto.png", title="accuracy vs bytes")
+    return {"csv": root / "results.csv", "json": root / "results.json", "md": root / "results.md", "png": png}
+
+
+def format_row(r: dict[str, Any]) -> list[Any]:
+    """A row for people: accuracy as `xx.xx +- y.yy` percent, bytes with separators."""
+    return [
+        r["cell"], r["algorithm"], r["bits"], f"{r['sparsity']:g}", r["mode"],
+        f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}", f"{r['bytes']:,}", f"{r['ratio']:.2f}",
+        f"{r['adapt_latency_ms']:.1f}", f"{r['adapt_memory_bytes']:,}", r["adapt_scope"], r["train_seconds"],
+    ]

@@ -1,0 +1,60 @@
+"""Fixtures shared by the deploy and runtime tests: glyph-like images and compressed models."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fewbit.models import conv4, mlp
+
+
+def glyphs(classes: int, per_class: int, *, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 `[classes*per_class, 1, size, size]` stroke-like images in [0, 1] and int64 labels.
+
+    Each class is a fixed random set of strokes; each image shifts it by a pixel and adds noise,
+    so classes are separable but images differ.
+    """
+    rng = np.random.default_rng(seed)
+    protos = np.zeros((classes, size, size), np.float32)
+    for c in range(classes):
+        for _ in range(3):
+            r, c0 = rng.integers(3, size - 3, 2)
+            horizontal = rng.random() < 0.5
+            length = rng.integers(size // 4, size // 2)
+            if horizontal:
+                protos[c, r, c0 : c0 + length] = 1
+            else:
+                protos[c, r : r + length, c0] = 1
+    xs, ys = [], []
+    for c in range(classes):
+        for _ in range(per_class):
+            shifted = np.roll(protos[c], tuple(rng.integers(-1, 2, 2)), axis=(0, 1))
+            xs.append(np.clip(shifted + 0.1 * rng.random((size, size), dtype=np.float32), 0, 1))
+            ys.append(c)
+    return np.stack(xs)[:, None].astype(np.float32), np.asarray(ys, dtype=np.int64)
+
+
+def compressed_conv4(spec: str | None, *, ways: int = 5, seed: int = 0, width: int = 64) -> torch.nn.Module:
+    """A Conv-4 (28x28, greyscale) compressed with `spec`, activations calibrated on glyphs."""
+    from fewbit.compress import calibrate, compress_
+
+    torch.manual_seed(seed)
+    model = conv4(ways=ways, width=width)
+    if spec:
+        compress_(model, spec)
+        x, _ = glyphs(10, 4, seed=seed + 100)
+        calibrate(model, [torch.from_numpy(x)])
+    return model.eval()
+
+
+def compressed_mlp(spec: str | None, *, ways: int = 5, seed: int = 0) -> torch.nn.Module:
+    """An MLP 784-64-32 with a `ways` head, compressed with `spec`."""
+    from fewbit.compress import calibrate, compress_
+
+    torch.manual_seed(seed)
+    model = mlp(ways=ways, in_features=28 * 28, hidden=(64, 32))
+    if spec:
+        compress_(model, spec)
+        x, _ = glyphs(10, 4, seed=seed + 100)
+        calibrate(model, [torch.from_numpy(x)])
+    return model.eval()

@@ -1,0 +1,137 @@
+"""meta_train end to end on tiny budgets: the run directory, load_run, validation, guards, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fewbit.errors import ConfigError, DataError, FewbitFormatError, TrainingError
+from fewbit.evaluation import evaluate
+from fewbit.meta import StepOutput
+from fewbit.train import TrainConfig, load_config, load_run, meta_train
+from fewbit.train import loop as loop_module
+from fewbit.train.run import eval_dataset
+
+SINE = {"dataset": "sinusoid", "algorithm": "maml", "shots": 10, "queries": 10, "meta_batch": 4, "inner_lr": 0.01,
+        "steps": 12, "val_every": 4, "val_tasks": 10, "checkpoint_every": 4, "device": "cpu"}
+
+
+def _image_config(spec: str, **changes) -> TrainConfig:
+    base = {"dataset": spec, "backbone": "mlp", "ways": 3, "shots": 1, "queries": 3, "meta_batch": 2, "steps": 4,
+            "val_every": 2, "val_tasks": 4, "checkpoint_every": 2, "batch_size": 16, "finetune_steps": 3,
+            "device": "cpu"}
+    return load_config(None, **{**base, **changes})
+
+
+def _weights(run_or_model) -> dict[str, torch.Tensor]:
+    model = getattr(run_or_model, "model", run_or_model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_run_directory_holds_config_metrics_checkpoints(run_dir):
+    config = load_config(None, **SINE)
+    run = meta_train(config, run_dir, progress=False)
+    assert run.step == 12 and run.best is not None and run.best["metric"] == "mse"
+    assert load_config(run_dir / "config.yaml") == config
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in train] == list(range(1, 13))
+    assert [r["step"] for r in val] == [4, 8, 12]
+    assert all(r["metric"] == "mse" and r["value"] >= 0 for r in val)
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["best.safetensors", "step-00000008.safetensors", "step-00000012.safetensors"]
+    last = load_run(run_dir, checkpoint="last")
+    assert all(torch.equal(a, b) for a, b in zip(_weights(last).values(), _weights(run).values()))
+    best = load_run(run_dir)
+    assert best.step == run.best["step"]
+    result = evaluate(best.predictor(), None, shots=10, queries=10, tasks=8)
+    assert result.metric == "mse" and result.tasks == 8
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "finetune", "reptile", "metasgd"])
+def test_image_algorithms_train_and_reload(tiny_images, tmp_path, algorithm):
+    config = _image_config(tiny_images, algorithm=algorithm)
+    run = meta_train(config, tmp_path / algorithm, progress=False)
+    again = load_run(tmp_path / algorithm)
+    if algorithm == "finetune":  # head over all 15 train classes
+        assert again.model.head.out_features == 15
+    if algorithm == "metasgd":
+        assert again.extras and all(torch.equal(again.extras[k], run.extras[k]) for k in again.extras) is not None
+    result = evaluate(again.predictor(), eval_dataset(tiny_images, "test"), ways=3, shots=1, queries=3, tasks=4)
+    assert 0.0 <= result.accuracy <= 1.0
+
+
+def test_validation_never_changes_the_weights(run_dir, tmp_path):
+    a = meta_train(load_config(None, **{**SINE, "val_every": 0}), tmp_path / "a", progress=False)
+    b = meta_train(load_config(None, **{**SINE, "val_every": 3}), tmp_path / "b", progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(a).values(), _weights(b).values()))
+
+
+def test_sinusoid_meta_training_beats_a_random_init(tmp_path):
+    """A learning test (it can fail): after MAML, 1 inner step on 10 points fits better than from scratch."""
+    config = load_config(None, **{**SINE, "steps": 300, "meta_batch": 10, "val_every": 0, "checkpoint_every": 0,
+                                  "outer_lr": 3e-3})
+    trained = meta_train(config, tmp_path / "maml", progress=False)
+    torch.manual_seed(123)
+    from fewbit.train.run import Run, build_model
+
+    fresh_model = build_model(config, 1)
+    fresh = Run(config, fresh_model, trained.algorithm, {}, None)
+    after = evaluate(trained.predictor(), None, shots=10, queries=10, tasks=100).value
+    before = evaluate(fresh.predictor(), None, shots=10, queries=10, tasks=100).value
+    assert after < 0.6 * before, (after, before)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(run_dir, monkeypatch):
+    config = load_config(None, **{**SINE, "steps": 10, "checkpoint_every": 0, "val_every": 0})
+    real_init = loop_module._Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        real_step, calls = self.algorithm.step, {"n": 0}
+
+        def step(model, params, task, extras):
+            calls["n"] += 1
+            out = real_step(model, params, task, extras)
+            return StepOutput(out.loss * float("nan"), out.accuracy) if calls["n"] == 6 else out
+
+        self.algorithm.step = step
+
+    monkeypatch.setattr(loop_module._Trainer, "__init__", init)
+    with pytest.raises(TrainingError, match=r"step 6: the loss is nan.*step-00000005"):
+        meta_train(config, run_dir, progress=False)
+    monkeypatch.undo()
+    last = load_run(run_dir, checkpoint="last")
+    assert last.step == 5
+    assert all(torch.isfinite(p).all() for p in last.model.parameters())
+
+
+def test_bad_input_gives_one_clear_error(tiny_images, tmp_path):
+    with pytest.raises(DataError, match="shots \\+ queries"):
+        meta_train(_image_config(tiny_images, shots=8, queries=3), tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="backbone"):
+        meta_train(_image_config(tiny_images, backbone="vgg"), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="mlp"):
+        meta_train(load_config(None, **{**SINE, "backbone": "conv4"}), tmp_path / "c", progress=False)
+    with pytest.raises(FewbitFormatError, match="not a run directory"):
+        load_run(tmp_path)
+    with pytest.raises(ConfigError, match="compress"):
+        meta_train(load_config(None, **{**SINE, "compress": "int4"}), tmp_path / "d", progress=False)
+    meta_train(load_config(None, **{**SINE, "steps": 1}), tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        meta_train(load_config(None, **{**SINE, "steps": 1}), tmp_path / "e", progress=False)
+
+
+def test_a_given_module_is_trained_in_place(tmp_path):
+    from fewbit.models import build_backbone
+
+    model = build_backbone("mlp", ways=1, in_features=1, hidden=(8,))
+    before = _weights(model)
+    config = load_config(None, **{**SINE, "steps": 3})
+    run = meta_train(config, tmp_path / "m", model=model, progress=False)
+    assert run.model is model
+    assert any(not torch.equal(before[k], v) for k, v in _weights(model).items())
+    assert load_run(tmp_path / "m", model=build_backbone("mlp", ways=1, in_features=1, hidden=(8,))).step == 3
