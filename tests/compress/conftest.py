@@ -20,3 +20,12 @@ def conv4() -> torch.nn.Module:
     """A narrow Conv-4 (16 channels) on 28x28 inputs, 5 ways."""
     torch.manual_seed(0)
     return build_backbone("conv4", ways=5, width=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra threads only contend on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,9 +20,16 @@ configs = st.builds(
 
 
 @settings(max_examples=60, deadline=None)
-@given(config=configs, seed=st.integers(0, 2**16), rows=st.integers(1, 6), cols=st.integers(1, 40),
-       spread=st.floats(1e-3, 1e3))
-def test_quantized_weights_lie_on_the_grid(config: QuantConfig, seed: int, rows: int, cols: int, spread: float) -> None:
+@given(
+    config=configs,
+    seed=st.integers(0, 2**16),
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 40),
+    spread=st.floats(1e-3, 1e3),
+)
+def test_quantized_weights_lie_on_the_grid(
+    config: QuantConfig, seed: int, rows: int, cols: int, spread: float
+) -> None:
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * spread
     quant = WeightQuant(config, w)
     q = quant(w).detach()

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fewbit.compress import ClusterConfig, PruneConfig, QuantConfig, load_spec, parse_spec, spec_from_list, spec_to_list
+from fewbit.compress import (
+    ClusterConfig,
+    PruneConfig,
+    QuantConfig,
+    load_spec,
+    parse_spec,
+    spec_from_list,
+    spec_to_list,
+)
 from fewbit.errors import ConfigError
 
 
@@ -67,3 +77,13 @@ def test_configs_are_frozen() -> None:
     config = QuantConfig(bits_weight=4)
     with pytest.raises(AttributeError):
         config.bits_weight = 2  # type: ignore[misc]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="quantprneclsw0123456789:.,@*|ab_ ", max_size=30))
+def test_any_spec_string_parses_or_raises_config_error(text: str) -> None:
+    try:
+        spec = parse_spec(text)
+    except ConfigError:
+        return
+    assert spec and spec_from_list(spec_to_list(spec)) == spec

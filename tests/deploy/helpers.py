@@ -58,3 +58,22 @@ def compressed_mlp(spec: str | None, *, ways: int = 5, seed: int = 0) -> torch.n
         x, _ = glyphs(10, 4, seed=seed + 100)
         calibrate(model, [torch.from_numpy(x)])
     return model.eval()
+
+
+@torch.no_grad()
+def fit_head_to_glyphs(
+    model: torch.nn.Module, classes: int, *, queries: int = 100, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Set `model.head` to the prototype classifier of `classes` glyph classes (W = 2c, b = -|c|^2).
+
+    A stand-in for a trained head: its predictions have the margins of a real classifier rather
+    than the near-ties of random weights. Returns `queries` fresh queries per class `(x, y)`.
+    """
+    x, y = glyphs(classes, queries + 2, seed=seed)
+    support = np.arange(len(y)) % (queries + 2) < 2
+    z = model(torch.from_numpy(x[support]), embed=True)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(y[support]), classes).float()
+    protos = onehot.T @ z / onehot.sum(0)[:, None]
+    model.head.weight.copy_(2 * protos)
+    model.head.bias.copy_(-(protos**2).sum(1))
+    return x[~support], y[~support]

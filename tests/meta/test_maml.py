@@ -163,3 +163,20 @@ def test_predict_needs_no_grad_and_returns_detached_logits(conv_model, conv_task
         logits = algo.predict(conv_model, dict(conv_model.named_parameters()), conv_task)
     assert logits.shape == (3, 6, 3) and not logits.requires_grad
     assert all(p.grad is None for p in conv_model.parameters())
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil"])
+def test_task_chunks_give_the_same_loss_accuracy_and_grads(conv_model, algorithm: str) -> None:
+    task = make_task(tasks=5, ways=3, shots=2, queries=2, size=16)
+    results = []
+    for chunk in (0, 2):
+        algo = build_algorithm(MetaConfig(algorithm=algorithm, inner_steps=2, task_chunk=chunk))
+        extras = algo.extra_parameters(conv_model)
+        results.append(meta_grads(algo, conv_model, task, extras))
+        params = dict(conv_model.named_parameters())
+        results[-1] += (algo.step(conv_model, params, task, extras).accuracy,)
+    (loss_a, grads_a, acc_a), (loss_b, grads_b, acc_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(acc_a, acc_b)
+    for n in grads_a:
+        torch.testing.assert_close(grads_a[n], grads_b[n], rtol=1e-9, atol=1e-12, msg=n)

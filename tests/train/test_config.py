@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -56,3 +58,10 @@ def test_replace_validates_again():
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ConfigError, match=field):
         TrainConfig.from_dict({"dataset": "sinusoid", **changes})
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_example_configs_load(path):
+    config = load_config(path)
+    assert config.steps > 0 and config.dataset

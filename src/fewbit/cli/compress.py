@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(comp)
     comp.set_defaults(handler=run_compress)
 
-    insp = sub.add_parser("inspect", help="per-layer size table of a run, checkpoint or model.fewbit artifact")
+    insp = sub.add_parser(
+        "inspect", help="per-layer size table of a run, checkpoint or model.fewbit artifact"
+    )
     insp.add_argument("path", help="a run directory, a model .safetensors file, or a .fewbit artifact")
     add_common(insp)
     insp.set_defaults(handler=run_inspect)
@@ -49,10 +51,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, str | None]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"run: {path} does not exist")
-    train = _optional("fewbit.train")
+    load_run = _run_loader()
     file = path / MODEL_FILE if path.is_dir() else path
-    if train is not None and hasattr(train, "load_run") and not file.is_file():
-        run = train.load_run(path)
+    if load_run is not None and not file.is_file():
+        run = load_run(path)
         config = getattr(run, "config", None)
         return run.model, getattr(config, "compress", None)
     if not file.is_file():
@@ -77,19 +79,30 @@ def _load_safetensors(file: Path) -> tuple[nn.Module, str | None]:
     args = json.loads(meta["fewbit.backbone"])
     model = build_backbone(args.pop("name"), **args)
     spec = meta.get("fewbit.compress") or None
-    if spec and any(k.split(".")[-2].startswith("cq_") for k in tensors if k.count(".") >= 1):
+    if spec and any(part.startswith("cq_") for key in tensors for part in key.split(".")):
         compress_(model, spec)  # the file holds compressed state: rebuild the compressed layers first
         spec = None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise FewbitFormatError(f"{file}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise FewbitFormatError(
+            f"{file}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model, spec
 
 
-def _optional(module: str) -> Any:
+def artifact_inspector() -> Any:
+    """`fewbit.deploy.inspect_artifact`, or None while the deploy package does not provide it."""
     try:
-        return importlib.import_module(module)
-    except ImportError:
+        return importlib.import_module("fewbit.deploy").inspect_artifact
+    except (ImportError, AttributeError):
+        return None
+
+
+def _run_loader() -> Any:
+    """`fewbit.train.load_run`, or None while the training package does not provide it."""
+    try:
+        return importlib.import_module("fewbit.train").load_run
+    except (ImportError, AttributeError):
         return None
 
 
@@ -108,8 +121,11 @@ def run_compress(args: argparse.Namespace) -> Output:
     spec = load_spec(args.spec)
     model, _ = load_model(args.run_dir)
     compress_(model, spec)
-    return _report(model, f"{args.run_dir} compressed with {args.spec}",
-                   {"source": str(args.run_dir), "spec": spec_to_list(spec)})
+    return _report(
+        model,
+        f"{args.run_dir} compressed with {args.spec}",
+        {"source": str(args.run_dir), "spec": spec_to_list(spec)},
+    )
 
 
 def run_inspect(args: argparse.Namespace) -> Output:
@@ -117,10 +133,11 @@ def run_inspect(args: argparse.Namespace) -> Output:
 
     path = Path(args.path)
     if path.suffix == ".fewbit":
-        deploy = _optional("fewbit.deploy")
-        inspect_artifact = getattr(deploy, "inspect_artifact", None) if deploy is not None else None
+        inspect_artifact = artifact_inspector()
         if inspect_artifact is None:
-            raise ConfigError("inspect: reading .fewbit artifacts needs fewbit.deploy.inspect_artifact, not available")
+            raise ConfigError(
+                "inspect: reading .fewbit artifacts needs fewbit.deploy.inspect_artifact, not available"
+            )
         result = inspect_artifact(path)
         if isinstance(result, Output):
             return result
@@ -130,4 +147,6 @@ def run_inspect(args: argparse.Namespace) -> Output:
     model, spec = load_model(path)
     if spec and not compressed_layers(model):
         compress_(model, spec)
-    return _report(model, f"{path}" + (f" (compression {spec})" if spec else ""), {"source": str(path), "spec": spec})
+    return _report(
+        model, f"{path}" + (f" (compression {spec})" if spec else ""), {"source": str(path), "spec": spec}
+    )

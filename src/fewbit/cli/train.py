@@ -10,6 +10,7 @@ from typing import Any
 from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int
 from fewbit.data.sources import SPEC_HELP
 
+HEAD_FREE = ("protonet", "finetune")  # algorithms whose predictions do not use the trained head's size
 ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
 
 # flag -> TrainConfig / MetaConfig field (None-valued flags leave the config file's value alone)
@@ -86,8 +87,11 @@ def run_train(args: argparse.Namespace) -> Output:
     if args.resume:
         extra = sorted(k for k in _overrides(args) if k not in ("steps", "device"))
         if args.config or extra or args.out:
-            given = ["--config"] * bool(args.config) + ["--out"] * bool(args.out) + [f"--{k.replace('_', '-')}" for k in extra]
-            raise ConfigError(f"--resume takes the run's own config; only --steps and --device may change, not {', '.join(given)}")
+            given = ["--config"] * bool(args.config) + ["--out"] * bool(args.out)
+            given += [f"--{k.replace('_', '-')}" for k in extra]
+            raise ConfigError(
+                f"--resume takes the run's own config; only --steps and --device may change, not {', '.join(given)}"
+            )
         run = resume_training(args.resume, steps=args.steps, device=args.device, progress=progress)
     else:
         config = load_config(args.config, **_overrides(args))
@@ -99,7 +103,8 @@ def run_train(args: argparse.Namespace) -> Output:
     best = run.best or {}
     if best.get("value") is not None:
         shown = f"{100 * best['value']:.2f}%" if best["metric"] == "accuracy" else f"{best['value']:.4f}"
-        text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}; best val {best['metric']} {shown} at step {best['step']}"
+        text = (f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}; "
+                f"best val {best['metric']} {shown} at step {best['step']}")
     else:
         text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}"
     return Output(data, text)
@@ -107,6 +112,7 @@ def run_train(args: argparse.Namespace) -> Output:
 
 def run_eval(args: argparse.Namespace) -> Output:
     from fewbit._io import atomic_write_json
+    from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
     from fewbit.train import load_run
     from fewbit.train.run import EVAL_NAME, eval_dataset
@@ -119,6 +125,11 @@ def run_eval(args: argparse.Namespace) -> Output:
     shots = args.shots or config.shots
     queries = args.queries or config.queries
     seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
+    if ways != config.ways and config.algorithm not in HEAD_FREE and not config.regression:
+        raise ConfigError(
+            f"--ways: this {config.algorithm} run classifies {config.ways} ways with its head; "
+            f"evaluate it with --ways {config.ways} (protonet and finetune runs take any --ways)"
+        )
     result = evaluate(
         run.predictor(), dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
         device=run.device, progress=not (args.quiet or args.json),

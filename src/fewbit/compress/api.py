@@ -33,7 +33,8 @@ def compress_(model: nn.Module, spec: Any, filter_fn: FilterFn | None = None) ->
     for i, config in enumerate(items):
         method = method_of(config)
         chosen = [
-            (n, m) for n, m in candidates
+            (n, m)
+            for n, m in candidates
             if (filter_fn is None or filter_fn(m, n)) and matches_layers(config, n)
         ]
         if not chosen:
@@ -41,7 +42,7 @@ def compress_(model: nn.Module, spec: Any, filter_fn: FilterFn | None = None) ->
             raise ConfigError(
                 f"spec[{i}] ({method.token}{what}): the filter matches no Linear/Conv2d layer of the model"
             )
-        for name, module in chosen:
+        for name, _ in chosen:
             layer = swap_in(model, name, model.get_submodule(name))
             method.handler(layer, config, name, model)
         candidates = [(n, model.get_submodule(n)) for n, _ in candidates]
@@ -101,7 +102,9 @@ def observing(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any] | None = None) -> nn.Module:
+def calibrate(
+    model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any] | None = None
+) -> nn.Module:
     """Post-training calibration of activation scales on a few batches; returns `model`.
 
     Each batch is passed as `model(batch)` (or `forward(model, batch)`); `(x, y)` pairs use `x`.

@@ -102,7 +102,9 @@ class Codebook(WeightTransform):
 def _parse(args: list[str]) -> ClusterConfig:
     """`cluster:K`."""
     if len(args) != 1 or not args[0].isdigit():
-        raise ConfigError(f"spec: cluster takes the number of centroids, e.g. cluster:16, got {':'.join(args)!r}")
+        raise ConfigError(
+            f"spec: cluster takes the number of centroids, e.g. cluster:16, got {':'.join(args)!r}"
+        )
     return ClusterConfig(k=int(args[0]))
 
 

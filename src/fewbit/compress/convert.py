@@ -91,8 +91,13 @@ class PackedTensor:
     def meta(self) -> dict[str, Any]:
         """What a reader needs besides the payload to rebuild this tensor (JSON-able)."""
         return {
-            "shape": list(self.shape), "encoding": self.encoding, "bits": self.bits, "kept": self.kept,
-            "axis": self.axis, "symmetric": self.symmetric, "mask_format": self.mask_format,
+            "shape": list(self.shape),
+            "encoding": self.encoding,
+            "bits": self.bits,
+            "kept": self.kept,
+            "axis": self.axis,
+            "symmetric": self.symmetric,
+            "mask_format": self.mask_format,
             "parts": {name: len(data) for name, data in self.parts()},
         }
 
@@ -106,21 +111,34 @@ class PackedTensor:
         offset = 0
         for name in ("codes", "scale", "zero_point", "mask", "codebook"):
             if name in sizes:
-                views[name] = payload[offset: offset + sizes[name]]
+                views[name] = payload[offset : offset + sizes[name]]
                 offset += sizes[name]
 
         def u8(name: str) -> torch.Tensor | None:
-            return torch.frombuffer(bytearray(views[name]), dtype=torch.uint8) if name in views else None
+            return _u8(views[name]) if name in views else None
 
         def f32(name: str) -> torch.Tensor | None:
-            return torch.from_numpy(np.frombuffer(views[name], dtype="<f4").astype(np.float32)) if name in views else None
+            return (
+                torch.from_numpy(np.frombuffer(views[name], dtype="<f4").astype(np.float32))
+                if name in views
+                else None
+            )
 
         codes = u8("codes")
         assert codes is not None
         return cls(
-            shape=tuple(meta["shape"]), encoding=meta["encoding"], bits=meta["bits"], codes=codes,
-            kept=meta["kept"], scale=f32("scale"), zero_point=u8("zero_point"), axis=meta["axis"],
-            symmetric=meta["symmetric"], mask_format=meta["mask_format"], mask=u8("mask"), codebook=f32("codebook"),
+            shape=tuple(meta["shape"]),
+            encoding=meta["encoding"],
+            bits=meta["bits"],
+            codes=codes,
+            kept=meta["kept"],
+            scale=f32("scale"),
+            zero_point=u8("zero_point"),
+            axis=meta["axis"],
+            symmetric=meta["symmetric"],
+            mask_format=meta["mask_format"],
+            mask=u8("mask"),
+            codebook=f32("codebook"),
         )
 
     def keep_mask(self) -> torch.Tensor:
@@ -174,17 +192,29 @@ class PackedTensor:
 
     @classmethod
     def from_float(
-        cls, weight: torch.Tensor, bits: int = 8, *, symmetric: bool = True, axis: int | None = 0,
-        observer: str = "minmax", mask: torch.Tensor | None = None,
+        cls,
+        weight: torch.Tensor,
+        bits: int = 8,
+        *,
+        symmetric: bool = True,
+        axis: int | None = 0,
+        observer: str = "minmax",
+        mask: torch.Tensor | None = None,
     ) -> PackedTensor:
-        """Quantize a float tensor to `bits` on the affine grid (per channel when axis=0), optionally masked."""
+        """Quantize a float tensor to `bits` on the affine grid (per channel when axis=0), maybe masked."""
         scale, zp = weight_qparams(weight, bits, symmetric, axis == 0, observer, 99.9)
         return cls.from_affine(weight, bits, scale, zp, symmetric=symmetric, mask=mask)
 
     @classmethod
     def from_affine(
-        cls, weight: torch.Tensor, bits: int, scale: torch.Tensor, zero_point: torch.Tensor, *,
-        symmetric: bool, mask: torch.Tensor | None = None,
+        cls,
+        weight: torch.Tensor,
+        bits: int,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor,
+        *,
+        symmetric: bool,
+        mask: torch.Tensor | None = None,
     ) -> PackedTensor:
         """Pack `weight` on the grid of `scale` `[C]`/`[1]` and `zero_point` (kept elements only)."""
         w = weight.detach().float().cpu()
@@ -196,15 +226,23 @@ class PackedTensor:
         keep, fmt, mask_bytes = _mask_parts(mask, w)
         codes = unsigned.reshape(-1)[keep.reshape(-1)].round().to(torch.int64).numpy()
         return cls(
-            shape=tuple(w.shape), encoding="affine", bits=bits, codes=_u8(pack_bits(codes, bits)),
-            kept=int(keep.sum()), scale=s.reshape(-1).clone(),
-            zero_point=None if symmetric else z.reshape(-1).round().to(torch.uint8), axis=0 if s.numel() > 1 else None,
-            symmetric=symmetric, mask_format=fmt, mask=mask_bytes,
+            shape=tuple(w.shape),
+            encoding="affine",
+            bits=bits,
+            codes=_u8(pack_bits(codes, bits)),
+            kept=int(keep.sum()),
+            scale=s.reshape(-1).clone(),
+            zero_point=None if symmetric else z.reshape(-1).round().to(torch.uint8),
+            axis=0 if s.numel() > 1 else None,
+            symmetric=symmetric,
+            mask_format=fmt,
+            mask=mask_bytes,
         )
 
     @classmethod
-    def from_codebook(cls, weight: torch.Tensor, codebook: torch.Tensor, bits: int,
-                      mask: torch.Tensor | None = None) -> PackedTensor:
+    def from_codebook(
+        cls, weight: torch.Tensor, codebook: torch.Tensor, bits: int, mask: torch.Tensor | None = None
+    ) -> PackedTensor:
         """Pack `weight` as indices of its nearest `codebook` entries (`bits` bits each)."""
         w = weight.detach().float().cpu()
         book = codebook.detach().float().cpu().clone()
@@ -212,8 +250,14 @@ class PackedTensor:
         keep, fmt, mask_bytes = _mask_parts(mask, w)
         codes = idx.reshape(-1)[keep.reshape(-1)].numpy()
         return cls(
-            shape=tuple(w.shape), encoding="codebook", bits=bits, codes=_u8(pack_bits(codes, bits)),
-            kept=int(keep.sum()), mask_format=fmt, mask=mask_bytes, codebook=book,
+            shape=tuple(w.shape),
+            encoding="codebook",
+            bits=bits,
+            codes=_u8(pack_bits(codes, bits)),
+            kept=int(keep.sum()),
+            mask_format=fmt,
+            mask=mask_bytes,
+            codebook=book,
         )
 
     @classmethod
@@ -222,15 +266,24 @@ class PackedTensor:
         w = weight.detach().float().cpu()
         keep, fmt, mask_bytes = _mask_parts(mask, w)
         values = w.reshape(-1)[keep.reshape(-1)].numpy().astype("<f4")
-        return cls(shape=tuple(w.shape), encoding="float", bits=32, codes=_u8(values.tobytes()),
-                   kept=int(keep.sum()), mask_format=fmt, mask=mask_bytes)
+        return cls(
+            shape=tuple(w.shape),
+            encoding="float",
+            bits=32,
+            codes=_u8(values.tobytes()),
+            kept=int(keep.sum()),
+            mask_format=fmt,
+            mask=mask_bytes,
+        )
 
 
 def _u8(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
 
 
-def _mask_parts(mask: torch.Tensor | None, w: torch.Tensor) -> tuple[torch.Tensor, str | None, torch.Tensor | None]:
+def _mask_parts(
+    mask: torch.Tensor | None, w: torch.Tensor
+) -> tuple[torch.Tensor, str | None, torch.Tensor | None]:
     if mask is None:
         return torch.ones(w.shape, dtype=torch.bool), None, None
     keep = mask.detach().cpu().reshape(w.shape) > 0
@@ -253,7 +306,10 @@ class PackedAct:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale > 0:
-            scale, zp = torch.tensor(self.scale, dtype=x.dtype), torch.tensor(float(self.zero_point), dtype=x.dtype)
+            scale, zp = (
+                torch.tensor(self.scale, dtype=x.dtype),
+                torch.tensor(float(self.zero_point), dtype=x.dtype),
+            )
         else:
             from fewbit.compress.quantize import scale_zero_point
 
@@ -264,8 +320,14 @@ class PackedAct:
 class PackedLayer(nn.Module):
     """A Linear or Conv2d whose weight is a `PackedTensor` (decoded on each forward); float32 bias."""
 
-    def __init__(self, kind: str, weight: PackedTensor, bias: torch.Tensor | None, act: PackedAct | None,
-                 conv: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        weight: PackedTensor,
+        bias: torch.Tensor | None,
+        act: PackedAct | None,
+        conv: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.kind = kind  # "linear" | "conv2d"
         self.packed_weight = weight
@@ -289,7 +351,10 @@ class PackedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         p = self.packed_weight
-        return f"{self.kind}, shape={p.shape}, {p.encoding} {p.bits}-bit, sparsity={p.sparsity:.3f}, {self.nbytes} B"
+        return (
+            f"{self.kind}, shape={p.shape}, {p.encoding} {p.bits}-bit, sparsity={p.sparsity:.3f}, "
+            f"{self.nbytes} B"
+        )
 
 
 @torch.no_grad()
@@ -304,7 +369,9 @@ def pack_layer(layer: Any) -> PackedLayer:
         seen = layer.compress_weight(weight, upto=attr)
         if isinstance(transform, WeightQuant):
             scale, zp = transform.qparams(seen)
-            packed = PackedTensor.from_affine(seen, transform.bits, scale, zp, symmetric=transform.symmetric, mask=mask)
+            packed = PackedTensor.from_affine(
+                seen, transform.bits, scale, zp, symmetric=transform.symmetric, mask=mask
+            )
         else:
             packed = PackedTensor.from_codebook(seen, transform.centroids, transform.bits, mask=mask)
     else:
@@ -316,7 +383,12 @@ def pack_layer(layer: Any) -> PackedLayer:
         act = PackedAct(act_module.bits, float(scale.abs()), int(zp))
     bias = layer.compress_bias(layer.bias)
     if isinstance(layer, nn.Conv2d):
-        conv = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        conv = {
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "dilation": layer.dilation,
+            "groups": layer.groups,
+        }
         return PackedLayer("conv2d", packed, bias, act, conv)
     return PackedLayer("linear", packed, bias, act)
 
@@ -346,4 +418,12 @@ def packed_layers(model: nn.Module) -> list[tuple[str, PackedLayer]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PackedLayer)]
 
 
-__all__ = ["PackedAct", "PackedLayer", "PackedTensor", "convert", "pack_layer", "packed_layers", "packed_nbytes"]
+__all__ = [
+    "PackedAct",
+    "PackedLayer",
+    "PackedTensor",
+    "convert",
+    "pack_layer",
+    "packed_layers",
+    "packed_nbytes",
+]

@@ -16,16 +16,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
     """Mean KL divergence between temperature-softened distributions, scaled by T^2."""
     t = temperature
     return F.kl_div(
-        F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits.detach() / t, -1),
-        log_target=True, reduction="batchmean",
+        F.log_softmax(student_logits / t, -1),
+        F.log_softmax(teacher_logits.detach() / t, -1),
+        log_target=True,
+        reduction="batchmean",
     ) * (t * t)
 
 
-def feature_loss(student_z: torch.Tensor, teacher_z: torch.Tensor, projection: nn.Module | None = None) -> torch.Tensor:
+def feature_loss(
+    student_z: torch.Tensor, teacher_z: torch.Tensor, projection: nn.Module | None = None
+) -> torch.Tensor:
     """MSE between (projected) student embeddings and teacher embeddings `[n, D]`."""
     z = student_z if projection is None else projection(student_z)
     return F.mse_loss(z, teacher_z.detach())

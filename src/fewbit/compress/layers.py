@@ -87,7 +87,9 @@ class CompressedLinear(CompressedMixin, nn.Linear):
     """`nn.Linear` whose weight is compressed in `forward`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantize_input(x), self.compress_weight(self.weight), self.compress_bias(self.bias))
+        return F.linear(
+            self.quantize_input(x), self.compress_weight(self.weight), self.compress_bias(self.bias)
+        )
 
 
 class CompressedConv2d(CompressedMixin, nn.Conv2d):

@@ -72,7 +72,9 @@ class PruneConfig:
             if self.pattern == "nm":
                 raise ConfigError(f"{OWNER}.schedule: N:M pruning is one-shot only")
             if self.end_step <= self.begin_step:
-                raise ConfigError(f"{OWNER}.end_step: must exceed begin_step ({self.begin_step}), got {self.end_step}")
+                raise ConfigError(
+                    f"{OWNER}.end_step: must exceed begin_step ({self.begin_step}), got {self.end_step}"
+                )
             if self.frequency < 1:
                 raise ConfigError(f"{OWNER}.frequency: must be >= 1, got {self.frequency}")
         check_layers(OWNER, self.layers)
@@ -92,8 +94,14 @@ class PruneConfig:
 
 @torch.no_grad()
 def magnitude_mask(
-    w: torch.Tensor, sparsity: float, pattern: str, n: int = 2, m: int = 4, norm: str = "l1",
-    previous: torch.Tensor | None = None, name: str = "layer",
+    w: torch.Tensor,
+    sparsity: float,
+    pattern: str,
+    n: int = 2,
+    m: int = 4,
+    norm: str = "l1",
+    previous: torch.Tensor | None = None,
+    name: str = "layer",
 ) -> torch.Tensor:
     """A 0/1 mask shaped like `w` pruning its smallest weights (already-pruned ones first)."""
     score = w.detach().abs().float()
@@ -109,7 +117,8 @@ def magnitude_mask(
     if pattern == "nm":
         if rows.shape[1] % m:
             raise ConfigError(
-                f"{OWNER}.m: layer {name} has {rows.shape[1]} inputs per output channel, not divisible by m={m}"
+                f"{OWNER}.m: layer {name} has {rows.shape[1]} inputs per output channel, "
+                f"not divisible by m={m}"
             )
         groups = rows.reshape(rows.shape[0], -1, m)
         keep = groups.topk(n, dim=-1).indices
@@ -195,14 +204,24 @@ def update_pruning(model: nn.Module, step: int) -> dict[str, float]:
         if not isinstance(layer, CompressedMixin) or not isinstance(mask_module, Mask):
             continue
         config = mask_module.config
-        due = config.schedule == "polynomial" and config.begin_step <= step <= config.end_step and (
-            (step - config.begin_step) % config.frequency == 0 or step == config.end_step
+        due = (
+            config.schedule == "polynomial"
+            and config.begin_step <= step <= config.end_step
+            and ((step - config.begin_step) % config.frequency == 0 or step == config.end_step)
         )
         if due:
             with torch.no_grad():
                 seen = layer.compress_weight(layer.weight, upto="cq_mask")  # type: ignore[attr-defined]
-            mask = magnitude_mask(seen, config.sparsity_at(step), config.pattern, config.n, config.m, config.norm,
-                                  previous=mask_module.mask, name=name)
+            mask = magnitude_mask(
+                seen,
+                config.sparsity_at(step),
+                config.pattern,
+                config.n,
+                config.m,
+                config.norm,
+                previous=mask_module.mask,
+                name=name,
+            )
             _set_mask(layer, mask_module, mask, name, model)
         out[name] = 1.0 - float(mask_module.mask.mean())
     return out
@@ -239,7 +258,9 @@ def _parse(args: list[str]) -> PruneConfig:
     try:
         numbers = [float(r) for r in rest]
     except ValueError:
-        raise ConfigError(f"spec: cannot read prune arguments {':'.join(args)!r}; e.g. prune:0.5, prune:2:4") from None
+        raise ConfigError(
+            f"spec: cannot read prune arguments {':'.join(args)!r}; e.g. prune:0.5, prune:2:4"
+        ) from None
     if len(numbers) == 2 and kwargs.get("pattern", "nm") == "nm":
         n, m = numbers
         if n != int(n) or m != int(m):

@@ -68,8 +68,10 @@ class QuantConfig:
             raise ConfigError(f"{OWNER}.symmetric: must be true or false, got {self.symmetric!r}")
         if not isinstance(self.learnable_step, bool):
             raise ConfigError(f"{OWNER}.learnable_step: must be true or false, got {self.learnable_step!r}")
-        if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)) or not (
-            50.0 < self.percentile <= 100.0
+        if (
+            isinstance(self.percentile, bool)
+            or not isinstance(self.percentile, (int, float))
+            or not (50.0 < self.percentile <= 100.0)
         ):
             raise ConfigError(f"{OWNER}.percentile: must be in (50, 100], got {self.percentile!r}")
         check_layers(OWNER, self.layers)
@@ -135,14 +137,21 @@ def _mse_clip(rows: torch.Tensor, amax: torch.Tensor, bits: int, symmetric: bool
     return amax * _mse_alpha(rows, -amax, amax, bits, symmetric)
 
 
-def _mse_alpha(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+def _mse_alpha(
+    rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
+) -> torch.Tensor:
     """The shrink factor of `(lo, hi)` (from a fixed grid) minimising each row's quantization MSE."""
     grid = _MSE_GRID.to(rows)
     errors = []
     for a in grid:
         scale, zp = scale_zero_point(lo * a, hi * a, bits, symmetric)
-        q = dequantize(quantize_codes(rows, scale[:, None], zp[:, None], bits, symmetric), scale[:, None],
-                       zp[:, None], bits, symmetric)
+        q = dequantize(
+            quantize_codes(rows, scale[:, None], zp[:, None], bits, symmetric),
+            scale[:, None],
+            zp[:, None],
+            bits,
+            symmetric,
+        )
         errors.append((q - rows).pow(2).mean(1))
     best = torch.stack(errors, 1).argmin(1)  # [C]
     return grid[best]
@@ -222,7 +231,9 @@ class WeightQuant(WeightTransform):
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """Signed integer grid indices of `w` (what `convert` stores)."""
         scale, zp = self.qparams(w)
-        return quantize_codes(w.detach(), _channel_view(scale, w), _channel_view(zp, w), self.bits, self.symmetric)
+        return quantize_codes(
+            w.detach(), _channel_view(scale, w), _channel_view(zp, w), self.bits, self.symmetric
+        )
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.learnable:
@@ -231,18 +242,27 @@ class WeightQuant(WeightTransform):
                     q = self._fast_minmax(w)
                 else:
                     scale, zp = (_channel_view(t, w) for t in self.observed(w))
-                    q = dequantize(quantize_codes(w, scale, zp, self.bits, self.symmetric), scale, zp, self.bits,
-                                   self.symmetric)
+                    q = dequantize(
+                        quantize_codes(w, scale, zp, self.bits, self.symmetric),
+                        scale,
+                        zp,
+                        self.bits,
+                        self.symmetric,
+                    )
             return _ste(q, w)
         return lsq(w, self.step, self.zero_point, self.bits, self.symmetric, per_channel=self.per_channel)
 
     def _fast_minmax(self, w: torch.Tensor) -> torch.Tensor:
-        """Symmetric min-max fake quantization in few ops (the QAT hot path); same values as the general path."""
+        """Symmetric min-max fake quantization in few ops (the QAT hot path); same values as in general."""
         qmin, qmax = qrange(self.bits, True)
         mag = w.abs()
-        amax = mag.amax(dim=tuple(range(1, w.dim())), keepdim=True) if self.per_channel and w.dim() > 1 else mag.amax()
-        scale = amax.clamp_(min=_EPS).div_(qmax)
-        return w.div(scale).round_().clamp_(qmin, qmax).mul_(scale)
+        amax = (
+            mag.amax(dim=tuple(range(1, w.dim())), keepdim=True)
+            if self.per_channel and w.dim() > 1
+            else mag.amax()
+        )
+        scale = amax.clamp(min=_EPS) / qmax
+        return torch.round(w / scale).clamp(qmin, qmax) * scale  # out of place: vmap has no clamp_ rule
 
     def extra_repr(self) -> str:
         mode = "per_channel" if self.per_channel else "per_tensor"
@@ -251,7 +271,12 @@ class WeightQuant(WeightTransform):
 
 
 def lsq(
-    x: torch.Tensor, step: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, per_channel: bool
+    x: torch.Tensor,
+    step: torch.Tensor,
+    zero_point: torch.Tensor,
+    bits: int,
+    symmetric: bool,
+    per_channel: bool,
 ) -> torch.Tensor:
     """LSQ fake quantization: exact grid values; gradients to `x` (STE, zero outside the clip) and `step`."""
     qmin, qmax = qrange(bits, symmetric)
@@ -356,7 +381,8 @@ def _parse(args: list[str]) -> QuantConfig:
             kwargs["learnable_step"] = True
         else:
             raise ConfigError(
-                f"spec: unknown quant option {opt!r}; use per_tensor|per_channel, sym|asym, minmax|percentile|mse, lsq"
+                f"spec: unknown quant option {opt!r}; "
+                "use per_tensor|per_channel, sym|asym, minmax|percentile|mse, lsq"
             )
     return QuantConfig(**kwargs)
 
@@ -366,7 +392,9 @@ def _install(layer: Any, config: QuantConfig, name: str, model: nn.Module) -> No
     assert isinstance(layer, CompressedMixin)
     if config.bits_weight is not None:
         if hasattr(layer, "cq_weight") or hasattr(layer, "cq_codebook"):
-            raise ConfigError(f"spec: layer {name} is already quantized or clustered; one value method per layer")
+            raise ConfigError(
+                f"spec: layer {name} is already quantized or clustered; one value method per layer"
+            )
         with torch.no_grad():
             seen = layer.compress_weight(layer.weight)  # type: ignore[attr-defined]
         layer.add_transform("cq_weight", WeightQuant(config, seen))

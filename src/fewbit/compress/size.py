@@ -39,7 +39,10 @@ class LayerSize:
 
 @dataclasses.dataclass(frozen=True)
 class SizeReport:
-    """Totals and per-layer rows; `to_dict()` is the JSON contract (`bytes`, `float32_bytes`, `ratio`, `layers`)."""
+    """Totals and per-layer rows.
+
+    `to_dict()` is the JSON contract: `bytes`, `float32_bytes`, `ratio`, `layers`.
+    """
 
     layers: tuple[LayerSize, ...]
 
@@ -66,15 +69,20 @@ class SizeReport:
     def to_dict(self) -> dict[str, Any]:
         """`{"bytes", "float32_bytes", "ratio", "params", "layers": [...]}`."""
         return {
-            "bytes": self.bytes, "float32_bytes": self.float32_bytes, "ratio": round(self.ratio, 4),
-            "params": self.params, "layers": [layer.to_dict() for layer in self.layers],
+            "bytes": self.bytes,
+            "float32_bytes": self.float32_bytes,
+            "ratio": round(self.ratio, 4),
+            "params": self.params,
+            "layers": [layer.to_dict() for layer in self.layers],
         }
 
     def table(self) -> str:
         """The report as a plain-text table with a total line."""
         from fewbit.cli.common import table
 
-        rows = [[r.name, r.kind, r.params, r.bits, f"{r.sparsity:.1%}", r.encoding, r.bytes] for r in self.layers]
+        rows = [
+            [r.name, r.kind, r.params, r.bits, f"{r.sparsity:.1%}", r.encoding, r.bytes] for r in self.layers
+        ]
         rows.append(["total", "", self.params, "", "", f"{self.ratio:.2f}x smaller", self.bytes])
         return table(["layer", "type", "params", "bits", "sparsity", "encoding", "bytes"], rows)
 
@@ -83,8 +91,15 @@ def _packed_row(name: str, layer: PackedLayer, kind: str) -> LayerSize:
     p = layer.packed_weight
     params = p.numel + (0 if layer.bias is None else layer.bias.numel())
     return LayerSize(
-        name=name, kind=kind, params=params, bits=p.bits, sparsity=round(p.sparsity, 6), bytes=layer.nbytes,
-        float32_bytes=4 * params, encoding=p.encoding, mask_format=p.mask_format,
+        name=name,
+        kind=kind,
+        params=params,
+        bits=p.bits,
+        sparsity=round(p.sparsity, 6),
+        bytes=layer.nbytes,
+        float32_bytes=4 * params,
+        encoding=p.encoding,
+        mask_format=p.mask_format,
         act_bits=layer.act.bits if layer.act else None,
     )
 
@@ -108,8 +123,16 @@ def size_report(model: nn.Module) -> SizeReport:
             sparsity = 0.0
             if isinstance(module, CompressedBatchNorm):
                 sparsity = 1.0 - float(module.cq_channels.keep.mean())
-            rows.append(LayerSize(
-                name=name, kind=type(module).__name__.lower(), params=params, bits=32,
-                sparsity=round(sparsity, 6), bytes=4 * params, float32_bytes=4 * params, encoding="float",
-            ))
+            rows.append(
+                LayerSize(
+                    name=name,
+                    kind=type(module).__name__.lower(),
+                    params=params,
+                    bits=32,
+                    sparsity=round(sparsity, 6),
+                    bytes=4 * params,
+                    float32_bytes=4 * params,
+                    encoding="float",
+                )
+            )
     return SizeReport(tuple(rows))

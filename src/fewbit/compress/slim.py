@@ -100,7 +100,9 @@ def _drop_channel_mask(model: nn.Module, name: str, layer: nn.Module) -> None:
     layer.cq_order.remove("cq_mask")
     del layer.cq_mask
     if not layer.cq_order and getattr(layer, "cq_act", None) is None:
-        plain: nn.Module = nn.Linear.__new__(nn.Linear) if isinstance(layer, nn.Linear) else nn.Conv2d.__new__(nn.Conv2d)
+        plain: nn.Module = (
+            nn.Linear.__new__(nn.Linear) if isinstance(layer, nn.Linear) else nn.Conv2d.__new__(nn.Conv2d)
+        )
         plain.__dict__ = {k: v for k, v in layer.__dict__.items() if k != "cq_order"}
         set_submodule(model, name, plain)
 
@@ -113,7 +115,9 @@ def slim(model: nn.Module) -> nn.Module:
     elif isinstance(out, nn.Sequential):
         chain = _chain(out, "")
     else:
-        raise ConfigError(f"slim: {type(out).__name__} is not a Sequential or a Backbone; slim cannot follow it")
+        raise ConfigError(
+            f"slim: {type(out).__name__} is not a Sequential or a Backbone; slim cannot follow it"
+        )
     keep: torch.Tensor | None = None  # kept channel indices of the current activation (None: all)
     channels = 0  # channels of the current activation before slimming
     last = max((i for i, (_, m) in enumerate(chain) if isinstance(m, (nn.Linear, nn.Conv2d))), default=-1)
@@ -152,8 +156,9 @@ def slim(model: nn.Module) -> nn.Module:
             if keep is not None or pruned_inside:
                 culprit = f"{name}.{pruned_inside[0]}" if pruned_inside and pruned_inside[0] else name
                 raise ConfigError(
-                    f"slim: layer {culprit} is channel-pruned but feeds {type(m).__name__} {name}, which slim "
-                    "cannot follow (e.g. a residual add); prune it unstructured or exclude it from channel pruning"
+                    f"slim: layer {culprit} is channel-pruned but feeds {type(m).__name__} {name}, which "
+                    "slim cannot follow (e.g. a residual add); prune it unstructured or exclude it from "
+                    "channel pruning"
                 )
             keep = None
     return out

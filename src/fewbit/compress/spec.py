@@ -29,24 +29,16 @@ import dataclasses
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from torch import nn
 
 from fewbit.config import CONFIG_VERSION, from_dict, load_yaml
 from fewbit.errors import ConfigError
 
-
-class MethodConfig(Protocol):
-    """What every method config has: the layer globs it is restricted to."""
-
-    layers: tuple[str, ...]
-
-
 Spec = tuple[Any, ...]
 Handler = Callable[[nn.Module, Any, str, nn.Module], None]  # (layer, config, layer name, model)
 TokenParser = Callable[[list[str]], Any]
-C = TypeVar("C")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +95,14 @@ def parse_spec(text: str) -> Spec:
         parts = [p.strip() for p in body.split(":")]
         method = _TOKENS.get(parts[0].lower())
         if method is None:
-            raise ConfigError(f"spec: unknown method {parts[0]!r} in {item!r}; choose one of {', '.join(_TOKENS)}")
+            raise ConfigError(
+                f"spec: unknown method {parts[0]!r} in {item!r}; choose one of {', '.join(_TOKENS)}"
+            )
         config = method.parse([p.lower() for p in parts[1:]])
         if globs:
-            config = dataclasses.replace(config, layers=tuple(g.strip() for g in globs.split("|") if g.strip()))
+            config = dataclasses.replace(
+                config, layers=tuple(g.strip() for g in globs.split("|") if g.strip())
+            )
         items.append(config)
     return tuple(items)
 
@@ -129,7 +125,9 @@ def spec_from_list(data: Sequence[Any]) -> Spec:
         token = str(fields.pop("method")).lower()
         method = _TOKENS.get(token)
         if method is None:
-            raise ConfigError(f"spec[{i}].method: unknown method {token!r}; choose one of {', '.join(_TOKENS)}")
+            raise ConfigError(
+                f"spec[{i}].method: unknown method {token!r}; choose one of {', '.join(_TOKENS)}"
+            )
         items.append(from_dict(method.config_type, fields))
     return tuple(items)
 

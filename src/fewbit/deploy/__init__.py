@@ -13,9 +13,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "export": ("fewbit.deploy.export", "export"),
-    "export_onnx": ("fewbit.deploy.onnx", "export_onnx"),
-    "artifact_from_model": ("fewbit.deploy.export", "artifact_from_model"),
+    "export": ("fewbit.deploy.torch_export", "export"),
+    "export_onnx": ("fewbit.deploy.onnx_export", "export_onnx"),
+    "artifact_from_model": ("fewbit.deploy.torch_export", "artifact_from_model"),
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),
     "read_artifact": ("fewbit.deploy.format", "read_artifact"),
     "write_artifact": ("fewbit.deploy.format", "write_artifact"),

@@ -38,7 +38,8 @@ class MetaConfig:
     parameters adapt: all | head | bias_norm | none), `first_order`. `eval_inner_steps` is the
     number of inner steps at evaluation (None: `inner_steps`, as in training). `batched`
     chooses the batched meta-batch path (grouped convolutions or vmap) over the per-task
-    reference loop; both give the same numbers.
+    reference loop; both give the same numbers. `task_chunk` bounds the memory of the batched
+    path: that many tasks are adapted and differentiated at a time (0: the whole meta-batch).
     """
 
     algorithm: str = "protonet"
@@ -48,6 +49,7 @@ class MetaConfig:
     first_order: bool = False
     eval_inner_steps: int | None = None
     batched: bool = True
+    task_chunk: int = 0  # batched training: tasks per chunk, each chunk's gradient taken at once (0: all)
     metasgd_init_lr: float | None = None  # initial per-parameter learning rate (None: inner_lr)
     reptile_steps: int = 5  # inner SGD steps on support + query while meta-training with Reptile
     reptile_lr: float | None = None  # their learning rate (None: inner_lr)
@@ -63,7 +65,7 @@ class MetaConfig:
             "algorithm",
             f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}",
         )
-        for name in ("inner_steps", "reptile_steps", "finetune_steps"):
+        for name in ("inner_steps", "reptile_steps", "finetune_steps", "task_chunk"):
             value = getattr(self, name)
             check(_is_int(value) and value >= 0, OWNER, name, f"must be an integer >= 0, got {value!r}")
         check(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -36,9 +38,31 @@ class MAML(Algorithm):
         return self.config.inner_lr
 
     def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
-        """Mean query loss over the meta-batch after adapting each task on its support set."""
-        out = self.adapted_outputs(model, params, task, extras or {}, self.config.inner_steps, self.first_order)
-        return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))
+        """Mean query loss over the meta-batch after adapting each task on its support set.
+
+        With `config.task_chunk` > 0 (batched path, autograd recording) the meta-batch is done
+        `task_chunk` tasks at a time and each chunk's gradient is taken at once, so only one
+        chunk's graph is ever held; the returned loss carries those gradients (see `with_grads`).
+        """
+        extras = extras or {}
+        chunk = self.config.task_chunk
+        inputs = [t for t in (*params.values(), *extras.values()) if t.requires_grad]
+        if not (self.config.batched and 0 < chunk < task.num_tasks and inputs and torch.is_grad_enabled()):
+            out = self.adapted_outputs(model, params, task, extras, self.config.inner_steps, self.first_order)
+            return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))
+        total_loss, correct, grads = 0.0, 0.0, [torch.zeros_like(t) for t in inputs]
+        for start in range(0, task.num_tasks, chunk):
+            sub = task[start : start + chunk]
+            out = self.adapted_outputs(model, params, sub, extras, self.config.inner_steps, self.first_order)
+            loss = task_loss(out, sub.query_y).sum() / task.num_tasks
+            for g, gi in zip(grads, torch.autograd.grad(loss, inputs, allow_unused=True)):
+                if gi is not None:
+                    g += gi
+            total_loss += loss.detach()
+            acc = task_accuracy(out, sub.query_y)
+            correct += 0.0 if acc is None else acc * sub.num_tasks
+        accuracy = None if task.ways == 0 else correct / task.num_tasks
+        return StepOutput(with_grads(total_loss, inputs, grads), accuracy)
 
     def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
         """Query outputs after `config.test_inner_steps` inner steps on each support set."""
@@ -75,8 +99,9 @@ class MAML(Algorithm):
                 head_forward, params, z_support, task.support_y, steps=steps, lr=lr, adapt=keep, first_order=first_order
             )
             return head_forward(fast, z_query)
+        support_forward = functools.partial(forward, channels_last=False)  # see grouped_forward
         fast = inner_loop(
-            forward,
+            support_forward,
             params,
             task.support_x,
             task.support_y,
@@ -86,7 +111,7 @@ class MAML(Algorithm):
             first_order=first_order,
             project=self.project,
         )
-        return forward(fast, task.query_x)
+        return forward(fast, task.query_x, channels_last=True)
 
 
 @register_algorithm("fomaml")
@@ -96,3 +121,22 @@ class FOMAML(MAML):
     @property
     def first_order(self) -> bool:
         return True
+
+
+class _WithGrads(torch.autograd.Function):
+    """A value whose gradient w.r.t. `inputs` is already known."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, count: int, *tensors: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(*tensors[count:])
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN001, ANN205
+        grads = ctx.saved_tensors
+        return (None, None, *(grad_output * g for g in grads), *(None for _ in grads))
+
+
+def with_grads(value: torch.Tensor, inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """`value` (detached) made differentiable: d value / d inputs[i] = grads[i] (first order only)."""
+    return _WithGrads.apply(value.detach(), len(inputs), *inputs, *grads)

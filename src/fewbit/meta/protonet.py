@@ -8,14 +8,21 @@ from torch import nn
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
-from fewbit.meta.functional import shared_forward, single_forward
+from fewbit.meta.functional import expand_params, grouped_forward, grouped_layers, shared_forward, single_forward
 from fewbit.meta.inner import task_accuracy, task_loss
 
 
 def embed_tasks(model: nn.Module, params: Params, x: torch.Tensor, batched: bool = True) -> torch.Tensor:
-    """`model(x, embed=True)` per task, `[tasks, n, D]`, each task with its own batch statistics."""
+    """`model(x, embed=True)` per task, `[tasks, n, D]`, each task with its own batch statistics.
+
+    Batched: the grouped forward with the shared params expanded over tasks (their gradients
+    sum back), or `vmap` for models it does not handle.
+    """
     if batched:
-        return shared_forward(model)(params, x, embed=True)
+        layers = grouped_layers(model)
+        if layers is None:
+            return shared_forward(model)(params, x, embed=True)
+        return grouped_forward(model, layers)(expand_params(params, x.shape[0]), x, embed=True)
     forward = single_forward(model)
     return torch.cat([forward(params, x[t : t + 1], embed=True) for t in range(x.shape[0])])
 

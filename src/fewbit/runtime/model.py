@@ -10,7 +10,7 @@ import numpy as np
 
 from fewbit.deploy.format import Artifact, QuantTensor, decode_artifact, read_artifact
 from fewbit.errors import FewbitFormatError
-from fewbit.runtime.ops import OPS, Linear, Op, Params
+from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block
 
 MAX_IMAGE_SIDE = 512
 
@@ -45,6 +45,9 @@ class RuntimeModel:
                 self.layers.append(op(spec, artifact.tensors))
             except (KeyError, ValueError, TypeError) as exc:
                 raise FewbitFormatError(f"artifact layer {i} ({spec.get('op')}): {exc}") from None
+        kinds = [op.kind for op in self.layers]
+        block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
+        self._fusable = [kinds[i : i + 4] == block for i in range(len(self.layers))]
         self.params: Params = {
             name: t for name, t in artifact.tensors.items() if isinstance(t, np.ndarray) and not _is_weight(name, specs)
         }
@@ -69,11 +72,18 @@ class RuntimeModel:
     ) -> np.ndarray:
         """Layers `start:stop` on `x` (NHWC or `[N, D]`); with `ctxs`, keep what backward needs."""
         p = self.params if params is None else params
-        for op in self.layers[start:stop]:
+        i = start
+        while i < stop:
+            op = self.layers[i]
+            if ctxs is None and i + 4 <= stop and self._fusable[i]:
+                x = conv_block(op, self.layers[i + 1], self.layers[i + 3], p, x)  # type: ignore[arg-type]
+                i += 4
+                continue
             ctx: dict[str, Any] | None = {} if ctxs is not None else None
             x = op.forward(p, x, ctx)  # type: ignore[arg-type]
             if ctxs is not None:
                 ctxs.append(ctx)  # type: ignore[arg-type]
+            i += 1
         return x
 
     def to_nhwc(self, x: np.ndarray) -> np.ndarray:

@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from fewbit.deploy.format import QuantTensor
+from fewbit.runtime.requant import requantize
 
 Params = dict[str, np.ndarray]
 F32_EXACT = 1 << 24
+COLS_CHUNK_BYTES = 1 << 20
 
 
 class InputQuant:
@@ -71,7 +72,11 @@ class InputQuant:
 
 
 class Weight:
-    """A layer's weight as a `[out, in*k*k]` matrix: float32, or integer codes with per-row scales."""
+    """A layer's weight as a `[out, fan_in]` matrix: float32, or integer codes with per-row scales.
+
+    A conv weight `[cout, cin, kh, kw]` is laid out as `[cout, kh*kw*cin]` (channels innermost),
+    matching the im2col columns, which are then built from contiguous runs of channels.
+    """
 
     def __init__(self, tensor: np.ndarray | QuantTensor) -> None:
         self.quantized = isinstance(tensor, QuantTensor) and tensor.codebook is None
@@ -79,7 +84,7 @@ class Weight:
         out = self.shape[0]
         if self.quantized:
             assert isinstance(tensor, QuantTensor)
-            q = tensor.integer_weights().reshape(out, -1)
+            q = _channels_last(tensor.integer_weights()).reshape(out, -1)
             self.max_abs = int(np.abs(q).max()) if q.size else 0
             self.matrix = q.astype(np.float32)  # [out, fan_in], integer-valued
             scale = tensor.scale.astype(np.float32)
@@ -88,7 +93,7 @@ class Weight:
             self.row_scale = np.broadcast_to(scale.reshape(-1), (out,)).astype(np.float32)
         else:
             dense = tensor.dequantize() if isinstance(tensor, QuantTensor) else tensor
-            self.matrix = np.ascontiguousarray(dense.reshape(out, -1), dtype=np.float32)
+            self.matrix = np.ascontiguousarray(_channels_last(dense).reshape(out, -1), dtype=np.float32)
             self.row_scale = np.ones(out, dtype=np.float32)
             self.max_abs = 0
         self.matrix_t = np.ascontiguousarray(self.matrix.T)  # [fan_in, out], for x @ W^T
@@ -96,6 +101,10 @@ class Weight:
     def float_matrix(self) -> np.ndarray:
         """The float32 `[out, fan_in]` weight this stands for."""
         return self.matrix * self.row_scale[:, None]
+
+
+def _channels_last(w: np.ndarray) -> np.ndarray:
+    return w.transpose(0, 2, 3, 1) if w.ndim == 4 else w
 
 
 def _matmul(
@@ -146,41 +155,57 @@ class Conv2d(Op):
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
 
-    def _cols(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
         if c != self.cin:
             raise ValueError(f"conv2d expects {self.cin} input channels, got {c}")
-        p = self.padding
+        p, s = self.padding, self.stride
+        ho, wo = (h + 2 * p - self.kh) // s + 1, (w + 2 * p - self.kw) // s + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"conv2d: a {h}x{w} input is smaller than the {self.kh}x{self.kw} kernel")
         xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
-        win = sliding_window_view(xp, (self.kh, self.kw), axis=(1, 2))  # [N, Ho', Wo', C, kh, kw]
-        win = win[:, :: self.stride, :: self.stride]
-        ho, wo = win.shape[1], win.shape[2]
-        return win.reshape(n * ho * wo, c * self.kh * self.kw), (n, ho, wo)
+        return xp, ho, wo
+
+    def _cols(self, xp: np.ndarray, ho: int, wo: int) -> np.ndarray:
+        """im2col of padded images: `[n*Ho*Wo, kh*kw*C]`, one contiguous copy per kernel tap."""
+        n, s, c = xp.shape[0], self.stride, self.cin
+        cols = np.empty((n, ho, wo, self.kh, self.kw, c), dtype=np.float32)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                cols[:, :, :, i, j, :] = xp[:, i : i + s * ho : s, j : j + s * wo : s, :]
+        return cols.reshape(n * ho * wo, self.kh * self.kw * c)
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         xin, act_scale = x, np.float32(1)
         if self.input_quant is not None:
             xin, _, act_scale = self.input_quant.integers(x)
-        cols, (n, ho, wo) = self._cols(xin)
-        y = _matmul(cols, self.weight, self.input_quant, act_scale)
+        xp, ho, wo = self._geometry(xin)
+        n = xp.shape[0]
+        y = np.empty((n, ho, wo, self.cout), dtype=np.float32)
+        # A few images at a time: the column matrix stays in cache and peak memory stays small.
+        step = max(1, COLS_CHUNK_BYTES // (4 * ho * wo * self.kh * self.kw * self.cin))
+        for start in range(0, n, step):
+            cols = self._cols(xp[start : start + step], ho, wo)
+            out = _matmul(cols, self.weight, self.input_quant, act_scale)
+            y[start : start + step] = out.reshape(-1, ho, wo, self.cout)
         if self.bias_name:
             y += params[self.bias_name]
         if ctx is not None:
             ctx.update(x_shape=x.shape, x=x, out=(n, ho, wo))
-        return y.reshape(n, ho, wo, self.cout)
+        return y
 
     def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
         n, ho, wo = ctx["out"]
         dy2 = dy.reshape(n * ho * wo, self.cout)
         if self.bias_name:
             grads[self.bias_name] = dy2.sum(axis=0)
-        dcols = (dy2 @ self.weight.float_matrix()).reshape(n, ho, wo, self.cin, self.kh, self.kw)
+        dcols = (dy2 @ self.weight.float_matrix()).reshape(n, ho, wo, self.kh, self.kw, self.cin)
         _, h, w, _ = ctx["x_shape"]
         p, s = self.padding, self.stride
         dxp = np.zeros((n, h + 2 * p, w + 2 * p, self.cin), dtype=np.float32)
         for i in range(self.kh):
             for j in range(self.kw):
-                dxp[:, i : i + s * ho : s, j : j + s * wo : s, :] += dcols[..., i, j]
+                dxp[:, i : i + s * ho : s, j : j + s * wo : s, :] += dcols[:, :, :, i, j, :]
         dx = dxp[:, p : p + h, p : p + w, :] if p else dxp
         if self.input_quant is not None:
             # straight-through: the gradient flows where the input lay inside the clipping range
@@ -202,6 +227,8 @@ class Linear(Op):
         self.bias_name = spec.get("bias")
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
+        self.stored = tensors[self.weight_name]
+        self.weight_rule = spec.get("weight_quant")
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -211,9 +238,9 @@ class Linear(Op):
         if self.input_quant is not None:
             xin, inside, act_scale = self.input_quant.integers(x)
         override = params.get(self.weight_name)
-        if override is not None:  # a weight being adapted lives in params, as float32
+        if override is not None:  # a weight being adapted: float32 in params, compressed on use
             xdq = xin * act_scale if self.input_quant is not None else xin
-            y = xdq @ override.T
+            y = xdq @ requantize(override, self.weight_rule, self.stored).T
         else:
             xdq = None
             y = _matmul(xin, self.weight, self.input_quant, act_scale)
@@ -226,8 +253,10 @@ class Linear(Op):
     def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
         override = params.get(self.weight_name)
         if override is not None:
-            grads[self.weight_name] = dy.T @ ctx["x"]
-            w = override
+            grad = dy.T @ ctx["x"]  # straight through the re-quantization; pruned entries get none
+            mask = self.stored.mask if isinstance(self.stored, QuantTensor) else None
+            grads[self.weight_name] = grad if mask is None else grad * mask
+            w = requantize(override, self.weight_rule, self.stored)
         else:
             w = self.weight.float_matrix()
         if self.bias_name:
@@ -264,6 +293,61 @@ class BatchNorm(Op):
         grads[self.bias_name] = dy.sum(axis=axes)
         g = dy * params[self.weight_name]
         return inv * (g - g.mean(axis=axes) - xhat * (g * xhat).mean(axis=axes))
+
+
+def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: np.ndarray) -> np.ndarray:
+    """conv -> batch-statistics BatchNorm -> ReLU -> max-pool, fused, for inference.
+
+    The convolution runs a few images at a time; from each chunk of its output (still in cache)
+    the per-channel statistics are accumulated (Chan et al.'s pairwise update, exact in float64)
+    and the pooling windows' max and min are kept, so the full-resolution output never exists.
+    Once the batch statistics are known BatchNorm is a per-channel affine map and ReLU is
+    monotone, so normalising the pooled max (the min where the scale is negative) equals
+    pooling the normalised activations.
+    """
+    xin, act_scale = x, np.float32(1)
+    if conv.input_quant is not None:
+        xin, _, act_scale = conv.input_quant.integers(x)
+    xp, ho, wo = conv._geometry(xin)
+    n, c, k = xp.shape[0], conv.cout, pool.k
+    hp, wp = ho // k, wo // k
+    gamma = params[bn.weight_name]
+    need_low = bool(np.any(gamma < 0))  # the scale gamma / std has the sign of gamma
+    high = np.empty((n, hp, wp, c), np.float32)
+    low = np.empty((n, hp, wp, c), np.float32) if need_low else high
+    count, mean, m2 = 0, np.zeros(c), np.zeros(c)
+    per_image = 4 * ho * wo * max(conv.kh * conv.kw * conv.cin, c)
+    step = max(1, COLS_CHUNK_BYTES // per_image)
+    bias = params[conv.bias_name] if conv.bias_name else None
+    for start in range(0, n, step):
+        out = _matmul(conv._cols(xp[start : start + step], ho, wo), conv.weight, conv.input_quant, act_scale)
+        if bias is not None:
+            out += bias
+        rows = out.shape[0]
+        chunk_mean = (np.ones(rows, np.float32) @ out) / np.float32(rows)
+        centered = out - chunk_mean
+        chunk_m2 = np.einsum("ij,ij->j", centered, centered).astype(np.float64)
+        delta = chunk_mean.astype(np.float64) - mean
+        total = count + rows
+        mean = mean + delta * (rows / total)
+        m2 = m2 + chunk_m2 + delta * delta * (count * rows / total)
+        count = total
+        img = out.reshape(-1, ho, wo, c)[:, : hp * k, : wp * k]
+        views = [img[:, i::k, j::k] for i in range(k) for j in range(k)]
+        hi = high[start : start + step]
+        np.maximum(views[0], views[1], out=hi) if len(views) > 1 else np.copyto(hi, views[0])
+        for v in views[2:]:
+            np.maximum(hi, v, out=hi)
+        if need_low:
+            lo = low[start : start + step]
+            np.minimum(views[0], views[1], out=lo) if len(views) > 1 else np.copyto(lo, views[0])
+            for v in views[2:]:
+                np.minimum(lo, v, out=lo)
+    mean32 = mean.astype(np.float32)
+    inv = (1.0 / np.sqrt((m2 / count).astype(np.float32) + bn.eps)).astype(np.float32)
+    pooled = np.where(gamma < 0, low, high) if need_low else high
+    y = (pooled - mean32) * inv * gamma + params[bn.bias_name]
+    return np.maximum(y, np.float32(0), out=y)
 
 
 class ReLU(Op):

@@ -95,7 +95,8 @@ def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = Fal
 
 
 def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) -> None:
-    """Forward a few training tasks through the freshly compressed model so its observers see real data."""
+    """Post-training calibration: a few training tasks set the freshly compressed model's activation scales."""
+    from fewbit.compress import calibrate
     from fewbit.data.episodes import EpisodeSampler
     from fewbit.train.run import eval_dataset
 
@@ -106,10 +107,11 @@ def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) 
     sampler = EpisodeSampler(train, ways=cfg.ways, shots=cfg.shots, queries=cfg.queries,
                              generator=torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
-    with torch.no_grad():
-        for _ in range(batches):
-            task = sampler.sample(1).to(device)
-            model(torch.cat([task.support_x[0], task.query_x[0]]))
+    images = []
+    for _ in range(batches):
+        task = sampler.sample(1).to(device)
+        images.append(torch.cat([task.support_x[0], task.query_x[0]]))
+    calibrate(model, images)
 
 
 def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:

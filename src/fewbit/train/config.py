@@ -62,18 +62,23 @@ class TrainConfig:
         meta = meta_module()
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
               "required: give a data spec (--dataset SPEC), e.g. sinusoid or omniglot-minimal:DIR")
-        check(isinstance(self.backbone, str) and bool(self.backbone), OWNER, "backbone", "must be a backbone name")
+        from fewbit.models import BACKBONES
+
+        check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
+              f"unknown backbone {self.backbone!r}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
                           ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {value!r}")
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), OWNER, "seed", f"must be an integer, got {self.seed!r}")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), OWNER, "seed",
+              f"must be an integer, got {self.seed!r}")
         check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {self.outer_lr!r}")
         check(self.grad_clip is None or _positive_float(self.grad_clip), OWNER, "grad_clip",
               f"must be a number > 0 or null, got {self.grad_clip!r}")
-        check(self.schedule in SCHEDULES, OWNER, "schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check(self.schedule in SCHEDULES, OWNER, "schedule",
+              f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check(isinstance(self.rotations, bool), OWNER, "rotations", f"must be true or false, got {self.rotations!r}")
         check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {self.device!r}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -59,6 +61,9 @@ def meta_train(
     each meta-batch are split across ranks and only rank 0 writes.
     """
     device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+        torch.cuda.set_device(device)
     world = setup_world(device)
     try:
         return _Trainer(config, Path(out_dir), model, device, world, progress).train(resume)
@@ -83,7 +88,9 @@ class _Trainer:
         self.progress = progress and world.is_main
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
         if world.distributed and config.meta_batch < world.size:
-            raise ConfigError(f"TrainConfig.meta_batch: {config.meta_batch} tasks cannot be split over {world.size} ranks")
+            raise ConfigError(
+                f"TrainConfig.meta_batch: {config.meta_batch} tasks cannot be split over {world.size} ranks"
+            )
 
         torch.manual_seed(config.seed)  # model initialisation
         self.algorithm = meta_module().build_algorithm(config.meta)
@@ -152,8 +159,6 @@ class _Trainer:
                    dynamic_ncols=True)
         start_time = time.perf_counter()
         try:
-            if self.step == 0 and config.steps > 0 and config.checkpoint_every:
-                pass  # the first checkpoint comes at `checkpoint_every`; a kill before it restarts at step 0
             while self.step < config.steps:
                 step = self.step + 1
                 snapshot = self._rng_state()
@@ -169,7 +174,7 @@ class _Trainer:
                 postfix = {"loss": f"{loss:.4f}"}
                 if accuracy is not None:
                     postfix["acc"] = f"{accuracy:.3f}"
-                if self._due(step, config.val_every):
+                if self._due(step, config.val_every) and self.world.is_main:  # other ranks need no best
                     val = self._validate(step)
                     if metrics is not None:
                         metrics.write(json.dumps(val) + "\n")
@@ -179,11 +184,13 @@ class _Trainer:
                     self._save_step()
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
-            if self.best is None and self.world.is_main:  # no validation ran: the last weights are the best
+            if self.world.is_main and (self.best is None or self.best.get("value") is None):
+                # no validation ran: the last weights are the best
                 self.best = {"step": self.step, "metric": None, "value": None}
                 self._save_best()
-            if self.world.is_main and (not ck.step_checkpoints(self.ckpt_dir) or self.step == 0):
-                self._save_step()
+            newest = ck.step_checkpoints(self.ckpt_dir)
+            if self.world.is_main and (not newest or newest[0] != ck.step_path(self.ckpt_dir, self.step)):
+                self._save_step()  # the last step is always resumable, whatever checkpoint_every says
         finally:
             bar.close()
             if metrics is not None:
@@ -226,7 +233,9 @@ class _Trainer:
                 p.grad = None if g is None else (g.detach() * share if world.distributed else g.detach().clone())
         loss = out.loss.detach().float()
         acc = out.accuracy
-        acc_t = (acc.detach().float() if torch.is_tensor(acc) else torch.tensor(float(acc))) if acc is not None else None
+        acc_t = None
+        if acc is not None:
+            acc_t = acc.detach().float() if torch.is_tensor(acc) else torch.tensor(float(acc))
         if world.distributed:
             tensors = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.named]
             scalars = torch.stack([loss * share, (acc_t.to(loss.device) * share) if acc_t is not None else loss * 0])
@@ -251,10 +260,8 @@ class _Trainer:
         # The weights and optimizer still hold step-1's good state: keep it as a checkpoint.
         kept = self.last_good
         if self.world.is_main and self.step > 0 and (kept is None or kept != ck.step_path(self.ckpt_dir, self.step)):
-            try:
+            with contextlib.suppress(FewbitError):
                 kept = self._save_step(rng=snapshot)
-            except FewbitError:
-                pass
         where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was written yet"
         raise TrainingError(
             f"step {step}: {what}; training stopped and {where}. Lower --outer-lr or --inner-lr, or set grad_clip"
@@ -292,7 +299,9 @@ class _Trainer:
                 raise ConfigError(f"--resume: {out} is not a run directory (it has no config.yaml)")
         else:
             if is_run_dir(out):
-                raise ConfigError(f"--out: {out} already holds a run; resume it with --resume {out} or pick another --out")
+                raise ConfigError(
+                    f"--out: {out} already holds a run; resume it with --resume {out} or pick another --out"
+                )
             if out.exists() and not out.is_dir():
                 raise ConfigError(f"--out: {out} exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +366,9 @@ class _Trainer:
             now.pop(key, None)
         if saved != now:
             diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            raise ConfigError(f"--resume: the checkpoint {found.path} was written with other settings ({', '.join(diff)})")
+            raise ConfigError(
+                f"--resume: the checkpoint {found.path} was written with other settings ({', '.join(diff)})"
+            )
         model_state = found.group("model")
         self.model.load_state_dict(model_state)
         extras = found.group("extras")

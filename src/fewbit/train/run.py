@@ -25,7 +25,7 @@ from fewbit.config import load_yaml
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.sources import ImageSource, load_source
 from fewbit.device import resolve_device
-from fewbit.errors import ConfigError, DataError, FewbitError, FewbitFormatError
+from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
 from fewbit.train.config import TrainConfig, meta_module
@@ -103,7 +103,10 @@ def compress_model_(model: nn.Module, spec: str) -> None:
     compress = importlib.import_module("fewbit.compress")
     if not hasattr(compress, "compress_"):
         raise ConfigError(f"TrainConfig.compress: {spec!r} was asked for but fewbit.compress has no compress_")
-    compress.compress_(model, spec)
+    try:
+        compress.compress_(model, spec)
+    except ConfigError as exc:
+        raise ConfigError(f"TrainConfig.compress: {exc}") from None
 
 
 def eval_dataset(spec: str, split: str, image_size: int = 28) -> ImageDataset | None:
@@ -125,7 +128,9 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     if not run_dir.is_dir():
         raise FewbitFormatError(f"{run_dir} is not a run directory: it does not exist")
     if not is_run_dir(run_dir):
-        raise FewbitFormatError(f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (train one with fewbit train)")
+        raise FewbitFormatError(
+            f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (train one with fewbit train)"
+        )
     try:
         return TrainConfig.from_dict(load_yaml(run_dir / CONFIG_NAME))
     except ConfigError as exc:
@@ -195,7 +200,9 @@ def _load_module(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path
         )
     for name, t in tensors.items():
         if own[name].shape != t.shape:
-            raise FewbitFormatError(f"{where}: {name} has shape {tuple(t.shape)}, the model wants {tuple(own[name].shape)}")
+            raise FewbitFormatError(
+                f"{where}: {name} has shape {tuple(t.shape)}, the model wants {tuple(own[name].shape)}"
+            )
     model.load_state_dict(tensors)
 
 
@@ -204,8 +211,6 @@ __all__ = [
     "CONFIG_NAME",
     "EVAL_NAME",
     "METRICS_NAME",
-    "DataError",
-    "FewbitError",
     "Run",
     "build_model",
     "eval_dataset",

@@ -117,6 +117,22 @@ def _weight_and_act(name: str, layer: nn.Module) -> tuple[Tensor, torch.Tensor |
     return weight, packed.bias, act
 
 
+def _weight_rule(layer: nn.Module) -> dict[str, Any] | None:
+    """How the layer compresses a weight it is given (the runtime re-applies it to adapted weights)."""
+    order = getattr(layer, "cq_order", ())
+    if "cq_weight" in order:
+        q = layer.cq_weight
+        if getattr(q, "learnable", False):
+            return {"rule": "fixed", "symmetric": bool(q.symmetric)}
+        return {"rule": "observer", "bits": int(q.bits), "symmetric": bool(q.symmetric),
+                "per_channel": bool(q.per_channel), "observer": str(q.observer), "percentile": float(q.percentile)}
+    if "cq_codebook" in order:
+        return {"rule": "codebook"}
+    if _is_packed_layer(layer) and layer.packed_weight.encoding == "affine":
+        return {"rule": "fixed", "symmetric": bool(layer.packed_weight.symmetric)}
+    return None
+
+
 def _conv_params(layer: Any, name: str) -> tuple[int, int]:
     if _is_packed_layer(layer):
         conv = layer.conv
@@ -145,6 +161,8 @@ def _layer_spec(
         if conv:
             spec["stride"], spec["padding"] = _conv_params(layer, name)
         spec["input_quant"] = act
+        if not conv:  # the runtime adapts linear weights (a head) only; it re-compresses them as the layer does
+            spec["weight_quant"] = _weight_rule(layer)
         # A conv bias right before a batch-statistics BatchNorm is subtracted out again with the
         # batch mean: it changes nothing, so it is not stored.
         if bias is not None and not (conv and isinstance(nxt, BatchNorm)):
@@ -227,7 +245,8 @@ def artifact_from_model(
     if not layers or layers[-1]["op"] != "flatten":
         layers.append({"op": "flatten"})  # Backbone.forward flattens the features
     embedding_layers = len(layers)
-    head_spec = _layer_spec("head", model.head, None, tensors)
+    # ProtoNet classifies by distances to prototypes and never uses a head: none is stored.
+    head_spec = None if algorithm in ALGORITHMS_PROTONET else _layer_spec("head", model.head, None, tensors)
     if head_spec is not None:
         layers.append(head_spec)
     first = next((lay for lay in layers if lay["op"] in ("conv2d", "linear")), None)
@@ -290,12 +309,15 @@ def export(
         adaptation=adaptation, meta=meta, extra=extra,
     )
     if format == "onnx":
-        from fewbit.deploy.onnx import write_onnx
+        from fewbit.deploy.onnx_export import write_onnx
 
         nbytes = write_onnx(path, manifest, tensors)
     elif format == "fewbit":
         nbytes = write_artifact(path, manifest, tensors)
     else:
         raise ConfigError(f"export: format must be fewbit or onnx, got {format!r}")
-    f32 = 4 * sum(p.numel() for n, p in model.named_parameters() if not any(k.startswith("cq_") for k in n.split(".")))
+    f32 = 4 * sum(
+        p.numel() for n, p in model.named_parameters()
+        if not any(k.startswith("cq_") for k in n.split(".")) and not (algorithm in ALGORITHMS_PROTONET and n.startswith("head."))
+    )
     return {"path": str(path), "format": format, "bytes": nbytes, "float32_bytes": f32, "ratio": f32 / max(nbytes, 1)}

@@ -1,0 +1,89 @@
+"""`inspect_artifact`: what a `.fewbit` file holds, layer by layer, in bytes (numpy only)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from fewbit.deploy.format import HEADER_BYTES, read_artifact
+
+_PARTS = ("data", "codes", "scale", "zero_point", "codebook")
+
+
+def _tensor_bytes(entry: dict[str, Any]) -> int:
+    total = sum(entry[k][1] for k in _PARTS if isinstance(entry.get(k), list))
+    mask = entry.get("mask")
+    return total + (mask["data"][1] if mask else 0)
+
+
+def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The artifact at `path` (verified) as a dict: totals and a per-layer table.
+
+    Keys: `path`, `format_version`, `bytes` (the file), `payload_bytes`, `manifest_bytes`,
+    `float32_bytes` (the same tensors as dense float32), `ratio` (float32_bytes / bytes),
+    `algorithm`, `architecture`, `input_shape`, `preprocessing`, `adaptation`, and `layers`:
+    rows of `name`, `kind`, `params`, `bits`, `sparsity`, `encoding`, `mask_format`,
+    `act_bits`, `bytes`, `float32_bytes` (the keys of `fewbit.compress.size_report` rows).
+    """
+    art = read_artifact(path)
+    manifest = art.manifest
+    table = manifest["tensors"]
+    rows: list[dict[str, Any]] = []
+    for layer in manifest["architecture"]["layers"]:
+        names = [layer[k] for k in ("weight", "bias") if layer.get(k)]
+        if not names:
+            continue
+        weight = table[layer["weight"]]
+        params = sum(math.prod(table[n]["shape"]) for n in names)
+        quant = weight["enc"] == "quant"
+        kept = weight["mask"]["kept"] if weight.get("mask") else math.prod(weight["shape"])
+        numel = math.prod(weight["shape"])
+        act = layer.get("input_quant")
+        rows.append({
+            "name": layer.get("name", layer["weight"].rsplit(".", 1)[0]),
+            "kind": layer["op"],
+            "params": params,
+            "bits": weight["bits"] if quant else 32,
+            "sparsity": 1.0 - kept / numel if numel else 0.0,
+            "encoding": ("codebook" if weight.get("codebook") else "affine") if quant else "float",
+            "mask_format": weight["mask"]["format"] if weight.get("mask") else None,
+            "act_bits": act["bits"] if act else None,
+            "bytes": sum(_tensor_bytes(table[n]) for n in names),
+            "float32_bytes": 4 * params,
+        })
+    payload = manifest["payload"]["length"]
+    float32 = sum(4 * math.prod(e["shape"]) for e in table.values())
+    return {
+        "path": str(path),
+        "format_version": manifest["format_version"],
+        "bytes": art.nbytes,
+        "payload_bytes": payload,
+        "manifest_bytes": art.nbytes - payload - HEADER_BYTES,
+        "float32_bytes": float32,
+        "ratio": float32 / art.nbytes if art.nbytes else 0.0,
+        "algorithm": manifest.get("algorithm"),
+        "architecture": manifest["architecture"].get("name"),
+        "input_shape": manifest["architecture"]["input_shape"],
+        "preprocessing": manifest["preprocessing"],
+        "adaptation": manifest.get("adaptation"),
+        "layers": rows,
+    }
+
+
+def inspection_text(info: dict[str, Any]) -> str:
+    """A per-layer table of `inspect_artifact(...)` for people."""
+    from fewbit.cli.common import table
+
+    rows = []
+    for r in info["layers"]:
+        act = f"a{r['act_bits']}" if r["act_bits"] else "-"
+        sparse = f"{100 * r['sparsity']:.1f}%" + (f" ({r['mask_format']})" if r["mask_format"] else "")
+        rows.append([r["name"], r["kind"], r["params"], r["bits"], act, sparse, r["encoding"], r["bytes"],
+                     f"{r['float32_bytes'] / max(r['bytes'], 1):.1f}x"])
+    rows.append(["manifest", "", "", "", "", "", "json+deflate", info["manifest_bytes"] + 20, ""])
+    rows.append(["total", "", "", "", "", "", "", info["bytes"], f"{info['ratio']:.1f}x"])
+    head = (f"{info['path']}: {info['architecture']} {info['algorithm']}, input {info['input_shape']}, "
+            f"format v{info['format_version']}, {info['bytes']} bytes ({info['ratio']:.1f}x smaller than float32)")
+    table_text = table(["layer", "op", "params", "bits", "act", "sparsity", "encoding", "bytes", "vs f32"], rows)
+    return head + "\n" + table_text

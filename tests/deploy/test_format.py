@@ -1,0 +1,142 @@
+"""The artifact format: round trips of every tensor encoding, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fewbit.deploy.format import (
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    MAGIC,
+    QuantTensor,
+    decode_artifact,
+    encode_artifact,
+    read_artifact,
+    write_artifact,
+)
+from fewbit.errors import FewbitFormatError
+
+MANIFEST = {
+    "architecture": {"name": "tiny", "input_shape": [1, 4, 4], "embedding_layers": 1,
+                     "layers": [{"op": "flatten"}]},
+    "preprocessing": {"image_size": 4},
+}
+
+
+def _tensors() -> dict[str, np.ndarray | QuantTensor]:
+    rng = np.random.default_rng(0)
+    mask = rng.random((6, 3, 3, 3)) < 0.3
+    return {
+        "float": rng.standard_normal((5, 7)).astype(np.float32),
+        "sparse_float": np.where(rng.random(400) < 0.1, 1.5, 0).astype(np.float32),
+        "w4_per_channel": QuantTensor(rng.integers(-8, 8, (6, 3, 3, 3)), 4, rng.random(6).astype(np.float32) + 0.1,
+                                      np.zeros(6, np.int64), (6, 3, 3, 3), axis=0),
+        "w2_masked": QuantTensor(rng.integers(-2, 2, (6, 3, 3, 3)), 2, np.array([0.5], np.float32),
+                                 np.zeros(1, np.int64), (6, 3, 3, 3), mask=mask),
+        "w1_sign": QuantTensor(rng.choice([-1, 1], (4, 10)), 1, np.full(4, 0.25, np.float32), np.zeros(4, np.int64),
+                               (4, 10), axis=0),
+        "w3_asym": QuantTensor(rng.integers(0, 8, (4, 10)), 3, np.full(4, 0.1, np.float32),
+                               np.array([3, 4, 0, 7]), (4, 10), axis=0),
+        "w8": QuantTensor(rng.integers(-128, 128, (300,)), 8, np.array([0.01], np.float32), np.zeros(1, np.int64),
+                          (300,)),
+        "codebook": QuantTensor(rng.integers(0, 16, (8, 8)), 4, np.ones(1, np.float32), np.zeros(1, np.int64),
+                                (8, 8), codebook=np.linspace(-1, 1, 16).astype(np.float32)),
+    }
+
+
+def test_round_trip_of_every_encoding(tmp_path: Path) -> None:
+    tensors = _tensors()
+    path = tmp_path / "a.fewbit"
+    size = write_artifact(path, MANIFEST, tensors)
+    assert path.stat().st_size == size
+    art = read_artifact(path)
+    assert art.manifest["format_version"] == FORMAT_VERSION
+    assert art.manifest["architecture"] == MANIFEST["architecture"]
+    for name, t in tensors.items():
+        got = art.tensors[name]
+        if isinstance(t, QuantTensor):
+            assert isinstance(got, QuantTensor)
+            np.testing.assert_array_equal(got.dequantize(), t.dequantize())
+            np.testing.assert_array_equal(got.integer_weights(), t.integer_weights())
+        else:
+            np.testing.assert_array_equal(got, t)
+    assert art.manifest["tensors"]["sparse_float"]["mask"] is not None  # 90% zeros: stored sparse
+    assert art.manifest["tensors"]["float"]["mask"] is None
+
+
+def test_payload_is_as_small_as_the_packing() -> None:
+    codes = np.random.default_rng(0).integers(-8, 8, (64, 64, 3, 3))
+    t = QuantTensor(codes, 4, np.ones(64, np.float32), np.zeros(64, np.int64), codes.shape, axis=0)
+    art = decode_artifact(encode_artifact(MANIFEST, {"w": t}))
+    assert art.manifest["payload"]["length"] == codes.size // 2 + 64 * 4  # codes + float32 scales
+
+
+def test_encoding_is_deterministic() -> None:
+    assert encode_artifact(MANIFEST, _tensors()) == encode_artifact(MANIFEST, _tensors())
+
+
+def test_write_is_atomic_no_temp_left(tmp_path: Path) -> None:
+    write_artifact(tmp_path / "m.fewbit", MANIFEST, _tensors())
+    assert [p.name for p in tmp_path.iterdir()] == ["m.fewbit"]
+
+
+def _rebuild(manifest: dict, payload: bytes, version: int = FORMAT_VERSION) -> bytes:
+    raw = zlib.compress(json.dumps(manifest).encode())
+    return struct.pack("<8sHHII", MAGIC, version, 1, len(raw), zlib.crc32(raw)) + raw + payload
+
+
+def _parts(data: bytes) -> tuple[dict, bytes]:
+    length = struct.unpack_from("<I", data, 12)[0]
+    manifest = json.loads(zlib.decompress(data[HEADER_BYTES : HEADER_BYTES + length]))
+    return manifest, data[HEADER_BYTES + length :]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["tensors"]["float"].update(shape=[100000, 100000]), "claims"),
+        (lambda m: m["tensors"]["w8"].update(codes=[0, 10**12]), "holds|past the end"),
+        (lambda m: m["tensors"]["w2_masked"]["mask"].update(kept=10**9), "keeps"),
+        (lambda m: m["tensors"]["w4_per_channel"].update(bits=9), "bits"),
+        (lambda m: m["tensors"]["float"].update(enc="pickle"), "unknown encoding"),
+        (lambda m: m["architecture"]["layers"].append({"op": "linear", "weight": "nope"}), "missing tensor"),
+        (lambda m: m.pop("preprocessing"), "malformed manifest"),
+        (lambda m: m.update(format_version=99), "format version"),
+    ],
+)
+def test_malformed_manifests_raise_one_clear_error(edit, message: str) -> None:  # noqa: ANN001
+    manifest, payload = _parts(encode_artifact(MANIFEST, _tensors()))
+    edit(manifest)
+    with pytest.raises(FewbitFormatError, match=message) as info:
+        decode_artifact(_rebuild(manifest, payload))
+    assert "\n" not in str(info.value)
+
+
+def test_wrong_version_names_both_versions() -> None:
+    manifest, payload = _parts(encode_artifact(MANIFEST, _tensors()))
+    with pytest.raises(FewbitFormatError, match=r"version 2 is newer.*\(1\)"):
+        decode_artifact(_rebuild(manifest, payload, version=2))
+
+
+def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
+    data = encode_artifact(MANIFEST, _tensors())
+    with pytest.raises(FewbitFormatError, match="trailing bytes"):
+        decode_artifact(data + b"\x00")
+    with pytest.raises(FewbitFormatError, match="cannot read"):
+        read_artifact(tmp_path / "absent.fewbit")
+
+
+def test_no_pickle_anywhere() -> None:
+    import fewbit.deploy.format as fmt
+    import fewbit.deploy.packing as packing
+
+    for module in (fmt, packing):
+        source = Path(module.__file__).read_text()
+        assert "pickle" not in source.replace("No pickle", "").replace("without pickle", "")
+        assert "allow_pickle=True" not in source

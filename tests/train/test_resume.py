@@ -1,0 +1,129 @@
+"""Exact resume: an interrupted run (kill -9 included) resumed from its checkpoints ends bit-for-bit equal."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewbit.errors import ConfigError
+from fewbit.train import load_config, load_run, meta_train, resume_training
+from fewbit.train import loop as loop_module
+from fewbit.train.checkpoint import step_checkpoints
+
+SINE = {"dataset": "sinusoid", "algorithm": "maml", "shots": 5, "queries": 5, "meta_batch": 3, "inner_lr": 0.01,
+        "steps": 10, "val_every": 4, "val_tasks": 5, "checkpoint_every": 3, "schedule": "cosine", "device": "cpu"}
+
+
+def _final(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_run(run_dir, checkpoint="last").model.state_dict()
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    real = loop_module._Trainer._outer_step
+
+    def outer_step(self, s, snapshot):
+        if s == step:
+            raise KeyboardInterrupt
+        return real(self, s, snapshot)
+
+    monkeypatch.setattr(loop_module._Trainer, "_outer_step", outer_step)
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "finetune"])
+def test_interrupted_image_run_resumes_bit_for_bit(tiny_images, tmp_path, monkeypatch, algorithm):
+    settings = {"dataset": tiny_images, "algorithm": algorithm, "backbone": "mlp", "ways": 3, "shots": 1, "queries": 2,
+                "meta_batch": 2, "batch_size": 8, "steps": 8, "val_every": 3, "val_tasks": 3, "checkpoint_every": 2,
+                "finetune_steps": 2, "rotations": True, "schedule": "cosine", "device": "cpu"}
+    config = load_config(None, **settings)
+    meta_train(config, tmp_path / "whole", progress=False)
+    _interrupt_at(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(config, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    assert step_checkpoints(tmp_path / "cut" / "checkpoints")[0].name == "step-00000004.safetensors"
+    resume_training(tmp_path / "cut", progress=False)
+    assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut"))
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    whole = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(x).items() if k != "time"} for x in lines]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k != "time"} for x in whole]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch):
+    config = load_config(None, **SINE)
+    meta_train(config, tmp_path / "whole", progress=False)
+    _interrupt_at(monkeypatch, 8)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(config, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    newest = step_checkpoints(tmp_path / "cut" / "checkpoints")[0]
+    assert newest.name == "step-00000006.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip a byte in the middle
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="step-00000006.*falling back"):
+        resume_training(tmp_path / "cut", progress=False)
+    assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut"))
+
+
+def test_resume_can_extend_steps_but_not_change_settings(tmp_path):
+    config = load_config(None, **{**SINE, "schedule": "constant", "steps": 4})
+    meta_train(config, tmp_path / "r", progress=False)
+    run = resume_training(tmp_path / "r", steps=6, progress=False)
+    assert run.step == 6
+    with pytest.raises(ConfigError, match="not a run directory"):
+        meta_train(config, tmp_path / "nothing", resume=True, progress=False)
+
+
+_TRAIN_SCRIPT = """
+import sys
+from fewbit.train import load_config, meta_train, resume_training
+settings = dict(dataset="sinusoid", algorithm="maml", shots=5, queries=5, meta_batch=4, inner_lr=0.01, steps=60,
+                val_every=50, val_tasks=5, checkpoint_every=7, schedule="cosine", device="cpu")
+if sys.argv[1] == "resume":
+    resume_training(sys.argv[2], progress=False)
+else:
+    meta_train(load_config(None, **settings), sys.argv[2], progress=False)
+"""
+
+
+def _python(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, *args], env=env, **kwargs)
+
+
+def _metric_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path):
+    whole = _python("train", str(tmp_path / "whole"))
+    kill_after = random.Random().randint(5, 50)  # a random step, different each run
+    cut = _python("train", str(tmp_path / "cut"))
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while _metric_lines(metrics) < kill_after and cut.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    cut.send_signal(signal.SIGKILL)
+    assert cut.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert whole.wait(timeout=180) == 0
+    resumed = _python("resume", str(tmp_path / "cut"))
+    assert resumed.wait(timeout=180) == 0
+    assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut")), f"killed after ~{kill_after} metric lines"
