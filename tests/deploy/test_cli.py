@@ -55,7 +55,9 @@ def task_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_adapt_json_contract(capsys, artifact, task_dirs) -> None:  # noqa: ANN001
     support, query = task_dirs
-    code, out, err = run_cli(capsys, "adapt", str(artifact), "--support", str(support), "--query", str(query), "--json")
+    code, out, err = run_cli(
+        capsys, "adapt", str(artifact), "--support", str(support), "--query", str(query), "--json"
+    )
     assert code == 0, err
     result = json.loads(out)
     assert len(result["predictions"]) == 20
@@ -74,7 +76,9 @@ def test_adapt_table_and_unlabelled_queries(capsys, artifact, task_dirs, tmp_pat
     flat.mkdir()
     for p in sorted(query.rglob("*.png"))[:3]:
         (flat / p.name).write_bytes(p.read_bytes())
-    code, out, err = run_cli(capsys, "adapt", str(artifact), "--support", str(support), "--query", str(flat), "--json")
+    code, out, err = run_cli(
+        capsys, "adapt", str(artifact), "--support", str(support), "--query", str(flat), "--json"
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["accuracy"] is None and len(result["predictions"]) == 3
@@ -110,7 +114,9 @@ def test_adapt_bad_input_is_one_clear_line(capsys, artifact, task_dirs, tmp_path
         support = tmp_path / "empty"
         support.mkdir()
         expect = "no class folders"
-    code, out, err = run_cli(capsys, "adapt", str(artifact), "--support", str(support), "--query", str(task_dirs[1]))
+    code, out, err = run_cli(
+        capsys, "adapt", str(artifact), "--support", str(support), "--query", str(task_dirs[1])
+    )
     assert code == 2 and out == ""
     assert err.startswith("fewbit: error:") and expect in err and err.count("\n") == 1
 
@@ -120,7 +126,9 @@ def test_adapt_rejects_a_corrupt_artifact(capsys, artifact, task_dirs, tmp_path)
     data = bytearray(artifact.read_bytes())
     data[-10] ^= 0xFF
     bad.write_bytes(bytes(data))
-    code, _, err = run_cli(capsys, "adapt", str(bad), "--support", str(task_dirs[0]), "--query", str(task_dirs[1]))
+    code, _, err = run_cli(
+        capsys, "adapt", str(bad), "--support", str(task_dirs[0]), "--query", str(task_dirs[1])
+    )
     assert code == 2 and "sha256 mismatch" in err and err.count("\n") == 1
 
 
@@ -138,21 +146,56 @@ def test_inspect_artifact_rows_and_totals(artifact) -> None:  # noqa: ANN001
 def test_export_run_dir_then_adapt(capsys, tmp_path, task_dirs) -> None:  # noqa: ANN001
     run = tmp_path / "run"
     images = make_omniglot_folder(tmp_path / "data", root="bg", alphabets=3, characters=3, drawings=4, seed=1)
-    code, _, err = run_cli(capsys, "train", "--dataset", f"omniglot:{images}", "--algorithm", "protonet", "--backbone", "mlp",
-                           "--ways", "3", "--shots", "1", "--queries", "1", "--meta-batch", "1", "--steps", "1",
-                           "--val-every", "0", "--compress", "quant:w4", "--out", str(run), "--device", "cpu",
-                           "--quiet")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        f"omniglot:{images}",
+        "--algorithm",
+        "protonet",
+        "--backbone",
+        "mlp",
+        "--ways",
+        "3",
+        "--shots",
+        "1",
+        "--queries",
+        "1",
+        "--meta-batch",
+        "1",
+        "--steps",
+        "1",
+        "--val-every",
+        "0",
+        "--compress",
+        "quant:w4",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     code, out, err = run_cli(capsys, "export", str(run), "--out", str(tmp_path / "m.fewbit"), "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["bytes"] == (tmp_path / "m.fewbit").stat().st_size and info["bytes"] <= 60_000
-    code, out, err = run_cli(capsys, "export", str(run), "--out", str(tmp_path / "m.onnx"), "--format", "onnx")
+    code, out, err = run_cli(
+        capsys, "export", str(run), "--out", str(tmp_path / "m.onnx"), "--format", "onnx"
+    )
     assert code == 0 and (tmp_path / "m.onnx").stat().st_size > 0, err
     code, out, err = run_cli(capsys, "inspect", str(tmp_path / "m.fewbit"), "--json")
     assert code == 0 and json.loads(out)["bytes"] == info["bytes"], err
-    code, out, err = run_cli(capsys, "adapt", str(tmp_path / "m.fewbit"), "--support", str(task_dirs[0]),
-                             "--query", str(task_dirs[1]), "--json")
+    code, out, err = run_cli(
+        capsys,
+        "adapt",
+        str(tmp_path / "m.fewbit"),
+        "--support",
+        str(task_dirs[0]),
+        "--query",
+        str(task_dirs[1]),
+        "--json",
+    )
     assert code == 0, err
     assert len(json.loads(out)["predictions"]) == 20
 

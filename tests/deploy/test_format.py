@@ -23,8 +23,12 @@ from fewbit.deploy.format import (
 from fewbit.errors import FewbitFormatError
 
 MANIFEST = {
-    "architecture": {"name": "tiny", "input_shape": [1, 4, 4], "embedding_layers": 1,
-                     "layers": [{"op": "flatten"}]},
+    "architecture": {
+        "name": "tiny",
+        "input_shape": [1, 4, 4],
+        "embedding_layers": 1,
+        "layers": [{"op": "flatten"}],
+    },
     "preprocessing": {"image_size": 4},
 }
 
@@ -35,18 +39,49 @@ def _tensors() -> dict[str, np.ndarray | QuantTensor]:
     return {
         "float": rng.standard_normal((5, 7)).astype(np.float32),
         "sparse_float": np.where(rng.random(400) < 0.1, 1.5, 0).astype(np.float32),
-        "w4_per_channel": QuantTensor(rng.integers(-8, 8, (6, 3, 3, 3)), 4, rng.random(6).astype(np.float32) + 0.1,
-                                      np.zeros(6, np.int64), (6, 3, 3, 3), axis=0),
-        "w2_masked": QuantTensor(rng.integers(-2, 2, (6, 3, 3, 3)), 2, np.array([0.5], np.float32),
-                                 np.zeros(1, np.int64), (6, 3, 3, 3), mask=mask),
-        "w1_sign": QuantTensor(rng.choice([-1, 1], (4, 10)), 1, np.full(4, 0.25, np.float32), np.zeros(4, np.int64),
-                               (4, 10), axis=0),
-        "w3_asym": QuantTensor(rng.integers(0, 8, (4, 10)), 3, np.full(4, 0.1, np.float32),
-                               np.array([3, 4, 0, 7]), (4, 10), axis=0),
-        "w8": QuantTensor(rng.integers(-128, 128, (300,)), 8, np.array([0.01], np.float32), np.zeros(1, np.int64),
-                          (300,)),
-        "codebook": QuantTensor(rng.integers(0, 16, (8, 8)), 4, np.ones(1, np.float32), np.zeros(1, np.int64),
-                                (8, 8), codebook=np.linspace(-1, 1, 16).astype(np.float32)),
+        "w4_per_channel": QuantTensor(
+            rng.integers(-8, 8, (6, 3, 3, 3)),
+            4,
+            rng.random(6).astype(np.float32) + 0.1,
+            np.zeros(6, np.int64),
+            (6, 3, 3, 3),
+            axis=0,
+        ),
+        "w2_masked": QuantTensor(
+            rng.integers(-2, 2, (6, 3, 3, 3)),
+            2,
+            np.array([0.5], np.float32),
+            np.zeros(1, np.int64),
+            (6, 3, 3, 3),
+            mask=mask,
+        ),
+        "w1_sign": QuantTensor(
+            rng.choice([-1, 1], (4, 10)),
+            1,
+            np.full(4, 0.25, np.float32),
+            np.zeros(4, np.int64),
+            (4, 10),
+            axis=0,
+        ),
+        "w3_asym": QuantTensor(
+            rng.integers(0, 8, (4, 10)),
+            3,
+            np.full(4, 0.1, np.float32),
+            np.array([3, 4, 0, 7]),
+            (4, 10),
+            axis=0,
+        ),
+        "w8": QuantTensor(
+            rng.integers(-128, 128, (300,)), 8, np.array([0.01], np.float32), np.zeros(1, np.int64), (300,)
+        ),
+        "codebook": QuantTensor(
+            rng.integers(0, 16, (8, 8)),
+            4,
+            np.ones(1, np.float32),
+            np.zeros(1, np.int64),
+            (8, 8),
+            codebook=np.linspace(-1, 1, 16).astype(np.float32),
+        ),
     }
 
 

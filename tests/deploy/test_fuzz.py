@@ -11,36 +11,77 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fewbit.deploy.format import FORMAT_VERSION, HEADER_BYTES, MAGIC, QuantTensor, decode_artifact, encode_artifact
+from fewbit.deploy.format import (
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    MAGIC,
+    QuantTensor,
+    decode_artifact,
+    encode_artifact,
+)
 from fewbit.errors import FewbitFormatError
 from fewbit.runtime import load
 
 MANIFEST = {
     "architecture": {
-        "name": "tiny", "input_shape": [1, 6, 6], "embedding_layers": 4,
+        "name": "tiny",
+        "input_shape": [1, 6, 6],
+        "embedding_layers": 4,
         "layers": [
-            {"op": "conv2d", "name": "c", "weight": "c.weight", "bias": None, "stride": 1, "padding": 1,
-             "input_quant": {"bits": 8, "scale": 0.01, "zero_point": 3, "qmin": 0, "qmax": 255}},
+            {
+                "op": "conv2d",
+                "name": "c",
+                "weight": "c.weight",
+                "bias": None,
+                "stride": 1,
+                "padding": 1,
+                "input_quant": {"bits": 8, "scale": 0.01, "zero_point": 3, "qmin": 0, "qmax": 255},
+            },
             {"op": "batchnorm", "name": "bn", "weight": "bn.weight", "bias": "bn.bias", "eps": 1e-5},
-            {"op": "relu"}, {"op": "flatten"},
-            {"op": "linear", "name": "head", "weight": "head.weight", "bias": "head.bias", "input_quant": None},
+            {"op": "relu"},
+            {"op": "flatten"},
+            {
+                "op": "linear",
+                "name": "head",
+                "weight": "head.weight",
+                "bias": "head.bias",
+                "input_quant": None,
+            },
         ],
     },
     "preprocessing": {"image_size": 6},
-    "adaptation": {"method": "finetune", "scope": "head", "steps": 2, "lr": 0.1, "head_init": "own",
-                   "embed": "separate"},
+    "adaptation": {
+        "method": "finetune",
+        "scope": "head",
+        "steps": 2,
+        "lr": 0.1,
+        "head_init": "own",
+        "embed": "separate",
+    },
 }
 
 
 def _artifact() -> bytes:
     rng = np.random.default_rng(0)
     mask = rng.random((4, 1, 3, 3)) < 0.5
-    return encode_artifact(MANIFEST, {
-        "c.weight": QuantTensor(rng.integers(-2, 2, (4, 1, 3, 3)), 2, np.full(4, 0.3, np.float32),
-                                np.zeros(4, np.int64), (4, 1, 3, 3), axis=0, mask=mask),
-        "bn.weight": np.ones(4, np.float32), "bn.bias": np.zeros(4, np.float32),
-        "head.weight": rng.standard_normal((3, 144)).astype(np.float32), "head.bias": np.zeros(3, np.float32),
-    })
+    return encode_artifact(
+        MANIFEST,
+        {
+            "c.weight": QuantTensor(
+                rng.integers(-2, 2, (4, 1, 3, 3)),
+                2,
+                np.full(4, 0.3, np.float32),
+                np.zeros(4, np.int64),
+                (4, 1, 3, 3),
+                axis=0,
+                mask=mask,
+            ),
+            "bn.weight": np.ones(4, np.float32),
+            "bn.bias": np.zeros(4, np.float32),
+            "head.weight": rng.standard_normal((3, 144)).astype(np.float32),
+            "head.bias": np.zeros(3, np.float32),
+        },
+    )
 
 
 GOOD = _artifact()
@@ -129,9 +170,14 @@ def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
 
 
 JSON_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.sampled_from([0, 1, -1, 2, 3, 255, 2**31, 2**63]),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
-    st.lists(st.integers(-3, 10**6), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.sampled_from([0, 1, -1, 2, 3, 255, 2**31, 2**63]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.lists(st.integers(-3, 10**6), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 

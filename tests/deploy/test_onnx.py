@@ -18,14 +18,21 @@ onnx = pytest.importorskip("onnx")
 def _session(path: Path) -> object:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the QDQ graph as written
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )  # run the QDQ graph as written
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize(
     ("spec", "tol"),
-    [("quant:w4", 1e-4), ("prune:0.75,quant:w2", 1e-4), ("cluster:16", 1e-4), ("quant:w4a8", 0.05),
-     ("quant:w3a4:asym", 0.05)],
+    [
+        ("quant:w4", 1e-4),
+        ("prune:0.75,quant:w2", 1e-4),
+        ("cluster:16", 1e-4),
+        ("quant:w4a8", 0.05),
+        ("quant:w3a4:asym", 0.05),
+    ],
 )
 def test_onnx_matches_pytorch(spec: str, tol: float, tmp_path: Path) -> None:
     model = compressed_conv4(spec, ways=5)

@@ -18,3 +18,16 @@ def test_scopes_order_memory_as_expected():
     assert mem["none"].param_bytes == 0
     # the largest layer is the first BatchNorm: input and output 5x64x28x28 floats
     assert mem["none"].activation_bytes == 4 * 5 * 2 * 64 * 28 * 28
+
+
+def test_compressed_model_counts_the_same_activations():
+    from fewbit.compress import compress
+
+    m = build_backbone("conv4", ways=5)
+    c = compress(m, "quant:w4a8")
+    x = torch.zeros(5, 1, 28, 28)
+    for scope in ("all", "head", "bias_norm"):
+        plain, packed = adaptation_memory(m, scope, x), adaptation_memory(c, scope, x)
+        assert packed.param_bytes == plain.param_bytes
+        assert packed.activation_bytes >= plain.activation_bytes
+    assert adaptation_memory(c, "head", x).activation_bytes == 4 * 5 * 64

@@ -42,7 +42,9 @@ def _export(model: torch.nn.Module, tmp_path: Path, **kw: object) -> rt.RuntimeM
         ("prune:0.5,quant:w2a8:asym", 200, ACT_QUANT_TOL, 0.985),
     ],
 )
-def test_logits_and_predictions(spec: str | None, queries: int, tol: float, min_agree: float, tmp_path: Path) -> None:
+def test_logits_and_predictions(
+    spec: str | None, queries: int, tol: float, min_agree: float, tmp_path: Path
+) -> None:
     model = compressed_conv4(spec, ways=10)
     x, _ = fit_head_to_glyphs(model, 10, queries=queries // 10)  # classified in batches of 100
     runtime = _export(model, tmp_path, algorithm="maml")
@@ -75,7 +77,9 @@ def test_mlp_with_dynamic_activation_quantization(tmp_path: Path) -> None:
 
 def _task(ways: int, shots: int, queries: int, seed: int) -> tuple[np.ndarray, ...]:
     x, y = glyphs(ways, shots + queries, seed=seed)
-    support = np.concatenate([np.arange(c * (shots + queries), c * (shots + queries) + shots) for c in range(ways)])
+    support = np.concatenate(
+        [np.arange(c * (shots + queries), c * (shots + queries) + shots) for c in range(ways)]
+    )
     query = np.setdiff1d(np.arange(len(y)), support)
     return x[support], y[support], x[query], y[query]
 
@@ -142,8 +146,12 @@ def test_anil_matches_fewbit_meta(tmp_path: Path) -> None:
     runtime = _export(model, tmp_path, algorithm="anil", meta=config)
     assert runtime.adaptation["steps"] == 3 and runtime.adaptation["scope"] == "head"
     sx, sy, qx, qy = _task(5, 2, 10, seed=5)
-    np.testing.assert_allclose(rt.adapt(runtime, sx, sy).logits(qx), _torch_predict(model, config, sx, sy, qx, qy),
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        rt.adapt(runtime, sx, sy).logits(qx),
+        _torch_predict(model, config, sx, sy, qx, qy),
+        rtol=1e-3,
+        atol=1e-4,
+    )
 
 
 def test_bias_norm_adaptation_through_the_packed_body_matches_fewbit_meta(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ def test_runtime_never_imports_torch(tmp_path: Path) -> None:
     qx, _ = glyphs(3, 2, seed=2)
     np.savez(tmp_path / "task.npz", sx=sx, sy=sy, qx=qx)
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path), str(tmp_path / "task.npz")], capture_output=True, text=True,
+        [sys.executable, "-c", SCRIPT, str(path), str(tmp_path / "task.npz")],
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -22,16 +22,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--out", help="file to write (default RUN_DIR/model.fewbit or model.onnx)")
     exp.add_argument("--format", default="fewbit", choices=("fewbit", "onnx"))
     exp.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    exp.add_argument("--scope", help="what the runtime may adapt: none or head, bias, norm joined by + "
-                                     "(default: from the run's algorithm)")
+    exp.add_argument(
+        "--scope",
+        help="what the runtime may adapt: none or head, bias, norm joined by + "
+        "(default: from the run's algorithm)",
+    )
     add_common(exp)
     exp.set_defaults(handler=run_export)
 
-    ad = sub.add_parser("adapt", help="adapt a .fewbit artifact to a support folder and classify a query folder")
+    ad = sub.add_parser(
+        "adapt", help="adapt a .fewbit artifact to a support folder and classify a query folder"
+    )
     ad.add_argument("artifact", metavar="MODEL", help="a .fewbit artifact")
     ad.add_argument("--support", required=True, metavar="DIR", help="one folder of images per class")
-    ad.add_argument("--query", required=True, metavar="DIR",
-                    help="images to classify: class folders (named as in --support for an accuracy) or files")
+    ad.add_argument(
+        "--query",
+        required=True,
+        metavar="DIR",
+        help="images to classify: class folders (named as in --support for an accuracy) or files",
+    )
     ad.add_argument("--method", choices=("protonet", "finetune"), help="default: the artifact's")
     ad.add_argument("--steps", type=int, help="fine-tuning SGD steps (default: the artifact's)")
     ad.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the artifact's)")
@@ -50,15 +59,23 @@ def run_export(args: argparse.Namespace) -> Output:
         raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold image classifiers")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     info = export(
-        run.model, out, algorithm=config.algorithm, meta=config.meta, format=args.format,
-        preprocessing={"image_size": int(config.image_size)}, adaptation_scope=args.scope,
+        run.model,
+        out,
+        algorithm=config.algorithm,
+        meta=config.meta,
+        format=args.format,
+        preprocessing={"image_size": int(config.image_size)},
+        adaptation_scope=args.scope,
         extra={"run_dir": str(args.run_dir), "step": run.step, "compress": getattr(config, "compress", None)},
     )
-    text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {info['float32_bytes']:,})"
+    f32 = info["float32_bytes"]
+    text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {f32:,})"
     return Output(info, text)
 
 
-def _query_folder(path: Path, preprocessing: dict[str, Any]) -> tuple[np.ndarray, list[str], list[str | None]]:
+def _query_folder(
+    path: Path, preprocessing: dict[str, Any]
+) -> tuple[np.ndarray, list[str], list[str | None]]:
     """(x, files, true class names or None) of a query folder of class folders or of image files."""
     from fewbit.runtime.images import IMAGE_SUFFIXES, load_image, load_image_folder
 
@@ -70,7 +87,11 @@ def _query_folder(path: Path, preprocessing: dict[str, Any]) -> tuple[np.ndarray
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"query folder {path} has no class folders and no PNG or JPEG images")
-    return np.stack([load_image(p, preprocessing) for p in files]), [str(p) for p in files], [None] * len(files)
+    return (
+        np.stack([load_image(p, preprocessing) for p in files]),
+        [str(p) for p in files],
+        [None] * len(files),
+    )
 
 
 def run_adapt(args: argparse.Namespace) -> Output:
@@ -95,19 +116,28 @@ def run_adapt(args: argparse.Namespace) -> Output:
         raise ConfigError(f"adapt: {exc}") from None
     labels = [support.classes[i] for i in np.concatenate(preds)]
     score = np.concatenate(scores)
-    predictions = [{"file": f, "label": lab, "score": round(float(s), 6)} for f, lab, s in zip(files, labels, score)]
+    predictions = [
+        {"file": f, "label": lab, "score": round(float(s), 6)} for f, lab, s in zip(files, labels, score)
+    ]
     labelled = all(t is not None and t in support.classes for t in truth)
     accuracy = float(np.mean([lab == t for lab, t in zip(labels, truth)])) if labelled else None
     data: dict[str, Any] = {
-        "predictions": predictions, "accuracy": accuracy, "classes": list(support.classes),
-        "method": adapted.method, "support_images": len(support.files), "query_images": len(files),
+        "predictions": predictions,
+        "accuracy": accuracy,
+        "classes": list(support.classes),
+        "method": adapted.method,
+        "support_images": len(support.files),
+        "query_images": len(files),
     }
-    rows = [[Path(f).name if t is None else f"{t}/{Path(f).name}", lab, f"{s:.3f}"]
-            for f, lab, s, t in zip(files, labels, score, truth)]
+    rows = [
+        [Path(f).name if t is None else f"{t}/{Path(f).name}", lab, f"{s:.3f}"]
+        for f, lab, s, t in zip(files, labels, score, truth)
+    ]
     text = table(["file", "label", "score"], rows)
     if accuracy is not None:
         correct = sum(lab == t for lab, t in zip(labels, truth))
-        text += f"\naccuracy: {100 * accuracy:.1f}% ({correct}/{len(files)}), {len(support.classes)}-way, {adapted.method}"
+        ways = len(support.classes)
+        text += f"\naccuracy: {100 * accuracy:.1f}% ({correct}/{len(files)}), {ways}-way, {adapted.method}"
     elif any(t is not None for t in truth):
         text += "\naccuracy: n/a (query folders are not all named like support classes)"
     return Output(data, text)

@@ -7,7 +7,8 @@ Layout (all integers little-endian)::
     flags      uint16    bit 0: the manifest is deflate-compressed (zlib); other bits 0
     length     uint32    bytes of the manifest as stored
     crc32      uint32    CRC-32 of the manifest bytes as stored
-    manifest   JSON, UTF-8 (deflated: a 3 KB Conv-4 manifest stores in under 1 KB): format version, architecture (a layer list), per-tensor encoding,
+    manifest   JSON, UTF-8 (deflated: a 3 KB Conv-4 manifest stores in under 1 KB): format version,
+               architecture (a layer list), per-tensor encoding,
                preprocessing, algorithm, adaptation scope, payload length and sha256
     payload    the packed arrays the manifest's `tensors` table points into
 
@@ -48,8 +49,8 @@ HEADER_BYTES = _HEADER.size
 FLAG_DEFLATE = 1
 MAX_MANIFEST_BYTES = 4 << 20  # stored and inflated alike
 MAX_FILE_BYTES = 1 << 30
-MAX_TENSOR_ELEMENTS = 1 << 26  # a claimed shape larger than this is rejected before allocation
-MAX_TOTAL_ELEMENTS = 1 << 27
+MAX_TENSOR_ELEMENTS = 1 << 24  # a claimed shape larger than this is rejected before allocation
+MAX_TOTAL_ELEMENTS = 1 << 25
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -193,7 +194,9 @@ def _encode_quant(t: QuantTensor, put: Any) -> dict[str, Any]:
     return entry
 
 
-def write_artifact(path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> int:
+def write_artifact(
+    path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]
+) -> int:
     """Write an artifact atomically; returns its size in bytes."""
     from fewbit._io import atomic_write_bytes
 
@@ -256,10 +259,13 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     if flags & ~FLAG_DEFLATE:
         raise FewbitFormatError(f"{where}: unknown header flags {flags:#x}")
     if length > MAX_MANIFEST_BYTES:
-        raise FewbitFormatError(f"{where}: header claims a {length}-byte manifest (limit {MAX_MANIFEST_BYTES})")
+        raise FewbitFormatError(
+            f"{where}: header claims a {length}-byte manifest (limit {MAX_MANIFEST_BYTES})"
+        )
     if HEADER_BYTES + length > len(data):
         raise FewbitFormatError(
-            f"{where}: truncated (header claims a {length}-byte manifest, file has {len(data) - HEADER_BYTES})"
+            f"{where}: truncated (header claims a {length}-byte manifest, "
+            f"file has {len(data) - HEADER_BYTES})"
         )
     raw = bytes(data[HEADER_BYTES : HEADER_BYTES + length])
     if zlib.crc32(raw) != crc:
@@ -279,7 +285,8 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     if payload_info["length"] != len(payload):
         what = "truncated" if payload_info["length"] > len(payload) else "trailing bytes after the payload"
         raise FewbitFormatError(
-            f"{where}: {what} (manifest claims a {payload_info['length']}-byte payload, file has {len(payload)})"
+            f"{where}: {what} (manifest claims a {payload_info['length']}-byte payload, "
+            f"file has {len(payload)})"
         )
     if hashlib.sha256(payload).hexdigest() != payload_info.get("sha256"):
         raise FewbitFormatError(f"{where}: payload sha256 mismatch (corrupt file)")
@@ -313,7 +320,7 @@ def _slice(payload: memoryview, ref: Any, expect: int, what: str) -> np.ndarray:
 
 def _shape(entry: Mapping[str, Any], name: str) -> tuple[int, ...]:
     shape = entry["shape"]
-    if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and 0 <= d for d in shape):
+    if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has an invalid shape")
     if math.prod(shape) > MAX_TENSOR_ELEMENTS:
         raise FewbitFormatError(f"malformed manifest: tensor {name} claims {math.prod(shape)} elements")
@@ -347,11 +354,15 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
         elif entry["enc"] == "quant":
             out[name] = _decode_quant(entry, payload, name, shape, numel)
         else:
-            raise FewbitFormatError(f"malformed manifest: tensor {name} has unknown encoding {entry['enc']!r}")
+            raise FewbitFormatError(
+                f"malformed manifest: tensor {name} has unknown encoding {entry['enc']!r}"
+            )
     return out
 
 
-def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int) -> QuantTensor:
+def _decode_quant(
+    entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int
+) -> QuantTensor:
     bits = entry["bits"]
     if not isinstance(bits, int) or not 1 <= bits <= 8:
         raise FewbitFormatError(f"malformed manifest: tensor {name} has bits={bits!r} (1..8)")
@@ -359,9 +370,16 @@ def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shap
     if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has axis={axis!r}")
     mask, kept = _decode_mask(entry["mask"], payload, name, shape, numel)
-    stored = unpack_bits(_slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes"), bits, kept)
+    stored = unpack_bits(
+        _slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes"), bits, kept
+    )
     code_min, code_step = entry["code_min"], entry["code_step"]
-    if not (isinstance(code_min, int) and isinstance(code_step, int) and abs(code_min) < 1 << 31 and 0 < code_step < 1 << 31):
+    if not (
+        isinstance(code_min, int)
+        and isinstance(code_step, int)
+        and abs(code_min) < 1 << 31
+        and 0 < code_step < 1 << 31
+    ):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has invalid code_min/code_step")
     kept_codes = stored * code_step + code_min
     if mask is None:
@@ -381,12 +399,16 @@ def _decode_quant(entry: Mapping[str, Any], payload: memoryview, name: str, shap
             raise FewbitFormatError(f"malformed manifest: tensor {name} has an invalid codebook")
         codebook = _slice(payload, ref, 4 * k, f"{name} codebook").view("<f4").astype(np.float32)
         if kept_codes.size and (kept_codes.min() < 0 or kept_codes.max() >= k):
-            raise FewbitFormatError(f"malformed artifact: tensor {name} has codes outside its {k}-entry codebook")
+            raise FewbitFormatError(
+                f"malformed artifact: tensor {name} has codes outside its {k}-entry codebook"
+            )
     else:
         ref = entry["scale"]
         n = ref[1] // 4 if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int) else -1
         if n not in (1, channels):
-            raise FewbitFormatError(f"malformed manifest: tensor {name} has {n} scales for {channels} channels")
+            raise FewbitFormatError(
+                f"malformed manifest: tensor {name} has {n} scales for {channels} channels"
+            )
         scale = _slice(payload, ref, 4 * n, f"{name} scale").view("<f4").astype(np.float32)
         if entry["zero_point"] is not None:
             wide = entry.get("zp_dtype") == "i32"
@@ -425,7 +447,9 @@ def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
         for key in ("weight", "bias"):
             ref = layer.get(key)
             if ref is not None and ref not in tensors:
-                raise FewbitFormatError(f"malformed manifest: layer {i} ({layer.get('op')}) names missing tensor {ref!r}")
+                raise FewbitFormatError(
+                    f"malformed manifest: layer {i} ({layer.get('op')}) names missing tensor {ref!r}"
+                )
     pre = manifest["preprocessing"]
     size = pre["image_size"]
     if not isinstance(size, int) or not 1 <= size <= 4096:

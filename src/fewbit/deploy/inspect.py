@@ -40,18 +40,20 @@ def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
         kept = weight["mask"]["kept"] if weight.get("mask") else math.prod(weight["shape"])
         numel = math.prod(weight["shape"])
         act = layer.get("input_quant")
-        rows.append({
-            "name": layer.get("name", layer["weight"].rsplit(".", 1)[0]),
-            "kind": layer["op"],
-            "params": params,
-            "bits": weight["bits"] if quant else 32,
-            "sparsity": 1.0 - kept / numel if numel else 0.0,
-            "encoding": ("codebook" if weight.get("codebook") else "affine") if quant else "float",
-            "mask_format": weight["mask"]["format"] if weight.get("mask") else None,
-            "act_bits": act["bits"] if act else None,
-            "bytes": sum(_tensor_bytes(table[n]) for n in names),
-            "float32_bytes": 4 * params,
-        })
+        rows.append(
+            {
+                "name": layer.get("name", layer["weight"].rsplit(".", 1)[0]),
+                "kind": layer["op"],
+                "params": params,
+                "bits": weight["bits"] if quant else 32,
+                "sparsity": 1.0 - kept / numel if numel else 0.0,
+                "encoding": ("codebook" if weight.get("codebook") else "affine") if quant else "float",
+                "mask_format": weight["mask"]["format"] if weight.get("mask") else None,
+                "act_bits": act["bits"] if act else None,
+                "bytes": sum(_tensor_bytes(table[n]) for n in names),
+                "float32_bytes": 4 * params,
+            }
+        )
     payload = manifest["payload"]["length"]
     float32 = sum(4 * math.prod(e["shape"]) for e in table.values())
     return {
@@ -79,11 +81,26 @@ def inspection_text(info: dict[str, Any]) -> str:
     for r in info["layers"]:
         act = f"a{r['act_bits']}" if r["act_bits"] else "-"
         sparse = f"{100 * r['sparsity']:.1f}%" + (f" ({r['mask_format']})" if r["mask_format"] else "")
-        rows.append([r["name"], r["kind"], r["params"], r["bits"], act, sparse, r["encoding"], r["bytes"],
-                     f"{r['float32_bytes'] / max(r['bytes'], 1):.1f}x"])
+        rows.append(
+            [
+                r["name"],
+                r["kind"],
+                r["params"],
+                r["bits"],
+                act,
+                sparse,
+                r["encoding"],
+                r["bytes"],
+                f"{r['float32_bytes'] / max(r['bytes'], 1):.1f}x",
+            ]
+        )
     rows.append(["manifest", "", "", "", "", "", "json+deflate", info["manifest_bytes"] + 20, ""])
     rows.append(["total", "", "", "", "", "", "", info["bytes"], f"{info['ratio']:.1f}x"])
-    head = (f"{info['path']}: {info['architecture']} {info['algorithm']}, input {info['input_shape']}, "
-            f"format v{info['format_version']}, {info['bytes']} bytes ({info['ratio']:.1f}x smaller than float32)")
-    table_text = table(["layer", "op", "params", "bits", "act", "sparsity", "encoding", "bytes", "vs f32"], rows)
+    head = (
+        f"{info['path']}: {info['architecture']} {info['algorithm']}, input {info['input_shape']}, "
+        f"format v{info['format_version']}, {info['bytes']} bytes ({info['ratio']:.1f}x smaller than float32)"
+    )
+    table_text = table(
+        ["layer", "op", "params", "bits", "act", "sparsity", "encoding", "bytes", "vs f32"], rows
+    )
     return head + "\n" + table_text

@@ -55,8 +55,11 @@ def _weight(g: _Graph, name: str, t: Tensor) -> str:
         if t.mask is not None:  # an extra zero entry for pruned weights
             book = np.append(book, np.float32(0))
             codes = np.where(t.mask, codes, len(book) - 1)
-        return g.op("Gather", [g.const(book, f"{name}.codebook"), g.const(codes.astype(np.int64), f"{name}.codes")],
-                    f"{name}.dq")
+        return g.op(
+            "Gather",
+            [g.const(book, f"{name}.codebook"), g.const(codes.astype(np.int64), f"{name}.codes")],
+            f"{name}.dq",
+        )
     zp_full = t._per_channel(t.zero_point.astype(np.int64))
     codes = t.codes if t.mask is None else np.where(t.mask, t.codes, zp_full)  # pruned -> exactly zero
     signed = codes.min(initial=0) < 0 or t.zero_point.min(initial=0) < 0
@@ -69,8 +72,16 @@ def _weight(g: _Graph, name: str, t: Tensor) -> str:
     if per_channel and zp.size != scale.size:
         zp = np.broadcast_to(zp, scale.shape).astype(dtype)
     attrs = {"axis": int(t.axis)} if per_channel else {}
-    return g.op("DequantizeLinear", [g.const(codes.astype(dtype), f"{name}.codes"), g.const(scale, f"{name}.scale"),
-                                     g.const(zp, f"{name}.zero_point")], f"{name}.dq", **attrs)
+    return g.op(
+        "DequantizeLinear",
+        [
+            g.const(codes.astype(dtype), f"{name}.codes"),
+            g.const(scale, f"{name}.scale"),
+            g.const(zp, f"{name}.zero_point"),
+        ],
+        f"{name}.dq",
+        **attrs,
+    )
 
 
 def _input_quant(g: _Graph, x: str, spec: Mapping[str, Any] | None, hint: str) -> str:
@@ -87,13 +98,28 @@ def _input_quant(g: _Graph, x: str, spec: Mapping[str, Any] | None, hint: str) -
     if spec.get("dynamic"):
         lo = g.op("Min", [g.op("ReduceMin", [x], f"{hint}.min", keepdims=0), f32(0, "zero")], f"{hint}.lo")
         hi = g.op("Max", [g.op("ReduceMax", [x], f"{hint}.max", keepdims=0), f32(0, "zero")], f"{hint}.hi")
-        span = g.op("Div", [g.op("Sub", [hi, lo], f"{hint}.span"), f32(qmax - qmin, "levels")], f"{hint}.raw_scale")
+        span = g.op(
+            "Div", [g.op("Sub", [hi, lo], f"{hint}.span"), f32(qmax - qmin, "levels")], f"{hint}.raw_scale"
+        )
         scale = g.op("Max", [span, f32(1e-8, "eps")], f"{hint}.scale")
-        zp = g.op("Clip", [g.op("Round", [g.op("Div", [g.op("Neg", [lo], f"{hint}.neg"), scale], f"{hint}.zd")],
-                                f"{hint}.zr"), f32(qmin, "qmin"), f32(qmax, "qmax")], f"{hint}.zp")
+        zp = g.op(
+            "Clip",
+            [
+                g.op(
+                    "Round",
+                    [g.op("Div", [g.op("Neg", [lo], f"{hint}.neg"), scale], f"{hint}.zd")],
+                    f"{hint}.zr",
+                ),
+                f32(qmin, "qmin"),
+                f32(qmax, "qmax"),
+            ],
+            f"{hint}.zp",
+        )
     else:
         scale, zp = f32(spec["scale"], "scale"), f32(spec["zero_point"], "zp")
-    t = g.op("Add", [g.op("Round", [g.op("Div", [x, scale], f"{hint}.div")], f"{hint}.round"), zp], f"{hint}.add")
+    t = g.op(
+        "Add", [g.op("Round", [g.op("Div", [x, scale], f"{hint}.div")], f"{hint}.round"), zp], f"{hint}.add"
+    )
     q = g.op("Clip", [t, f32(qmin, "qmin2"), f32(qmax, "qmax2")], f"{hint}.clip")
     return g.op("Mul", [g.op("Sub", [q, zp], f"{hint}.sub"), scale], f"{hint}.deq")
 
@@ -106,7 +132,11 @@ def _batchnorm(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str
     xc = g.op("Sub", [x, mean], f"{name}.centered")
     var = g.op("ReduceMean", [g.op("Mul", [xc, xc], f"{name}.sq")], f"{name}.var", axes=axes, keepdims=1)
     eps = g.const(np.float32(layer.get("eps", 1e-5)), f"{name}.eps")
-    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [var, eps], f"{name}.vareps")], f"{name}.std")], f"{name}.inv")
+    inv = g.op(
+        "Reciprocal",
+        [g.op("Sqrt", [g.op("Add", [var, eps], f"{name}.vareps")], f"{name}.std")],
+        f"{name}.inv",
+    )
     gamma = g.const(np.asarray(tensors[layer["weight"]], np.float32).reshape(shape), f"{name}.weight")
     beta = g.const(np.asarray(tensors[layer["bias"]], np.float32).reshape(shape), f"{name}.bias")
     scaled = g.op("Mul", [g.op("Mul", [xc, inv], f"{name}.xhat"), gamma], f"{name}.scaled")
@@ -129,15 +159,26 @@ def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> An
             xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
             inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
             if layer.get("bias"):
-                inputs.append(g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias"))
+                inputs.append(
+                    g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias")
+                )
             w_shape = tensors[layer["weight"]].shape
             p, s = int(layer.get("padding", 0)), int(layer.get("stride", 1))
-            x = g.op("Conv", inputs, layer["name"], kernel_shape=list(w_shape[2:]), pads=[p, p, p, p], strides=[s, s])
+            x = g.op(
+                "Conv",
+                inputs,
+                layer["name"],
+                kernel_shape=list(w_shape[2:]),
+                pads=[p, p, p, p],
+                strides=[s, s],
+            )
         elif op == "linear":
             xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
             inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
             if layer.get("bias"):
-                inputs.append(g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias"))
+                inputs.append(
+                    g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias")
+                )
             x = g.op("Gemm", inputs, layer["name"], transB=1)
         elif op == "batchnorm":
             x = _batchnorm(g, x, layer, tensors, rank)
@@ -164,8 +205,11 @@ def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> An
         named.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", None]))
     c, h, w = arch["input_shape"]
     graph = helper.make_graph(
-        g.nodes + final_nodes, f"fewbit_{arch.get('name', 'model')}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])], named, g.inits,
+        g.nodes + final_nodes,
+        f"fewbit_{arch.get('name', 'model')}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+        named,
+        g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fewbit")
     model.ir_version = 8
@@ -175,7 +219,9 @@ def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> An
     return model
 
 
-def write_onnx(path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> int:
+def write_onnx(
+    path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]
+) -> int:
     """Write the ONNX graph atomically; returns its size in bytes."""
     from fewbit._io import atomic_write_bytes
 

@@ -25,7 +25,12 @@ from fewbit.models.layers import BatchNorm, Flatten
 
 ALGORITHMS_PROTONET = ("protonet",)
 DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "image_size": 28, "channels": 1, "invert": "auto", "mean": 0.0, "std": 1.0, "resample": "lanczos",
+    "image_size": 28,
+    "channels": 1,
+    "invert": "auto",
+    "mean": 0.0,
+    "std": 1.0,
+    "resample": "lanczos",
 }
 # fewbit.meta scopes -> what the runtime may move (it never moves quantized weights, so `all`
 # becomes everything but the body's weights)
@@ -74,8 +79,14 @@ def tensor_from_packed(packed: Any) -> Tensor:
     codes = np.zeros(keep.size, dtype=np.int64)
     codes[keep.reshape(-1)] = q
     return QuantTensor(
-        codes=codes.reshape(packed.shape), bits=int(packed.bits), scale=scale, zero_point=zero_point,
-        shape=tuple(packed.shape), axis=packed.axis, mask=None if packed.mask is None else keep, codebook=codebook,
+        codes=codes.reshape(packed.shape),
+        bits=int(packed.bits),
+        scale=scale,
+        zero_point=zero_point,
+        shape=tuple(packed.shape),
+        axis=packed.axis,
+        mask=None if packed.mask is None else keep,
+        codebook=codebook,
     )
 
 
@@ -110,8 +121,13 @@ def _weight_and_act(name: str, layer: nn.Module) -> tuple[Tensor, torch.Tensor |
         bits = int(packed.act.bits)
         qmin, qmax = 0, 2**bits - 1  # activations are quantized asymmetrically per tensor
         if packed.act.scale > 0:
-            act = {"bits": bits, "scale": float(np.float32(packed.act.scale)),
-                   "zero_point": int(packed.act.zero_point), "qmin": qmin, "qmax": qmax}
+            act = {
+                "bits": bits,
+                "scale": float(np.float32(packed.act.scale)),
+                "zero_point": int(packed.act.zero_point),
+                "qmin": qmin,
+                "qmax": qmax,
+            }
         else:
             act = {"bits": bits, "dynamic": True, "qmin": qmin, "qmax": qmax}
     return weight, packed.bias, act
@@ -124,8 +140,14 @@ def _weight_rule(layer: nn.Module) -> dict[str, Any] | None:
         q = layer.cq_weight
         if getattr(q, "learnable", False):
             return {"rule": "fixed", "symmetric": bool(q.symmetric)}
-        return {"rule": "observer", "bits": int(q.bits), "symmetric": bool(q.symmetric),
-                "per_channel": bool(q.per_channel), "observer": str(q.observer), "percentile": float(q.percentile)}
+        return {
+            "rule": "observer",
+            "bits": int(q.bits),
+            "symmetric": bool(q.symmetric),
+            "per_channel": bool(q.per_channel),
+            "observer": str(q.observer),
+            "percentile": float(q.percentile),
+        }
     if "cq_codebook" in order:
         return {"rule": "codebook"}
     if _is_packed_layer(layer) and layer.packed_weight.encoding == "affine":
@@ -137,14 +159,25 @@ def _conv_params(layer: Any, name: str) -> tuple[int, int]:
     if _is_packed_layer(layer):
         conv = layer.conv
     else:
-        conv = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        conv = {
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "dilation": layer.dilation,
+            "groups": layer.groups,
+        }
     stride, padding = tuple(conv.get("stride", (1, 1))), conv.get("padding", (0, 0))
     ok = (
-        conv.get("groups", 1) == 1 and tuple(conv.get("dilation", (1, 1))) == (1, 1) and not isinstance(padding, str)
-        and getattr(layer, "padding_mode", "zeros") == "zeros" and stride[0] == stride[1] and padding[0] == padding[1]
+        conv.get("groups", 1) == 1
+        and tuple(conv.get("dilation", (1, 1))) == (1, 1)
+        and not isinstance(padding, str)
+        and getattr(layer, "padding_mode", "zeros") == "zeros"
+        and stride[0] == stride[1]
+        and padding[0] == padding[1]
     )
     if not ok:
-        raise ConfigError(f"export: conv layer {name} uses groups/dilation/asymmetric padding, which the artifact lacks")
+        raise ConfigError(
+            f"export: conv layer {name} uses groups/dilation/asymmetric padding, which the artifact lacks"
+        )
     return int(stride[0]), int(padding[0])
 
 
@@ -156,12 +189,18 @@ def _layer_spec(
         conv = isinstance(layer, nn.Conv2d) or kind == "conv2d"
         weight, bias, act = _weight_and_act(name, layer)
         tensors[f"{name}.weight"] = weight
-        spec: dict[str, Any] = {"op": "conv2d" if conv else "linear", "name": name, "weight": f"{name}.weight",
-                                "bias": None}
+        spec: dict[str, Any] = {
+            "op": "conv2d" if conv else "linear",
+            "name": name,
+            "weight": f"{name}.weight",
+            "bias": None,
+        }
         if conv:
             spec["stride"], spec["padding"] = _conv_params(layer, name)
         spec["input_quant"] = act
-        if not conv:  # the runtime adapts linear weights (a head) only; it re-compresses them as the layer does
+        if (
+            not conv
+        ):  # the runtime adapts linear weights (a head) only; it re-compresses them as the layer does
             spec["weight_quant"] = _weight_rule(layer)
         # A conv bias right before a batch-statistics BatchNorm is subtracted out again with the
         # batch mean: it changes nothing, so it is not stored.
@@ -175,7 +214,13 @@ def _layer_spec(
         if compress_params is not None:  # the BatchNorm after a channel-pruned layer
             weight, bias = compress_params(weight, bias)
         tensors[f"{name}.weight"], tensors[f"{name}.bias"] = _np(weight), _np(bias)
-        return {"op": "batchnorm", "name": name, "weight": f"{name}.weight", "bias": f"{name}.bias", "eps": layer.eps}
+        return {
+            "op": "batchnorm",
+            "name": name,
+            "weight": f"{name}.weight",
+            "bias": f"{name}.bias",
+            "eps": layer.eps,
+        }
     if isinstance(layer, nn.ReLU):
         return {"op": "relu"}
     if isinstance(layer, nn.MaxPool2d):
@@ -202,13 +247,26 @@ def adaptation_for(algorithm: str, meta: Any | None = None, scope: str | None = 
     zeros on the joint embedding, as `fewbit.meta.finetune` does at test time.
     """
     if algorithm in ALGORITHMS_PROTONET:
-        return {"method": "protonet", "embed": "joint", "scope": scope or "head", "steps": 5, "lr": 0.1,
-                "head_init": "prototypes"}
+        return {
+            "method": "protonet",
+            "embed": "joint",
+            "scope": scope or "head",
+            "steps": 5,
+            "lr": 0.1,
+            "head_init": "prototypes",
+        }
     if algorithm == "finetune":
         steps = int(getattr(meta, "finetune_steps", 100))
         lr = float(getattr(meta, "finetune_lr", 0.1))
         init = "prototypes" if getattr(meta, "finetune_classifier", "linear") == "cosine" else "zeros"
-        return {"method": "finetune", "embed": "joint", "scope": scope or "head", "steps": steps, "lr": lr, "head_init": init}
+        return {
+            "method": "finetune",
+            "embed": "joint",
+            "scope": scope or "head",
+            "steps": steps,
+            "lr": lr,
+            "head_init": init,
+        }
     steps = getattr(meta, "test_inner_steps", None)
     steps = int(steps if steps is not None else getattr(meta, "inner_steps", 5))
     lr = float(getattr(meta, "inner_lr", 0.4))
@@ -216,7 +274,14 @@ def adaptation_for(algorithm: str, meta: Any | None = None, scope: str | None = 
         scope = _META_SCOPE.get(str(getattr(meta, "scope", "head")), "head")
         if algorithm == "anil":
             scope = "head"
-    return {"method": "finetune", "embed": "separate", "scope": scope, "steps": steps, "lr": lr, "head_init": "own"}
+    return {
+        "method": "finetune",
+        "embed": "separate",
+        "scope": scope,
+        "steps": steps,
+        "lr": lr,
+        "head_init": "own",
+    }
 
 
 def artifact_from_model(
@@ -257,7 +322,9 @@ def artifact_from_model(
         fan = int(tensors[first["weight"]].shape[1])
         channels = max(1, fan // (size * size))
         if channels * size * size != fan:
-            raise ConfigError(f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}")
+            raise ConfigError(
+                f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}"
+            )
     else:
         channels = int(pre.get("channels", 1))
     pre["channels"] = channels
@@ -305,8 +372,13 @@ def export(
     `adaptation_scope` allows); `preprocessing` overrides image_size, invert, mean, std.
     """
     manifest, tensors = artifact_from_model(
-        model, algorithm=algorithm, preprocessing=preprocessing, adaptation_scope=adaptation_scope,
-        adaptation=adaptation, meta=meta, extra=extra,
+        model,
+        algorithm=algorithm,
+        preprocessing=preprocessing,
+        adaptation_scope=adaptation_scope,
+        adaptation=adaptation,
+        meta=meta,
+        extra=extra,
     )
     if format == "onnx":
         from fewbit.deploy.onnx_export import write_onnx
@@ -317,7 +389,15 @@ def export(
     else:
         raise ConfigError(f"export: format must be fewbit or onnx, got {format!r}")
     f32 = 4 * sum(
-        p.numel() for n, p in model.named_parameters()
-        if not any(k.startswith("cq_") for k in n.split(".")) and not (algorithm in ALGORITHMS_PROTONET and n.startswith("head."))
+        p.numel()
+        for n, p in model.named_parameters()
+        if not any(k.startswith("cq_") for k in n.split("."))
+        and not (algorithm in ALGORITHMS_PROTONET and n.startswith("head."))
     )
-    return {"path": str(path), "format": format, "bytes": nbytes, "float32_bytes": f32, "ratio": f32 / max(nbytes, 1)}
+    return {
+        "path": str(path),
+        "format": format,
+        "bytes": nbytes,
+        "float32_bytes": f32,
+        "ratio": f32 / max(nbytes, 1),
+    }

@@ -29,6 +29,12 @@ class AdaptationMemory:
                 "activation_bytes": self.activation_bytes, "total_bytes": self.total_bytes}
 
 
+def _is_weight_layer(module: nn.Module) -> bool:
+    """A layer with a matrix or convolution kernel (plain or compressed Linear/Conv)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.dim() >= 2
+
+
 def _is_norm(module: nn.Module) -> bool:
     return "norm" in type(module).__name__.lower() or isinstance(module, nn.modules.batchnorm._BatchNorm)
 
@@ -61,7 +67,7 @@ def adaptation_memory(
         if scope == "none":
             return
         if scope == "head":
-            if is_head and isinstance(module, (nn.Linear, nn.Conv2d)):
+            if is_head and _is_weight_layer(module):
                 stored += FLOAT_BYTES * n_in
             return
         if isinstance(module, (nn.Linear, nn.Conv2d)) and (scope == "all") or _is_norm(module):
@@ -71,7 +77,7 @@ def adaptation_memory(
         elif isinstance(module, (nn.MaxPool2d,)):
             stored += n_out
 
-    leaves = [m for m in model.modules() if not list(m.children())]
+    leaves = [m for m in model.modules() if _is_weight_layer(m) or _is_norm(m) or not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():

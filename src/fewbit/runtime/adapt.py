@@ -110,7 +110,9 @@ class Adapted:
         return pred, softmax(logits.astype(np.float64))[np.arange(len(pred)), pred]
 
 
-def _run(ops: list[Op], params: Params, x: np.ndarray, ctxs: list[dict[str, Any]] | None = None) -> np.ndarray:
+def _run(
+    ops: list[Op], params: Params, x: np.ndarray, ctxs: list[dict[str, Any]] | None = None
+) -> np.ndarray:
     for op in ops:
         ctx: dict[str, Any] | None = {} if ctxs is not None else None
         x = op.forward(params, x, ctx)
@@ -137,14 +139,22 @@ def scope_parts(scope: str) -> set[str]:
         return set()
     parts = set(scope.split("+"))
     if not parts or not parts <= set(SCOPE_PARTS):
-        raise ValueError(f"scope must be none or a +-joined subset of {', '.join(SCOPE_PARTS)}, got {scope!r}")
+        raise ValueError(
+            f"scope must be none or a +-joined subset of {', '.join(SCOPE_PARTS)}, got {scope!r}"
+        )
     return parts
 
 
 def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
     """The artifact's adaptation block with `overrides` (None values ignored), checked."""
-    base = {"method": "protonet" if model.algorithm == "protonet" else "finetune", "embed": "joint",
-            "scope": "head", "steps": 5, "lr": 0.1, "head_init": "own" if model.ways else "prototypes"}
+    base = {
+        "method": "protonet" if model.algorithm == "protonet" else "finetune",
+        "embed": "joint",
+        "scope": "head",
+        "steps": 5,
+        "lr": 0.1,
+        "head_init": "own" if model.ways else "prototypes",
+    }
     base.update({k: v for k, v in model.adaptation.items() if k in base})
     allowed = str(base["scope"])
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -222,7 +232,9 @@ def _body_trainable(model: RuntimeModel, scope: str) -> set[str]:
     parts = scope_parts(scope)
     names: set[str] = set()
     for op in model.layers[: model.embedding_layers]:
-        if ("bias" in parts and isinstance(op, (Conv2d, Linear))) or ("norm" in parts and isinstance(op, BatchNorm)):
+        if ("bias" in parts and isinstance(op, (Conv2d, Linear))) or (
+            "norm" in parts and isinstance(op, BatchNorm)
+        ):
             names |= set(op.param_names)
     return names
 
@@ -242,7 +254,12 @@ def _sgd(params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: f
 
 
 def _fit_head(
-    model: RuntimeModel, z: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any], losses: list[float]
+    model: RuntimeModel,
+    z: np.ndarray,
+    y: np.ndarray,
+    ways: int,
+    settings: Mapping[str, Any],
+    losses: list[float],
 ) -> tuple[Params, list[Op]]:
     """SGD on the head alone over fixed support embeddings `z`."""
     params, head_ops, names = _init_head(model, z, y, ways, settings)
@@ -258,7 +275,12 @@ def _fit_head(
 
 
 def _fit(
-    model: RuntimeModel, support_x: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any], losses: list[float]
+    model: RuntimeModel,
+    support_x: np.ndarray,
+    y: np.ndarray,
+    ways: int,
+    settings: Mapping[str, Any],
+    losses: list[float],
 ) -> tuple[Params, list[Op]]:
     """SGD with the support set as its own batch; through the body when biases or norms move."""
     body = _body_trainable(model, settings["scope"])

@@ -72,14 +72,18 @@ def load_image(path: Path, preprocessing: Mapping[str, Any]) -> np.ndarray:
         raise DataError(f"cannot read the image {path} ({reason}); replace or remove it") from None
 
 
-def load_image_folder(root: str | Path, preprocessing: Mapping[str, Any], *, what: str = "images") -> ImageFolder:
+def load_image_folder(
+    root: str | Path, preprocessing: Mapping[str, Any], *, what: str = "images"
+) -> ImageFolder:
     """Every class folder under `root` (sorted by name), each holding at least one PNG/JPEG."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{what} folder {root} does not exist")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise DataError(f"{what} folder {root} has no class folders; put each class's images in its own folder")
+        raise DataError(
+            f"{what} folder {root} has no class folders; put each class's images in its own folder"
+        )
     xs, labels, files = [], [], []
     for label, d in enumerate(class_dirs):
         images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -89,4 +93,6 @@ def load_image_folder(root: str | Path, preprocessing: Mapping[str, Any], *, wha
             xs.append(load_image(p, preprocessing))
             labels.append(label)
             files.append(str(p))
-    return ImageFolder(np.stack(xs), np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs), tuple(files))
+    return ImageFolder(
+        np.stack(xs), np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs), tuple(files)
+    )

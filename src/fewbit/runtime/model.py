@@ -40,7 +40,9 @@ class RuntimeModel:
         for i, spec in enumerate(specs):
             op = OPS.get(spec.get("op"))
             if op is None:
-                raise FewbitFormatError(f"artifact layer {i} has op {spec.get('op')!r}, which this runtime lacks")
+                raise FewbitFormatError(
+                    f"artifact layer {i} has op {spec.get('op')!r}, which this runtime lacks"
+                )
             try:
                 self.layers.append(op(spec, artifact.tensors))
             except (KeyError, ValueError, TypeError) as exc:
@@ -49,7 +51,9 @@ class RuntimeModel:
         block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
         self._fusable = [kinds[i : i + 4] == block for i in range(len(self.layers))]
         self.params: Params = {
-            name: t for name, t in artifact.tensors.items() if isinstance(t, np.ndarray) and not _is_weight(name, specs)
+            name: t
+            for name, t in artifact.tensors.items()
+            if isinstance(t, np.ndarray) and not _is_weight(name, specs)
         }
         self.tensors = artifact.tensors
         self.algorithm = str(manifest.get("algorithm", "protonet"))
@@ -57,17 +61,28 @@ class RuntimeModel:
         self.preprocessing: dict[str, Any] = dict(manifest["preprocessing"])
         head = self.layers[self.embedding_layers :]
         self.ways = head[-1].out_features if head and isinstance(head[-1], Linear) else 0
-        try:  # one dry run so that a manifest whose shapes do not chain fails here, not later
-            self.embedding_dim = int(self.embed(np.zeros((2, *self.input_shape), dtype=np.float32)).shape[1])
-            if head:
-                self.logits(np.zeros((2, *self.input_shape), dtype=np.float32))
-        except (ValueError, IndexError, KeyError) as exc:
-            raise FewbitFormatError(f"artifact architecture does not run: {exc}") from None
+        # Shapes are checked symbolically, layer by layer: a manifest whose shapes do not chain
+        # fails here, and loading costs no compute whatever the architecture claims.
+        c, h, w = self.input_shape
+        shape: tuple[int, ...] = (h, w, c)
+        try:
+            for i, op in enumerate(self.layers):
+                shape = op.out_shape(shape, self.params)
+                if i + 1 == self.embedding_layers:
+                    if len(shape) != 1:
+                        raise ValueError(f"the embedding must be flat, got {list(shape)}")
+                    self.embedding_dim = shape[0]
+        except (ValueError, KeyError) as exc:
+            raise FewbitFormatError(f"artifact architecture does not fit together: {exc}") from None
 
     # ----------------------------------------------------------------------------------- forward
 
     def run_layers(
-        self, x: np.ndarray, params: Mapping[str, np.ndarray] | None, start: int, stop: int,
+        self,
+        x: np.ndarray,
+        params: Mapping[str, np.ndarray] | None,
+        start: int,
+        stop: int,
         ctxs: list[dict[str, Any]] | None = None,
     ) -> np.ndarray:
         """Layers `start:stop` on `x` (NHWC or `[N, D]`); with `ctxs`, keep what backward needs."""
@@ -90,7 +105,9 @@ class RuntimeModel:
         """Check a `[N, C, H, W]` batch against the artifact's input shape and make it NHWC float32."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"expected input [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
+            raise ValueError(
+                f"expected input [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}"
+            )
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def embed(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:

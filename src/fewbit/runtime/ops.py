@@ -25,7 +25,8 @@ from fewbit.runtime.requant import requantize
 
 Params = dict[str, np.ndarray]
 F32_EXACT = 1 << 24
-COLS_CHUNK_BYTES = 1 << 20
+COLS_CHUNK_BYTES = 1 << 20  # im2col a few images at a time (tuned for one BLAS thread)
+_ONE = np.float32(1)
 
 
 class InputQuant:
@@ -48,7 +49,10 @@ class InputQuant:
         else:
             self.scale = np.float32(spec["scale"])
             self.zero_point = int(spec["zero_point"])
-            if not (self.scale > 0 and np.isfinite(self.scale)) or not self.qmin <= self.zero_point <= self.qmax:
+            if (
+                not (self.scale > 0 and np.isfinite(self.scale))
+                or not self.qmin <= self.zero_point <= self.qmax
+            ):
                 raise ValueError("input_quant needs a finite scale > 0 and qmin <= zero_point <= qmax")
             self.max_abs = max(self.zero_point - self.qmin, self.qmax - self.zero_point)
 
@@ -108,9 +112,10 @@ def _channels_last(w: np.ndarray) -> np.ndarray:
 
 
 def _matmul(
-    x2d: np.ndarray, weight: Weight, input_quant: InputQuant | None, act_scale: np.float32 = np.float32(1)
+    x2d: np.ndarray, weight: Weight, input_quant: InputQuant | None, act_scale: np.float32 = _ONE
 ) -> np.ndarray:
-    """`x2d @ W^T` as float32 `[rows, out]`; with `input_quant`, `x2d` holds `q - zero_point` of step `act_scale`."""
+    """`x2d @ W^T` as float32 `[rows, out]`; with `input_quant`, `x2d` holds `q - zero_point`
+    on a grid of step `act_scale`."""
     if input_quant is None:
         y = x2d @ weight.matrix_t
         return y * weight.row_scale if weight.quantized else y
@@ -136,6 +141,11 @@ class Op:
     def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
         raise NotImplementedError
 
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        """The output shape (batch excluded: `(H, W, C)` or `(D,)`) for an input of `shape`; ValueError
+        when they do not fit. Lets a loader check an architecture without running it."""
+        return shape
+
 
 class Conv2d(Op):
     """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
@@ -154,6 +164,17 @@ class Conv2d(Op):
         self.bias_name = spec.get("bias")
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
+
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[2] != self.cin:
+            raise ValueError(f"conv2d expects {self.cin} input channels, gets {list(shape)}")
+        p, s = self.padding, self.stride
+        ho, wo = (shape[0] + 2 * p - self.kh) // s + 1, (shape[1] + 2 * p - self.kw) // s + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"conv2d: a {shape[0]}x{shape[1]} input is smaller than its kernel")
+        if self.bias_name and params[self.bias_name].shape != (self.cout,):
+            raise ValueError(f"conv2d bias must have {self.cout} values")
+        return ho, wo, self.cout
 
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
@@ -230,6 +251,13 @@ class Linear(Op):
         self.stored = tensors[self.weight_name]
         self.weight_rule = spec.get("weight_quant")
 
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        if shape != (self.in_features,):
+            raise ValueError(f"linear expects {self.in_features} inputs, gets {list(shape)}")
+        if self.bias_name and params[self.bias_name].shape != (self.out_features,):
+            raise ValueError(f"linear bias must have {self.out_features} values")
+        return (self.out_features,)
+
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"linear expects [N, {self.in_features}], got {list(x.shape)}")
@@ -274,6 +302,13 @@ class BatchNorm(Op):
         self.weight_name, self.bias_name = spec["weight"], spec["bias"]
         self.eps = np.float32(spec.get("eps", 1e-5))
         self.param_names = (self.weight_name, self.bias_name)
+
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        channels = shape[-1]
+        for name in self.param_names:
+            if params[name].shape != (channels,):
+                raise ValueError(f"batchnorm over {channels} channels has {name} of {params[name].size}")
+        return shape
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         axes = tuple(range(x.ndim - 1))
@@ -376,6 +411,11 @@ class MaxPool2d(Op):
         if int(spec.get("stride", self.k)) != self.k or not 1 <= self.k <= 16:
             raise ValueError("maxpool2d: only kernel == stride in 1..16 is supported")
 
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] < self.k or shape[1] < self.k:
+            raise ValueError(f"maxpool2d of {self.k} cannot pool {list(shape)}")
+        return shape[0] // self.k, shape[1] // self.k, shape[2]
+
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         n, h, w, c = x.shape
         k = self.k
@@ -410,6 +450,9 @@ class Flatten(Op):
     def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
         pass
 
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        return (int(np.prod(shape)),)
+
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if ctx is not None:
             ctx["x_shape"] = x.shape
@@ -426,7 +469,8 @@ class Flatten(Op):
 
 
 OPS: dict[str, type[Op]] = {
-    cls.kind: cls for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten)  # type: ignore[type-abstract]
+    cls.kind: cls
+    for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten)  # type: ignore[type-abstract]
 }
 
 

@@ -50,7 +50,9 @@ def _percentile(rows: np.ndarray, p: float) -> np.ndarray:
     return np.sort(rows, axis=1)[:, k]
 
 
-def _range(rows: np.ndarray, bits: int, symmetric: bool, observer: str, percentile: float) -> tuple[np.ndarray, np.ndarray]:
+def _range(
+    rows: np.ndarray, bits: int, symmetric: bool, observer: str, percentile: float
+) -> tuple[np.ndarray, np.ndarray]:
     if symmetric:
         mag = np.abs(rows)
         if observer == "percentile":
@@ -79,7 +81,9 @@ def _mse_alpha(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int, symm
     return _MSE_GRID[np.stack(errors, 1).argmin(axis=1)]
 
 
-def requantize(weight: np.ndarray, rule: Mapping[str, Any] | None, stored: QuantTensor | np.ndarray) -> np.ndarray:
+def requantize(
+    weight: np.ndarray, rule: Mapping[str, Any] | None, stored: QuantTensor | np.ndarray
+) -> np.ndarray:
     """`weight` mapped onto its layer's compressed value by `rule` (the manifest's `weight_quant`).
 
     `observer` rules re-derive the grid from `weight`; `fixed` keeps the stored grid (learned
@@ -100,7 +104,13 @@ def requantize(weight: np.ndarray, rule: Mapping[str, Any] | None, stored: Quant
             scale = np.maximum(np.abs(rows).mean(axis=1), _EPS).astype(np.float32)
             zp = np.zeros_like(scale)
         else:
-            lo, hi = _range(rows, bits, symmetric, str(rule.get("observer", "minmax")), float(rule.get("percentile", 99.9)))
+            lo, hi = _range(
+                rows,
+                bits,
+                symmetric,
+                str(rule.get("observer", "minmax")),
+                float(rule.get("percentile", 99.9)),
+            )
             scale, zp = _scale_zp(lo, hi, bits, symmetric)
         out = _fake(rows, scale[:, None], zp[:, None], bits, symmetric).reshape(w.shape)
     else:  # fixed grid: the stored scale and zero point

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -55,16 +56,20 @@ def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = Fal
     spec = cell.spec(sweep.act_bits)
     out = cell_dir(root, cell)
     started = time.perf_counter()
+    run_dir = out / "run"
     if cell.mode in ("float", "aware"):
-        run = meta_train(base.replace(compress=spec), out / "run", progress=progress)
+        config = base.replace(compress=spec)
+        if not _resumed(config, run_dir, progress):
+            meta_train(config, run_dir, progress=progress)
     else:
-        reference = load_run(cell_dir(root, Cell(cell.algorithm, FLOAT_BITS, 0.0, "float")) / "run")
-        model = compress(reference.model, spec)
-        _calibrate(model, reference, sweep.calibration_batches, base.seed)
         config = base.replace(compress=spec, steps=sweep.posthoc_finetune_steps)
-        run = meta_train(config, out / "run", model=model, progress=progress)
+        if not _resumed(config, run_dir, progress):
+            reference = load_run(cell_dir(root, Cell(cell.algorithm, FLOAT_BITS, 0.0, "float")) / "run")
+            model = compress(reference.model, spec)
+            _calibrate(model, reference, sweep.calibration_batches, base.seed)
+            meta_train(config, run_dir, model=model, progress=progress)
     train_seconds = time.perf_counter() - started
-    run = load_run(out / "run")
+    run = load_run(run_dir)
     test = eval_dataset(base.dataset, "test", base.image_size)
     result = evaluate(run.predictor(), test, ways=base.ways, shots=base.shots, queries=sweep.eval_queries,
                       tasks=sweep.eval_tasks, device=run.device)
@@ -92,6 +97,24 @@ def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = Fal
     }
     atomic_write_json(out / RESULT_NAME, row)
     return row
+
+
+def _resumed(config: Any, run_dir: Path, progress: bool) -> bool:
+    """Continue a cell that a killed sweep left half-trained; False (after clearing it) when it cannot."""
+    from fewbit.errors import FewbitError
+    from fewbit.train import meta_train
+    from fewbit.train.run import is_run_dir
+
+    if not run_dir.exists():
+        return False
+    if is_run_dir(run_dir):
+        try:
+            meta_train(config, run_dir, progress=progress, resume=True)
+            return True
+        except FewbitError:
+            pass
+    shutil.rmtree(run_dir)
+    return False
 
 
 def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) -> None:

@@ -1,0 +1,101 @@
+"""The runtime's layers: integer arithmetic, the fused conv block, backward passes, re-quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fewbit.runtime as rt
+from fewbit.deploy import export
+from fewbit.deploy.format import QuantTensor
+from fewbit.runtime.ops import InputQuant, Weight, _matmul
+from fewbit.runtime.requant import requantize
+from tests.deploy.helpers import compressed_conv4, glyphs
+
+
+def test_integer_path_equals_int32_accumulation() -> None:
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-8, 8, (16, 576))
+    scales = rng.random(16).astype(np.float32)
+    weight = Weight(QuantTensor(codes, 4, scales, np.zeros(16, np.int64), (16, 576), 0))
+    act = InputQuant({"bits": 8, "scale": 0.02, "zero_point": 7, "qmin": 0, "qmax": 255})
+    x = rng.random((50, 576)).astype(np.float32) * 5
+    q, _, scale = act.integers(x)
+    exact = (q.astype(np.int64) @ codes.T.astype(np.int64)).astype(np.int32)  # what int32 hardware gives
+    got = _matmul(q, weight, act, scale)
+    np.testing.assert_array_equal(got, exact.astype(np.float32) * (scale * weight.row_scale))
+    assert np.all(q == np.rint(q)) and q.min() >= -7 and q.max() <= 248
+
+
+def test_wide_accumulations_fall_back_to_float64() -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-128, 128, (4, 4096))  # 4096 * 255 * 128 > 2**24: float32 would round
+    weight = Weight(QuantTensor(codes, 8, np.ones(4, np.float32), np.zeros(4, np.int64), (4, 4096), 0))
+    act = InputQuant({"bits": 8, "scale": 1.0, "zero_point": 0, "qmin": 0, "qmax": 255})
+    q = rng.integers(0, 256, (3, 4096)).astype(np.float32)
+    exact = q.astype(np.int64) @ codes.T
+    np.testing.assert_array_equal(_matmul(q, weight, act, np.float32(1)), exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("spec", [None, "quant:w4a8"])
+def test_fused_conv_block_equals_the_layer_by_layer_path(spec: str | None, tmp_path: Path) -> None:
+    export(compressed_conv4(spec, ways=0, width=16), tmp_path / "m.fewbit")
+    model = rt.load(tmp_path / "m.fewbit")
+    x, _ = glyphs(6, 4, seed=2)
+    with torch.no_grad():  # a negative BatchNorm scale makes the fused block pool minima
+        model.params[next(n for n in model.params if n.endswith("1.weight"))][::3] *= -1
+    fused = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers)
+    plain = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers, ctxs=[])
+    np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
+    """Norm + head adaptation of a Conv-4 (gradients through conv, BatchNorm, ReLU, max-pool)."""
+    from torch.func import functional_call
+
+    torch.manual_seed(0)
+    model = compressed_conv4("quant:w4", ways=4, width=8)
+    adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
+    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation)
+    runtime = rt.load(tmp_path / "m.fewbit")
+    with torch.no_grad():
+        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
+    x, y = glyphs(4, 3, seed=3)
+    qx, _ = glyphs(4, 2, seed=4)
+    norms = [n for n, _ in model.named_parameters() if n.startswith("features.") and n.split(".")[2] == "1"]
+    names = ["head.weight", "head.bias", *norms]
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(3):
+        fast = {n: params[n].requires_grad_() for n in names}
+        out = functional_call(model, {**params, **fast}, (torch.from_numpy(x),))
+        loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
+        grads = torch.autograd.grad(loss, list(fast.values()))
+        params.update({n: (fast[n] - 0.1 * g).detach() for n, g in zip(names, grads)})
+    with torch.no_grad():
+        ref = functional_call(model, params, (torch.from_numpy(qx),)).numpy()
+    adapted = rt.adapt(runtime, x, y)
+    for name in norms:
+        np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(adapted.logits(qx), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("options", ["", ":asym", ":per_tensor", ":percentile", ":mse:asym"])
+def test_requantize_matches_the_pytorch_quantizer(bits: int, options: str) -> None:
+    from fewbit.compress import compress_
+    from fewbit.compress.convert import pack_layer
+    from fewbit.deploy.torch_export import _weight_rule, tensor_from_packed
+
+    if bits == 1 and "asym" in options:
+        pytest.skip("1-bit is sign x scale, symmetric only")
+    torch.manual_seed(bits)
+    layer = compress_(torch.nn.Sequential(torch.nn.Linear(40, 6)), f"quant:w{bits}{options}")[0]
+    stored = tensor_from_packed(pack_layer(layer).packed_weight)
+    moved = torch.randn(6, 40)
+    with torch.no_grad():
+        ref = layer.compress_weight(moved).numpy()
+    got = requantize(moved.numpy(), _weight_rule(layer), stored)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
