@@ -16,9 +16,12 @@ stats): the same function as fewbit's hand-written BatchNorm, and the faster cho
 ProtoNet: one episode (5-way and 20-way, 1-shot, 15 queries), forward + backward + Adam,
 fewbit's ProtoNet against a plain-PyTorch loop written here.
 
-Reported: median wall seconds of >= 10 steps after 2 warm-up steps, CPU seconds, peak RSS of the
-worker process, FLOPs of one step (torch.utils.flop_counter) and the achieved GFLOP/s, the
-loss of the first step (a check that all methods compute the same thing), and ratios.
+Timing runs all methods round-robin in one process (this machine is shared, and its load
+drifts: interleaving makes it hit every method alike); peak memory is measured separately, one
+subprocess per method running two steps. Reported: median wall seconds of >= 10 steps after
+2 warm-up steps, CPU seconds, peak RSS of the method's own process, FLOPs of one step
+(torch.utils.flop_counter) and the achieved GFLOP/s, the loss of the first step (a check
+that all methods compute the same thing), and ratios.
 
     nice .venv/bin/python benchmarks/peer_speed.py --setup      # install higher + learn2learn once
     nice .venv/bin/python benchmarks/peer_speed.py              # writes benchmarks/results/peer_speed.json
@@ -283,43 +286,64 @@ def count_flops(step) -> int:  # noqa: ANN001
     return int(counter.get_total_flops())
 
 
-def worker(method: str, args: argparse.Namespace) -> dict[str, object]:
-    """Time `method` in this process; peak RSS is this process's own."""
+def step_fn(method: str, args: argparse.Namespace):  # noqa: ANN201
+    return proto_step_fn(method, args) if method.startswith("proto") else maml_step_fn(method, args)
+
+
+def memory_worker(method: str, args: argparse.Namespace) -> dict[str, object]:
+    """Peak RSS of this process over a few steps of `method` alone, and its first loss."""
     import torch
 
     torch.set_num_threads(args.threads)
-    step = proto_step_fn(method, args) if method.startswith("proto") else maml_step_fn(method, args)
+    step = step_fn(method, args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    steps = args.proto_steps if method.startswith("proto") else args.steps
     first_loss = step()
-    for _ in range(args.warmup - 1):
-        step()
-    wall, cpu = [], []
-    for _ in range(steps):
-        w, c = time.perf_counter(), time.process_time()
-        step()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # the arithmetic of the workload, counted on the plain per-task path (the flop counter
-    # over-counts grouped convolutions' weight gradients); every method does this much work
-    reference = f"proto-plain-{method.rsplit('-', 1)[1]}" if method.startswith("proto") else "fewbit-loop"
-    ref_step = proto_step_fn(reference, args) if method.startswith("proto") else maml_step_fn(reference, args)
-    flops = count_flops(ref_step)
-    median = statistics.median(wall)
+    step()
     return {
-        "method": method,
-        "median_s": median,
-        "min_s": min(wall),
-        "median_cpu_s": statistics.median(cpu),
-        "wall_s": wall,
-        "peak_rss_mb": peak,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_step_mb": rss_before,
-        "flops": flops,
-        "gflops_per_s": flops / median / 1e9,
         "first_loss": first_loss,
-        "threads": args.threads,
     }
+
+
+def timing_worker(methods: list[str], args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Round-robin timing of `methods` in one process: the machine's load hits all alike."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    steps = {m: step_fn(m, args) for m in methods}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    wall: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    rounds = max(args.steps if not m.startswith("proto") else args.proto_steps for m in methods)
+    for r in range(rounds):
+        for m, step in steps.items():
+            if r >= (args.proto_steps if m.startswith("proto") else args.steps):
+                continue
+            w, c = time.perf_counter(), time.process_time()
+            step()
+            wall[m].append(time.perf_counter() - w)
+            cpu[m].append(time.process_time() - c)
+    out: dict[str, dict[str, object]] = {}
+    flops: dict[str, int] = {}
+    for m in methods:
+        # the arithmetic of the workload, counted on the plain per-task path (the flop counter
+        # over-counts grouped convolutions' weight gradients); every method does this much work
+        reference = f"proto-plain-{m.rsplit('-', 1)[1]}" if m.startswith("proto") else "fewbit-loop"
+        if reference not in flops:
+            flops[reference] = count_flops(step_fn(reference, args))
+        median = statistics.median(wall[m])
+        out[m] = {
+            "median_s": median,
+            "min_s": min(wall[m]),
+            "median_cpu_s": statistics.median(cpu[m]),
+            "wall_s": wall[m],
+            "flops": flops[reference],
+            "gflops_per_s": flops[reference] / median / 1e9,
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------------- the driver
@@ -332,33 +356,38 @@ def available(method: str) -> str | None:
     return None
 
 
-def run_method(method: str, args: argparse.Namespace) -> dict[str, object]:
-    why = available(method)
-    if why:
-        return {"method": method, "error": why}
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        method,
-        "--threads",
-        str(args.threads),
-        "--steps",
-        str(args.steps),
-        "--proto-steps",
-        str(args.proto_steps),
-        "--warmup",
-        str(args.warmup),
-        "--meta-batch",
-        str(args.meta_batch),
-        "--task-chunk",
-        str(args.task_chunk),
-    ]
+def run_worker(flag: str, methods: list[str], args: argparse.Namespace) -> dict[str, object]:
+    """This script as a subprocess in worker mode; its last stdout line is JSON."""
+    cmd = [sys.executable, __file__, flag, *methods, "--threads", str(args.threads), "--steps", str(args.steps)]
+    cmd += ["--proto-steps", str(args.proto_steps), "--warmup", str(args.warmup)]
+    cmd += ["--meta-batch", str(args.meta_batch), "--task-chunk", str(args.task_chunk)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return {"method": method, "error": f"exit {proc.returncode}: {tail[0]}"}
+        return {"error": f"exit {proc.returncode}: {tail[0]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_all(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    results: dict[str, dict[str, object]] = {}
+    runnable = []
+    for method in args.methods:
+        why = available(method)
+        if why:
+            results[method] = {"method": method, "error": why}
+            continue
+        print(f"memory: {method} ...", file=sys.stderr, flush=True)
+        results[method] = {"method": method, **run_worker("--memory-worker", [method], args)}
+        if "error" not in results[method]:
+            runnable.append(method)
+    print(f"timing, round-robin: {' '.join(runnable)} ...", file=sys.stderr, flush=True)
+    timing = run_worker("--timing-worker", runnable, args)
+    for method in runnable:
+        if "error" in timing:
+            results[method]["error"] = timing["error"]
+        else:
+            results[method].update(timing[method])
+    return results
 
 
 def report(results: dict[str, dict[str, object]], args: argparse.Namespace) -> dict[str, object]:
@@ -422,21 +451,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument(
-        "--task-chunk", type=int, default=8, help="fewbit's MetaConfig.task_chunk (0: all tasks at once)"
+        "--task-chunk", type=int, default=4, help="fewbit's MetaConfig.task_chunk (0: all tasks at once)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", nargs=1, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setup:
         setup_peers()
         return 0
-    if args.worker:
-        print(json.dumps(worker(args.worker, args)))
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker[0], args)))
         return 0
-    results = {}
-    for method in args.methods:
-        print(f"running {method} ...", file=sys.stderr, flush=True)
-        results[method] = run_method(method, args)
+    if args.timing_worker:
+        print(json.dumps(timing_worker(args.timing_worker, args)))
+        return 0
+    results = run_all(args)
     data = report(results, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +64,7 @@ def build_artifacts(folder: Path) -> list[dict]:
     import fewbit.runtime as rt
     from fewbit.compress import calibrate, compress_, size_report, slim
     from fewbit.deploy import export
-    from fewbit.meta.protonet import prototypes, proto_logits
+    from fewbit.meta.protonet import proto_logits, prototypes
     from fewbit.models import conv4
 
     torch.set_num_threads(1)
@@ -101,16 +100,26 @@ def build_artifacts(folder: Path) -> list[dict]:
             sx, sy, qx, _ = task(seed, queries=25)
             with torch.no_grad():
                 z = model(torch.cat([torch.from_numpy(sx), torch.from_numpy(qx)]), embed=True)
-                ref = proto_logits(z[None, 5:], prototypes(z[None, :5], torch.from_numpy(sy)[None], 5))[0].numpy()
+                ref = proto_logits(z[None, 5:], prototypes(z[None, :5], torch.from_numpy(sy)[None], 5))[
+                    0
+                ].numpy()
             out = rt.adapt(runtime, sx, sy).logits(qx)
             agree += int((out.argmax(1) == ref.argmax(1)).sum())
             total += len(out)
             worst = max(worst, float(np.abs(out - ref).max() / np.abs(ref).max()))
-        rows.append({
-            "variant": label, "spec": spec, "slimmed": channel_slim, "path": str(path), "bytes": info["bytes"],
-            "size_report_bytes": size_report(model).bytes if spec else None,
-            "float32_bytes_conv4": 0, "agreement_1000_queries": agree / total, "max_relative_logit_error": worst,
-        })
+        rows.append(
+            {
+                "variant": label,
+                "spec": spec,
+                "slimmed": channel_slim,
+                "path": str(path),
+                "bytes": info["bytes"],
+                "size_report_bytes": size_report(model).bytes if spec else None,
+                "float32_bytes_conv4": 0,
+                "agreement_1000_queries": agree / total,
+                "max_relative_logit_error": worst,
+            }
+        )
     f32 = rows[0]["bytes"]
     for r in rows:
         r["float32_bytes_conv4"] = f32
@@ -158,7 +167,8 @@ for name, path in paths.items():
     tracemalloc.stop()
     out[name] = {"load_ms": load_ms, "protonet": proto, "finetune_5_steps": tune,
                  "protonet_peak_bytes": proto_peak, "finetune_peak_bytes": tune_peak,
-                 "protonet_accuracy": float((pred == qy).mean()), "finetune_accuracy": float((tuned == qy).mean())}
+                 "protonet_accuracy": float((pred == qy).mean()),
+                 "finetune_accuracy": float((tuned == qy).mean())}
 
 a = np.random.default_rng(0).integers(-8, 8, (15680, 576)).astype(np.float32)
 b = np.random.default_rng(1).integers(-8, 8, (576, 64)).astype(np.float32)
@@ -226,7 +236,10 @@ def run_timed(script: str, paths: dict[str, str], repeats: int) -> dict:
     env = dict(os.environ, **ONE_THREAD)
     done = subprocess.run(
         [sys.executable, "-c", script, str(Path(__file__).resolve()), json.dumps(paths), str(repeats)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr)
@@ -252,9 +265,15 @@ def main() -> None:
     result = {
         "benchmark": "runtime_latency",
         "task": "Conv-4 ProtoNet body, 28x28, 5-way 1-shot, 75 queries; adapt + classify",
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "numpy": np.__version__, "cores": os.cpu_count(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg(), "threads": 1},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "cores": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "threads": 1,
+        },
         "variants": rows,
         "pytorch_float32": torch_f32,
         "runtime_torch_free": not runtime["_torch_imported"],
@@ -263,25 +282,38 @@ def main() -> None:
         "targets": TARGETS,
         "checks": {
             "4bit_bytes_ok": w4["bytes"] <= TARGETS["4bit_bytes"],
-            "2bit_75sparse_bytes_ok": {r["variant"]: r["bytes"] <= TARGETS["2bit_75sparse_bytes"] for r in sparse},
+            "2bit_75sparse_bytes_ok": {
+                r["variant"]: r["bytes"] <= TARGETS["2bit_75sparse_bytes"] for r in sparse
+            },
             "protonet_ms_ok_cpu_time": w4["runtime"]["protonet"]["cpu_ms_median"] <= TARGETS["protonet_ms"],
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'variant':66s} {'bytes':>7s} {'x f32':>6s} {'agree':>6s} {'proto ms cpu/wall':>18s} "
-          f"{'tune5 ms cpu/wall':>18s} {'peak KiB':>8s}")
+    print(
+        f"{'variant':66s} {'bytes':>7s} {'x f32':>6s} {'agree':>6s} {'proto ms cpu/wall':>18s} "
+        f"{'tune5 ms cpu/wall':>18s} {'peak KiB':>8s}"
+    )
+    def times(t: dict) -> str:
+        return f"{t['cpu_ms_median']:8.1f}/{t['wall_ms_median']:<8.1f}"
+
     for r in rows:
         rt_ = r["runtime"]
-        print(f"{r['variant']:66s} {r['bytes']:7d} {r['ratio_to_float32']:6.1f} {100 * r['agreement_1000_queries']:5.1f}% "
-              f"{rt_['protonet']['cpu_ms_median']:8.1f}/{rt_['protonet']['wall_ms_median']:<8.1f} "
-              f"{rt_['finetune_5_steps']['cpu_ms_median']:8.1f}/{rt_['finetune_5_steps']['wall_ms_median']:<8.1f} "
-              f"{rt_['protonet_peak_bytes'] / 1024:8.0f}")
+        agree = 100 * r["agreement_1000_queries"]
+        print(
+            f"{r['variant']:66s} {r['bytes']:7d} {r['ratio_to_float32']:6.1f} {agree:5.1f}% "
+            f"{times(rt_['protonet'])} {times(rt_['finetune_5_steps'])} "
+            f"{rt_['protonet_peak_bytes'] / 1024:8.0f}"
+        )
     p = torch_f32
-    print(f"{'PyTorch float32 (1 thread)':66s} {'':7s} {'':6s} {'':6s} "
-          f"{p['protonet']['cpu_ms_median']:8.1f}/{p['protonet']['wall_ms_median']:<8.1f} "
-          f"{p['finetune_5_steps']['cpu_ms_median']:8.1f}/{p['finetune_5_steps']['wall_ms_median']:<8.1f}")
-    print(f"runtime imported torch: {runtime['_torch_imported']}; load average {load_before} -> {os.getloadavg()}")
+    print(
+        f"{'PyTorch float32 (1 thread)':66s} {'':7s} {'':6s} {'':6s} "
+        f"{times(p['protonet'])} {times(p['finetune_5_steps'])}"
+    )
+    print(
+        f"runtime imported torch: {runtime['_torch_imported']}; "
+        f"load average {load_before} -> {os.getloadavg()}"
+    )
     print(f"wrote {args.out}")
 
 

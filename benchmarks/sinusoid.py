@@ -59,8 +59,8 @@ def score(run: Run, inner_steps: int, tasks: int, queries: int) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="meta-training steps (and baseline steps)")
-    parser.add_argument("--meta-batch", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=15000, help="meta-training steps (and baseline steps)")
+    parser.add_argument("--meta-batch", type=int, default=25)
     parser.add_argument("--tasks", type=int, default=600)
     parser.add_argument("--queries", type=int, default=100, help="query points per test task")
     parser.add_argument("--threads", type=int, default=1)

@@ -165,6 +165,8 @@ def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
         decode_artifact(data + b"\x00")
     with pytest.raises(FewbitFormatError, match="cannot read"):
         read_artifact(tmp_path / "absent.fewbit")
+    with pytest.raises(FewbitFormatError, match="cannot read"):
+        read_artifact(tmp_path)  # a directory
 
 
 def test_no_pickle_anywhere() -> None:

@@ -11,7 +11,7 @@ import torch
 import fewbit.runtime as rt
 from fewbit.deploy import export
 from fewbit.deploy.format import QuantTensor
-from fewbit.runtime.ops import InputQuant, Weight, _matmul
+from fewbit.runtime.ops import InputQuant, Weight
 from fewbit.runtime.requant import requantize
 from tests.deploy.helpers import compressed_conv4, glyphs
 
@@ -25,7 +25,8 @@ def test_integer_path_equals_int32_accumulation() -> None:
     x = rng.random((50, 576)).astype(np.float32) * 5
     q, _, scale = act.integers(x)
     exact = (q.astype(np.int64) @ codes.T.astype(np.int64)).astype(np.int32)  # what int32 hardware gives
-    got = _matmul(q, weight, act, scale)
+    assert weight.codes_t.dtype == np.int8  # the resident body: one byte a weight
+    got = weight.product(q, weight.matrix_t(integer=True), act, scale)
     np.testing.assert_array_equal(got, exact.astype(np.float32) * (scale * weight.row_scale))
     assert np.all(q == np.rint(q)) and q.min() >= -7 and q.max() <= 248
 
@@ -37,19 +38,22 @@ def test_wide_accumulations_fall_back_to_float64() -> None:
     act = InputQuant({"bits": 8, "scale": 1.0, "zero_point": 0, "qmin": 0, "qmax": 255})
     q = rng.integers(0, 256, (3, 4096)).astype(np.float32)
     exact = q.astype(np.int64) @ codes.T
-    np.testing.assert_array_equal(_matmul(q, weight, act, np.float32(1)), exact.astype(np.float32))
+    got = weight.product(q, weight.matrix_t(integer=True), act, np.float32(1))
+    np.testing.assert_array_equal(got, exact.astype(np.float32))
 
 
 @pytest.mark.parametrize("spec", [None, "quant:w4a8"])
 def test_fused_conv_block_equals_the_layer_by_layer_path(spec: str | None, tmp_path: Path) -> None:
-    export(compressed_conv4(spec, ways=0, width=16), tmp_path / "m.fewbit")
+    export(compressed_conv4(spec, ways=0, width=32), tmp_path / "m.fewbit")  # 9 columns vs 32 outputs
     model = rt.load(tmp_path / "m.fewbit")
     x, _ = glyphs(6, 4, seed=2)
     with torch.no_grad():  # a negative BatchNorm scale makes the fused block pool minima
         model.params[next(n for n in model.params if n.endswith("1.weight"))][::3] *= -1
     fused = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers)
     plain = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers, ctxs=[])
-    np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+    # float activations: float32 rounding only; 8-bit ones: a rounding difference may flip a code
+    tol = 1e-4 if spec is None else 0.05
+    np.testing.assert_allclose(fused, plain, rtol=tol, atol=tol * np.abs(plain).max())
 
 
 def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def test_yaml_round_trip(tmp_path):
 def test_replace_validates_again():
     config = TrainConfig.from_dict({"dataset": "sinusoid"})
     assert config.replace(steps=7, algorithm="fomaml").algorithm == "fomaml"
+    assert config.replace(grad_clip=1.0).replace(grad_clip=None).grad_clip is None
     with pytest.raises(ConfigError, match="steps"):
         config.replace(steps=-1)
 

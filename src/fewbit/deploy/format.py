@@ -217,8 +217,11 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if size > MAX_FILE_BYTES:
         raise FewbitFormatError(f"{path}: {size} bytes is larger than any fewbit artifact ({MAX_FILE_BYTES})")
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return decode_artifact(data, where=str(path))
 
 

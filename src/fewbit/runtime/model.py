@@ -32,7 +32,7 @@ class RuntimeModel:
         self.input_shape = tuple(int(d) for d in arch["input_shape"])
         self.embedding_layers = int(arch["embedding_layers"])
         specs = arch["layers"]
-        if len(self.input_shape) != 3 or not all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape[1:]):
+        if len(self.input_shape) != 3 or not all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape):
             raise FewbitFormatError(f"malformed manifest: input_shape {list(self.input_shape)}")
         if not 0 < self.embedding_layers <= len(specs):
             raise FewbitFormatError(f"malformed manifest: embedding_layers={self.embedding_layers}")
@@ -55,7 +55,10 @@ class RuntimeModel:
             for name, t in artifact.tensors.items()
             if isinstance(t, np.ndarray) and not _is_weight(name, specs)
         }
-        self.tensors = artifact.tensors
+        # Only the head's stored weight is kept here (adaptation starts from it); the body's
+        # weights live in the ops, in their compressed form.
+        head_weight = self.head_weight_name()
+        self.tensors = {n: t for n, t in artifact.tensors.items() if n == head_weight}
         self.algorithm = str(manifest.get("algorithm", "protonet"))
         self.adaptation: dict[str, Any] = dict(manifest.get("adaptation") or {})
         self.preprocessing: dict[str, Any] = dict(manifest["preprocessing"])

@@ -14,6 +14,7 @@ layer at load and a layer that could exceed it accumulates in float64 (exact bel
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -76,57 +77,84 @@ class InputQuant:
 
 
 class Weight:
-    """A layer's weight as a `[out, fan_in]` matrix: float32, or integer codes with per-row scales.
+    """A layer's weight, kept in its compressed form; `product(x2d, ...)` multiplies by it.
 
-    A conv weight `[cout, cin, kh, kw]` is laid out as `[cout, kh*kw*cin]` (channels innermost),
-    matching the im2col columns, which are then built from contiguous runs of channels.
+    Affine-quantized weights are held as small integers `codes - zero_point` (int8, or int16 for
+    wide asymmetric grids; pruned entries 0) with per-output-channel scales, clustered ones as
+    centroid indices and the codebook, float ones as float32. The float32 matrix a product needs
+    is made for that forward pass only (one conversion per layer, cheap next to the convolution)
+    and dropped afterwards, so the resident body stays 1 byte per weight. A conv weight
+    `[cout, cin, kh, kw]` is laid out as `[kh*kw*cin, cout]` (channels innermost), the order of the
+    im2col columns.
     """
 
     def __init__(self, tensor: np.ndarray | QuantTensor) -> None:
-        self.quantized = isinstance(tensor, QuantTensor) and tensor.codebook is None
-        self.shape = tuple(tensor.shape)
+        self.shape = tuple(int(d) for d in tensor.shape)
         out = self.shape[0]
-        if self.quantized:
-            assert isinstance(tensor, QuantTensor)
+        self.kind = "float"
+        self.max_abs = 0
+        if isinstance(tensor, QuantTensor) and tensor.codebook is None:
+            self.kind = "int"
             q = _channels_last(tensor.integer_weights()).reshape(out, -1)
             self.max_abs = int(np.abs(q).max()) if q.size else 0
-            self.matrix = q.astype(np.float32)  # [out, fan_in], integer-valued
+            dtype = np.int8 if self.max_abs <= 127 else np.int16 if self.max_abs <= 32767 else np.int32
+            self.codes_t = np.ascontiguousarray(q.T, dtype=dtype)  # [fan_in, out]
             scale = tensor.scale.astype(np.float32)
             if tensor.axis not in (None, 0) and scale.size > 1:
                 raise ValueError("per-channel weight scales must run along the output axis (0)")
             self.row_scale = np.broadcast_to(scale.reshape(-1), (out,)).astype(np.float32)
+        elif isinstance(tensor, QuantTensor):
+            self.kind = "codebook"
+            book = tensor.codebook.astype(np.float32)
+            idx = tensor.codes
+            if tensor.mask is not None:  # one more entry, 0, for pruned weights
+                idx = np.where(tensor.mask, idx, len(book))
+                book = np.append(book, np.float32(0))
+            self.book = book
+            self.index_t = np.ascontiguousarray(_channels_last(idx).reshape(out, -1).T, dtype=np.uint16)
         else:
-            dense = tensor.dequantize() if isinstance(tensor, QuantTensor) else tensor
-            self.matrix = np.ascontiguousarray(_channels_last(dense).reshape(out, -1), dtype=np.float32)
-            self.row_scale = np.ones(out, dtype=np.float32)
-            self.max_abs = 0
-        self.matrix_t = np.ascontiguousarray(self.matrix.T)  # [fan_in, out], for x @ W^T
+            dense = _channels_last(np.asarray(tensor)).reshape(out, -1)
+            self.float_t = np.ascontiguousarray(dense.T, dtype=np.float32)
+
+    def integer_inputs(self, input_quant: InputQuant | None) -> bool:
+        """Whether products with quantized inputs run on integers (both sides on integer grids)."""
+        return input_quant is not None and self.kind == "int"
+
+    def matrix_t(self, integer: bool = False) -> np.ndarray:
+        """float32 `[fan_in, out]`: the integer codes (`integer`), else the weight's float values
+        (`q * scale`, the very values PyTorch multiplies by)."""
+        if self.kind == "int":
+            codes = self.codes_t.astype(np.float32)
+            return codes if integer else codes * self.row_scale
+        if self.kind == "codebook":
+            return self.book[self.index_t]
+        return self.float_t
 
     def float_matrix(self) -> np.ndarray:
         """The float32 `[out, fan_in]` weight this stands for."""
-        return self.matrix * self.row_scale[:, None]
+        return self.matrix_t().T
+
+    def product(
+        self, x2d: np.ndarray, w_t: np.ndarray, input_quant: InputQuant | None, act_scale: np.float32 = _ONE
+    ) -> np.ndarray:
+        """`x2d @ W^T` as float32 `[rows, out]`, `w_t = self.matrix_t(self.integer_inputs(input_quant))`.
+
+        With `input_quant`, `x2d` holds `q - zero_point` on a grid of step `act_scale`; on integer
+        weights the sums are exact integers (as int32 accumulation gives) rescaled once per channel.
+        """
+        if input_quant is None:
+            return x2d @ w_t
+        if not self.integer_inputs(input_quant):
+            return (x2d * act_scale) @ w_t
+        if x2d.shape[1] * input_quant.max_abs * self.max_abs < F32_EXACT:
+            acc = x2d @ w_t
+        else:
+            acc = (x2d.astype(np.float64) @ w_t.astype(np.float64)).astype(np.float32)
+        return acc * (act_scale * self.row_scale)
 
 
 def _channels_last(w: np.ndarray) -> np.ndarray:
     return w.transpose(0, 2, 3, 1) if w.ndim == 4 else w
-
-
-def _matmul(
-    x2d: np.ndarray, weight: Weight, input_quant: InputQuant | None, act_scale: np.float32 = _ONE
-) -> np.ndarray:
-    """`x2d @ W^T` as float32 `[rows, out]`; with `input_quant`, `x2d` holds `q - zero_point`
-    on a grid of step `act_scale`."""
-    if input_quant is None:
-        y = x2d @ weight.matrix_t
-        return y * weight.row_scale if weight.quantized else y
-    if weight.quantized:
-        fan = weight.matrix.shape[1]
-        if fan * input_quant.max_abs * weight.max_abs < F32_EXACT:
-            acc = x2d @ weight.matrix_t  # exact integer sums, as int32 accumulation would give
-        else:
-            acc = (x2d.astype(np.float64) @ weight.matrix_t.astype(np.float64)).astype(np.float32)
-        return acc * (act_scale * weight.row_scale)
-    return (x2d * act_scale) @ weight.matrix_t
 
 
 class Op:
@@ -202,12 +230,13 @@ class Conv2d(Op):
             xin, _, act_scale = self.input_quant.integers(x)
         xp, ho, wo = self._geometry(xin)
         n = xp.shape[0]
+        w_t = self.weight.matrix_t(self.weight.integer_inputs(self.input_quant))
         y = np.empty((n, ho, wo, self.cout), dtype=np.float32)
         # A few images at a time: the column matrix stays in cache and peak memory stays small.
         step = max(1, COLS_CHUNK_BYTES // (4 * ho * wo * self.kh * self.kw * self.cin))
         for start in range(0, n, step):
             cols = self._cols(xp[start : start + step], ho, wo)
-            out = _matmul(cols, self.weight, self.input_quant, act_scale)
+            out = self.weight.product(cols, w_t, self.input_quant, act_scale)
             y[start : start + step] = out.reshape(-1, ho, wo, self.cout)
         if self.bias_name:
             y += params[self.bias_name]
@@ -248,7 +277,13 @@ class Linear(Op):
         self.bias_name = spec.get("bias")
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
-        self.stored = tensors[self.weight_name]
+        stored = tensors[self.weight_name]
+        # What re-quantizing an adapted weight needs (grid, mask, codebook), without the codes.
+        self.stored = (
+            dataclasses.replace(stored, codes=np.zeros(0, np.int8))
+            if isinstance(stored, QuantTensor)
+            else None
+        )
         self.weight_rule = spec.get("weight_quant")
 
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
@@ -271,7 +306,8 @@ class Linear(Op):
             y = xdq @ requantize(override, self.weight_rule, self.stored).T
         else:
             xdq = None
-            y = _matmul(xin, self.weight, self.input_quant, act_scale)
+            w_t = self.weight.matrix_t(self.weight.integer_inputs(self.input_quant))
+            y = self.weight.product(xin, w_t, self.input_quant, act_scale)
         if self.bias_name:
             y = y + params[self.bias_name]
         if ctx is not None:
@@ -338,7 +374,10 @@ def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: 
     and the pooling windows' max and min are kept, so the full-resolution output never exists.
     Once the batch statistics are known BatchNorm is a per-channel affine map and ReLU is
     monotone, so normalising the pooled max (the min where the scale is negative) equals
-    pooling the normalised activations.
+    pooling the normalised activations. When the im2col rows are short (a first layer on one
+    input channel: 9 values against 64 outputs) the statistics come from the columns instead:
+    the output is a linear map of them, so its mean and variance follow from their mean and
+    covariance, and the wide output is only read once, by the pooling.
     """
     xin, act_scale = x, np.float32(1)
     if conv.input_quant is not None:
@@ -354,19 +393,30 @@ def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: 
     per_image = 4 * ho * wo * max(conv.kh * conv.kw * conv.cin, c)
     step = max(1, COLS_CHUNK_BYTES // per_image)
     bias = params[conv.bias_name] if conv.bias_name else None
+    integer = conv.weight.integer_inputs(conv.input_quant)
+    w_t = conv.weight.matrix_t(integer)
+    fan = conv.kh * conv.kw * conv.cin
+    from_columns = 2 * fan <= c
+    col_sum, col_outer = np.zeros(fan), np.zeros((fan, fan))
     for start in range(0, n, step):
-        out = _matmul(conv._cols(xp[start : start + step], ho, wo), conv.weight, conv.input_quant, act_scale)
+        cols = conv._cols(xp[start : start + step], ho, wo)
+        out = conv.weight.product(cols, w_t, conv.input_quant, act_scale)
         if bias is not None:
             out += bias
         rows = out.shape[0]
-        chunk_mean = (np.ones(rows, np.float32) @ out) / np.float32(rows)
-        centered = out - chunk_mean
-        chunk_m2 = np.einsum("ij,ij->j", centered, centered).astype(np.float64)
-        delta = chunk_mean.astype(np.float64) - mean
-        total = count + rows
-        mean = mean + delta * (rows / total)
-        m2 = m2 + chunk_m2 + delta * delta * (count * rows / total)
-        count = total
+        if from_columns:
+            col_sum += cols.sum(axis=0, dtype=np.float64)
+            col_outer += (cols.T @ cols).astype(np.float64)
+            count += rows
+        else:
+            chunk_mean = (np.ones(rows, np.float32) @ out) / np.float32(rows)
+            centered = out - chunk_mean
+            chunk_m2 = np.einsum("ij,ij->j", centered, centered).astype(np.float64)
+            delta = chunk_mean.astype(np.float64) - mean
+            total = count + rows
+            mean = mean + delta * (rows / total)
+            m2 = m2 + chunk_m2 + delta * delta * (count * rows / total)
+            count = total
         img = out.reshape(-1, ho, wo, c)[:, : hp * k, : wp * k]
         views = [img[:, i::k, j::k] for i in range(k) for j in range(k)]
         hi = high[start : start + step]
@@ -378,6 +428,14 @@ def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: 
             np.minimum(views[0], views[1], out=lo) if len(views) > 1 else np.copyto(lo, views[0])
             for v in views[2:]:
                 np.minimum(lo, v, out=lo)
+    if from_columns:  # out = cols @ a + b, so mean = E[cols] a + b and var = diag(a^T Cov[cols] a)
+        a = w_t.astype(np.float64) * (float(act_scale) if conv.input_quant else 1.0)
+        if integer:
+            a *= conv.weight.row_scale.astype(np.float64)
+        col_mean = col_sum / count
+        cov = col_outer / count - np.outer(col_mean, col_mean)
+        mean = col_mean @ a + (0.0 if bias is None else bias.astype(np.float64))
+        m2 = np.maximum(np.einsum("ki,kl,li->i", a, cov, a), 0.0) * count
     mean32 = mean.astype(np.float32)
     inv = (1.0 / np.sqrt((m2 / count).astype(np.float32) + bn.eps)).astype(np.float32)
     pooled = np.where(gamma < 0, low, high) if need_low else high

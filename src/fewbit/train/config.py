@@ -115,7 +115,7 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (MetaConfig field names go to `meta`); validated again."""
         data = self.to_dict()
-        data.update({k: v for k, v in changes.items() if v is not None})
+        data.update(changes)
         return TrainConfig.from_dict(data)
 
 

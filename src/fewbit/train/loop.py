@@ -75,7 +75,8 @@ def resume_training(run_dir: str | Path, *, steps: int | None = None, progress: 
                     device: str | None = None) -> Run:
     """Continue the run in `run_dir` from its newest good checkpoint, optionally to a new `steps`."""
     config = read_run_config(run_dir)
-    config = config.replace(steps=steps, device=device)
+    changes = {k: v for k, v in (("steps", steps), ("device", device)) if v is not None}
+    config = config.replace(**changes)
     return meta_train(config, run_dir, progress=progress, resume=True)
 
 
