@@ -180,3 +180,18 @@ def test_task_chunks_give_the_same_loss_accuracy_and_grads(conv_model, algorithm
     torch.testing.assert_close(acc_a, acc_b)
     for n in grads_a:
         torch.testing.assert_close(grads_a[n], grads_b[n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_task_chunks_pass_gradients_through_params_computed_from_leaves(conv_model) -> None:
+    """Compression hands in params that are functions of outer-learned tensors (here a scale)."""
+    task = make_task(tasks=4, ways=3, shots=1, queries=2, size=16)
+    grads = []
+    for chunk in (0, 3):
+        scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+        params = {n: p * scale for n, p in conv_model.named_parameters()}
+        algo = build_algorithm(MetaConfig(algorithm="maml", task_chunk=chunk))
+        algo.step(conv_model, params, task).loss.backward()
+        grads.append((scale.grad.clone(), conv_model.head.weight.grad.clone()))
+        conv_model.zero_grad()
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-9, atol=1e-12)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
-from fewbit.meta.functional import batched_forward, expand_params, head_forward, single_forward
+from fewbit.meta.functional import BatchedForward, batched_forward, expand_params, head_forward, single_forward
 from fewbit.meta.inner import LearningRate, Project, inner_loop, task_accuracy, task_loss
-from fewbit.meta.scopes import scope_filter
+from fewbit.meta.scopes import NameFilter, scope_filter
 from fewbit.models.backbone import Backbone
 
 
@@ -30,7 +31,8 @@ class MAML(Algorithm):
     def first_order(self) -> bool:
         return self.config.first_order
 
-    def adapt_filter(self, model: nn.Module):  # noqa: ANN201 - a name filter
+    def adapt_filter(self, model: nn.Module) -> NameFilter:
+        """Which parameters the inner loop adapts."""
         return scope_filter(self.scope or self.config.scope, model)
 
     def inner_lr(self, extras: Params) -> LearningRate:
@@ -91,7 +93,18 @@ class MAML(Algorithm):
         batched = expand_params(params, task.num_tasks)
         return self._adapt(model, batched_forward(model), batched, task, keep, lr, steps, first_order, head_only)
 
-    def _adapt(self, model, forward, params, task, keep, lr, steps, first_order, head_only) -> torch.Tensor:  # noqa: ANN001
+    def _adapt(
+        self,
+        model: nn.Module,
+        forward: BatchedForward,
+        params: Params,
+        task: Task,
+        keep: NameFilter,
+        lr: LearningRate,
+        steps: int,
+        first_order: bool,
+        head_only: bool,
+    ) -> torch.Tensor:
         if head_only:  # ANIL: the body is fixed in the inner loop, so embed once and adapt the head
             z_support = forward(params, task.support_x, embed=True)
             z_query = forward(params, task.query_x, embed=True)
@@ -127,12 +140,12 @@ class _WithGrads(torch.autograd.Function):
     """A value whose gradient w.r.t. `inputs` is already known."""
 
     @staticmethod
-    def forward(ctx, value: torch.Tensor, count: int, *tensors: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, value: torch.Tensor, count: int, *tensors: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(*tensors[count:])
         return value.clone()
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grads = ctx.saved_tensors
         return (None, None, *(grad_output * g for g in grads), *(None for _ in grads))
 

@@ -67,13 +67,16 @@ class InputQuant:
         zero_point = int(np.clip(np.rint(-lo / scale), self.qmin, self.qmax))
         return scale, zero_point
 
-    def integers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.float32]:
-        """(`q - zero_point` as float32 integers, the straight-through pass mask, the scale)."""
+    def integers(self, x: np.ndarray, mask: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.float32]:
+        """(`q - zero_point` as float32 integers, the straight-through pass mask (None unless `mask`),
+        the scale)."""
         scale, zero_point = self.qparams(x)
-        t = np.rint(x / scale) + np.float32(zero_point)
-        inside = (t >= self.qmin) & (t <= self.qmax)
-        q = np.clip(t, self.qmin, self.qmax) - np.float32(zero_point)
-        return q.astype(np.float32), inside, scale
+        t = np.rint(x / scale)
+        t += np.float32(zero_point)
+        inside = ((t >= self.qmin) & (t <= self.qmax)) if mask else None
+        np.clip(t, self.qmin, self.qmax, out=t)
+        t -= np.float32(zero_point)
+        return t.astype(np.float32, copy=False), inside, scale
 
 
 class Weight:
@@ -227,7 +230,7 @@ class Conv2d(Op):
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         xin, act_scale = x, np.float32(1)
         if self.input_quant is not None:
-            xin, _, act_scale = self.input_quant.integers(x)
+            xin, _, act_scale = self.input_quant.integers(x, mask=False)
         xp, ho, wo = self._geometry(xin)
         n = xp.shape[0]
         w_t = self.weight.matrix_t(self.weight.integer_inputs(self.input_quant))
@@ -381,7 +384,7 @@ def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: 
     """
     xin, act_scale = x, np.float32(1)
     if conv.input_quant is not None:
-        xin, _, act_scale = conv.input_quant.integers(x)
+        xin, _, act_scale = conv.input_quant.integers(x, mask=False)
     xp, ho, wo = conv._geometry(xin)
     n, c, k = xp.shape[0], conv.cout, pool.k
     hp, wp = ho // k, wo // k

@@ -1,0 +1,69 @@
+"""Compression inside meta-learning: what adapts is what ships (issue: compression-aware meta-learning)."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from fewbit.compress import compress, compressed_layers, project_params
+from fewbit.meta.inner import inner_loop
+from fewbit.models import build_backbone
+
+
+def _distinct_per_channel(w: torch.Tensor) -> int:
+    return max(len(torch.unique(row)) for row in w.detach().reshape(w.shape[0], -1))
+
+
+@pytest.mark.parametrize("spec,bits", [("prune:0.5,quant:w4", 4), ("quant:w2", 2), ("cluster:8", 3)])
+def test_fast_weights_stay_compressed_after_every_inner_step(spec, bits):
+    torch.manual_seed(0)
+    model = compress(build_backbone("conv4", ways=5), spec)
+    masks = {n: m.cq_mask.mask.clone() for n, m in model.named_modules() if hasattr(m, "cq_mask")}
+    params = {n: p for n, p in model.named_parameters()}
+    x, y = torch.randn(10, 1, 28, 28), torch.arange(5).repeat(2)
+    seen = []
+
+    def project(fast):
+        out = project_params(model, fast)
+        seen.append(dict(out))  # the loop updates its dict in place on the next step
+        return out
+
+    def forward(p, inputs):
+        return functional_call(model, p, (inputs,)).unsqueeze(0)
+
+    inner_loop(forward, params, x, y.unsqueeze(0), steps=3, lr=0.5, project=project)
+    assert len(seen) == 3
+    layers = [n for n, _ in compressed_layers(model)]
+    assert layers
+    for fast in seen:
+        for name in layers:
+            w = fast[f"{name}.weight"]
+            assert not torch.equal(w, params[f"{name}.weight"])  # it did adapt
+            assert _distinct_per_channel(w) <= 2**bits  # on a 2^b-level grid (or codebook) per channel
+            if name in masks:
+                assert torch.all(w[masks[name] == 0] == 0)  # masks kept
+
+
+@pytest.mark.slow
+def test_compressed_meta_training_beats_compressed_random_init(tmp_path):
+    from fewbit.evaluation import evaluate
+    from fewbit.train import TrainConfig, meta_train
+    from fewbit.train.run import eval_dataset
+    from tests.conftest import make_omniglot_zip
+
+    data = make_omniglot_zip(tmp_path / "bg.zip", alphabets=6, characters=8, drawings=20)
+    config = TrainConfig.from_dict({
+        "dataset": f"omniglot:{data}", "algorithm": "protonet", "ways": 5, "shots": 1, "queries": 5,
+        "meta_batch": 2, "steps": 60, "outer_lr": 2e-3, "val_every": 0, "seed": 0, "device": "cpu",
+        "compress": "quant:w4a8",
+    })
+    run = meta_train(config, tmp_path / "run", progress=False)
+    test = eval_dataset(config.dataset, "test", 28)
+    trained = evaluate(run.predictor(), test, ways=5, shots=1, queries=5, tasks=60)
+    torch.manual_seed(0)
+    random_model = compress(build_backbone("conv4", ways=5), "quant:w4a8")
+
+    def random_predict(task):
+        return run.algorithm.predict(random_model, dict(random_model.named_parameters()), task, {}).detach()
+
+    untrained = evaluate(random_predict, test, ways=5, shots=1, queries=5, tasks=60)
+    assert trained.accuracy > untrained.accuracy
