@@ -95,7 +95,11 @@ def main() -> None:
         "eval_tasks": args.tasks,
         "results": [],
     }
-    for name in args.algorithms.split(","):
+    names = args.algorithms.split(",")
+    if Path(args.out).is_file():  # keep the other algorithms' figures from earlier invocations
+        earlier = json.loads(Path(args.out).read_text())
+        report["results"] = [r for r in earlier.get("results", []) if r.get("algorithm") not in names]
+    for name in names:
         settings = {**COMMON, **ALGORITHMS.get(name, {"algorithm": name, "meta_batch": 8})}
         run_dir = Path(args.workdir) / name
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -139,6 +143,7 @@ def main() -> None:
             got = entry["eval"]["5way_1shot"]["accuracy"]
             entry["target_1shot"] = target
             entry["missed_by"] = round(max(0.0, target - got), 4)
+        entry["budget"] = f"{args.steps} fixed steps" if args.steps is not None else f"{args.minutes} minutes"
         report["results"].append(entry)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, report)

@@ -83,7 +83,7 @@ def test_sinusoid_meta_training_beats_a_random_init(tmp_path):
     after = evaluate(trained.predictor(), None, shots=10, queries=10, tasks=100).value
     before = evaluate(fresh.predictor(), None, shots=10, queries=10, tasks=100).value
     print(f"query MSE after 1 inner step: meta-trained {after:.3f}, random init {before:.3f}")
-    assert after < 0.6 * before, (after, before)
+    assert after < 0.8 * before, (after, before)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(run_dir, monkeypatch):

@@ -339,7 +339,10 @@ class BatchNorm(Op):
 
     def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
         self.weight_name, self.bias_name = spec["weight"], spec["bias"]
-        self.eps = np.float32(spec.get("eps", 1e-5))
+        eps = spec.get("eps", 1e-5)
+        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"batchnorm eps must be a number in (0, 1), got {eps!r}")
+        self.eps = np.float32(eps)
         self.param_names = (self.weight_name, self.bias_name)
 
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -169,17 +170,13 @@ class _Trainer:
                 if accuracy is not None:
                     record["accuracy"] = accuracy
                 record["time"] = round(time.perf_counter() - start_time, 3)
-                if metrics is not None:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                _append(metrics, record, step)
                 postfix = {"loss": f"{loss:.4f}"}
                 if accuracy is not None:
                     postfix["acc"] = f"{accuracy:.3f}"
                 if self._due(step, config.val_every) and self.world.is_main:  # other ranks need no best
                     val = self._validate(step)
-                    if metrics is not None:
-                        metrics.write(json.dumps(val) + "\n")
-                        metrics.flush()
+                    _append(metrics, val, step)
                     postfix["val"] = f"{val['value']:.3f}"
                 if self._due(step, config.checkpoint_every):
                     self._save_step()
@@ -389,6 +386,22 @@ class _Trainer:
         self.best = state.get("best")
         if self.world.is_main:
             _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
+
+
+def _append(metrics: Any, record: dict[str, Any], step: int) -> None:
+    """Append one metrics line (rank 0 only); a full disk stops training with a clear message."""
+    if metrics is None:
+        return
+    try:
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TrainingError(
+                f"step {step}: disk full while appending to {metrics.name}; the checkpoints already written are "
+                f"intact; free space and resume with --resume"
+            ) from None
+        raise
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

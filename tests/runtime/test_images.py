@@ -1,0 +1,55 @@
+"""Preprocessing of user images: greyscale, ink = 1 whatever the paper, resize, normalise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from fewbit.errors import DataError
+from fewbit.runtime.images import load_image_folder, preprocess
+
+PRE = {"image_size": 28, "channels": 1, "invert": "auto", "mean": 0.0, "std": 1.0}
+
+
+def _stroke(paper: int, ink: int, size: int = 90, mode: str = "L") -> Image.Image:
+    im = Image.new(mode, (size, size), paper if mode == "L" else (paper,) * (len(mode)))
+    ImageDraw.Draw(im).line([(10, 45), (80, 45)], fill=ink if mode == "L" else (ink,) * len(mode), width=9)
+    return im
+
+
+def test_dark_ink_on_white_paper_and_light_ink_on_black_give_the_same_image() -> None:
+    a = preprocess(_stroke(255, 0), PRE)
+    b = preprocess(_stroke(0, 255), PRE)
+    assert a.shape == (1, 28, 28) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a[0, 14, 14] > 0.9 and a[0, 2, 2] < 0.05  # the stroke is ink = 1, the paper 0
+
+
+def test_transparent_background_counts_as_paper() -> None:
+    im = Image.new("RGBA", (60, 60), (0, 0, 0, 0))
+    ImageDraw.Draw(im).line([(5, 30), (55, 30)], fill=(0, 0, 0, 255), width=6)
+    x = preprocess(im, PRE)
+    assert x[0, 14, 14] > 0.9 and x[0, 2, 2] < 0.05
+
+
+def test_explicit_invert_and_normalisation() -> None:
+    x = preprocess(_stroke(0, 255), {**PRE, "invert": False, "mean": 0.5, "std": 0.5, "channels": 3})
+    assert x.shape == (3, 28, 28) and x.min() == pytest.approx(-1.0)
+    assert x.max() == pytest.approx(1.0, abs=0.05)
+    y = preprocess(_stroke(0, 255), {**PRE, "invert": True})
+    assert y[0, 2, 2] == pytest.approx(1.0)  # forced inversion turns the black paper into ink
+
+
+def test_folder_labels_follow_sorted_class_names(tmp_path: Path) -> None:
+    for name in ("b", "a"):
+        (tmp_path / name).mkdir()
+        _stroke(255, 0).save(tmp_path / name / "x.png")
+    (tmp_path / "a" / "notes.txt").write_text("ignored")
+    folder = load_image_folder(tmp_path, PRE)
+    assert folder.classes == ("a", "b") and folder.labels.tolist() == [0, 1]
+    assert folder.x.shape == (2, 1, 28, 28)
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "missing", PRE)
