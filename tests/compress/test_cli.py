@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -62,15 +61,19 @@ def test_inspect_run_and_saved_compressed_model(run_dir: Path, capsys: pytest.Ca
     assert json.loads(capsys.readouterr().out)["bytes"] == size_report(model).bytes
 
 
-def test_inspect_artifact_dispatches_to_deploy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_inspect_artifact_prints_the_artifact_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fewbit.compress import compress
+    from fewbit.deploy import export
+    from fewbit.models import build_backbone
+
     artifact = tmp_path / "model.fewbit"
-    artifact.write_bytes(b"x")
-    cli = importlib.import_module("fewbit.cli.compress")
-    monkeypatch.setattr(cli, "artifact_inspector", lambda: lambda path: {"bytes": 1, "path": str(path)})
+    export(compress(build_backbone("conv4", ways=5), "quant:w4"), artifact, algorithm="protonet")
     assert main(["inspect", str(artifact), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"bytes": 1, "path": str(artifact)}
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == artifact.stat().st_size and info["ratio"] > 7
+    assert main(["inspect", str(artifact)]) == 0
+    text = capsys.readouterr().out
+    assert "features.0.0" in text and not text.lstrip().startswith("{")
 
 
 @pytest.mark.parametrize(

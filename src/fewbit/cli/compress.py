@@ -90,14 +90,6 @@ def _load_safetensors(file: Path) -> tuple[nn.Module, str | None]:
     return model, spec
 
 
-def artifact_inspector() -> Any:
-    """`fewbit.deploy.inspect_artifact`, or None while the deploy package does not provide it."""
-    try:
-        return importlib.import_module("fewbit.deploy").inspect_artifact
-    except (ImportError, AttributeError):
-        return None
-
-
 def _run_loader() -> Any:
     """`fewbit.train.load_run`, or None while the training package does not provide it."""
     try:
@@ -133,17 +125,11 @@ def run_inspect(args: argparse.Namespace) -> Output:
 
     path = Path(args.path)
     if path.suffix == ".fewbit":
-        inspect_artifact = artifact_inspector()
-        if inspect_artifact is None:
-            raise ConfigError(
-                "inspect: reading .fewbit artifacts needs fewbit.deploy.inspect_artifact, not available"
-            )
+        from fewbit.deploy import inspect_artifact
+        from fewbit.deploy.inspect import inspection_text
+
         result = inspect_artifact(path)
-        if isinstance(result, Output):
-            return result
-        if hasattr(result, "to_dict"):
-            result = result.to_dict()
-        return Output(dict(result), json.dumps(result, indent=2, default=str))
+        return Output(dict(result), inspection_text(result))
     model, spec = load_model(path)
     if spec and not compressed_layers(model):
         compress_(model, spec)
