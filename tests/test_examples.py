@@ -1,0 +1,19 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.slow
+def test_end_to_end_example_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "end_to_end.py"), "--steps", "2", "--tasks", "10", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "5-way 1-shot accuracy" in out.stdout
+    assert "agrees with PyTorch" in out.stdout
+    assert (tmp_path / "model.fewbit").is_file()
