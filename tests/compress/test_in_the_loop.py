@@ -67,3 +67,23 @@ def test_compressed_meta_training_beats_compressed_random_init(tmp_path):
 
     untrained = evaluate(random_predict, test, ways=5, shots=1, queries=5, tasks=60)
     assert trained.accuracy > untrained.accuracy
+
+
+def test_training_and_loading_a_compressed_run_binds_the_projection(tmp_path):
+    from fewbit.train import TrainConfig, load_run, meta_train
+    from tests.conftest import make_omniglot_zip
+
+    data = make_omniglot_zip(tmp_path / "bg.zip", alphabets=5, characters=6, drawings=20)
+    config = TrainConfig.from_dict({
+        "dataset": f"omniglot:{data}", "algorithm": "maml", "ways": 3, "shots": 1, "queries": 2,
+        "meta_batch": 1, "steps": 1, "val_every": 0, "device": "cpu", "compress": "prune:0.5,quant:w4",
+    })
+    run = meta_train(config, tmp_path / "run", progress=False)
+    assert run.algorithm.project is not None
+    loaded = load_run(tmp_path / "run")
+    assert loaded.algorithm.project is not None
+    fast = loaded.algorithm.project(dict(loaded.model.named_parameters()))
+    mask = dict(loaded.model.named_modules())["features.1.0"].cq_mask.mask
+    assert torch.all(fast["features.1.0.weight"][mask == 0] == 0)
+    plain = meta_train(config.replace(compress=None), tmp_path / "plain", progress=False)
+    assert plain.algorithm.project is None

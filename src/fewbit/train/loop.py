@@ -35,6 +35,7 @@ from fewbit.train.run import (
     CHECKPOINT_DIR,
     METRICS_NAME,
     Run,
+    bind_compression,
     build_model,
     is_run_dir,
     model_ways,
@@ -101,6 +102,7 @@ class _Trainer:
         if model is None:
             model = build_model(config, model_ways(config, self.episodic, self.train_classes))
         self.model = model.to(device)
+        bind_compression(self.algorithm, self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
         self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
         self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -11,8 +11,7 @@ Layout of RUN_DIR:
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,15 +97,24 @@ def build_model(config: TrainConfig, ways: int) -> nn.Module:
 
 def compress_model_(model: nn.Module, spec: str) -> None:
     """Apply the compression spec `spec` in place through `fewbit.compress.compress_`."""
-    if importlib.util.find_spec("fewbit.compress") is None:
-        raise ConfigError(f"TrainConfig.compress: {spec!r} was asked for but fewbit.compress is not available")
-    compress = importlib.import_module("fewbit.compress")
-    if not hasattr(compress, "compress_"):
-        raise ConfigError(f"TrainConfig.compress: {spec!r} was asked for but fewbit.compress has no compress_")
+    from fewbit.compress import compress_
+
     try:
-        compress.compress_(model, spec)
+        compress_(model, spec)
     except ConfigError as exc:
         raise ConfigError(f"TrainConfig.compress: {exc}") from None
+
+
+def bind_compression(algorithm: Any, model: nn.Module) -> None:
+    """Make the algorithm's inner loop re-compress the fast weights after every step when `model` is compressed.
+
+    Forward passes already see compressed weights; projecting the fast weights themselves keeps
+    what adapts on the quantization grid, inside the masks and on the codebook, as it ships.
+    """
+    from fewbit.compress import compressed_layers, project_params
+
+    if hasattr(algorithm, "project") and compressed_layers(model):
+        algorithm.project = functools.partial(project_params, model)
 
 
 def eval_dataset(spec: str, split: str, image_size: int = 28) -> ImageDataset | None:
@@ -160,6 +168,7 @@ def load_run(
     state = ckpt.state
     if model is None:
         model = build_model(config, int(state.get("model_ways", config.ways)))
+    bind_compression(algorithm, model)
     target = resolve_device(device or config.device)
     model.to(target)
     _load_module(model, ckpt.group("model"), ckpt.path)
