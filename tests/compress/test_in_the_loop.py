@@ -87,3 +87,27 @@ def test_training_and_loading_a_compressed_run_binds_the_projection(tmp_path):
     assert torch.all(fast["features.1.0.weight"][mask == 0] == 0)
     plain = meta_train(config.replace(compress=None), tmp_path / "plain", progress=False)
     assert plain.algorithm.project is None
+
+
+def test_anil_head_shortcut_on_a_compressed_head_equals_the_full_inner_loop():
+    from fewbit.data.task import Task
+    from fewbit.meta import MetaConfig, build_algorithm
+
+    torch.manual_seed(0)
+    model = compress(build_backbone("conv4", ways=5), "quant:w4a8")
+    alg = build_algorithm(MetaConfig(algorithm="anil", inner_steps=3, inner_lr=0.5))
+    alg.project = lambda p: project_params(model, p)
+    task = Task(torch.randn(1, 5, 1, 28, 28), torch.arange(5).unsqueeze(0),
+                torch.randn(1, 10, 1, 28, 28), torch.arange(5).repeat(2).unsqueeze(0), ways=5)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    shortcut = alg.predict(model, params, task, {})
+
+    def forward(p, x):
+        return functional_call(model, p, (x[0],)).unsqueeze(0)
+
+    fast = inner_loop(forward, params, task.support_x, task.support_y, steps=3, lr=0.5,
+                      adapt=lambda n: n.startswith("head."), project=alg.project)
+    reference = forward(fast, task.query_x)
+    torch.testing.assert_close(shortcut, reference, atol=1e-4, rtol=1e-4)
+    # and the adapted head is on the 4-bit grid
+    assert _distinct_per_channel(project_params(model, fast)["head.weight"]) <= 16

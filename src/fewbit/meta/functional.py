@@ -175,6 +175,26 @@ def expand_params(params: Params, tasks: int) -> Params:
     return {n: p.unsqueeze(0).expand(tasks, *p.shape) for n, p in params.items()}
 
 
+def module_head_forward(model: nn.Module) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+    """The head of `model` on embeddings `z [tasks, n, D]`, run through the head module itself.
+
+    A plain `nn.Linear` head uses `head_forward`; any other head (a compressed one, whose
+    forward quantizes its weight and input) is called with `functional_call`, vmapped over tasks
+    when its params carry a leading tasks dimension.
+    """
+    head = model.head  # type: ignore[union-attr]
+    if type(head) is nn.Linear:
+        return head_forward
+
+    def forward(params: Params, z: torch.Tensor) -> torch.Tensor:
+        own = {n.removeprefix("head."): p for n, p in params.items() if n.startswith("head.")}
+        if own["weight"].dim() == head.weight.dim() + 1:  # batched over tasks
+            return vmap(lambda p, zi: functional_call(head, p, (zi,)))(own, z)
+        return functional_call(head, own, (z.reshape(-1, z.shape[-1]),)).reshape(*z.shape[:-1], -1)
+
+    return forward
+
+
 def head_forward(params: Params, z: torch.Tensor) -> torch.Tensor:
     """The linear head on embeddings `z [tasks, n, D]`; head params batched `[tasks, ...]` or shared."""
     w, b = params["head.weight"], params.get("head.bias")

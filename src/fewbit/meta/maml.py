@@ -10,7 +10,7 @@ from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
-from fewbit.meta.functional import BatchedForward, batched_forward, expand_params, head_forward, single_forward
+from fewbit.meta.functional import BatchedForward, batched_forward, expand_params, module_head_forward, single_forward
 from fewbit.meta.inner import LearningRate, Project, inner_loop, task_accuracy, task_loss
 from fewbit.meta.scopes import NameFilter, scope_filter
 from fewbit.models.backbone import Backbone
@@ -81,7 +81,7 @@ class MAML(Algorithm):
         names = [n for n in params if keep(n)]
         lr = self.inner_lr(extras)
         head_only = isinstance(model, Backbone) and isinstance(model.head, nn.Linear)
-        head_only = head_only and all(n.startswith("head.") for n in names) and self.project is None
+        head_only = head_only and all(n.startswith("head.") for n in names)
         if not self.config.batched:  # the reference path: one task at a time
             outs = []
             for t in range(task.num_tasks):
@@ -108,10 +108,12 @@ class MAML(Algorithm):
         if head_only:  # ANIL: the body is fixed in the inner loop, so embed once and adapt the head
             z_support = forward(params, task.support_x, embed=True)
             z_query = forward(params, task.query_x, embed=True)
+            head = module_head_forward(model)  # through the (possibly compressed) head module
             fast = inner_loop(
-                head_forward, params, z_support, task.support_y, steps=steps, lr=lr, adapt=keep, first_order=first_order
+                head, params, z_support, task.support_y, steps=steps, lr=lr, adapt=keep, first_order=first_order,
+                project=self.project,
             )
-            return head_forward(fast, z_query)
+            return head(fast, z_query)
         support_forward = functools.partial(forward, channels_last=False)  # see grouped_forward
         fast = inner_loop(
             support_forward,
