@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument(
-        "--task-chunk", type=int, default=4, help="fewbit's MetaConfig.task_chunk (0: all tasks at once)"
+        "--task-chunk", type=int, default=2, help="fewbit's MetaConfig.task_chunk (0: all tasks at once)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--memory-worker", nargs=1, help=argparse.SUPPRESS)

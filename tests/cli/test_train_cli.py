@@ -107,3 +107,20 @@ def test_eval_at_other_ways_needs_a_head_free_algorithm(capsys, tmp_path, images
     assert code == 2 and "--ways 3" in err
     code, out, err = run_cli(capsys, "eval", str(run), "--tasks", "2", "--json", "--dataset", images, "--split", "val")
     assert code == 0 and json.loads(out)["split"] == "val"
+
+
+def test_eval_chooses_the_adaptation_scope_and_reports_its_memory(capsys, tmp_path, images):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--dataset", images, "--algorithm", "maml", "--ways", "3", "--shots", "1",
+                           "--queries", "2", "--meta-batch", "1", "--steps", "2", "--val-every", "0",
+                           "--compress", "quant:w4a8", "--out", str(run), "--json", "--device", "cpu")
+    assert code == 0, err
+    memory = {}
+    for scope in ("all", "bias_norm", "head"):
+        code, out, err = run_cli(capsys, "eval", str(run), "--tasks", "3", "--queries", "2", "--scope", scope, "--json")
+        assert code == 0, err
+        memory[scope] = json.loads(out)["adaptation_memory"]
+        assert memory[scope]["scope"] == scope
+    assert memory["all"]["total_bytes"] > memory["bias_norm"]["total_bytes"] > memory["head"]["total_bytes"] > 0
+    code, out, _ = run_cli(capsys, "eval", str(run), "--tasks", "3", "--queries", "2", "--scope", "head")
+    assert code == 0 and "on-device adaptation (head)" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--dataset", help=f"evaluate on another data source ({SPEC_HELP})")
     ev.add_argument("--seed", type=int, help="seed of the test task list (default: the evaluation seed)")
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    ev.add_argument("--scope", choices=("all", "head", "bias_norm", "none"),
+                    help="which parameters adapt at test time (default: the run's)")
+    ev.add_argument("--inner-steps", type=nonnegative_int, help="inner steps at test time (default: the run's)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(ev, device=True)
     ev.set_defaults(handler=run_eval, device=None)
@@ -111,6 +115,8 @@ def run_train(args: argparse.Namespace) -> Output:
 
 
 def run_eval(args: argparse.Namespace) -> Output:
+    import torch
+
     from fewbit._io import atomic_write_json
     from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
@@ -119,6 +125,13 @@ def run_eval(args: argparse.Namespace) -> Output:
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     config = run.config
+    overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps)) if v is not None}
+    if overrides:  # adapt differently at test time than in training
+        from fewbit.meta import build_algorithm
+        from fewbit.train.run import bind_compression
+
+        run.algorithm = build_algorithm(dataclasses.replace(run.algorithm.config, **overrides))
+        bind_compression(run.algorithm, run.model)
     spec = args.dataset or config.dataset
     dataset = eval_dataset(spec, args.split, config.image_size)
     ways = args.ways or config.ways
@@ -137,7 +150,18 @@ def run_eval(args: argparse.Namespace) -> Output:
     data = result.to_dict()
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
                  "checkpoint": args.checkpoint, "step": run.step})
+    if dataset is not None:
+        from fewbit.report.cost import adaptation_memory, algorithm_scope
+
+        example = torch.zeros(ways * shots, 1, config.image_size, config.image_size, device=run.device)
+        memory = adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example)
+        data["adaptation_memory"] = memory.to_dict()
     if not math.isfinite(result.value):
         data[result.metric] = None
     atomic_write_json(Path(args.run_dir) / EVAL_NAME, data)
-    return Output(data, f"{config.algorithm} on {spec} [{args.split}]: {result}")
+    text = f"{config.algorithm} on {spec} [{args.split}]: {result}"
+    if "adaptation_memory" in data:
+        m = data["adaptation_memory"]
+        text += (f"\non-device adaptation ({m['scope']}): {m['param_bytes']:,} B of parameters updated + "
+                 f"{m['activation_bytes']:,} B of activations = {m['total_bytes']:,} B")
+    return Output(data, text)

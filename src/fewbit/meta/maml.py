@@ -110,7 +110,14 @@ class MAML(Algorithm):
             z_query = forward(params, task.query_x, embed=True)
             head = module_head_forward(model)  # through the (possibly compressed) head module
             fast = inner_loop(
-                head, params, z_support, task.support_y, steps=steps, lr=lr, adapt=keep, first_order=first_order,
+                head,
+                params,
+                z_support,
+                task.support_y,
+                steps=steps,
+                lr=lr,
+                adapt=keep,
+                first_order=first_order,
                 project=self.project,
             )
             return head(fast, z_query)

@@ -32,16 +32,6 @@ def finished(root: Path, cell: Cell) -> dict[str, Any] | None:
         return None  # a damaged result is recomputed
 
 
-def scope_of(run: Any) -> str:
-    """The adaptation scope the cell's algorithm uses at test time."""
-    name = run.algorithm.config.algorithm
-    if name == "protonet":
-        return "none"
-    if name in ("anil", "finetune"):
-        return "head"
-    return str(run.algorithm.config.scope)
-
-
 def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = False) -> dict[str, Any]:
     """Run `cell` into its run dir under `root/cells/` and return (and store) its result row."""
     from fewbit.compress import compress, size_report
@@ -155,7 +145,7 @@ def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
 
 
 def _adaptation_memory(run: Any, test: Any, config: Any) -> dict[str, Any]:
-    from fewbit.report.cost import adaptation_memory
+    from fewbit.report.cost import adaptation_memory, algorithm_scope
 
     example = torch.zeros(config.ways * config.shots, 1, config.image_size, config.image_size, device=run.device)
-    return adaptation_memory(run.model, scope_of(run), example).to_dict()
+    return adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example).to_dict()

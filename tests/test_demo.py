@@ -1,0 +1,26 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_every_file_of_the_report(tmp_path):
+    out = tmp_path / "demo-report"
+    done = subprocess.run([sys.executable, "-m", "fewbit", "demo", "--quick", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    for name in ("report.md", "report.html", "pareto.png", "task.png", "runs/results.csv", "runs/results.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "![" in md and "| algorithm |" in md and "w4a8" in md
+    html = (out / "report.html").read_text()
+    assert '<img src="pareto.png"' in html and '<img src="task.png"' in html
+    rows = {(r["algorithm"], r["bits"]): r for r in result["rows"]}
+    assert set(rows) == {("protonet", 32), ("protonet", 4), ("anil", 32), ("anil", 4)}
+    for alg in ("protonet", "anil"):
+        assert rows[(alg, 4)]["bytes"] * 7 <= rows[(alg, 32)]["bytes"]
+        assert 0.0 <= rows[(alg, 4)]["accuracy"] <= 1.0
