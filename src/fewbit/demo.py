@@ -29,7 +29,7 @@ class Budget:
     eval_tasks: int
 
 
-FULL = Budget(steps=300, meta_batch=4, queries=10, val_every=100, val_tasks=50, eval_tasks=600)
+FULL = Budget(steps=200, meta_batch=4, queries=10, val_every=100, val_tasks=50, eval_tasks=600)
 QUICK = Budget(steps=10, meta_batch=2, queries=5, val_every=10, val_tasks=5, eval_tasks=20)
 
 
