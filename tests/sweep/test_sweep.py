@@ -94,3 +94,13 @@ def test_sweep_resumes_after_a_kill(tmp_path):
     by = {r["cell"]: r for r in rows}
     assert by["protonet-w4-s0-aware"]["bytes"] * 7 < by["protonet-w32-s0-float"]["bytes"]
     assert by["protonet-w4-s0.5-posthoc"]["bytes"] < by["protonet-w4-s0-posthoc"]["bytes"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_example_sweep_configs_load(path):
+    from fewbit.train import TrainConfig
+
+    sweep = SweepConfig.from_yaml(path)
+    assert sweep.cells()
+    TrainConfig.from_dict(dict(sweep.base))
