@@ -37,7 +37,7 @@ def test_zip_counts_names_and_order(tmp_path, make_omniglot_zip):
     ds = load_omniglot(path)
     assert ds.name == "omniglot"
     assert (len(ds.alphabets), ds.num_classes, ds.num_images) == (3, 12, 240)
-    assert ds.images.dtype == np.uint8 and ds.images.shape == (240, 28, 28)
+    assert ds.images.dtype == np.uint8 and ds.images.shape == (240, 1, 28, 28)
     assert ds.labels.dtype == np.int64
     assert ds.classes[:5] == (
         "Alpha/character01",
@@ -60,16 +60,16 @@ def test_ink_is_255_and_background_0(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("Script/character01/0001_01.png", _png(im.convert("1")))
     full = load_omniglot(path, image_size=105)
-    assert full.images[0, 52, 52] == 255 and full.images[0, 5, 5] == 0
+    assert full.images[0, 0, 52, 52] == 255 and full.images[0, 0, 5, 5] == 0
     small = load_omniglot(path, image_size=28)
-    assert small.images.shape == (1, 28, 28)
-    assert small.images[0, 14, 14] == 255 and small.images[0, 1, 1] == 0
+    assert small.images.shape == (1, 1, 28, 28)
+    assert small.images[0, 0, 14, 14] == 255 and small.images[0, 0, 1, 1] == 0
     assert small.classes == ("Script/character01",) and small.class_alphabet == ("Script",)
 
 
 def test_image_size(tmp_path, make_omniglot_zip):
     ds = load_omniglot(make_omniglot_zip(tmp_path / "bg.zip", drawings=2), image_size=14)
-    assert ds.images.shape == (24, 14, 14)
+    assert ds.images.shape == (24, 1, 14, 14)
 
 
 def test_zip_and_folder_forms_load_the_same(tmp_path, make_omniglot_zip, make_omniglot_folder):
@@ -94,7 +94,7 @@ def test_hidden_and_macosx_entries_are_ignored(tmp_path, make_omniglot_zip):
 def test_second_load_hits_the_cache(tmp_path, make_omniglot_zip, fewbit_cache, monkeypatch):
     path = make_omniglot_zip(tmp_path / "bg.zip", drawings=3)
     first = load_omniglot(path)
-    assert len(list(fewbit_cache.glob("omniglot-*.npz"))) == 1
+    assert len(list(fewbit_cache.glob("omniglot-*/index.npz"))) == 1
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
@@ -112,7 +112,7 @@ def test_cache_is_keyed_by_content_and_size(tmp_path, make_omniglot_zip, fewbit_
     second = load_omniglot(path)
     assert not np.array_equal(first.images, second.images)
     load_omniglot(path, image_size=20)
-    keys = sorted(p.name for p in fewbit_cache.glob("omniglot-*.npz"))
+    keys = sorted(p.parent.name for p in fewbit_cache.glob("omniglot-*/index.npz"))
     assert len(keys) == 3, keys
 
 
@@ -122,13 +122,13 @@ def test_folder_cache_key_follows_file_content(tmp_path, make_omniglot_folder, f
     victim = root / "Alpha" / "character01" / "0101_01.png"
     victim.write_bytes(_png(Image.new("1", (105, 105), 0)))  # all ink
     second = load_omniglot(root)
-    assert len(list(fewbit_cache.glob("omniglot-*.npz"))) == 2
+    assert len(list(fewbit_cache.glob("omniglot-*/index.npz"))) == 2
     assert second.images[0].min() == 255 and not np.array_equal(first.images[0], second.images[0])
 
 
 def test_cache_disabled_writes_nothing(tmp_path, make_omniglot_zip, fewbit_cache):
     load_omniglot(make_omniglot_zip(tmp_path / "bg.zip", drawings=2), cache=False)
-    assert not list(fewbit_cache.glob("*.npz"))
+    assert not list(fewbit_cache.glob("*"))
 
 
 def test_missing_path(tmp_path):
@@ -255,7 +255,7 @@ def test_real_background_small_sets(shared_omniglot, name, alphabets, classes, i
     ds = load_omniglot(shared_omniglot / name)
     assert ds.alphabets == alphabets
     assert (ds.num_classes, ds.num_images) == (classes, images)
-    assert ds.images.shape == (images, 28, 28)
+    assert ds.images.shape == (images, 1, 28, 28)
     assert ds.images_per_class().tolist() == [20] * classes
     assert ds.classes[0] == f"{alphabets[0]}/character01"
     # strokes are thin: most pixels are background (0), the brightest are ink (255)

@@ -97,7 +97,7 @@ def test_adapt_bad_input_is_one_clear_line(capsys, artifact, task_dirs, tmp_path
     support = _copy_tree(task_dirs[0], tmp_path / "support")
     if damage == "empty_class":
         (support / "he").mkdir()
-        expect = "has no PNG or JPEG"
+        expect = "has no images"
     elif damage == "unreadable":
         (support / "alef" / "broken.png").write_bytes(b"\x89PNG not really")
         expect = "cannot read the image"

@@ -64,10 +64,12 @@ def test_a_converted_model_exports_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_unsupported_layers_are_named(tmp_path: Path) -> None:
-    from fewbit.models import resnet12
+    from fewbit.models import Backbone
 
-    with pytest.raises(ConfigError, match=r"layer features\.0 \(ResidualStage\) has no artifact form"):
-        export(resnet12(ways=5, channels=(4, 4, 4, 4)), tmp_path / "m.fewbit")
+    odd = Backbone(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten()), 4 * 26 * 26,
+                   5, "odd")
+    with pytest.raises(ConfigError, match=r"layer features\.1 \(Tanh\) has no artifact form"):
+        export(odd, tmp_path / "m.fewbit")
     with pytest.raises(ConfigError, match="Backbone"):
         export(torch.nn.Linear(3, 3), tmp_path / "m.fewbit")
     with pytest.raises(ConfigError, match="format"):

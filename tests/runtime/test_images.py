@@ -48,7 +48,9 @@ def test_folder_labels_follow_sorted_class_names(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         _stroke(255, 0).save(tmp_path / name / "x.png")
     (tmp_path / "a" / "notes.txt").write_text("ignored")
-    folder = load_image_folder(tmp_path, PRE)
+    (tmp_path / "a" / "._x.png").write_bytes(b"macOS resource fork")  # hidden: skipped silently
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not class images: a/notes.txt"):
+        folder = load_image_folder(tmp_path, PRE)
     assert folder.classes == ("a", "b") and folder.labels.tolist() == [0, 1]
     assert folder.x.shape == (2, 1, 28, 28)
     with pytest.raises(DataError, match="does not exist"):

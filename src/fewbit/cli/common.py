@@ -61,3 +61,44 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def fractions(text: str) -> tuple[float, float]:
+    """argparse type: `train,val` shares, e.g. `0.7,0.15` (test takes the rest)."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.6,0.2, got {text!r}") from None
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected the train and val shares, like 0.6,0.2, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags of `fewbit.data.DataOptions` (how a source is read). With `defaults=False` an absent
+    flag is None, so that a config file's value stands."""
+    parser.add_argument("--image-size", type=positive_int, default=28 if defaults else None,
+                        help="resize images to N x N pixels (default 28)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="1 (greyscale) or 3 (RGB); default: detected (RGB when any image holds colour)")
+    parser.add_argument("--invert", action="store_const", const=True, default=None,
+                        help="invert images (dark strokes on light paper, like Omniglot's files)")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_const", const=False, default=None,
+                        help="keep pixels in [0, 1] (default: standardise each channel with training statistics)")
+    parser.add_argument("--resize", choices=("crop", "stretch"), default=None,
+                        help="crop: shorter side to the size, then the centre (default); stretch: both sides")
+    parser.add_argument("--split-fractions", type=fractions, default=None, metavar="TRAIN,VAL",
+                        help="shares of classes (groups) for train and val when the data has no split folders "
+                             "(default 0.6,0.2; test takes the rest)")
+    parser.add_argument("--split-seed", type=int, default=None, help="seed of that split (default 0)")
+    parser.add_argument("--label-column", default=None, help="a csv: table's label column (default: the last)")
+
+
+DATA_OPTION_FIELDS = ("image_size", "channels", "invert", "normalize", "resize", "split_fractions", "split_seed",
+                      "label_column")
+
+
+def data_option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options given on the command line (absent ones left out)."""
+    return {f: getattr(args, f) for f in DATA_OPTION_FIELDS if getattr(args, f, None) is not None}

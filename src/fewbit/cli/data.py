@@ -6,8 +6,16 @@ import argparse
 
 import torch
 
-from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int, table
-from fewbit.data.sources import SPEC_HELP, ImageSource, load_source
+from fewbit.cli.common import (
+    Output,
+    add_common,
+    add_data_options,
+    data_option_values,
+    nonnegative_int,
+    positive_int,
+    table,
+)
+from fewbit.data.sources import SPEC_HELP, DataOptions, ImageSource, load_source
 from fewbit.errors import DataError
 
 
@@ -15,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect data sources")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    info = dsub.add_parser("info", help="alphabets, classes, images and image size of a source")
+    info = dsub.add_parser("info", help="groups, classes, images, channels and splits of a source")
     info.add_argument("spec", help=SPEC_HELP)
     info.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
-    info.add_argument("--image-size", type=positive_int, default=28)
+    add_data_options(info, defaults=True)
     add_common(info)
     info.set_defaults(handler=run_info)
 
@@ -29,20 +37,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--shots", type=positive_int, default=1)
     show.add_argument("--queries", type=nonnegative_int, default=3)
     show.add_argument("--rotations", action="store_true", help="count 90-degree rotations as new classes")
+    show.add_argument("--augment", default="none", choices=("none", "auto", "photo", "glyph"),
+                      help="show the task as training augments it")
     show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--image-size", type=positive_int, default=28)
     show.add_argument("--out", default="task.png", help="PNG to write (default task.png)")
+    add_data_options(show, defaults=True)
     add_common(show)
     show.set_defaults(handler=run_show)
 
 
+def _options(args: argparse.Namespace) -> DataOptions:
+    return DataOptions(progress=not args.json, **data_option_values(args))
+
+
 def run_info(args: argparse.Namespace) -> Output:
-    source = load_source(args.spec, image_size=args.image_size)
+    source = load_source(args.spec, options=_options(args))
     info = source.info(args.split)
-    if source.kind != "images":
+    if source.kind == "regression":
         return Output(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
-    rows = [[k, info[k]] for k in ("alphabets", "classes", "images", "image_size", "images_per_class_min")]
-    rows.append(["splits (classes)", ", ".join(f"{k}={v}" for k, v in info["splits"].items())])
+    keys = ("groups", "classes", "images", "channels", "image_size", "images_per_class_min")
+    if source.kind == "table":
+        keys = ("classes", "rows", "features", "images_per_class_min")
+    rows = [[k, info[k]] for k in keys]
+    rows.append(["splits (classes / images)", ", ".join(
+        f"{k}={v}/{info['split_images'][k]}" for k, v in info["splits"].items())])
+    for key in ("layout", "split_rule", "ignored_files", "unreadable_images"):
+        if key in info:
+            rows.append([key.replace("_", " "), info[key]])
+    pre = info.get("preprocessing", {})
+    if source.kind == "images":
+        mean = ", ".join(f"{v:.3f}" for v in pre["mean"])
+        std = ", ".join(f"{v:.3f}" for v in pre["std"])
+        rows.append(["normalisation (mean / std)", f"{mean} / {std}"])
     text = f"{info['spec']} [{args.split}]\n" + table(["", "value"], rows)
     return Output(info, text)
 
@@ -51,15 +77,16 @@ def run_show(args: argparse.Namespace) -> Output:
     from fewbit.data.episodes import EpisodeSampler
     from fewbit.report.plots import plot_task
 
-    source = load_source(args.spec, image_size=args.image_size)
+    source = load_source(args.spec, options=_options(args))
     if not isinstance(source, ImageSource):
-        raise DataError(f"{args.spec} is a regression source; `data show` draws image tasks")
+        raise DataError(f"{args.spec} is a {source.kind} source; `data show` draws image tasks")
     ds = source.split(args.split)
     sampler = EpisodeSampler(
         ds, ways=args.ways, shots=args.shots, queries=args.queries, rotations=args.rotations,
-        generator=torch.Generator().manual_seed(args.seed),
+        augment=args.augment, generator=torch.Generator().manual_seed(args.seed),
     )
     task = sampler.sample(1)
-    path = plot_task(task, args.out, title=f"{args.spec} [{args.split}] {args.ways}-way {args.shots}-shot")
+    path = plot_task(task, args.out, title=f"{args.spec} [{args.split}] {args.ways}-way {args.shots}-shot",
+                     mean=ds.mean, std=ds.std)
     data = {"out": str(path), "ways": args.ways, "shots": args.shots, "queries": args.queries, "split": args.split}
     return Output(data, f"wrote {path}")

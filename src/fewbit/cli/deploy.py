@@ -34,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "adapt", help="adapt a .fewbit artifact to a support folder and classify a query folder"
     )
     ad.add_argument("artifact", metavar="MODEL", help="a .fewbit artifact")
-    ad.add_argument("--support", required=True, metavar="DIR", help="one folder of images per class")
+    ad.add_argument("--support", required=True, metavar="DIR|CSV",
+                    help="one folder of images per class (a table model: a CSV file with its label column)")
     ad.add_argument(
         "--query",
         required=True,
-        metavar="DIR",
-        help="images to classify: class folders (named as in --support for an accuracy) or files",
+        metavar="DIR|CSV",
+        help="images to classify: class folders (named as in --support for an accuracy) or files; "
+        "a table model: a CSV file (with the label column for an accuracy)",
     )
     ad.add_argument("--method", choices=("protonet", "finetune"), help="default: the artifact's")
     ad.add_argument("--steps", type=int, help="fine-tuning SGD steps (default: the artifact's)")
@@ -64,7 +66,7 @@ def run_export(args: argparse.Namespace) -> Output:
         algorithm=config.algorithm,
         meta=config.meta,
         format=args.format,
-        preprocessing={"image_size": int(config.image_size)},
+        preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
         adaptation_scope=args.scope,
         extra={"run_dir": str(args.run_dir), "step": run.step, "compress": getattr(config, "compress", None)},
     )
@@ -73,20 +75,18 @@ def run_export(args: argparse.Namespace) -> Output:
     return Output(info, text)
 
 
-def _query_folder(
-    path: Path, preprocessing: dict[str, Any]
-) -> tuple[np.ndarray, list[str], list[str | None]]:
+def _query_folder(path: Path, preprocessing: Any) -> tuple[np.ndarray, list[str], list[str | None]]:
     """(x, files, true class names or None) of a query folder of class folders or of image files."""
-    from fewbit.runtime.images import IMAGE_SUFFIXES, load_image, load_image_folder
+    from fewbit.runtime.images import list_images, load_image, load_image_folder
 
     if not path.is_dir():
         raise DataError(f"query folder {path} does not exist")
     if any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
         folder = load_image_folder(path, preprocessing, what="query")
         return folder.x, list(folder.files), [folder.classes[i] for i in folder.labels]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, _ = list_images(path)
     if not files:
-        raise DataError(f"query folder {path} has no class folders and no PNG or JPEG images")
+        raise DataError(f"query folder {path} has no class folders and no images")
     return (
         np.stack([load_image(p, preprocessing) for p in files]),
         [str(p) for p in files],
@@ -94,17 +94,43 @@ def _query_folder(
     )
 
 
+def _support_and_query(model: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray, list[str], list[str | None]]:
+    """(support set with x/labels/classes, query x, query names, true query classes or None)."""
+    from fewbit.runtime.images import ImageFolder, load_image_folder
+    from fewbit.runtime.preprocess import TablePreprocessing
+    from fewbit.runtime.tables import read_table
+
+    pre = model.prep
+    if isinstance(pre, TablePreprocessing):
+        for name in ("support", "query"):
+            path = Path(getattr(args, name))
+            if not path.is_file():
+                raise DataError(f"--{name} {path}: this is a table model; give a CSV file of its columns")
+        table = read_table(args.support, label_column=pre.label_column, features=pre.features)
+        classes = tuple(sorted(set(table.labels)))
+        labels = np.array([classes.index(v) for v in table.labels], np.int64)
+        support = ImageFolder(pre.standardize(table.values), labels, classes,
+                              tuple(f"row {i + 1}" for i in range(len(labels))))
+        query = read_table(args.query, label_column=pre.label_column, features=pre.features, labelled=False)
+        names = [f"{Path(args.query).name} row {i + 1}" for i in range(len(query.values))]
+        truth: list[str | None] = list(query.labels) if query.labels else [None] * len(names)
+        return support, pre.standardize(query.values), names, truth
+    if Path(args.support).is_file():
+        raise DataError(f"--support {args.support}: this is an image model; give a folder with one folder per class")
+    support = load_image_folder(args.support, pre, what="support")
+    query_x, files, truth = _query_folder(Path(args.query), pre)
+    return support, query_x, files, truth
+
+
 def run_adapt(args: argparse.Namespace) -> Output:
     import fewbit.runtime as rt
-    from fewbit.runtime.images import load_image_folder
 
     model = rt.load(args.artifact)
-    support = load_image_folder(args.support, model.preprocessing, what="support")
+    support, query_x, files, truth = _support_and_query(model, args)
     if len(support.classes) < 2:
         raise DataError(
-            f"support folder {args.support} has one class ({support.classes[0]}); a task needs at least two"
+            f"support set {args.support} has one class ({support.classes[0]}); a task needs at least two"
         )
-    query_x, files, truth = _query_folder(Path(args.query), model.preprocessing)
     try:
         adapted = rt.adapt(model, support.x, support.labels, method=args.method, steps=args.steps, lr=args.lr)
         preds, scores = [], []
@@ -130,7 +156,7 @@ def run_adapt(args: argparse.Namespace) -> Output:
         "query_images": len(files),
     }
     rows = [
-        [Path(f).name if t is None else f"{t}/{Path(f).name}", lab, f"{s:.3f}"]
+        [Path(f).name if t is None or model.prep.kind == "table" else f"{t}/{Path(f).name}", lab, f"{s:.3f}"]
         for f, lab, s, t in zip(files, labels, score, truth)
     ]
     text = table(["file", "label", "score"], rows)

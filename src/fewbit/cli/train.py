@@ -8,7 +8,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int
+from fewbit.cli.common import (
+    Output,
+    add_common,
+    add_data_options,
+    data_option_values,
+    nonnegative_int,
+    positive_int,
+)
 from fewbit.data.sources import SPEC_HELP
 
 HEAD_FREE = ("protonet", "finetune")  # algorithms whose predictions do not use the trained head's size
@@ -21,7 +28,7 @@ _FLAG_FIELDS = {
     "outer_lr": "outer_lr", "steps": "steps", "seed": "seed", "val_every": "val_every", "val_tasks": "val_tasks",
     "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
     "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
-    "image_size": "image_size", "compress": "compress",
+    "compress": "compress", "augment": "augment", "within_group": "within_group",
 }
 
 
@@ -52,7 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--first-order", action="store_const", const=True, default=None)
     train.add_argument("--rotations", action="store_const", const=True, default=None,
                        help="count 90-degree rotations as new classes")
-    train.add_argument("--image-size", type=positive_int)
+    train.add_argument("--augment", choices=("none", "auto", "photo", "glyph"),
+                       help="seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) for "
+                            "colour data, glyph (small affine) for greyscale")
+    train.add_argument("--within-group", action="store_const", const=True, default=None,
+                       help="draw each training task's classes from one group (alphabet)")
+    add_data_options(train, defaults=False)
     train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(train, device=True)
@@ -78,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None}
+    out.update(data_option_values(args))
     if args.device is not None:
         out["device"] = args.device
     return out
@@ -133,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> Output:
         run.algorithm = build_algorithm(dataclasses.replace(run.algorithm.config, **overrides))
         bind_compression(run.algorithm, run.model)
     spec = args.dataset or config.dataset
-    dataset = eval_dataset(spec, args.split, config.image_size)
+    dataset = eval_dataset(spec, args.split, config, run.preprocessing, progress=not (args.quiet or args.json))
     ways = args.ways or config.ways
     shots = args.shots or config.shots
     queries = args.queries or config.queries
@@ -153,7 +166,7 @@ def run_eval(args: argparse.Namespace) -> Output:
     if dataset is not None:
         from fewbit.report.cost import adaptation_memory, algorithm_scope
 
-        example = torch.zeros(ways * shots, 1, config.image_size, config.image_size, device=run.device)
+        example = torch.zeros(ways * shots, *run.input_shape, device=run.device)
         memory = adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example)
         data["adaptation_memory"] = memory.to_dict()
     if not math.isfinite(result.value):

@@ -504,7 +504,7 @@ def load_glyphs(*, image_size: int = 28, seed: int = 0, drawings: int = 20, cach
     )
     return ImageDataset(
         name=NAME,
-        images=arrays["images"],
+        pixels=arrays["images"],
         labels=arrays["labels"].astype(np.int64),
         classes=tuple(str(c) for c in arrays["classes"]),
         class_alphabet=tuple(str(a) for a in arrays["alphabets"]),

@@ -9,30 +9,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from fewbit.data.cache import cached_arrays
 from fewbit.data.dataset import ImageDataset
 from fewbit.errors import DataError
+from fewbit.runtime.preprocess import MAX_IMAGE_FILE_BYTES, ImagePreprocessing, read_regular_file
 
 NAME = "omniglot"
-RESAMPLE = Image.Resampling.LANCZOS  # the MAML reference code's 105 -> 28 filter
 OMNIGLOT_HELP = "give an Omniglot background zip (e.g. images_background_small1.zip) or its extracted folder"
 
-_CACHE_VERSION = 1  # bump whenever decoding changes, so that stale cache files are never read
+MAX_ARCHIVE_BYTES = 16 << 30  # all members of one archive, inflated
+_CACHE_VERSION = 2  # bump whenever decoding changes, so that stale cache files are never read
 _CACHE_KEYS = frozenset({"images", "labels", "classes", "class_alphabet"})
 # What a damaged zip member or image file raises: CRC and header errors, truncated deflate streams,
 # PIL's UnidentifiedImageError (an OSError) and its SyntaxError for broken PNG chunks.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 
@@ -44,15 +43,22 @@ class Archive:
     names: tuple[str, ...]
     is_zip: bool
     _read: Callable[[str], bytes]
+    _sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # inflated size of each zip member
 
     def where(self, name: str) -> str:
         """How to name file `name` in a message: `zip member X` or the file's path."""
         return f"{self.path} member {name}" if self.is_zip else str(self.path / name)
 
     def read(self, name: str) -> bytes:
-        """The bytes of `name`; a damaged member raises DataError naming it."""
+        """The bytes of `name` (at most MAX_IMAGE_FILE_BYTES); a damaged member raises DataError naming it."""
+        size = self._sizes.get(name, 0)
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise DataError(f"{self.where(name)} inflates to {size:,} bytes, more than the "
+                            f"{MAX_IMAGE_FILE_BYTES:,} an image file may hold; remove it from the zip")
         try:
             return self._read(name)
+        except DataError:
+            raise
         except _READ_ERRORS as exc:
             fix = "the zip is damaged; download it again" if self.is_zip else "replace the file"
             raise DataError(f"cannot read {self.where(name)} ({_one_line(exc)}); {fix}") from None
@@ -65,8 +71,11 @@ def open_archive(path: Path, *, what: str = OMNIGLOT_HELP) -> Iterator[Archive]:
     if not path.exists():
         raise DataError(f"{path} does not exist; {what}")
     if path.is_dir():
-        yield Archive(path, _folder_names(path), False, lambda name: (path / name).read_bytes())
+        yield Archive(path, _folder_names(path), False,
+                      lambda name: read_regular_file(path / name, MAX_IMAGE_FILE_BYTES))
         return
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise DataError(f"{path} is neither a zip file nor a folder (a device, pipe or socket); {what}")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, ValueError):
@@ -74,22 +83,27 @@ def open_archive(path: Path, *, what: str = OMNIGLOT_HELP) -> Iterator[Archive]:
     except OSError as exc:
         raise DataError(f"cannot open {path} ({_one_line(exc)}); {what}") from None
     with zf:
-        names = tuple(sorted(i.filename for i in zf.infolist() if not i.is_dir() and _visible(i.filename)))
-        yield Archive(path, names, True, zf.read)
+        infos = [i for i in zf.infolist() if not i.is_dir() and _visible(i.filename)]
+        total = sum(i.file_size for i in infos)
+        if total > MAX_ARCHIVE_BYTES:
+            raise DataError(f"{path} inflates to {total / 2**30:.1f} GiB, more than the "
+                            f"{MAX_ARCHIVE_BYTES >> 30} GiB fewbit reads from one zip; {what}")
+        names = tuple(sorted(i.filename for i in infos))
+        yield Archive(path, names, True, zf.read, {i.filename: i.file_size for i in infos})
+
+
+def ink_rule(image_size: int) -> ImagePreprocessing:
+    """How Omniglot files are decoded: greyscale, inverted (ink = 255), LANCZOS-resized to `image_size`
+    (the MAML reference code's 105 -> 28 filter)."""
+    return ImagePreprocessing(image_size=image_size, channels=1, invert=True, resize="stretch", resample="lanczos")
 
 
 def decode_image(data: bytes, *, image_size: int, where: str) -> np.ndarray:
     """uint8 `[image_size, image_size]` with ink = 255 from the bytes of a black-on-white image file."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            grey = im.convert("L")
-    except _DECODE_ERRORS as exc:
-        raise DataError(f"cannot decode the image {where} ({_one_line(exc)}); replace the file") from None
-    ink = ImageOps.invert(grey)  # Omniglot draws black strokes on white; fewbit wants ink = 255
-    if ink.size != (image_size, image_size):
-        ink = ink.resize((image_size, image_size), RESAMPLE)
-    return np.asarray(ink, dtype=np.uint8)
+        return ink_rule(image_size).decode_bytes(data, where)[0]
+    except DataError as exc:
+        raise DataError(f"{exc}; replace the file") from None
 
 
 def load_omniglot(path: Path, *, image_size: int = 28, cache: bool = True) -> ImageDataset:
@@ -119,7 +133,7 @@ def load_omniglot(path: Path, *, image_size: int = 28, cache: bool = True) -> Im
             arrays = build()
     return ImageDataset(
         name=NAME,
-        images=np.ascontiguousarray(arrays["images"], dtype=np.uint8),
+        pixels=arrays["images"],
         labels=arrays["labels"].astype(np.int64),
         classes=tuple(str(c) for c in arrays["classes"]),
         class_alphabet=tuple(str(a) for a in arrays["class_alphabet"]),
@@ -210,8 +224,8 @@ def _sha256_blobs(blobs: dict[str, bytes]) -> str:
 
 
 def _check_image_size(image_size: int) -> None:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 256:
-        raise DataError(f"image size {image_size!r} is out of range; use a whole number of pixels, 8..256")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 512:
+        raise DataError(f"image size {image_size!r} is out of range; use a whole number of pixels, 8..512")
 
 
 def _one_line(exc: BaseException) -> str:

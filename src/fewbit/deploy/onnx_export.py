@@ -143,6 +143,50 @@ def _batchnorm(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str
     return g.op("Add", [scaled, beta], f"{name}.out")
 
 
+def _emit(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str, Tensor], rank: int) -> tuple[str, int]:
+    """The nodes of one layer on input `x` of `rank`; returns (its output, the output's rank)."""
+    op = layer["op"]
+    if op == "conv2d":
+        xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
+        inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
+        if layer.get("bias"):
+            inputs.append(g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias"))
+        w_shape = tensors[layer["weight"]].shape
+        p, s = int(layer.get("padding", 0)), int(layer.get("stride", 1))
+        x = g.op("Conv", inputs, layer["name"], kernel_shape=list(w_shape[2:]), pads=[p, p, p, p], strides=[s, s])
+    elif op == "linear":
+        xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
+        inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
+        if layer.get("bias"):
+            inputs.append(g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias"))
+        x = g.op("Gemm", inputs, layer["name"], transB=1)
+    elif op == "batchnorm":
+        x = _batchnorm(g, x, layer, tensors, rank)
+    elif op == "relu":
+        x = g.op("Relu", [x], "relu")
+    elif op == "leaky_relu":
+        x = g.op("LeakyRelu", [x], "leaky_relu", alpha=float(layer.get("slope", 0.01)))
+    elif op == "maxpool2d":
+        k = int(layer.get("kernel", 2))
+        x = g.op("MaxPool", [x], "maxpool", kernel_shape=[k, k], strides=[k, k])
+    elif op == "global_avgpool":
+        x = g.op("GlobalAveragePool", [x], "avgpool")
+    elif op == "residual":
+        outs = []
+        for key in ("main", "shortcut"):
+            h, r = x, rank
+            for sub in layer[key]:
+                h, r = _emit(g, h, sub, tensors, r)
+            outs.append(h)
+        x = g.op("Add", outs, layer.get("name", "residual") + ".add")
+    elif op == "flatten":
+        x = g.op("Flatten", [x], "flatten", axis=1)
+        rank = 2
+    else:
+        raise ValueError(f"onnx export: layer op {op!r} has no ONNX form here")
+    return x, rank
+
+
 def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Any:
     """The `onnx.ModelProto` of an artifact's manifest and tensors."""
     import onnx
@@ -151,47 +195,10 @@ def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> An
     g = _Graph()
     arch = manifest["architecture"]
     x = "x"
-    rank = 4
+    rank = 1 + len(arch["input_shape"])
     embedding = None
     for i, layer in enumerate(arch["layers"]):
-        op = layer["op"]
-        if op == "conv2d":
-            xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
-            inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
-            if layer.get("bias"):
-                inputs.append(
-                    g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias")
-                )
-            w_shape = tensors[layer["weight"]].shape
-            p, s = int(layer.get("padding", 0)), int(layer.get("stride", 1))
-            x = g.op(
-                "Conv",
-                inputs,
-                layer["name"],
-                kernel_shape=list(w_shape[2:]),
-                pads=[p, p, p, p],
-                strides=[s, s],
-            )
-        elif op == "linear":
-            xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
-            inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
-            if layer.get("bias"):
-                inputs.append(
-                    g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias")
-                )
-            x = g.op("Gemm", inputs, layer["name"], transB=1)
-        elif op == "batchnorm":
-            x = _batchnorm(g, x, layer, tensors, rank)
-        elif op == "relu":
-            x = g.op("Relu", [x], "relu")
-        elif op == "maxpool2d":
-            k = int(layer.get("kernel", 2))
-            x = g.op("MaxPool", [x], "maxpool", kernel_shape=[k, k], strides=[k, k])
-        elif op == "flatten":
-            x = g.op("Flatten", [x], "flatten", axis=1)
-            rank = 2
-        else:
-            raise ValueError(f"onnx export: layer op {op!r} has no ONNX form here")
+        x, rank = _emit(g, x, layer, tensors, rank)
         if i + 1 == arch["embedding_layers"]:
             embedding = g.op("Identity", [x], "embedding_out")
     outputs = [helper.make_tensor_value_info(embedding or x, TensorProto.FLOAT, None)]
@@ -203,11 +210,10 @@ def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> An
     if len(outputs) == 2:
         final_nodes.append(helper.make_node("Identity", [outputs[1].name], ["logits"], name="logits"))
         named.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", None]))
-    c, h, w = arch["input_shape"]
     graph = helper.make_graph(
         g.nodes + final_nodes,
         f"fewbit_{arch.get('name', 'model')}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *arch["input_shape"]])],
         named,
         g.inits,
     )

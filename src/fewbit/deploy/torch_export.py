@@ -22,14 +22,18 @@ from fewbit import __version__
 from fewbit.deploy.format import QuantTensor, Tensor, write_artifact
 from fewbit.errors import ConfigError
 from fewbit.models.layers import BatchNorm, Flatten
+from fewbit.models.resnet12 import ResidualStage
+from fewbit.runtime.preprocess import preprocessing_from_dict
 
 ALGORITHMS_PROTONET = ("protonet",)
-DEFAULT_PREPROCESSING: dict[str, Any] = {
+DEFAULT_PREPROCESSING: dict[str, Any] = {  # ink data (Omniglot, glyphs); a run records its own
+    "kind": "image",
     "image_size": 28,
     "channels": 1,
     "invert": "auto",
     "mean": 0.0,
     "std": 1.0,
+    "resize": "stretch",
     "resample": "lanczos",
 }
 # fewbit.meta scopes -> what the runtime may move (it never moves quantized weights, so `all`
@@ -181,9 +185,30 @@ def _conv_params(layer: Any, name: str) -> tuple[int, int]:
     return int(stride[0]), int(padding[0])
 
 
+def _layer_specs(layers: list[tuple[str, nn.Module]], tensors: dict[str, Tensor]) -> list[dict[str, Any]]:
+    """The specs of consecutive layers (a layer's successor decides whether a conv bias is stored)."""
+    out: list[dict[str, Any]] = []
+    for i, (name, layer) in enumerate(layers):
+        spec = _layer_spec(name, layer, layers[i + 1][1] if i + 1 < len(layers) else None, tensors)
+        if isinstance(spec, list):
+            out += spec
+        elif spec is not None:
+            out.append(spec)
+    return out
+
+
 def _layer_spec(
     name: str, layer: nn.Module, nxt: nn.Module | None, tensors: dict[str, Tensor]
-) -> dict[str, Any] | None:
+) -> dict[str, Any] | list[dict[str, Any]] | None:
+    if isinstance(layer, ResidualStage):  # main + shortcut, then what follows their sum
+        main, shortcut, tail = layer.branches()
+        residual = {
+            "op": "residual",
+            "name": name,
+            "main": _layer_specs([(f"{name}.{n}", m) for n, m in main], tensors),
+            "shortcut": _layer_specs([(f"{name}.{n}", m) for n, m in shortcut], tensors),
+        }
+        return [residual, *_layer_specs([(f"{name}.{n}", m) for n, m in tail], tensors)]
     kind = getattr(layer, "kind", None) if _is_packed_layer(layer) else None
     if isinstance(layer, (nn.Conv2d, nn.Linear)) or kind in ("conv2d", "linear"):
         conv = isinstance(layer, nn.Conv2d) or kind == "conv2d"
@@ -223,6 +248,13 @@ def _layer_spec(
         }
     if isinstance(layer, nn.ReLU):
         return {"op": "relu"}
+    if isinstance(layer, nn.LeakyReLU):
+        return {"op": "leaky_relu", "slope": float(layer.negative_slope)}
+    if isinstance(layer, nn.AdaptiveAvgPool2d):
+        size = layer.output_size
+        if size not in (1, (1, 1)):
+            raise ConfigError(f"export: adaptive average pool {name} must pool to 1x1, got {size}")
+        return {"op": "global_avgpool"}
     if isinstance(layer, nn.MaxPool2d):
         k, s = layer.kernel_size, layer.stride
         if k != s or layer.padding not in (0, (0, 0)) or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
@@ -234,7 +266,8 @@ def _layer_spec(
         return None
     raise ConfigError(
         f"export: layer {name} ({type(layer).__name__}) has no artifact form; "
-        "supported: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten (conv4 and mlp backbones)"
+        "supported: Conv2d, Linear, BatchNorm, ReLU, LeakyReLU, MaxPool2d, AdaptiveAvgPool2d(1), Flatten and "
+        "ResNet-12 stages (the mlp, conv4 and resnet12 backbones)"
     )
 
 
@@ -300,34 +333,18 @@ def artifact_from_model(
         raise ConfigError("export: the model must be a fewbit Backbone (`.features` then `.head`)")
     pre = dict(DEFAULT_PREPROCESSING)
     pre.update(preprocessing or {})
+    if pre.get("kind") == "table":
+        pre = dict(preprocessing or {})
     tensors: dict[str, Tensor] = {}
-    leaves = list(_walk(features, "features"))
-    layers: list[dict[str, Any]] = []
-    for i, (name, layer) in enumerate(leaves):
-        spec = _layer_spec(name, layer, leaves[i + 1][1] if i + 1 < len(leaves) else None, tensors)
-        if spec is not None:
-            layers.append(spec)
+    layers = _layer_specs(list(_walk(features, "features")), tensors)
     if not layers or layers[-1]["op"] != "flatten":
         layers.append({"op": "flatten"})  # Backbone.forward flattens the features
     embedding_layers = len(layers)
     # ProtoNet classifies by distances to prototypes and never uses a head: none is stored.
     head_spec = None if algorithm in ALGORITHMS_PROTONET else _layer_spec("head", model.head, None, tensors)
-    if head_spec is not None:
+    if isinstance(head_spec, dict):
         layers.append(head_spec)
-    first = next((lay for lay in layers if lay["op"] in ("conv2d", "linear")), None)
-    size = int(pre["image_size"])
-    if first is not None and first["op"] == "conv2d":
-        channels = int(tensors[first["weight"]].shape[1])
-    elif first is not None:
-        fan = int(tensors[first["weight"]].shape[1])
-        channels = max(1, fan // (size * size))
-        if channels * size * size != fan:
-            raise ConfigError(
-                f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}"
-            )
-    else:
-        channels = int(pre.get("channels", 1))
-    pre["channels"] = channels
+    input_shape = _input_shape(layers, tensors, pre)
     adapt_block = adaptation_for(algorithm, meta, adaptation_scope)
     adapt_block.update(adaptation or {})
     manifest = {
@@ -336,7 +353,7 @@ def artifact_from_model(
         "algorithm": algorithm,
         "architecture": {
             "name": str(getattr(model, "arch", type(model).__name__)),
-            "input_shape": [channels, size, size],
+            "input_shape": input_shape,
             "embedding_layers": embedding_layers,
             "layers": layers,
         },
@@ -346,6 +363,37 @@ def artifact_from_model(
     if extra:
         manifest["source"] = dict(extra)
     return manifest, tensors
+
+
+def _input_shape(layers: list[dict[str, Any]], tensors: Mapping[str, Tensor], pre: dict[str, Any]) -> list[int]:
+    """The model's input shape from its first layer, checked against (and completing) `pre` in place."""
+    first = next((lay for lay in layers if lay["op"] in ("conv2d", "linear", "residual")), None)
+    if first is not None and first["op"] == "residual":
+        first = first["main"][0]
+    if pre.get("kind") == "table":
+        shape = [len(pre.get("features") or ())]
+        fan = int(tensors[first["weight"]].shape[1]) if first is not None and first["op"] == "linear" else None
+        if first is None or first["op"] != "linear" or fan != shape[0]:
+            raise ConfigError(f"preprocessing.features: a table model's first layer must be linear over the "
+                              f"{shape[0]} features, got {first and first['op']} with {fan} inputs")
+    else:
+        size = int(pre["image_size"])
+        if first is not None and first["op"] == "conv2d":
+            pre["channels"] = int(tensors[first["weight"]].shape[1])
+        elif first is not None:
+            fan = int(tensors[first["weight"]].shape[1])
+            channels = max(1, fan // (size * size))
+            if channels * size * size != fan:
+                raise ConfigError(
+                    f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}"
+                )
+            pre["channels"] = channels
+        shape = [int(pre["channels"]), size, size]
+    try:
+        pre.update(preprocessing_from_dict(pre).to_dict())
+    except ValueError as exc:
+        raise ConfigError(f"export: {exc}") from None
+    return shape
 
 
 def float32_bytes(tensors: Mapping[str, Tensor]) -> int:

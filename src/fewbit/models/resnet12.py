@@ -27,6 +27,14 @@ class ResidualStage(nn.Module):
         self.act = nn.LeakyReLU(0.1)
         self.pool = nn.MaxPool2d(2)
 
+    def branches(self) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, nn.Module]], list[tuple[str, nn.Module]]]:
+        """(main branch, shortcut branch, what follows their sum) as (name, layer) lists, in the order
+        `forward` runs them: how an exporter writes the stage out layer by layer."""
+        main = [("conv1", self.conv1), ("bn1", self.bn1), ("act", self.act), ("conv2", self.conv2),
+                ("bn2", self.bn2), ("act", self.act), ("conv3", self.conv3), ("bn3", self.bn3)]
+        return main, [("shortcut", self.shortcut), ("bn_shortcut", self.bn_shortcut)], [("act", self.act),
+                                                                                          ("pool", self.pool)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
         out = self.act(self.bn2(self.conv2(out)))

@@ -37,12 +37,16 @@ def plot_task(
     predictions: torch.Tensor | None = None,
     max_queries_per_class: int = 3,
     title: str = "",
+    mean: tuple[float, ...] = (0.0,),
+    std: tuple[float, ...] = (1.0,),
 ) -> Path:
     """A PNG of the first task in `task`: one row per class, support then queries.
 
     With `predictions` (`[N*Q]` labels for the first task), query frames are green when
-    right and red when wrong.
+    right and red when wrong. `mean`/`std` undo the inputs' normalisation; greyscale data that
+    was not normalised is ink (strokes = 1) and is drawn dark on white.
     """
+    ink = all(m == 0.0 for m in mean) and all(v == 1.0 for v in std)
     plt = _pyplot()
     t = task[0]
     ways = t.ways
@@ -71,7 +75,7 @@ def plot_task(
                     pred = int(predictions[i])
                     color = "#1a9c3a" if pred == c else "#c62828"
                     label = f"pred {pred}"
-            ax.imshow(1.0 - img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_picture(img, mean, std, ink), cmap="gray", vmin=0, vmax=1)
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(2.5)
@@ -83,3 +87,14 @@ def plot_task(
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def _picture(img: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], ink: bool) -> object:
+    """`[C, H, W]` model input as something `imshow` draws: RGB `[H, W, 3]` or greyscale `[H, W]`."""
+    c = img.shape[0]
+    m = torch.tensor(mean[:c] if len(mean) >= c else mean * c).view(-1, 1, 1)
+    s = torch.tensor(std[:c] if len(std) >= c else std * c).view(-1, 1, 1)
+    x = (img * s + m).clamp(0, 1)
+    if c == 3:
+        return x.permute(1, 2, 0).numpy()
+    return (1.0 - x[0] if ink else x[0]).numpy()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params
+from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params, walk_ops
 
 SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
 HEAD_INITS = ("own", "zeros", "prototypes")
@@ -231,7 +231,7 @@ def _init_head(
 def _body_trainable(model: RuntimeModel, scope: str) -> set[str]:
     parts = scope_parts(scope)
     names: set[str] = set()
-    for op in model.layers[: model.embedding_layers]:
+    for op in walk_ops(model.layers[: model.embedding_layers]):
         if ("bias" in parts and isinstance(op, (Conv2d, Linear))) or (
             "norm" in parts and isinstance(op, BatchNorm)
         ):

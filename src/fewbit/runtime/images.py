@@ -1,10 +1,10 @@
-"""Image folders for `fewbit adapt`: one folder per class, PNG/JPEG of any size, preprocessed
-as the artifact says (greyscale, ink = 1, resize, normalise). Needs Pillow, not torch."""
+"""Image folders for `fewbit adapt`: one folder per class, images of any size and format Pillow reads,
+prepared as the artifact says (`fewbit.runtime.preprocess`). Needs Pillow, not torch."""
 
 from __future__ import annotations
 
 import dataclasses
-import zlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from fewbit.errors import DataError
+from fewbit.runtime.preprocess import IMAGE_SUFFIXES, ImagePreprocessing, is_image_name
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "list_images", "load_image", "load_image_folder", "preprocess"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,56 +27,51 @@ class ImageFolder:
     files: tuple[str, ...]
 
 
-def preprocess(image: Any, preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """A PIL image as float32 `[C, H, W]` by the artifact's preprocessing.
-
-    Greyscale (transparent pixels count as white paper), ink = 1: with `invert` true the image is
-    inverted; with "auto" it is inverted when its border is light (dark strokes on white paper,
-    as Omniglot draws them), and kept when it is already light strokes on a dark ground.
-    Then LANCZOS resize to `image_size` (the filter the training data used), scale to [0, 1],
-    and `(x - mean) / std`.
-    """
-    from PIL import Image, ImageOps
-
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    grey = image.convert("L")
-    invert = preprocessing.get("invert", "auto")
-    if invert == "auto":
-        a = np.asarray(grey, dtype=np.float32)
-        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-        invert = bool(border.mean() > 127.5)
-    if invert:
-        grey = ImageOps.invert(grey)
-    size = int(preprocessing["image_size"])
-    if grey.size != (size, size):
-        grey = grey.resize((size, size), Image.Resampling.LANCZOS)
-    x = np.asarray(grey, dtype=np.float32) / np.float32(255.0)
-    mean = np.float32(preprocessing.get("mean", 0.0))
-    std = np.float32(preprocessing.get("std", 1.0))
-    channels = int(preprocessing.get("channels", 1))
-    return np.repeat(((x - mean) / std)[None], channels, axis=0).astype(np.float32)
-
-
-def load_image(path: Path, preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """One image file preprocessed to `[C, H, W]`; DataError naming the file when it cannot be read."""
-    from PIL import Image
-
+def _rule(preprocessing: Mapping[str, Any] | ImagePreprocessing) -> ImagePreprocessing:
+    if isinstance(preprocessing, ImagePreprocessing):
+        return preprocessing
     try:
-        with Image.open(path) as im:
-            im.load()
-            return preprocess(im, preprocessing)
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read the image {path} ({reason}); replace or remove it") from None
+        return ImagePreprocessing.from_dict(preprocessing)
+    except ValueError as exc:
+        raise DataError(f"invalid preprocessing: {exc}") from None
+
+
+def preprocess(image: Any, preprocessing: Mapping[str, Any] | ImagePreprocessing) -> np.ndarray:
+    """A PIL image as float32 `[C, H, W]` by the artifact's preprocessing (see `ImagePreprocessing`)."""
+    rule = _rule(preprocessing)
+    return rule.normalize(rule.decode(image)[None])[0]
+
+
+def load_image(path: Path, preprocessing: Mapping[str, Any] | ImagePreprocessing) -> np.ndarray:
+    """One image file preprocessed to `[C, H, W]`; DataError naming the file when it cannot be read."""
+    try:
+        return _rule(preprocessing).load(path)
+    except DataError as exc:
+        raise DataError(f"{exc}; replace or remove it") from None
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """(image files, names of other visible files) directly in `folder`; hidden files are left out."""
+    images, others = [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue  # hidden files and macOS `._x` resource forks
+        if p.is_file() and is_image_name(p.name):
+            images.append(p)
+        elif not p.is_dir():
+            others.append(p.name)
+    return images, others
 
 
 def load_image_folder(
-    root: str | Path, preprocessing: Mapping[str, Any], *, what: str = "images"
+    root: str | Path, preprocessing: Mapping[str, Any] | ImagePreprocessing, *, what: str = "images"
 ) -> ImageFolder:
-    """Every class folder under `root` (sorted by name), each holding at least one PNG/JPEG."""
+    """Every class folder under `root` (sorted by name), each holding at least one image.
+
+    Files beside the class folders and non-image files inside them are skipped with a warning
+    that names them; hidden files are skipped silently.
+    """
+    rule = _rule(preprocessing)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{what} folder {root} does not exist")
@@ -84,15 +80,22 @@ def load_image_folder(
         raise DataError(
             f"{what} folder {root} has no class folders; put each class's images in its own folder"
         )
+    loose_images, loose_other = list_images(root)
+    skipped = [f"{root.name}/{p.name}" for p in loose_images] + [f"{root.name}/{n}" for n in loose_other]
     xs, labels, files = [], [], []
     for label, d in enumerate(class_dirs):
-        images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images, others = list_images(d)
+        skipped += [f"{d.name}/{n}" for n in others]
         if not images:
-            raise DataError(f"class folder {d} has no PNG or JPEG images")
+            raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)})")
         for p in images:
-            xs.append(load_image(p, preprocessing))
+            xs.append(load_image(p, rule))
             labels.append(label)
             files.append(str(p))
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        warnings.warn(f"{what} folder {root}: skipped {len(skipped)} file(s) that are not class images: {shown}",
+                      stacklevel=2)
     return ImageFolder(
         np.stack(xs), np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs), tuple(files)
     )

@@ -10,7 +10,8 @@ import numpy as np
 
 from fewbit.deploy.format import Artifact, QuantTensor, decode_artifact, read_artifact
 from fewbit.errors import FewbitFormatError
-from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block
+from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block, walk_specs
+from fewbit.runtime.preprocess import MAX_TABLE_FEATURES, Preprocessing, preprocessing_from_dict
 
 MAX_IMAGE_SIDE = 512
 
@@ -19,8 +20,10 @@ class RuntimeModel:
     """An artifact ready to run: `embed`, `logits`, `predict`, and the pieces adaptation needs.
 
     Inputs are float32 `[N, C, H, W]` already preprocessed (see `fewbit.runtime.images`), the
-    same layout PyTorch uses. `params` holds every float tensor (biases, norms, a float head);
-    quantized weights stay as integer codes inside the ops and are never trained.
+    same layout PyTorch uses, or `[N, F]` standardised rows for a table model. `params` holds every
+    float tensor (biases, norms, a float head); quantized weights stay as integer codes inside the
+    ops and are never trained. `prep` is the artifact's preprocessing (how raw inputs become
+    inputs: `fewbit.runtime.preprocess`).
     """
 
     def __init__(self, artifact: Artifact) -> None:
@@ -32,7 +35,9 @@ class RuntimeModel:
         self.input_shape = tuple(int(d) for d in arch["input_shape"])
         self.embedding_layers = int(arch["embedding_layers"])
         specs = arch["layers"]
-        if len(self.input_shape) != 3 or not all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape):
+        image_shape = len(self.input_shape) == 3 and all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape)
+        table_shape = len(self.input_shape) == 1 and 1 <= self.input_shape[0] <= MAX_TABLE_FEATURES
+        if not (image_shape or table_shape):
             raise FewbitFormatError(f"malformed manifest: input_shape {list(self.input_shape)}")
         if not 0 < self.embedding_layers <= len(specs):
             raise FewbitFormatError(f"malformed manifest: embedding_layers={self.embedding_layers}")
@@ -50,10 +55,9 @@ class RuntimeModel:
         kinds = [op.kind for op in self.layers]
         block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
         self._fusable = [kinds[i : i + 4] == block for i in range(len(self.layers))]
+        weights = {s.get("weight") for s in walk_specs(specs) if s.get("op") in ("conv2d", "linear")}
         self.params: Params = {
-            name: t
-            for name, t in artifact.tensors.items()
-            if isinstance(t, np.ndarray) and not _is_weight(name, specs)
+            name: t for name, t in artifact.tensors.items() if isinstance(t, np.ndarray) and name not in weights
         }
         # Only the head's stored weight is kept here (adaptation starts from it); the body's
         # weights live in the ops, in their compressed form.
@@ -62,12 +66,23 @@ class RuntimeModel:
         self.algorithm = str(manifest.get("algorithm", "protonet"))
         self.adaptation: dict[str, Any] = dict(manifest.get("adaptation") or {})
         self.preprocessing: dict[str, Any] = dict(manifest["preprocessing"])
+        try:
+            self.prep: Preprocessing = preprocessing_from_dict(self.preprocessing)
+        except ValueError as exc:
+            raise FewbitFormatError(f"malformed manifest: {exc}") from None
+        if tuple(self.prep.input_shape) != self.input_shape:
+            raise FewbitFormatError(
+                f"malformed manifest: preprocessing gives inputs {list(self.prep.input_shape)}, "
+                f"the architecture takes {list(self.input_shape)}"
+            )
         head = self.layers[self.embedding_layers :]
         self.ways = head[-1].out_features if head and isinstance(head[-1], Linear) else 0
         # Shapes are checked symbolically, layer by layer: a manifest whose shapes do not chain
         # fails here, and loading costs no compute whatever the architecture claims.
-        c, h, w = self.input_shape
-        shape: tuple[int, ...] = (h, w, c)
+        shape: tuple[int, ...] = self.input_shape
+        if len(shape) == 3:
+            c, h, w = shape
+            shape = (h, w, c)
         try:
             for i, op in enumerate(self.layers):
                 shape = op.out_shape(shape, self.params)
@@ -105,12 +120,15 @@ class RuntimeModel:
         return x
 
     def to_nhwc(self, x: np.ndarray) -> np.ndarray:
-        """Check a `[N, C, H, W]` batch against the artifact's input shape and make it NHWC float32."""
+        """Check a `[N, C, H, W]` (or `[N, F]`) batch against the artifact's input shape and make it
+        the runtime's layout (NHWC float32; rows stay as they are)."""
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+        if x.ndim != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"expected input [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}"
             )
+        if x.ndim == 2:
+            return np.ascontiguousarray(x)
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def embed(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
@@ -140,10 +158,6 @@ class RuntimeModel:
         """A stored tensor as float32 (dequantized when quantized)."""
         t = self.tensors[name]
         return t.dequantize() if isinstance(t, QuantTensor) else np.array(t, dtype=np.float32)
-
-
-def _is_weight(name: str, specs: list[dict[str, Any]]) -> bool:
-    return any(s.get("weight") == name and s.get("op") in ("conv2d", "linear") for s in specs)
 
 
 def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:

@@ -177,6 +177,10 @@ class Op:
         when they do not fit. Lets a loader check an architecture without running it."""
         return shape
 
+    def children(self) -> list[Op]:
+        """Ops nested inside this one (a residual's branches)."""
+        return []
+
 
 class Conv2d(Op):
     """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
@@ -532,10 +536,137 @@ class Flatten(Op):
         return dy.reshape(shape)
 
 
+class LeakyReLU(Op):
+    """`max(x, slope * x)` (ResNet-12's activation)."""
+
+    kind = "leaky_relu"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        slope = spec.get("slope", 0.01)
+        if not isinstance(slope, (int, float)) or isinstance(slope, bool) or not 0 <= slope < 1:
+            raise ValueError(f"leaky_relu slope must be a number in [0, 1), got {slope!r}")
+        self.slope = np.float32(slope)
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        pos = x > 0
+        if ctx is not None:
+            ctx["pos"] = pos
+        return np.where(pos, x, x * self.slope)
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        return np.where(ctx["pos"], dy, dy * self.slope)
+
+
+class GlobalAvgPool(Op):
+    """The mean over height and width, `[N, H, W, C]` to `[N, 1, 1, C]` (PyTorch's AdaptiveAvgPool2d(1))."""
+
+    kind = "global_avgpool"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        pass
+
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        if len(shape) != 3:
+            raise ValueError(f"global_avgpool needs an image, gets {list(shape)}")
+        return 1, 1, shape[2]
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        if ctx is not None:
+            ctx["x_shape"] = x.shape
+        return x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        n, h, w, c = ctx["x_shape"]
+        return np.broadcast_to(dy / np.float32(h * w), (n, h, w, c)).astype(np.float32)
+
+
+class Residual(Op):
+    """`main(x) + shortcut(x)`: two branches of plain layers (ResNet-12's stage before its activation).
+
+    Branches hold layers of the other kinds only (no residual inside a residual), so an
+    architecture stays a short, bounded description.
+    """
+
+    kind = "residual"
+
+    def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+        self.branches: list[list[Op]] = []
+        for key in ("main", "shortcut"):
+            layers = spec.get(key)
+            if not isinstance(layers, list) or not layers or len(layers) > 64:
+                raise ValueError(f"residual {key} must be a list of 1..64 layers")
+            ops = []
+            for sub in layers:
+                op = OPS.get(sub.get("op")) if isinstance(sub, Mapping) else None
+                if op is None or op is Residual:
+                    raise ValueError(f"residual {key} holds an unknown or nested layer {sub!r:.60}")
+                ops.append(op(sub, tensors))
+            self.branches.append(ops)
+        self.param_names = tuple(n for ops in self.branches for op in ops for n in op.param_names)
+
+    def children(self) -> list[Op]:
+        return [op for ops in self.branches for op in ops]
+
+    def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
+        outs = []
+        for ops in self.branches:
+            s = shape
+            for op in ops:
+                s = op.out_shape(s, params)
+            outs.append(s)
+        if outs[0] != outs[1]:
+            raise ValueError(f"residual branches disagree: {list(outs[0])} and {list(outs[1])}")
+        return outs[0]
+
+    def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
+        total = None
+        for b, ops in enumerate(self.branches):
+            h = x
+            ctxs: list[dict[str, Any]] | None = [] if ctx is not None else None
+            for op in ops:
+                sub: dict[str, Any] | None = {} if ctxs is not None else None
+                h = op.forward(params, h, sub)
+                if ctxs is not None:
+                    ctxs.append(sub)  # type: ignore[arg-type]
+            if ctx is not None:
+                ctx[b] = ctxs
+            total = h if total is None else total + h
+        return total  # type: ignore[return-value]
+
+    def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
+        dx = None
+        for b, ops in enumerate(self.branches):
+            d = dy
+            for op, sub in zip(reversed(ops), reversed(ctx[b])):
+                d = op.backward(params, d, sub, grads)
+            dx = d if dx is None else dx + d
+        return dx  # type: ignore[return-value]
+
+
 OPS: dict[str, type[Op]] = {
     cls.kind: cls
-    for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten)  # type: ignore[type-abstract]
+    for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, LeakyReLU, GlobalAvgPool, Residual)  # type: ignore[type-abstract]
 }
+
+
+def walk_specs(specs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every layer spec of an architecture, the branches of residual layers included, in order."""
+    out: list[Mapping[str, Any]] = []
+    for spec in specs:
+        out.append(spec)
+        if isinstance(spec, Mapping) and spec.get("op") == Residual.kind:
+            for key in ("main", "shortcut"):
+                out += [s for s in spec.get(key) or [] if isinstance(s, Mapping)]
+    return out
+
+
+def walk_ops(ops: list[Op]) -> list[Op]:
+    """Every op, the branches of residual ops included, in order."""
+    out: list[Op] = []
+    for op in ops:
+        out.append(op)
+        out += op.children()
+    return out
 
 
 def fan_in(shape: tuple[int, ...]) -> int:

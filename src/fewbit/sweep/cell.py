@@ -60,7 +60,7 @@ def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = Fal
             meta_train(config, run_dir, model=model, progress=progress)
     train_seconds = time.perf_counter() - started
     run = load_run(run_dir)
-    test = eval_dataset(base.dataset, "test", base.image_size)
+    test = eval_dataset(base.dataset, "test", base, run.preprocessing, progress=False)
     result = evaluate(run.predictor(), test, ways=base.ways, shots=base.shots, queries=sweep.eval_queries,
                       tasks=sweep.eval_tasks, device=run.device)
     size = size_report(run.model).to_dict()
@@ -114,7 +114,7 @@ def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) 
     from fewbit.train.run import eval_dataset
 
     cfg = reference.config
-    train = eval_dataset(cfg.dataset, "train", cfg.image_size)
+    train = eval_dataset(cfg.dataset, "train", cfg, reference.preprocessing, progress=False)
     if train is None or batches == 0:
         return
     sampler = EpisodeSampler(train, ways=cfg.ways, shots=cfg.shots, queries=cfg.queries,
@@ -147,5 +147,5 @@ def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
 def _adaptation_memory(run: Any, test: Any, config: Any) -> dict[str, Any]:
     from fewbit.report.cost import adaptation_memory, algorithm_scope
 
-    example = torch.zeros(config.ways * config.shots, 1, config.image_size, config.image_size, device=run.device)
+    example = torch.zeros(config.ways * config.shots, *run.input_shape, device=run.device)
     return adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example).to_dict()

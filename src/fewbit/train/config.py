@@ -36,8 +36,8 @@ class TrainConfig:
     (`algorithm: maml`), which is what the command-line flags do.
     """
 
-    dataset: str = ""  # a data spec: sinusoid | omniglot:PATH | omniglot-minimal:DIR | glyphs
-    backbone: str = "auto"  # mlp | conv4 | resnet12 | auto (mlp for regression, conv4 for images)
+    dataset: str = ""  # a data spec: glyphs | sinusoid | omniglot:PATH | omniglot-minimal:DIR | folder:PATH | ...
+    backbone: str = "auto"  # mlp | conv4 | resnet12 | auto (mlp for regression and tables, conv4 for images)
     ways: int = 5
     shots: int = 1
     queries: int = 15
@@ -50,7 +50,16 @@ class TrainConfig:
     meta: Any = dataclasses.field(default_factory=_default_meta)
     batch_size: int = 64  # images per step for non-episodic algorithms (finetune)
     rotations: bool = False  # 90-degree rotations count as new classes (training tasks only)
-    image_size: int = 28
+    image_size: int = 28  # images are resized to image_size x image_size
+    channels: int | None = None  # 1 | 3 | null: detect (RGB when any image holds colour)
+    invert: bool = False  # invert image files (dark strokes on light paper read through folder:)
+    normalize: bool = True  # folder/csvsplit data: standardise channels with the training split's statistics
+    resize: str = "crop"  # crop (shorter side, then the centre) | stretch
+    split_fractions: tuple[float, float] = (0.6, 0.2)  # train and val shares of a seeded class-disjoint split
+    split_seed: int = 0
+    label_column: str | None = None  # csv tables: the label column (null: the last)
+    augment: str = "none"  # none | auto | photo | glyph (seeded, training tasks only)
+    within_group: bool = False  # draw each training task's classes from one group (alphabet)
     val_every: int = 100  # validate on the val split every N steps (0: never; the last step is kept)
     val_tasks: int = 100
     checkpoint_every: int = 50  # write a resumable checkpoint every N steps (and at the end)
@@ -85,6 +94,24 @@ class TrainConfig:
               f"must be a compression spec string or null, got {self.compress!r}")
         check(isinstance(self.meta, meta.MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
+        from fewbit.data.augment import AUGMENTS
+
+        check(self.augment in AUGMENTS, OWNER, "augment",
+              f"must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        check(isinstance(self.within_group, bool), OWNER, "within_group",
+              f"must be true or false, got {self.within_group!r}")
+        try:
+            self.data_options()
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("DataOptions.", f"{OWNER}.", 1)) from None
+
+    def data_options(self, progress: bool = True) -> Any:
+        """The `fewbit.data.DataOptions` this run reads its data with."""
+        from fewbit.data.sources import DataOptions
+
+        return DataOptions(image_size=self.image_size, channels=self.channels, invert=self.invert,
+                           normalize=self.normalize, resize=self.resize, split_fractions=self.split_fractions,
+                           split_seed=self.split_seed, label_column=self.label_column, progress=progress)
 
     @property
     def algorithm(self) -> str:
@@ -97,11 +124,16 @@ class TrainConfig:
         return self.dataset.partition(":")[0] == "sinusoid"
 
     @property
+    def table(self) -> bool:
+        """Whether the data spec names a table (`csv:PATH`)."""
+        return self.dataset.partition(":")[0] == "csv"
+
+    @property
     def resolved_backbone(self) -> str:
-        """The backbone name with `auto` resolved (mlp for regression, conv4 for images)."""
+        """The backbone name with `auto` resolved (mlp for regression and tables, conv4 for images)."""
         if self.backbone != "auto":
             return self.backbone
-        return "mlp" if self.regression else "conv4"
+        return "mlp" if self.regression or self.table else "conv4"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-ready dict (with `version`); `meta` nested."""

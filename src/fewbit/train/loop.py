@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fewbit.data.sources import ImageSource, load_source
+from fewbit.data.sources import RegressionSource, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitError, TrainingError
 from fewbit.evaluation import evaluate
+from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train import checkpoint as ck
 from fewbit.train.config import TrainConfig, meta_module
 from fewbit.train.distributed import (
@@ -37,6 +38,7 @@ from fewbit.train.run import (
     Run,
     bind_compression,
     build_model,
+    input_shape_of,
     is_run_dir,
     model_ways,
     read_run_config,
@@ -100,7 +102,8 @@ class _Trainer:
         self.episodic = bool(getattr(self.algorithm, "episodic", True))
         self._load_data()
         if model is None:
-            model = build_model(config, model_ways(config, self.episodic, self.train_classes))
+            model = build_model(config, model_ways(config, self.episodic, self.train_classes),
+                                input_shape_of(config, self.preprocessing))
         self.model = model.to(device)
         bind_compression(self.algorithm, self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
@@ -112,11 +115,13 @@ class _Trainer:
         if self.episodic:
             self.sampler: Any = task_sampler(
                 self.train_ds, ways=config.ways, shots=config.shots, queries=config.queries,
-                rotations=config.rotations, generator=self.sample_gen,
+                rotations=config.rotations, generator=self.sample_gen, augment=config.augment,
+                within_group=config.within_group,
             )
         else:
             self.sampler = LabelledBatchSampler(
-                self.train_ds, batch_size=config.batch_size, rotations=config.rotations, generator=self.sample_gen
+                self.train_ds, batch_size=config.batch_size, rotations=config.rotations, augment=config.augment,
+                generator=self.sample_gen,
             )
         if self.val_ds is not None or config.regression:
             # fail early (not at the first validation) when the val split is too small for the task shape
@@ -130,12 +135,14 @@ class _Trainer:
 
     def _load_data(self) -> None:
         config = self.config
-        source = load_source(config.dataset, image_size=config.image_size)
-        if isinstance(source, ImageSource):
+        source = load_source(config.dataset, options=config.data_options(self.progress))
+        self.preprocessing: Preprocessing | None = None
+        if not isinstance(source, RegressionSource):
             if config.regression:  # pragma: no cover - spec kinds agree by construction
                 raise ConfigError("TrainConfig.dataset: expected a regression source")
             self.train_ds = source.split("train")
             self.val_ds = source.split("val")
+            self.preprocessing = source.preprocessing
             self.train_classes: int | None = self.train_ds.num_classes * (4 if config.rotations else 1)
         else:
             if config.resolved_backbone != "mlp":
@@ -196,7 +203,8 @@ class _Trainer:
             if metrics is not None:
                 metrics.close()
         barrier(self.world)
-        return Run(config, self.model, self.algorithm, self.extras, self.out_dir, self.step, self.best)
+        return Run(config, self.model, self.algorithm, self.extras, self.out_dir, self.step, self.best,
+                   self.preprocessing)
 
     def _due(self, step: int, every: int) -> bool:
         return bool(every) and (step % every == 0 or step == self.config.steps)
@@ -271,7 +279,7 @@ class _Trainer:
 
     def _validate(self, step: int) -> dict[str, Any]:
         config = self.config
-        run = Run(config, self.model, self.algorithm, self.extras, self.out_dir, step)
+        run = Run(config, self.model, self.algorithm, self.extras, self.out_dir, step, None, self.preprocessing)
         # forked RNG: validating never changes the training stream (so val_every cannot change the weights)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             result = evaluate(
@@ -316,6 +324,7 @@ class _Trainer:
             "algorithm": self.config.algorithm,
             "best": self.best,
             "world_size": self.world.size,
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
         }
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
@@ -361,6 +370,9 @@ class _Trainer:
         state = found.state
         saved = dict(state.get("config", {}))
         now = self.config.to_dict()
+        defaults = TrainConfig(dataset=self.config.dataset).to_dict()
+        for key in set(now) - set(saved):  # a field added since the checkpoint was written
+            saved[key] = defaults[key]
         for key in ("steps", "device"):
             saved.pop(key, None)
             now.pop(key, None)

@@ -21,11 +21,11 @@ import yaml
 from torch import nn
 
 from fewbit.config import load_yaml
-from fewbit.data.dataset import ImageDataset
-from fewbit.data.sources import ImageSource, load_source
+from fewbit.data.sources import ClassDataset, RegressionSource, load_source, options_for
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
+from fewbit.runtime.preprocess import ImagePreprocessing, Preprocessing, preprocessing_from_dict
 from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
 from fewbit.train.config import TrainConfig, meta_module
 
@@ -47,6 +47,12 @@ class Run:
     run_dir: Path | None = None
     step: int = 0
     best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best validation
+    preprocessing: Preprocessing | None = None  # how its inputs were prepared (None: regression)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one model input: `(C, H, W)` for images, `(F,)` for tables, `(1,)` for regression."""
+        return input_shape_of(self.config, self.preprocessing)
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -79,17 +85,40 @@ def model_ways(config: TrainConfig, episodic: bool, train_classes: int | None) -
     return config.ways
 
 
-def build_model(config: TrainConfig, ways: int) -> nn.Module:
-    """The backbone the config names with a `ways`-output head, compressed when `config.compress` is set."""
+def input_shape_of(config: TrainConfig, preprocessing: Preprocessing | None) -> tuple[int, ...]:
+    """One input's shape from the run's preprocessing (a run from before it was recorded: greyscale)."""
+    if config.regression:
+        return (1,)
+    if preprocessing is not None:
+        return tuple(preprocessing.input_shape)
+    return (config.channels or 1, config.image_size, config.image_size)
+
+
+def default_preprocessing(config: TrainConfig) -> Preprocessing | None:
+    """The preprocessing of a run whose checkpoints predate its recording (ink data, greyscale)."""
+    if config.regression:
+        return None
+    return ImagePreprocessing(image_size=config.image_size, channels=1, invert="auto", resize="stretch")
+
+
+def build_model(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The backbone the config names with a `ways`-output head for inputs of `input_shape`
+    (`(C, H, W)` or `(F,)`; None: greyscale `config.image_size` images), compressed when
+    `config.compress` is set."""
     from fewbit.models import build_backbone
 
     name = config.resolved_backbone
+    shape = input_shape or input_shape_of(config, None)
     if config.regression:
         if name != "mlp":
             raise ConfigError(f"TrainConfig.backbone: sinusoid regression needs the mlp backbone, got {name!r}")
         model = build_backbone("mlp", ways=ways, in_features=1, hidden=REGRESSION_HIDDEN)
+    elif len(shape) == 1:
+        if name != "mlp":
+            raise ConfigError(f"TrainConfig.backbone: a table's rows need the mlp backbone, got {name!r}")
+        model = build_backbone("mlp", ways=ways, in_features=int(shape[0]))
     else:
-        model = build_backbone(name, ways=ways, in_channels=1, image_size=config.image_size)
+        model = build_backbone(name, ways=ways, in_channels=int(shape[0]), image_size=int(shape[1]))
     if config.compress:
         compress_model_(model, config.compress)
     return model
@@ -117,12 +146,31 @@ def bind_compression(algorithm: Any, model: nn.Module) -> None:
         algorithm.project = functools.partial(project_params, model)
 
 
-def eval_dataset(spec: str, split: str, image_size: int = 28) -> ImageDataset | None:
-    """The image split to evaluate on, or None for a regression family."""
-    source = load_source(spec, image_size=image_size)
-    if not isinstance(source, ImageSource):
+def eval_dataset(
+    spec: str, split: str, config: TrainConfig | int = 28, preprocessing: Preprocessing | None = None,
+    progress: bool = True,
+) -> ClassDataset | None:
+    """The split to evaluate on (None for a regression family), read as the run read its data.
+
+    With `preprocessing` (the run's), the data are decoded and normalised as the run's were, so a
+    run evaluated on another source sees inputs prepared exactly as in training.
+    """
+    if isinstance(config, int):  # an image size alone
+        source = load_source(spec, image_size=config)
+    else:
+        options = config.data_options(progress)
+        if preprocessing is not None:
+            options = options_for(preprocessing, options)
+        source = load_source(spec, options=options)
+    if isinstance(source, RegressionSource):
         return None
-    return source.split(split)
+    dataset = source.split(split)
+    if preprocessing is not None:
+        if tuple(dataset.input_shape) != tuple(preprocessing.input_shape):
+            raise ConfigError(f"{spec}: its inputs are {list(dataset.input_shape)}, the run's model takes "
+                              f"{list(preprocessing.input_shape)}")
+        dataset = dataset.with_normalization(preprocessing.mean, preprocessing.std)
+    return dataset
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -166,8 +214,9 @@ def load_run(
     meta = meta_module()
     algorithm = meta.build_algorithm(config.meta)
     state = ckpt.state
+    preprocessing = read_preprocessing(state, config, ckpt.path)
     if model is None:
-        model = build_model(config, int(state.get("model_ways", config.ways)))
+        model = build_model(config, int(state.get("model_ways", config.ways)), input_shape_of(config, preprocessing))
     bind_compression(algorithm, model)
     target = resolve_device(device or config.device)
     model.to(target)
@@ -179,7 +228,18 @@ def load_run(
             if name not in saved_extras:
                 raise FewbitFormatError(f"{ckpt.path} lacks the meta-parameter {name!r}; it belongs to another run")
             p.copy_(saved_extras[name])
-    return Run(config, model, algorithm, extras, run_dir, int(state.get("step", 0)), state.get("best"))
+    return Run(config, model, algorithm, extras, run_dir, int(state.get("step", 0)), state.get("best"), preprocessing)
+
+
+def read_preprocessing(state: dict[str, Any], config: TrainConfig, where: Path | None) -> Preprocessing | None:
+    """The preprocessing a checkpoint records (older checkpoints: the greyscale default)."""
+    raw = state.get("preprocessing")
+    if raw is None:
+        return default_preprocessing(config)
+    try:
+        return preprocessing_from_dict(raw)
+    except ValueError as exc:
+        raise FewbitFormatError(f"{where}: its preprocessing record is invalid ({exc})") from None
 
 
 def _pick_checkpoint(run_dir: Path, which: str) -> Checkpoint:

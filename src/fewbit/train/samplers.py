@@ -2,36 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from fewbit.data.dataset import ImageDataset
-from fewbit.data.episodes import EpisodeSampler, images_to_tensor
+from fewbit.data.augment import augment as augment_images
+from fewbit.data.augment import resolve
+from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.sinusoid import SinusoidSampler
 from fewbit.errors import ConfigError, DataError
 
 
 class LabelledBatchSampler:
-    """Seeded batches of `(x [B, 1, H, W], y [B])` with global class labels over a whole split.
+    """Seeded batches of `(x [B, C, H, W], y [B])` with global class labels over a whole split.
 
-    With `rotations`, class c rotated by r*90 degrees is label `4*c + r` (4x the classes).
+    With `rotations`, class c rotated by r*90 degrees is label `4*c + r` (4x the classes);
+    `augment` warps each drawn image (see `fewbit.data.augment`).
     """
 
     def __init__(
-        self, dataset: ImageDataset, *, batch_size: int, rotations: bool = False, generator: torch.Generator
+        self, dataset: Any, *, batch_size: int, rotations: bool = False, augment: str = "none",
+        generator: torch.Generator,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"TrainConfig.batch_size: must be >= 1, got {batch_size}")
         if dataset.num_images == 0:
             raise DataError(f"{dataset.name} holds no images")
-        self.batch_size, self.rotations, self.generator = batch_size, rotations, generator
-        self._images = images_to_tensor(dataset.images)  # [n, 1, H, W]
+        if rotations and dataset.channels is None:
+            raise ConfigError(f"TrainConfig.rotations: {dataset.name} is a table; rotations apply to images only")
+        self.dataset, self.batch_size, self.rotations, self.generator = dataset, batch_size, rotations, generator
+        self.augment = resolve(augment, dataset.channels)
         self._labels = torch.from_numpy(dataset.labels).long()  # [n]
         self.num_classes = dataset.num_classes * (4 if rotations else 1)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch of images and their global labels."""
-        idx = torch.randint(self._images.shape[0], (self.batch_size,), generator=self.generator)
-        x = self._images[idx].clone()  # [B, 1, H, W]
+        idx = torch.randint(self.dataset.num_images, (self.batch_size,), generator=self.generator)
+        if self.augment == "none":
+            x = self.dataset.tensor(idx)  # [B, C, H, W]
+        else:
+            x = self.dataset.normalize(augment_images(self.dataset.scaled(idx), self.augment, self.generator))
         y = self._labels[idx]  # [B]
         if self.rotations:
             rot = torch.randint(4, (self.batch_size,), generator=self.generator)
@@ -44,9 +54,11 @@ class LabelledBatchSampler:
 
 
 def task_sampler(
-    dataset: ImageDataset | None, *, ways: int, shots: int, queries: int, rotations: bool, generator: torch.Generator
+    dataset: Any | None, *, ways: int, shots: int, queries: int, rotations: bool, generator: torch.Generator,
+    augment: str = "none", within_group: bool = False,
 ) -> EpisodeSampler | SinusoidSampler:
     """The episodic sampler for a split (`dataset=None`: sinusoid regression)."""
     if dataset is None:
         return SinusoidSampler(shots=shots, queries=queries, generator=generator)
-    return EpisodeSampler(dataset, ways=ways, shots=shots, queries=queries, rotations=rotations, generator=generator)
+    return EpisodeSampler(dataset, ways=ways, shots=shots, queries=queries, rotations=rotations, augment=augment,
+                          within_group=within_group, generator=generator)

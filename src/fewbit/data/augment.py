@@ -1,0 +1,120 @@
+"""Seeded image augmentation for meta-training (never at evaluation).
+
+Every random number is drawn from the sampler's explicit `torch.Generator`, whose state is in
+every checkpoint, so a resumed run augments exactly as an uninterrupted one. Both recipes are one
+affine warp per image (`affine_grid` + `grid_sample`), plus colour jitter for photographs:
+
+- `photo` (colour images): random resized crop (a share `CROP_AREA` of the area, aspect ratio in
+  `CROP_RATIO`), horizontal flip, brightness / contrast / saturation jitter of +-`JITTER`.
+- `glyph` (strokes, greyscale): small rotation, scale, shear and shift (`GLYPH_*`).
+- `auto`: `photo` for colour data, `glyph` for greyscale; `none`: off.
+
+Augmentation works on [0, 1] pixel values, before normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTS = ("none", "auto", "photo", "glyph")
+CROP_AREA = (0.35, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+FLIP = 0.5
+JITTER = 0.4
+GLYPH_ROTATION = math.radians(10)
+GLYPH_SCALE = (0.9, 1.1)
+GLYPH_SHEAR = 0.1
+GLYPH_SHIFT = 0.07  # of the image side
+
+
+def resolve(recipe: str, channels: int | None) -> str:
+    """The recipe `auto` stands for on data with `channels` (None for tables: none)."""
+    if recipe not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {recipe!r}")
+    if channels is None:
+        return "none"
+    if recipe == "auto":
+        return "photo" if channels == 3 else "glyph"
+    return recipe
+
+
+def augment(x: torch.Tensor, recipe: str, generator: torch.Generator) -> torch.Tensor:
+    """`x [m, C, H, W]` in [0, 1], augmented by `recipe` (photo, glyph or none) with `generator`."""
+    if recipe == "none" or x.shape[0] == 0:
+        return x
+    m = x.shape[0]
+    if recipe == "photo":
+        theta = _crop_flip(m, generator)
+    elif recipe == "glyph":
+        theta = _small_affine(m, generator)
+    else:
+        raise ValueError(f"unknown augmentation {recipe!r}")
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if recipe == "photo":
+        x = _jitter(x, generator)
+    return x
+
+
+def _uniform(m: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(m, generator=g) * (high - low) + low
+
+
+def _crop_flip(m: int, g: torch.Generator) -> torch.Tensor:
+    """theta `[m, 2, 3]` of a random resized crop (zoom in only, so no padding) and a flip."""
+    area = _uniform(m, *CROP_AREA, g)
+    log_ratio = _uniform(m, math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), g)
+    ratio = torch.exp(log_ratio)
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (torch.rand(m, generator=g) * 2 - 1) * (1 - sx)
+    cy = (torch.rand(m, generator=g) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(m, generator=g) < FLIP, -1.0, 1.0)
+    theta = torch.zeros(m, 2, 3)
+    theta[:, 0, 0] = sx * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = cy
+    return theta
+
+
+def _small_affine(m: int, g: torch.Generator) -> torch.Tensor:
+    """theta `[m, 2, 3]` of a small rotation, scale, shear and shift (strokes stay inside the frame)."""
+    angle = _uniform(m, -GLYPH_ROTATION, GLYPH_ROTATION, g)
+    scale = 1.0 / _uniform(m, *GLYPH_SCALE, g)  # theta maps output to input: invert the zoom
+    shear = _uniform(m, -GLYPH_SHEAR, GLYPH_SHEAR, g)
+    shift = (torch.rand(m, 2, generator=g) * 2 - 1) * (2 * GLYPH_SHIFT)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(m, 2, 3)
+    theta[:, 0, 0] = scale * cos
+    theta[:, 0, 1] = scale * (-sin + shear * cos)
+    theta[:, 1, 0] = scale * sin
+    theta[:, 1, 1] = scale * (cos + shear * sin)
+    theta[:, :, 2] = shift
+    return theta
+
+
+def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and (for RGB) saturation, each scaled by a factor in 1 +- JITTER."""
+    m, c = x.shape[0], x.shape[1]
+    factors = 1 + (torch.rand(m, 3, generator=g) * 2 - 1) * JITTER
+    view = (m, 1, 1, 1)
+    x = x * factors[:, 0].view(view)
+    grey = _grey(x)
+    x = (x - grey.mean(dim=(1, 2, 3), keepdim=True)) * factors[:, 1].view(view) + grey.mean(
+        dim=(1, 2, 3), keepdim=True
+    )
+    if c == 3:
+        grey = _grey(x)
+        x = grey + (x - grey) * factors[:, 2].view(view)
+    return x.clamp_(0.0, 1.0)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)

@@ -1,0 +1,382 @@
+"""Image folders as data sources: `folder:PATH` (class folders, optionally grouped, optionally split)
+and `csvsplit:PATH` (mini-ImageNet's layout: images plus train/val/test CSV files).
+
+`folder:PATH` layouts, found by where the images sit:
+
+    PATH/<class>/<image>                    flat (torchvision's ImageFolder)
+    PATH/<group>/<class>/<image>            grouped (Omniglot's alphabet/character): splits keep groups apart
+    PATH/train|val|test/<...as above...>    explicit splits (val may be left out: it is then held out of train)
+
+Without explicit splits the classes (or groups) are split by a seeded shuffle, cut by
+`DataOptions.split_fractions`. Hidden files (`.x`, macOS `._x` forks, `__MACOSX`) are skipped
+silently; other files that are not images, and images outside class folders, are skipped with a
+warning that names them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import random
+import stat
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewbit.data.dataset import ImageDataset
+from fewbit.data.image_store import ImageStore, decode_store
+from fewbit.errors import DataError
+from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name, read_regular_file
+
+SPLIT_NAMES = ("train", "val", "test")
+MAX_FILES = 5_000_000  # a data folder listing more files than this is refused before anything is read
+MAX_DEPTH = 8
+MAX_CSV_BYTES = 512 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderOptions:
+    """How to read image files: the decoding rule, whether to detect channels, and how to split."""
+
+    preprocessing: ImagePreprocessing
+    detect_channels: bool
+    normalize: bool
+    fractions: tuple[float, float]
+    seed: int
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderData:
+    """The splits of an image folder, the preprocessing they were decoded with, and notes for `data info`."""
+
+    splits: dict[str, ImageDataset]
+    preprocessing: ImagePreprocessing
+    notes: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+
+@dataclasses.dataclass
+class _Listing:
+    files: list[str]  # image files, relative POSIX paths
+    ignored: list[str]  # non-image files (hidden ones are not listed)
+
+
+def list_files(root: Path) -> _Listing:
+    """Every visible file under `root` (links followed once; loops and non-regular files left out)."""
+    files, ignored = [], []
+    seen: set[tuple[int, int]] = set()
+    stack = [(root, "", 0)]
+    count = 0
+    while stack:
+        folder, rel, depth = stack.pop()
+        try:
+            info = os.stat(folder)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue  # a link back up the tree
+        seen.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot list {folder} ({exc.strerror or exc})") from None
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name == "__MACOSX":
+                continue
+            path = f"{rel}{name}"
+            try:
+                mode = os.stat(entry.path).st_mode  # follows links
+            except OSError:
+                ignored.append(path + " (broken link)")
+                continue
+            if stat.S_ISDIR(mode):
+                if depth + 1 > MAX_DEPTH:
+                    ignored.append(path + "/ (nested too deep)")
+                else:
+                    stack.append((Path(entry.path), path + "/", depth + 1))
+            elif not stat.S_ISREG(mode):
+                ignored.append(path + " (not a regular file)")
+            elif is_image_name(name):
+                files.append(path)
+            else:
+                ignored.append(path)
+            count += 1
+            if count > MAX_FILES:
+                raise DataError(f"{root} holds more than {MAX_FILES:,} files; point fewbit at the data folder itself")
+    files.sort()
+    return _Listing(files, sorted(ignored))
+
+
+@dataclasses.dataclass
+class _Tree:
+    """Images of one tree by class: class name -> (group, [relative files])."""
+
+    classes: dict[str, tuple[str, list[str]]]
+    grouped: bool
+    loose: list[str]
+
+
+def _tree(files: Sequence[str], prefix: str, where: str) -> _Tree:
+    """Group the image files below `prefix` by their class folder (depth 1: flat, depth 2: grouped)."""
+    by_depth: dict[int, list[str]] = {}
+    loose = []
+    for f in files:
+        rel = f[len(prefix) :]
+        depth = rel.count("/")
+        if depth == 0 or depth > 2:
+            loose.append(f)
+        else:
+            by_depth.setdefault(depth, []).append(f)
+    if not by_depth:
+        raise DataError(
+            f"{where} has no class folders with images; put each class's images in a folder of its own "
+            f"(<class>/<image>, or <group>/<class>/<image>)"
+        )
+    if len(by_depth) == 2:
+        flat_example, grouped_example = by_depth[1][0], by_depth[2][0]
+        raise DataError(
+            f"{where} mixes <class>/<image> ({flat_example}) and <group>/<class>/<image> ({grouped_example}); "
+            f"use one layout"
+        )
+    ((depth, members),) = by_depth.items()
+    classes: dict[str, tuple[str, list[str]]] = {}
+    for f in members:
+        parts = f[len(prefix) :].split("/")
+        group = parts[0] if depth == 2 else ""
+        name = "/".join(parts[:-1])
+        classes.setdefault(name, (group, []))[1].append(f)
+    return _Tree(classes, depth == 2, loose)
+
+
+# ------------------------------------------------------------------------------------------- folder
+
+
+def load_folder(root: Path, options: FolderOptions) -> FolderData:
+    """The splits of the image folder `root` (see the module docstring)."""
+    root = Path(root).expanduser()
+    _check_root(root, "folder")
+    listing = list_files(root)
+    top = {f.split("/", 1)[0] for f in listing.files if "/" in f}
+    explicit = [s for s in SPLIT_NAMES if s in top]
+    notes: dict[str, Any] = {"layout": "", "split_rule": "", "ignored_files": len(listing.ignored)}
+    trees: dict[str, _Tree] = {}
+    if explicit:
+        for needed in ("train", "test"):
+            if needed not in explicit:
+                raise DataError(
+                    f"{root} has {'/'.join(explicit)}/ folders but no {needed}/; give train/ and test/ "
+                    f"(val/ is optional) or no split folders at all"
+                )
+        others = sorted(t for t in top if t not in SPLIT_NAMES)
+        listing.ignored += [f"{t}/ (not a split folder)" for t in others]
+        for split in explicit:
+            trees[split] = _tree([f for f in listing.files if f.startswith(split + "/")], split + "/",
+                                 f"{root}/{split}")
+        grouped = trees["train"].grouped
+        notes["layout"] = f"explicit splits ({', '.join(explicit)}), {'grouped' if grouped else 'flat'}"
+    else:
+        trees["all"] = _tree(listing.files, "", str(root))
+        notes["layout"] = "grouped (<group>/<class>/<image>)" if trees["all"].grouped else "flat (<class>/<image>)"
+    loose = [f for t in trees.values() for f in t.loose]
+    _warn_skipped(root, listing.ignored, loose)
+    notes["ignored_files"] = len(listing.ignored) + len(loose)
+    # One store for every image of every split, in sorted class order.
+    order: list[tuple[str, str, str, str]] = []  # (split, class, group, file)
+    for split, tree in trees.items():
+        for cls in sorted(tree.classes):
+            group, members = tree.classes[cls]
+            order += [(split, cls, group, f) for f in sorted(members)]
+    store = decode_store(root, [o[3] for o in order], options.preprocessing,
+                         detect_channels=options.detect_channels, label=f"folder:{root}", progress=options.progress)
+    base = _dataset_from(store, order, f"folder:{root.name}")
+    if explicit:
+        splits = {s: base.subset_classes([i for i, c in enumerate(base.classes) if c.startswith(s + "/")],
+                                         f"{base.name}[{s}]") for s in explicit}
+        if "val" not in splits:
+            splits["train"], splits["val"] = hold_out(splits["train"], options.fractions[1] / sum(options.fractions),
+                                                      options.seed)
+            notes["split_rule"] = f"explicit train/test; val held out of train (seed {options.seed})"
+        else:
+            notes["split_rule"] = "explicit train/val/test folders"
+        splits["all"] = base
+    else:
+        splits = split_classes(base, options.fractions, options.seed)
+        kind = "group" if trees["all"].grouped else "class"
+        notes["split_rule"] = (f"seeded {kind}-disjoint split, fractions {options.fractions[0]:g}/"
+                               f"{options.fractions[1]:g}/{1 - sum(options.fractions):g} (seed {options.seed})")
+    return _finish(splits, store, options, notes)
+
+
+def _finish(
+    splits: dict[str, ImageDataset], store: ImageStore, options: FolderOptions, notes: dict[str, Any]
+) -> FolderData:
+    """Normalise every split with the training split's statistics and record the preprocessing."""
+    pre = options.preprocessing.replace(channels=store.channels)
+    if options.normalize:
+        train = splits["train"]
+        mean, std = store.channel_stats(train.rows if train.rows is not None else np.arange(train.num_images))
+        pre = pre.replace(mean=mean, std=std)
+    else:
+        pre = pre.replace(mean=(0.0,), std=(1.0,))
+    splits = {k: v.with_normalization(pre.mean, pre.std) for k, v in splits.items()}
+    notes["unreadable_images"] = len(store.errors)
+    return FolderData(splits, pre, notes)
+
+
+def _dataset_from(store: ImageStore, order: Sequence[tuple[str, str, str, str]], name: str) -> ImageDataset:
+    """The decoded images as one dataset (files that did not decode left out)."""
+    class_ids: dict[tuple[str, str], int] = {}
+    groups: list[str] = []
+    labels, rows = [], []
+    for row, (split, cls, group, _) in enumerate(order):
+        if not store.ok[row]:
+            continue
+        key = (split, cls)
+        if key not in class_ids:
+            class_ids[key] = len(class_ids)
+            groups.append(f"{split}/{group}" if split != "all" and group else group)
+        labels.append(class_ids[key])
+        rows.append(row)
+    if not class_ids:
+        raise DataError(f"{name}: no image could be read")
+    classes = tuple(c if s == "all" else f"{s}/{c}" for s, c in class_ids)
+    return ImageDataset(name, store.pixels, np.asarray(labels, np.int64), classes, tuple(groups),
+                        rows=np.asarray(rows, np.int64))
+
+
+def split_classes(ds: ImageDataset, fractions: tuple[float, float], seed: int) -> dict[str, ImageDataset]:
+    """Seeded train/val/test splits: group-disjoint when the classes have groups, else class-disjoint."""
+    from fewbit.data.sources import split_by_alphabet
+
+    if any(ds.class_alphabet):
+        return split_by_alphabet(ds, fractions, seed)
+    names = sorted(range(ds.num_classes), key=lambda i: ds.classes[i])
+    if len(names) < 3:
+        raise DataError(f"{ds.name}: {len(names)} class(es) cannot make class-disjoint train/val/test splits; "
+                        f"give at least 3 classes")
+    random.Random(seed).shuffle(names)
+    n_train, n_val = _cuts(len(names), fractions)
+    parts = {"train": names[:n_train], "val": names[n_train : n_train + n_val], "test": names[n_train + n_val :]}
+    out = {k: ds.subset_classes(sorted(v), f"{ds.name}[{k}]") for k, v in parts.items()}
+    out["all"] = ds
+    return out
+
+
+def hold_out(ds: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
+    """(the rest, the held-out part) of `ds`: a seeded `fraction` of its groups (or classes)."""
+    keys = sorted(set(ds.class_alphabet)) if any(ds.class_alphabet) else sorted(ds.classes)
+    if len(keys) < 2:
+        raise DataError(f"{ds.name}: {len(keys)} class(es) cannot give a validation split; add a val/ folder")
+    random.Random(seed).shuffle(keys)
+    held = set(keys[: max(1, min(len(keys) - 1, round(len(keys) * fraction)))])
+    by = ds.class_alphabet if any(ds.class_alphabet) else ds.classes
+    rest = [i for i, k in enumerate(by) if k not in held]
+    val = [i for i, k in enumerate(by) if k in held]
+    return ds.subset_classes(rest, f"{ds.name}[train]"), ds.subset_classes(val, ds.name.replace("[train]", "[val]"))
+
+
+def _cuts(n: int, fractions: tuple[float, float]) -> tuple[int, int]:
+    n_train = min(max(1, round(n * fractions[0])), n - 2)
+    n_val = min(max(1, round(n * fractions[1])), n - n_train - 1)
+    return n_train, n_val
+
+
+# ----------------------------------------------------------------------------------------- csvsplit
+
+
+def load_csvsplit(root: Path, options: FolderOptions) -> FolderData:
+    """mini-ImageNet's layout: `root/{train,val,test}.csv` of `filename,label` rows, images in
+    `root/images/` (or `root/` itself)."""
+    root = Path(root).expanduser()
+    _check_root(root, "csvsplit")
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for split in SPLIT_NAMES:
+        path = root / f"{split}.csv"
+        if not path.exists():
+            if split == "val":
+                continue
+            raise DataError(f"csvsplit:{root}: {path.name} is missing; csvsplit needs train.csv and test.csv "
+                            f"(and val.csv) of filename,label rows")
+        rows[split] = _read_split_csv(path, image_dir)
+    overlap = set(lab for _, lab in rows["train"]) & set(lab for _, lab in rows["test"])
+    if overlap:
+        warnings.warn(f"csvsplit:{root}: {len(overlap)} label(s) appear in both train.csv and test.csv "
+                      f"(e.g. {sorted(overlap)[0]}); few-shot test classes are usually unseen", stacklevel=3)
+    order = [(split, label, "", name) for split in rows for name, label in sorted(rows[split], key=lambda r: r[1])]
+    # classes in sorted order within each split, files in CSV order within each class
+    order.sort(key=lambda o: (SPLIT_NAMES.index(o[0]), o[1]))
+    rel = [os.path.relpath(image_dir / o[3], root) for o in order]
+    store = decode_store(root, rel, options.preprocessing, detect_channels=options.detect_channels,
+                         label=f"csvsplit:{root}", progress=options.progress)
+    base = _dataset_from(store, order, f"csvsplit:{root.name}")
+    splits = {s: base.subset_classes([i for i, c in enumerate(base.classes) if c.startswith(s + "/")],
+                                     f"{base.name}[{s}]") for s in rows}
+    notes: dict[str, Any] = {"layout": f"csvsplit ({', '.join(f'{s}.csv' for s in rows)})"}
+    if "val" not in splits:
+        splits["train"], splits["val"] = hold_out(splits["train"], options.fractions[1] / sum(options.fractions),
+                                                  options.seed)
+        notes["split_rule"] = f"train.csv/test.csv; val held out of train (seed {options.seed})"
+    else:
+        notes["split_rule"] = "train.csv / val.csv / test.csv"
+    splits["all"] = base
+    notes["ignored_files"] = 0
+    return _finish(splits, store, options, notes)
+
+
+def _read_split_csv(path: Path, image_dir: Path) -> list[tuple[str, str]]:
+    """(file name, label) rows of one split CSV; a header row `filename,label` is optional."""
+    data = read_regular_file(path, MAX_CSV_BYTES)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV of filename,label rows") from None
+    out = []
+    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            raise DataError(f"{path} line {line_no}: expected filename,label, got {','.join(row)!r}")
+        name, label = row[0].strip(), row[1].strip()
+        if line_no == 1 and name.lower() in ("filename", "file", "image", "path") and label.lower() in (
+            "label", "class", "category"
+        ):
+            continue
+        if not name or not label:
+            raise DataError(f"{path} line {line_no}: empty file name or label")
+        target = (image_dir / name).resolve()
+        if not target.is_file():
+            raise DataError(f"{path} line {line_no}: {name} is not in {image_dir}; put the images there "
+                            f"(or fix the CSV)")
+        if image_dir.resolve() not in target.parents:
+            raise DataError(f"{path} line {line_no}: {name} points outside {image_dir}")
+        out.append((name, label))
+    if not out:
+        raise DataError(f"{path} lists no images")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _check_root(root: Path, kind: str) -> None:
+    if not root.exists():
+        raise DataError(f"{kind}:{root}: {root} does not exist; give the folder holding your images")
+    if not root.is_dir():
+        raise DataError(f"{kind}:{root}: {root} is not a folder; give the folder holding your images")
+
+
+def _warn_skipped(root: Path, ignored: list[str], loose: list[str]) -> None:
+    for what, names in (("file(s) that are not images", ignored), ("image(s) outside class folders", loose)):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            warnings.warn(f"folder:{root}: skipped {len(names)} {what}: {shown}", stacklevel=3)
