@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,16 @@ def test_end_to_end_example_runs(tmp_path):
     assert "5-way 1-shot accuracy" in out.stdout
     assert "agrees with PyTorch" in out.stdout
     assert (tmp_path / "model.fewbit").is_file()
+
+
+@pytest.mark.slow
+def test_own_images_example_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "own_images.py"), "--steps", "100", "--out", str(tmp_path / "own")],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "FEWBIT_CACHE": str(tmp_path / "cache")},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "'channels': 3" in out.stdout and "5-way 1-shot accuracy" in out.stdout
+    right = int(out.stdout.split("numpy runtime: ")[1].split("%")[0])
+    assert right >= 50  # 5-way: chance is 20%
+    assert (tmp_path / "own" / "model.fewbit").is_file()

@@ -21,3 +21,12 @@ def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> str:
 def run_dir(tmp_path: Path) -> Path:
     """Where a test's run directory goes (not created)."""
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_colour(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The spec of a tiny colour image folder: 15 classes x 6 images, 20x20 RGB (train 9, val 3, test 3 classes)."""
+    from fewbit.data.synthetic import write_image_folder
+
+    root = write_image_folder(tmp_path_factory.mktemp("tiny-colour") / "d", classes=15, images_per_class=6, size=20)
+    return f"folder:{root}"

@@ -62,6 +62,23 @@ def test_interrupted_image_run_resumes_bit_for_bit(tiny_images, tmp_path, monkey
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "time"} for x in whole]
 
 
+def test_interrupted_augmented_colour_run_resumes_bit_for_bit(tiny_colour, tmp_path, monkeypatch):
+    settings = {"dataset": tiny_colour, "image_size": 16, "algorithm": "protonet", "backbone": "conv4", "ways": 3,
+                "shots": 1, "queries": 2, "meta_batch": 2, "steps": 6, "val_every": 3, "val_tasks": 3,
+                "checkpoint_every": 2, "augment": "auto", "device": "cpu"}
+    config = load_config(None, **settings)
+    meta_train(config, tmp_path / "whole", progress=False)
+    _interrupt_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(config, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    resume_training(tmp_path / "cut", progress=False)
+    assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut"))
+    plain = load_config(None, **{**settings, "augment": "none"})
+    meta_train(plain, tmp_path / "plain", progress=False)
+    assert not _equal(_final(tmp_path / "whole"), _final(tmp_path / "plain"))  # augmentation did change training
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch):
     config = load_config(None, **SINE)
     meta_train(config, tmp_path / "whole", progress=False)

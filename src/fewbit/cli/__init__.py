@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 from fewbit.cli.common import Output
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         out: Output = args.handler(args)
     except FewbitError as exc:
@@ -58,11 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fewbit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
     if getattr(args, "json", False):
         print(json.dumps(out.data, default=_jsonable))
     elif out.text:
         print(out.text)
     return out.status
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings as a user reads them: `fewbit: warning: ...`, without the source line that raised them."""
+    return f"fewbit: warning: {message}\n"
 
 
 def _jsonable(obj: object) -> object:

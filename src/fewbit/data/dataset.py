@@ -159,7 +159,7 @@ class ImageDataset:
         return {
             "name": self.name,
             "alphabets": len(self.alphabets),
-            "groups": len(self.alphabets),
+            "groups": len([a for a in self.alphabets if a]),  # a flat folder's classes have no group
             "classes": self.num_classes,
             "images": self.num_images,
             "channels": self.channels,

@@ -56,7 +56,7 @@ class EpisodeSampler:
         if ways > num_classes:
             raise DataError(
                 f"{ways}-way tasks need {ways} classes but {dataset.name} has {num_classes}; "
-                f"lower --ways or use a larger split"
+                f"lower --ways or give that split more classes (--split-fractions)"
             )
         smallest, fewest = dataset.smallest_class()
         if shots + queries > fewest:

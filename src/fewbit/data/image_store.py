@@ -214,7 +214,10 @@ def _map_chunks(fn, paths, workers, *, extra=(), stop=None):  # type: ignore[no-
             if stop is not None and stop(result):
                 return
         return
-    context = multiprocessing.get_context("spawn")  # workers import numpy and Pillow only
+    # Forked workers (as PyTorch's DataLoader uses on Linux): a spawned one would re-run a user's
+    # script that lacks an `if __name__ == "__main__"` guard. The workers use numpy and Pillow only.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
             (start, pool.submit(fn, *extra[:1], start, chunk, *extra[1:]) if extra else pool.submit(fn, chunk))

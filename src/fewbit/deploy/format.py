@@ -454,6 +454,8 @@ def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
                     f"malformed manifest: layer {i} ({layer.get('op')}) names missing tensor {ref!r}"
                 )
     pre = manifest["preprocessing"]
+    if pre.get("kind", "image") == "table":
+        return
     size = pre["image_size"]
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise FewbitFormatError(f"malformed manifest: preprocessing.image_size={size!r}")

@@ -17,6 +17,7 @@ import io
 import math
 import os
 import stat
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -120,7 +121,12 @@ class ImagePreprocessing:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields})
 
     def replace(self, **changes: Any) -> ImagePreprocessing:
-        """A copy with `changes`, validated again."""
+        """A copy with `changes`, validated again (a uniform mean/std follows a change of channels)."""
+        if changes.get("channels", self.channels) != self.channels:
+            for field in ("mean", "std"):
+                values = getattr(self, field)
+                if field not in changes and len(set(values)) == 1:
+                    changes[field] = values[:1]
         return dataclasses.replace(self, **changes)
 
     # -- decoding -------------------------------------------------------------------------------
@@ -155,7 +161,10 @@ class ImagePreprocessing:
         from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with warnings.catch_warnings():  # fewbit's own pixel limit (below Pillow's) decides
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(io.BytesIO(data))
+            with im:
                 _check_pixels(im, where, self.image_size)
                 return fn(im)
         except DataError:
@@ -389,7 +398,10 @@ def image_is_colour(path: str, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bool | 
 
     try:
         data = read_regular_file(path, max_bytes)
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
             _check_pixels(im, path, 64)
             if im.mode in _GREY_MODES:
                 return False

@@ -1,0 +1,78 @@
+"""`csv:` tables: reading, standardisation with training statistics, splits, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fewbit.cli import main
+from fewbit.data.episodes import EpisodeSampler
+from fewbit.data.sources import DataOptions, load_source
+from fewbit.data.synthetic import write_table
+from fewbit.errors import DataError
+from fewbit.runtime.tables import read_table
+
+
+def test_info_counts_and_standardisation(tmp_path: Path, capsys) -> None:
+    path = write_table(tmp_path / "t.csv", classes=10, rows_per_class=6, features=5)
+    assert main(["data", "info", f"csv:{path}", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["classes"], info["images"], info["features"], info["channels"]) == (10, 60, 5, None)
+    assert info["splits"] == {"train": 6, "val": 2, "test": 2, "all": 10}
+    source = load_source(f"csv:{path}")
+    train = source.split("train")
+    z = train.tensor(np.arange(train.num_images)).numpy()
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+    assert source.split("test").mean == source.preprocessing.mean  # the test split: training statistics
+
+
+def test_tasks_are_drawn_over_label_values(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "t.csv", classes=10, rows_per_class=6, features=4)
+    ds = load_source(f"csv:{path}").split("train")
+    task = EpisodeSampler(ds, ways=3, shots=2, queries=2).sample(4)
+    assert task.support_x.shape == (4, 6, 4) and task.query_x.shape == (4, 6, 4)
+    with pytest.raises(DataError, match="has only 6 image"):
+        EpisodeSampler(ds, ways=3, shots=4, queries=3)
+    with pytest.raises(DataError, match="7-way tasks need 7 classes"):
+        EpisodeSampler(ds, ways=7, shots=1, queries=1)
+
+
+def test_label_column_by_name_and_header_free_tables(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("kind,x,y\nA,1,2\nB,3,4\nC,5,6\n")
+    table = read_table(tmp_path / "a.csv", label_column="kind")
+    assert table.features == ("x", "y") and table.labels == ("A", "B", "C")
+    (tmp_path / "b.csv").write_text("1,2,0\n3,4,1\n")
+    table = read_table(tmp_path / "b.csv")
+    assert table.features == ("c0", "c1") and table.labels == ("0", "1")
+    np.testing.assert_array_equal(table.values, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "message"),
+    [
+        ("x,y,label\n1,2,a\n3,abc,b\n", (), "line 3, column 'y': 'abc', not a number"),
+        ("x,y,label\n1,,a\n3,4,b\n", (), "line 2, column 'y': a missing value"),
+        ("x,y,label\n1,NA,a\n", (), "a missing value"),
+        ("x,y,label\n1,2,a\n", ("--label-column", "kind"), "no column 'kind' for the labels"),
+        ("x,y,label\n1,2\n", (), "line 2: 2 cells, the header has 3"),
+        ("x,y,label\n1,2,a\n3,4,b\n", (), "2 label value(s)"),
+        ("", (), "holds no rows"),
+    ],
+)
+def test_bad_tables_are_one_line(tmp_path: Path, capsys, text: str, args: tuple[str, ...], message: str) -> None:
+    (tmp_path / "t.csv").write_text(text)
+    assert main(["data", "info", f"csv:{tmp_path / 't.csv'}", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fewbit: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_non_utf8_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes(b"x,label\n\xff\xfe,a\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_table(tmp_path / "t.csv")
+    with pytest.raises(DataError, match="is not a file"):
+        load_source(f"csv:{tmp_path / 'nothing.csv'}", options=DataOptions())
