@@ -69,7 +69,7 @@ def run_info(args: argparse.Namespace) -> Output:
         mean = ", ".join(f"{v:.3f}" for v in pre["mean"])
         std = ", ".join(f"{v:.3f}" for v in pre["std"])
         rows.append(["normalisation (mean / std)", f"{mean} / {std}"])
-    text = f"{info['spec']} [{args.split}]\n" + table(["", "value"], rows)
+    text = f"{info['spec']} [{args.split}]\n" + table(["", "value"], rows, left=True)
     return Output(info, text)
 
 
