@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,5 +56,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write `obj` as indented JSON to `path` atomically (ValueError for NaN or infinity: not JSON)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value`, or None when it is a float that is NaN or infinite (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, refusing anything else or anything over `limit` bytes.
+
+    A FIFO would block a plain read forever and a device (`/dev/zero`) never ends, so the file is
+    opened without blocking and checked with fstat before a byte is read. Errors are OSError
+    (ValueError for a file that is not regular or too large), worded for one line.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {path} is {info.st_size} bytes, more than the {limit} a {what} may have")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} {path} grew past {limit} bytes while being read")
+    return data

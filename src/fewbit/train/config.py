@@ -13,6 +13,11 @@ from fewbit.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
 OWNER = "TrainConfig"
+# Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
+MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
+MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
+MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 
 
 def meta_module() -> Any:
@@ -72,8 +77,13 @@ class TrainConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {value!r}")
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), OWNER, "seed",
-              f"must be an integer, got {self.seed!r}")
+        check(self.image_size <= MAX_IMAGE_SIZE, OWNER, "image_size",
+              f"must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
+        check_seed(OWNER, "seed", self.seed)
+        check_task_shape(OWNER, ways=1 if self.regression else self.ways, shots=self.shots, queries=self.queries,
+                         tasks=self.meta_batch)
+        check(self.batch_size <= MAX_STEP_IMAGES, OWNER, "batch_size",
+              f"must be at most {MAX_STEP_IMAGES} images, got {self.batch_size}")
         check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {self.outer_lr!r}")
         check(self.grad_clip is None or _positive_float(self.grad_clip), OWNER, "grad_clip",
               f"must be a number > 0 or null, got {self.grad_clip!r}")
@@ -119,8 +129,34 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
+def check_seed(owner: str, field: str, value: Any) -> None:
+    """ConfigError unless `value` is an integer seed torch accepts."""
+    low, high = SEED_RANGE
+    check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high, owner, field,
+          f"must be an integer in [-2**63, 2**64 - 1], got {value!r}")
+
+
+def check_task_shape(owner: str, *, ways: int, shots: int, queries: int, tasks: int) -> None:
+    """ConfigError when one task, or `tasks` of them drawn at once, would hold more examples than the limits.
+
+    Checked before any data is read or model built: a typo such as `--ways 20000000` must cost nothing.
+    """
+    per_task = ways * (shots + queries)
+    check(per_task <= MAX_TASK_IMAGES, owner, "ways",
+          f"{ways}-way tasks of {shots} shots + {queries} queries hold {per_task} examples, more than the "
+          f"{MAX_TASK_IMAGES} a task may have; lower --ways, --shots or --queries")
+    check(per_task * tasks <= MAX_STEP_IMAGES, owner, "meta_batch",
+          f"{tasks} tasks of {per_task} examples are {per_task * tasks} examples at once, more than "
+          f"{MAX_STEP_IMAGES}; lower --meta-batch")
+
+
 def _positive_float(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return 0 < float(value) < math.inf
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
