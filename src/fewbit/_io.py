@@ -67,6 +67,24 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def non_finite_path(obj: Any) -> str | None:
+    """Where the first NaN or infinity in a JSON-like tree is (`a.b.0`), or None when it has none.
+
+    Python's json module reads `NaN` and `Infinity` although JSON has no such values; anything
+    that came from a file is checked before it is trusted or written back out.
+    """
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path or "the top"
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
+    return None
+
+
 def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
     """The bytes of the regular file `path`, refusing anything else or anything over `limit` bytes.
 

@@ -29,3 +29,11 @@ class InUseError(FewbitError):
 
 class NotResumableError(FewbitError):
     """A run that holds checkpoints none of which can be resumed; nothing in it was changed."""
+
+
+class LimitError(FewbitError, ValueError):
+    """A request for more work or memory than a documented limit allows (see docs/bad-input.md)."""
+
+
+class NumericError(FewbitError, ValueError):
+    """A computation whose values overflowed to NaN or infinity; its results would be meaningless."""

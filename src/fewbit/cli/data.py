@@ -6,9 +6,11 @@ import argparse
 
 import torch
 
-from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int, table
+from fewbit.cli.common import Output, add_common, bounded_int, nonnegative_int, positive_int, seed_int, table
 from fewbit.data.sources import SPEC_HELP, ImageSource, load_source
 from fewbit.errors import DataError
+
+MAX_IMAGE_SIZE = 512  # TrainConfig's and the runtime's limit (tests/cli/test_hostile_cli.py keeps them equal)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = dsub.add_parser("info", help="alphabets, classes, images and image size of a source")
     info.add_argument("spec", help=SPEC_HELP)
     info.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
-    info.add_argument("--image-size", type=positive_int, default=28)
+    info.add_argument("--image-size", type=bounded_int(1, MAX_IMAGE_SIZE), default=28)
     add_common(info)
     info.set_defaults(handler=run_info)
 
@@ -29,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--shots", type=positive_int, default=1)
     show.add_argument("--queries", type=nonnegative_int, default=3)
     show.add_argument("--rotations", action="store_true", help="count 90-degree rotations as new classes")
-    show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--image-size", type=positive_int, default=28)
+    show.add_argument("--seed", type=seed_int, default=0)
+    show.add_argument("--image-size", type=bounded_int(1, MAX_IMAGE_SIZE), default=28)
     show.add_argument("--out", default="task.png", help="PNG to write (default task.png)")
     add_common(show)
     show.set_defaults(handler=run_show)
@@ -50,6 +52,9 @@ def run_info(args: argparse.Namespace) -> Output:
 def run_show(args: argparse.Namespace) -> Output:
     from fewbit.data.episodes import EpisodeSampler
     from fewbit.report.plots import plot_task
+    from fewbit.train.run import check_not_run_file
+
+    check_not_run_file(args.out, "--out")
 
     source = load_source(args.spec, image_size=args.image_size)
     if not isinstance(source, ImageSource):

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="meta-train float32 and 4-bit Conv-4 on glyphs and write a report")
     p.add_argument("--quick", action="store_true", help="a much smaller budget (for CI)")
     p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
-    add_common(p, device=True)
+    add_common(p, device=True, threads=True)
     p.set_defaults(handler=run)
 
 

@@ -21,6 +21,7 @@ ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "finet
 SCOPES = ("all", "head", "bias_norm", "none")
 CLASSIFIERS = ("linear", "cosine")
 OWNER = "MetaConfig"
+MAX_STEPS = 10_000  # inner/fine-tuning steps per task: a bound on the work one task may ask for
 
 
 def _is_int(value: Any) -> bool:
@@ -74,12 +75,14 @@ class MetaConfig:
         )
         for name in ("inner_steps", "reptile_steps", "finetune_steps", "task_chunk"):
             value = getattr(self, name)
-            check(_is_int(value) and value >= 0, OWNER, name, f"must be an integer >= 0, got {value!r}")
+            check(_is_int(value) and 0 <= value <= MAX_STEPS, OWNER, name,
+                  f"must be an integer >= 0 (at most {MAX_STEPS}), got {value!r}")
         check(
-            self.eval_inner_steps is None or (_is_int(self.eval_inner_steps) and self.eval_inner_steps >= 0),
+            self.eval_inner_steps is None
+            or (_is_int(self.eval_inner_steps) and 0 <= self.eval_inner_steps <= MAX_STEPS),
             OWNER,
             "eval_inner_steps",
-            f"must be an integer >= 0 or null, got {self.eval_inner_steps!r}",
+            f"must be an integer >= 0 (at most {MAX_STEPS}) or null, got {self.eval_inner_steps!r}",
         )
         for name in ("inner_lr", "finetune_lr", "cosine_scale"):
             value = getattr(self, name)

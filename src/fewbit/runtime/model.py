@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import Artifact, QuantTensor, decode_artifact, read_artifact
-from fewbit.errors import FewbitFormatError
+from fewbit._io import read_regular_file
+from fewbit.deploy.format import MAX_FILE_BYTES, Artifact, QuantTensor, decode_artifact
+from fewbit.errors import FewbitFormatError, NumericError
+from fewbit.runtime import limits
+from fewbit.runtime.limits import MAX_IMAGE_SIDE  # noqa: F401  (re-exported: where it used to live)
 from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block
-
-MAX_IMAGE_SIDE = 512
 
 
 class RuntimeModel:
@@ -25,6 +26,7 @@ class RuntimeModel:
 
     def __init__(self, artifact: Artifact) -> None:
         manifest = artifact.manifest
+        limits.check_manifest(manifest)  # sizes, preprocessing and adaptation within the documented limits
         self.manifest = manifest
         self.nbytes = artifact.nbytes
         arch = manifest["architecture"]
@@ -32,10 +34,6 @@ class RuntimeModel:
         self.input_shape = tuple(int(d) for d in arch["input_shape"])
         self.embedding_layers = int(arch["embedding_layers"])
         specs = arch["layers"]
-        if len(self.input_shape) != 3 or not all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape):
-            raise FewbitFormatError(f"malformed manifest: input_shape {list(self.input_shape)}")
-        if not 0 < self.embedding_layers <= len(specs):
-            raise FewbitFormatError(f"malformed manifest: embedding_layers={self.embedding_layers}")
         self.layers: list[Op] = []
         for i, spec in enumerate(specs):
             op = OPS.get(spec.get("op"))
@@ -68,15 +66,19 @@ class RuntimeModel:
         # fails here, and loading costs no compute whatever the architecture claims.
         c, h, w = self.input_shape
         shape: tuple[int, ...] = (h, w, c)
+        shapes: list[tuple[int, ...]] = []
         try:
             for i, op in enumerate(self.layers):
                 shape = op.out_shape(shape, self.params)
+                shapes.append(shape)
                 if i + 1 == self.embedding_layers:
                     if len(shape) != 1:
                         raise ValueError(f"the embedding must be flat, got {list(shape)}")
                     self.embedding_dim = shape[0]
         except (ValueError, KeyError) as exc:
             raise FewbitFormatError(f"artifact architecture does not fit together: {exc}") from None
+        # What one image costs, from the shapes alone: a batch over the budget is refused before it runs.
+        self.cost = limits.image_cost(self.layers, (h, w, c), shapes)
 
     # ----------------------------------------------------------------------------------- forward
 
@@ -114,8 +116,18 @@ class RuntimeModel:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def embed(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Embeddings `[N, D]` of a batch `[N, C, H, W]` (batch statistics come from this batch)."""
-        return self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
+        """Embeddings `[N, D]` of a batch `[N, C, H, W]` (batch statistics come from this batch).
+
+        LimitError when the batch would need more memory than `limits.MAX_BATCH_BYTES`;
+        NumericError when the network's values overflow on it.
+        """
+        limits.check_batch(self.cost, len(x))
+        z = self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
+        if not np.all(np.isfinite(z)):
+            raise NumericError(
+                "the network's values overflow to NaN or infinity on this input; its outputs would be meaningless"
+            )
+        return z
 
     def head(self, z: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The head's logits for embeddings `[N, D]`."""
@@ -147,11 +159,32 @@ def _is_weight(name: str, specs: list[dict[str, Any]]) -> bool:
 
 
 def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
-    """Load an artifact (a path or its bytes) into a RuntimeModel; FewbitFormatError when unsound."""
-    artifact = decode_artifact(source) if isinstance(source, (bytes, bytearray)) else read_artifact(source)
+    """Load an artifact (a path or its bytes) into a RuntimeModel; FewbitFormatError when unsound
+    or beyond the limits of `fewbit.runtime.limits`.
+
+        model = fewbit.runtime.load("model.fewbit")
+        labels = fewbit.runtime.adapt(model, support_x, support_y).predict(query_x)
+    """
+    if isinstance(source, (bytes, bytearray)):
+        artifact = decode_artifact(source)
+    else:
+        artifact = decode_artifact(read_artifact_file(source), where=str(source))
     try:
         return RuntimeModel(artifact)
     except FewbitFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def read_artifact_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the artifact file at `path`: a regular file of at most MAX_FILE_BYTES (a FIFO
+    or a device such as /dev/zero is refused before it is read)."""
+    try:
+        return read_regular_file(path, MAX_FILE_BYTES, "artifact")
+    except FileNotFoundError:
+        raise FewbitFormatError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise FewbitFormatError(str(exc)) from None
+    except OSError as exc:
+        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None

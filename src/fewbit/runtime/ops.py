@@ -177,6 +177,11 @@ class Op:
         when they do not fit. Lets a loader check an architecture without running it."""
         return shape
 
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        """(scratch float32 elements beyond input and output, multiply-adds) per image, for
+        `fewbit.runtime.limits` to bound a forward pass before it runs."""
+        return 0, 0
+
 
 class Conv2d(Op):
     """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
@@ -206,6 +211,13 @@ class Conv2d(Op):
         if self.bias_name and params[self.bias_name].shape != (self.cout,):
             raise ValueError(f"conv2d bias must have {self.cout} values")
         return ho, wo, self.cout
+
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        h, w, c = in_shape
+        ho, wo, _ = out_shape
+        padded = (h + 2 * self.padding) * (w + 2 * self.padding) * c
+        cols = ho * wo * self.kh * self.kw * self.cin  # one image's im2col rows
+        return padded + cols, ho * wo * self.cout * self.kh * self.kw * self.cin
 
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
@@ -295,6 +307,9 @@ class Linear(Op):
         if self.bias_name and params[self.bias_name].shape != (self.out_features,):
             raise ValueError(f"linear bias must have {self.out_features} values")
         return (self.out_features,)
+
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, self.in_features * self.out_features
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:
