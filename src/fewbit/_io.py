@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -17,6 +18,8 @@ from typing import IO, Any
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside `path`; on success fsync and rename it over `path`."""
     path = Path(path)
+    if path.is_dir():  # say so of `path` itself, not of the temp file beside it
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -99,7 +102,12 @@ def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "fil
             raise ValueError(f"{what} {path} is not a regular file")
         if info.st_size > limit:
             raise ValueError(f"{what} {path} is {info.st_size} bytes, more than the {limit} a {what} may have")
-        data = f.read(limit + 1)
+        data = f.read(info.st_size + 1)  # read(n) reserves n bytes up front: ask for what the file holds
+        while len(data) > info.st_size and len(data) <= limit:  # it grew while we read: go on in steps
+            more = f.read(1 << 20)
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise ValueError(f"{what} {path} grew past {limit} bytes while being read")
     return data

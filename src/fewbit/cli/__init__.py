@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -66,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fewbit: interrupted", file=sys.stderr)
         return 130
     if text:
-        print(text)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `fewbit ... | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 141
     return out.status
 
 

@@ -56,6 +56,13 @@ def run_export(args: argparse.Namespace) -> Output:
 
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     check_not_run_file(out, "--out")  # before any work: never over a run's checkpoints, config or metrics
+    if args.scope is not None:
+        from fewbit.runtime.adapt import scope_parts
+
+        try:
+            scope_parts(args.scope)  # what the runtime will accept from the artifact
+        except ValueError as exc:
+            raise ConfigError(f"--scope: {exc}") from None
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     config = run.config
     if getattr(config, "regression", False):

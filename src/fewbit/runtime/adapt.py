@@ -89,7 +89,8 @@ class Adapted:
 
     def logits(self, query_x: np.ndarray) -> np.ndarray:
         """`[Q, ways]` logits (minus squared distances for ProtoNet); NumericError when they overflow."""
-        out = self._logits(np.asarray(query_x, dtype=np.float32))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
+            out = self._logits(np.asarray(query_x, dtype=np.float32))
         if not np.all(np.isfinite(out)):
             raise NumericError("the adapted model's scores overflow to NaN or infinity; lower the learning rate")
         return out
@@ -205,7 +206,8 @@ def adapt(
                                  backward=moving_body)
     adapted = Adapted(model, ways, support_x, y, settings)
     if settings["method"] == "finetune" and settings["embed"] == "separate":
-        adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is an error
+            adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
     return adapted
 
 

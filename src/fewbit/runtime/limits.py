@@ -35,11 +35,17 @@ FLOAT32_BYTES = 4
 @dataclasses.dataclass(frozen=True)
 class ImageCost:
     """What one image costs a model: peak bytes of a forward pass, bytes kept for a backward
-    pass through the whole network, and multiply-adds of one forward pass."""
+    pass through the whole network, and multiply-adds of one forward pass; plus the bytes a pass
+    needs whatever its batch (weights made float for it, scratch of a fixed size)."""
 
     forward_bytes: int
     backward_bytes: int
     macs: int
+    batch_bytes: int = 0
+
+    def bytes_for(self, images: int, backward: bool = False) -> int:
+        """Estimated peak bytes of a pass over `images` images."""
+        return images * (self.backward_bytes if backward else self.forward_bytes) + self.batch_bytes
 
 
 def _number(value: Any) -> bool:
@@ -136,19 +142,20 @@ def image_cost(ops: Sequence[Any], input_shape: tuple[int, int, int], shapes: Se
     input of `input_shape` (H, W, C). Each op may report scratch elements and multiply-adds
     through `work(in_shape, out_shape)`; FewbitFormatError when an activation or the total is
     beyond the limits."""
-    forward = backward = macs = 0
+    forward = backward = macs = fixed = 0
     previous: tuple[int, ...] = input_shape
     for i, (op, shape) in enumerate(zip(ops, shapes)):
-        if shape and shape[-1] > MAX_WIDTH:
+        if len(shape) == 3 and shape[-1] > MAX_WIDTH:  # channels; a flat size is bounded by the bytes below
             raise FewbitFormatError(f"artifact layer {i} is {shape[-1]} wide, more than the limit {MAX_WIDTH}")
-        scratch, op_macs = op.work(previous, shape) if hasattr(op, "work") else (0, 0)
+        scratch, op_fixed, op_macs = op.work(previous, shape) if hasattr(op, "work") else (0, 0, 0)
         inp, out = math.prod(previous), math.prod(shape)
         forward = max(forward, FLOAT32_BYTES * (inp + out + scratch))
         backward += FLOAT32_BYTES * (2 * inp + 2 * out)  # what the layer keeps for its backward pass
         macs += op_macs
+        fixed += op_fixed
         previous = shape
     backward += forward
-    cost = ImageCost(forward, backward, macs)
+    cost = ImageCost(forward, backward, macs, fixed)
     if cost.forward_bytes > MAX_IMAGE_BYTES:
         raise FewbitFormatError(
             f"artifact needs {_mib(cost.forward_bytes)} per image for a forward pass, more than the limit "
@@ -159,7 +166,7 @@ def image_cost(ops: Sequence[Any], input_shape: tuple[int, int, int], shapes: Se
 
 def check_batch(cost: ImageCost, images: int, *, backward: bool = False, what: str = "a batch") -> None:
     """LimitError when `images` images at once need more than MAX_BATCH_BYTES."""
-    need = images * (cost.backward_bytes if backward else cost.forward_bytes)
+    need = cost.bytes_for(images, backward)
     if need > MAX_BATCH_BYTES:
         raise LimitError(
             f"{what} of {images} images needs about {_mib(need)} with this model, more than the limit "

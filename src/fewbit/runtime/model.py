@@ -43,7 +43,11 @@ class RuntimeModel:
                 )
             try:
                 self.layers.append(op(spec, artifact.tensors))
-            except (KeyError, ValueError, TypeError) as exc:
+            except KeyError as exc:
+                raise FewbitFormatError(
+                    f"artifact layer {i} ({spec.get('op')}) needs an entry or tensor it lacks ({exc.args[0]!r})"
+                ) from None
+            except (ValueError, TypeError) as exc:
                 raise FewbitFormatError(f"artifact layer {i} ({spec.get('op')}): {exc}") from None
         kinds = [op.kind for op in self.layers]
         block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
@@ -122,7 +126,8 @@ class RuntimeModel:
         NumericError when the network's values overflow on it.
         """
         limits.check_batch(self.cost, len(x))
-        z = self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
+            z = self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
         if not np.all(np.isfinite(z)):
             raise NumericError(
                 "the network's values overflow to NaN or infinity on this input; its outputs would be meaningless"
@@ -170,11 +175,18 @@ def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
     else:
         artifact = decode_artifact(read_artifact_file(source), where=str(source))
     try:
-        return RuntimeModel(artifact)
+        model = RuntimeModel(artifact)
     except FewbitFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+    from fewbit.runtime.adapt import settings_for  # adapt builds on this module
+
+    try:
+        settings_for(model)  # the artifact's own adaptation block must be one the runtime can follow
+    except ValueError as exc:
+        raise FewbitFormatError(f"artifact adaptation block: {exc}") from None
+    return model
 
 
 def read_artifact_file(path: str | os.PathLike[str]) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fewbit.deploy.format import QuantTensor
+from fewbit.errors import NumericError
 from fewbit.runtime.requant import requantize
 
 Params = dict[str, np.ndarray]
@@ -63,6 +64,8 @@ class InputQuant:
             return self.scale, self.zero_point
         lo = np.minimum(x.min(initial=np.float32(0)), np.float32(0))
         hi = np.maximum(x.max(initial=np.float32(0)), np.float32(0))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise NumericError("activations overflow to NaN or infinity before a quantized layer")
         scale = np.maximum((hi - lo) / np.float32(self.qmax - self.qmin), np.float32(1e-8)).astype(np.float32)
         zero_point = int(np.clip(np.rint(-lo / scale), self.qmin, self.qmax))
         return scale, zero_point
@@ -177,10 +180,10 @@ class Op:
         when they do not fit. Lets a loader check an architecture without running it."""
         return shape
 
-    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
-        """(scratch float32 elements beyond input and output, multiply-adds) per image, for
-        `fewbit.runtime.limits` to bound a forward pass before it runs."""
-        return 0, 0
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(scratch float32 elements per image beyond input and output, scratch bytes per batch,
+        multiply-adds per image), for `fewbit.runtime.limits` to bound a pass before it runs."""
+        return 0, 0, 0
 
 
 class Conv2d(Op):
@@ -212,12 +215,14 @@ class Conv2d(Op):
             raise ValueError(f"conv2d bias must have {self.cout} values")
         return ho, wo, self.cout
 
-    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
         h, w, c = in_shape
         ho, wo, _ = out_shape
         padded = (h + 2 * self.padding) * (w + 2 * self.padding) * c
         cols = ho * wo * self.kh * self.kw * self.cin  # one image's im2col rows
-        return padded + cols, ho * wo * self.cout * self.kh * self.kw * self.cin
+        # per batch: a chunk of im2col rows and its product, and the float32 weight matrix of this pass
+        fixed = 2 * COLS_CHUNK_BYTES + 8 * self.cout * self.cin * self.kh * self.kw
+        return padded + cols, fixed, ho * wo * self.cout * self.kh * self.kw * self.cin
 
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
@@ -308,8 +313,8 @@ class Linear(Op):
             raise ValueError(f"linear bias must have {self.out_features} values")
         return (self.out_features,)
 
-    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
-        return 0, self.in_features * self.out_features
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        return 0, 8 * self.in_features * self.out_features, self.in_features * self.out_features
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewbit.config import check, from_dict, load_yaml, to_dict
+from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
@@ -70,13 +70,13 @@ class TrainConfig:
         from fewbit.models import BACKBONES
 
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
-              f"unknown backbone {self.backbone!r}; choose one of auto, {', '.join(BACKBONES)}")
+              f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
                           ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
-                  f"must be an integer >= {low}, got {value!r}")
+                  f"must be an integer >= {low}, got {brief(value)}")
         check(self.image_size <= MAX_IMAGE_SIZE, OWNER, "image_size",
               f"must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         check_seed(OWNER, "seed", self.seed)
@@ -84,15 +84,16 @@ class TrainConfig:
                          tasks=self.meta_batch)
         check(self.batch_size <= MAX_STEP_IMAGES, OWNER, "batch_size",
               f"must be at most {MAX_STEP_IMAGES} images, got {self.batch_size}")
-        check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {self.outer_lr!r}")
+        check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {brief(self.outer_lr)}")
         check(self.grad_clip is None or _positive_float(self.grad_clip), OWNER, "grad_clip",
-              f"must be a number > 0 or null, got {self.grad_clip!r}")
+              f"must be a number > 0 or null, got {brief(self.grad_clip)}")
         check(self.schedule in SCHEDULES, OWNER, "schedule",
-              f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        check(isinstance(self.rotations, bool), OWNER, "rotations", f"must be true or false, got {self.rotations!r}")
-        check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {self.device!r}")
+              f"must be one of {', '.join(SCHEDULES)}, got {brief(self.schedule)}")
+        check(isinstance(self.rotations, bool), OWNER, "rotations",
+              f"must be true or false, got {brief(self.rotations)}")
+        check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {brief(self.device)}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
-              f"must be a compression spec string or null, got {self.compress!r}")
+              f"must be a compression spec string or null, got {brief(self.compress)}")
         check(isinstance(self.meta, meta.MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
 
@@ -133,7 +134,7 @@ def check_seed(owner: str, field: str, value: Any) -> None:
     """ConfigError unless `value` is an integer seed torch accepts."""
     low, high = SEED_RANGE
     check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high, owner, field,
-          f"must be an integer in [-2**63, 2**64 - 1], got {value!r}")
+          f"must be an integer in [-2**63, 2**64 - 1], got {brief(value)}")
 
 
 def check_task_shape(owner: str, *, ways: int, shots: int, queries: int, tasks: int) -> None:

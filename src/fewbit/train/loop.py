@@ -184,7 +184,6 @@ class _Trainer:
 
     def _train(self) -> Run:
         config = self.config
-        self.last_good = ck.step_checkpoints(self.ckpt_dir)[0] if ck.step_checkpoints(self.ckpt_dir) else None
         metrics = (self.out_dir / METRICS_NAME).open("a", encoding="utf-8") if self.world.is_main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {config.algorithm}", disable=not self.progress,
                    dynamic_ncols=True)
@@ -388,9 +387,6 @@ class _Trainer:
         if found is None:
             held = sorted(p.name for p in self.ckpt_dir.glob("*.safetensors")) if self.ckpt_dir.is_dir() else []
             if held:
-                if self.world.is_main:
-                    for reason in skipped:
-                        warnings.warn(reason, stacklevel=4)
                 raise NotResumableError(
                     f"--resume: {self.out_dir} holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''} "
                     f"but no step checkpoint that can be resumed ({'; '.join(skipped)[:300] or 'none verifies'}); "
@@ -417,6 +413,7 @@ class _Trainer:
         if "rng/cuda" in found.tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(found.tensors["rng/cuda"], self.device)
         self.step, self.best = checkpoint_progress(found)
+        self.last_good = found.path  # not a damaged newer one
         if self.world.is_main:
             _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
 

@@ -140,7 +140,11 @@ def _skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
 
     try:
         with torch.device("meta"):
-            return build_backbone(name, **args)
+            model = build_backbone(name, **args)
+            size = args.get("image_size")
+            example = torch.zeros(2, args.get("in_channels", 1), size, size) if size else torch.zeros(2, 1)
+            model(example)  # shapes only: the layers must fit the input (some backbones pool it away)
+            return model
     except RuntimeError:  # e.g. "Output size is too small" from a pooling layer
         return None
 
@@ -201,7 +205,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The resolved config of a run directory; anything that is not a run raises one clear error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FewbitFormatError(f"{run_dir} is not a run directory: it does not exist")
+        what = "it is not a directory" if run_dir.exists() else "it does not exist"
+        raise FewbitFormatError(f"{run_dir} is not a run directory: {what}")
     if not is_run_dir(run_dir):
         raise FewbitFormatError(
             f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (train one with fewbit train)"
