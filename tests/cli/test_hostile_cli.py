@@ -60,9 +60,12 @@ def test_images_too_small_for_the_backbone(capsys, tmp_path: Path, size: str) ->
 
 
 def test_image_size_12_works_where_the_backbone_allows_it(capsys, tmp_path: Path) -> None:
-    code, out, err = run_cli(capsys, "train", "--dataset", "glyphs", "--backbone", "mlp", "--image-size", "12",
-                             "--ways", "3", "--queries", "2", "--meta-batch", "1", "--steps", "1", "--val-every", "0",
-                             "--out", str(tmp_path / "r"), "--quiet", "--device", "cpu")
+    from tests.conftest import make_omniglot_folder
+
+    images = make_omniglot_folder(tmp_path / "data", root="bg", alphabets=3, characters=3, drawings=4, seed=2)
+    code, out, err = run_cli(capsys, "train", "--dataset", f"omniglot:{images}", "--backbone", "mlp",
+                             "--image-size", "12", "--ways", "3", "--queries", "2", "--meta-batch", "1", "--steps", "1",
+                             "--val-every", "0", "--out", str(tmp_path / "r"), "--quiet", "--device", "cpu")
     assert code == 0, err
 
 

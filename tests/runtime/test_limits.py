@@ -168,6 +168,7 @@ def _adapt_cli(tmp_path: Path, artifact: Path, *extra: str):
                         str(tmp_path / "support"), "--json", *extra], tmp_path, timeout=60)
 
 
+@pytest.mark.slow
 def test_the_adapt_command_under_memory_and_time_limits(parts, tmp_path: Path) -> None:
     """`channels: 1e6` was a MemoryError, `steps: 1e9` a hang, `std: 0` and `--lr inf` printed NaN with exit 0."""
     for name, edit, match in (

@@ -102,6 +102,7 @@ def test_hostile_checkpoint_states_are_one_line_errors(tmp_path: Path, edit, mes
         load_run(run)
 
 
+@pytest.mark.slow
 def test_model_ways_2e8_is_refused_under_a_memory_limit(tmp_path: Path) -> None:
     """Before the check, the checkpoint's claim built a 2e8-output head: a 51 GB allocation."""
     run = _trained(tmp_path / "run", steps=2)
@@ -151,6 +152,7 @@ def test_the_task_shape_is_checked_against_the_data_before_the_model_is_built(
         meta_train(config, tmp_path / "r", progress=False)
 
 
+@pytest.mark.slow
 def test_huge_ways_are_refused_under_a_memory_limit(tmp_path: Path) -> None:
     """`--ways 20000000` used to be refused only after 5.4 GB, `--ways 200000000` tried 51 GB."""
     for ways in ("20000000", "200000000"):

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> Output:
     from fewbit.demo import run_demo
 
-    result = run_demo(args.out, quick=args.quick, device=args.device, progress=not args.json)
+    result = run_demo(args.out, quick=args.quick, device=args.device, progress=not args.json, threads=args.threads)
     text = table(result["summary_headers"], result["summary"])
     text += f"\nreport: {result['report_md']} and {result['report_html']} ({result['seconds']:.0f} s)"
     return Output(result, text)

@@ -10,7 +10,7 @@ from typing import Any
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int
 from fewbit.data.sources import SPEC_HELP
 
-EVAL_BATCH = 25  # tasks scored at once
+EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
 HEAD_FREE = ("protonet", "finetune")  # algorithms whose predictions do not use the trained head's size
 ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
 
@@ -129,13 +129,16 @@ def run_eval(args: argparse.Namespace) -> Output:
     from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
     from fewbit.train import load_run
-    from fewbit.train.config import check_task_shape
+    from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
     from fewbit.train.run import EVAL_NAME, eval_dataset
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     config = run.config
-    check_task_shape("eval", ways=1 if config.regression else (args.ways or config.ways),
-                     shots=args.shots or config.shots, queries=args.queries or config.queries, tasks=EVAL_BATCH)
+    task_ways = 1 if config.regression else (args.ways or config.ways)
+    per_task = task_ways * ((args.shots or config.shots) + (args.queries or config.queries))
+    check_task_shape("eval", ways=task_ways, shots=args.shots or config.shots, queries=args.queries or config.queries,
+                     tasks=1)
+    batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // per_task))  # large tasks are scored fewer at a time
     overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps)) if v is not None}
     if overrides:  # adapt differently at test time than in training
         from fewbit.meta import build_algorithm
@@ -156,7 +159,7 @@ def run_eval(args: argparse.Namespace) -> Output:
         )
     result = evaluate(
         run.predictor(), dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
-        device=run.device, progress=not (args.quiet or args.json), batch=EVAL_BATCH,
+        device=run.device, progress=not (args.quiet or args.json), batch=batch,
     )
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,

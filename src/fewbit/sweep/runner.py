@@ -43,7 +43,8 @@ def run_sweep(
 
     Finished cells (those with a result.json) are reused. Float and compression-aware cells run
     first; post-hoc cells follow, since they start from the float model of their algorithm.
-    `threads` is per worker process (default: the available cores divided among the workers).
+    `threads` is per worker process (default: the available cores divided among the workers; with
+    one worker, which runs in this process, no more than this process already uses).
     The sweep folder is locked while it runs (InUseError for a second sweep into it).
     """
     root = Path(out_dir)
@@ -51,7 +52,7 @@ def run_sweep(
         raise ConfigError(f"--out: {root} exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     with locked(root, what="sweep"):
-        return _run_locked(sweep, root, workers, progress, on_result, threads or default_threads(workers))
+        return _run_locked(sweep, root, workers, progress, on_result, threads)
 
 
 def _run_locked(
@@ -60,7 +61,7 @@ def _run_locked(
     workers: int,
     progress: bool,
     on_result: Callable[[dict[str, Any]], None] | None,
-    threads: int,
+    threads: int | None,
 ) -> list[dict[str, Any]]:
     atomic_write_json(root / "sweep.json", sweep.to_dict())
     cells = sweep.cells()
@@ -84,7 +85,8 @@ def _run_locked(
         elif todo:
             ctx = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                jobs = {pool.submit(_worker, sweep.to_dict(), c, str(root), threads): c for c in todo}
+                per_worker = threads or default_threads(workers)
+                jobs = {pool.submit(_worker, sweep.to_dict(), c, str(root), per_worker): c for c in todo}
                 for job in futures.as_completed(jobs):
                     row = job.result()
                     rows[row["cell"]] = row

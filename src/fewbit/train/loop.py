@@ -42,6 +42,7 @@ from fewbit.train.run import (
     Run,
     bind_compression,
     build_model,
+    check_model_size,
     checkpoint_progress,
     is_run_dir,
     model_ways,
@@ -113,6 +114,8 @@ class _Trainer:
         torch.manual_seed(config.seed)  # model initialisation
         self.algorithm = meta_module().build_algorithm(config.meta)
         self.episodic = bool(getattr(self.algorithm, "episodic", True))
+        if model is None:
+            check_model_size(config, 1)  # an image size the backbone pools away fails before the data loads
         self._load_data()
         # The samplers check the task shape against the data before the model is built: a request
         # for more classes than the data has must fail without allocating a head for them.
