@@ -25,3 +25,40 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         raise RuntimeError("disk full")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_read_regular_file_refuses_fifos_devices_and_oversized_files(tmp_path):
+    from fewbit._io import read_regular_file
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # a plain read of a FIFO with no writer would block forever
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_regular_file(fifo, 100)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_regular_file("/dev/zero", 100)  # a read that never ends
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 101)
+    with pytest.raises(ValueError, match="101 bytes, more than the 100"):
+        read_regular_file(big, 100)
+    assert read_regular_file(big, 101) == b"x" * 101
+    (tmp_path / "link").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_regular_file(tmp_path / "link", 100)
+
+
+def test_atomic_write_over_a_directory_names_it(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_text(tmp_path, "x")
+    assert info.value.filename == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp file left
+
+
+def test_json_never_holds_nan(tmp_path):
+    from fewbit._io import finite_or_none, non_finite_path
+
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+    assert non_finite_path({"a": [1.0, {"b": float("inf")}]}) == "a.1.b"
+    assert non_finite_path({"a": [1.0, 2]}) is None
+    assert finite_or_none(float("nan")) is None and finite_or_none(1.5) == 1.5 and finite_or_none("x") == "x"

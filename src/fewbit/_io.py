@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,8 @@ from typing import IO, Any
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside `path`; on success fsync and rename it over `path`."""
     path = Path(path)
+    if path.is_dir():  # say so of `path` itself, not of the temp file beside it
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -54,5 +59,55 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write `obj` as indented JSON to `path` atomically (ValueError for NaN or infinity: not JSON)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value`, or None when it is a float that is NaN or infinite (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def non_finite_path(obj: Any) -> str | None:
+    """Where the first NaN or infinity in a JSON-like tree is (`a.b.0`), or None when it has none.
+
+    Python's json module reads `NaN` and `Infinity` although JSON has no such values; anything
+    that came from a file is checked before it is trusted or written back out.
+    """
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path or "the top"
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
+    return None
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, refusing anything else or anything over `limit` bytes.
+
+    A FIFO would block a plain read forever and a device (`/dev/zero`) never ends, so the file is
+    opened without blocking and checked with fstat before a byte is read. Errors are OSError
+    (ValueError for a file that is not regular or too large), worded for one line.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {path} is {info.st_size} bytes, more than the {limit} a {what} may have")
+        data = f.read(info.st_size + 1)  # read(n) reserves n bytes up front: ask for what the file holds
+        while len(data) > info.st_size and len(data) <= limit:  # it grew while we read: go on in steps
+            more = f.read(1 << 20)
+            if not more:
+                break
+            data += more
+    if len(data) > limit:
+        raise ValueError(f"{what} {path} grew past {limit} bytes while being read")
+    return data

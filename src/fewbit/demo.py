@@ -46,8 +46,9 @@ def demo_sweep(budget: Budget, device: str = "auto") -> SweepConfig:
 
 
 def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate and report; returns the result rows and the report paths."""
+             progress: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Train, evaluate and report; returns the result rows and the report paths (`threads`: CPU
+    threads to compute with, default the ones this process already uses)."""
     from fewbit.compress import size_report
     from fewbit.evaluation import eval_tasks
     from fewbit.report.plots import plot_task
@@ -58,7 +59,7 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
     budget = QUICK if quick else FULL
     sweep = demo_sweep(budget, device)
     started = time.perf_counter()
-    rows = run_sweep(sweep, out / "runs", progress=progress)
+    rows = run_sweep(sweep, out / "runs", progress=progress, threads=threads)
     shutil.copyfile(out / "runs" / "pareto.png", out / "pareto.png")
 
     # a test task with the compressed ProtoNet's predictions

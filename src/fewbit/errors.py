@@ -21,3 +21,19 @@ class FewbitFormatError(FewbitError):
 
 class TrainingError(FewbitError):
     """Training could not go on (a NaN loss, a diverged step); the message names the step."""
+
+
+class InUseError(FewbitError):
+    """A run or sweep directory that another process is writing (it holds the directory's lock)."""
+
+
+class NotResumableError(FewbitError):
+    """A run that holds checkpoints none of which can be resumed; nothing in it was changed."""
+
+
+class LimitError(FewbitError, ValueError):
+    """A request for more work or memory than a documented limit allows (see docs/bad-input.md)."""
+
+
+class NumericError(FewbitError, ValueError):
+    """A computation whose values overflowed to NaN or infinity; its results would be meaningless."""

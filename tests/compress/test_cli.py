@@ -116,3 +116,44 @@ def test_compress_and_inspect_a_meta_trained_run(tmp_path: Path, capsys: pytest.
     assert main(["inspect", str(tmp_path / "q"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["spec"] == "quant:w2" and {row["bits"] for row in data["layers"]} == {2}
+
+
+@pytest.mark.parametrize(
+    ("backbone", "message"),
+    [
+        ("{not json", "metadata is not JSON"),
+        ('["mlp"]', "must be a JSON object with a backbone name"),
+        ('{"ways": 10}', "must be a JSON object with a backbone name"),
+        ('{"name": "vgg", "ways": 10}', "does not describe a model"),
+        ('{"name": "mlp", "ways": 10, "colour": "red"}', "does not describe a model"),
+        ('{"name": "mlp", "ways": -3, "in_features": 64}', "does not describe a model"),
+        ('{"name": "conv4", "ways": 10, "image_size": 12}', "does not describe a model"),
+        ('{"name": "mlp", "ways": 200000000, "in_features": 64}', "tensors do not fit"),
+        ('{"name": "mlp", "ways": 10, "in_features": 100000000}', "tensors do not fit"),
+    ],
+)
+def test_bad_backbone_metadata_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backbone: str, message: str
+) -> None:
+    """The metadata used to reach build_backbone unchecked: a traceback, or a 51 GB head for ways=2e8."""
+    torch.manual_seed(0)
+    model = build_backbone("mlp", ways=10, in_features=64)
+    path = tmp_path / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), {"fewbit.backbone": backbone})
+    for command in (["inspect", str(path)], ["compress", str(path), "--spec", "quant:w4"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fewbit: error:") and message in err and "\n" not in err, err
+
+
+def test_metadata_with_tensors_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = build_backbone("mlp", ways=10, in_features=64)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors["head.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), {"fewbit.backbone": json.dumps({"name": "mlp", "ways": 10, "in_features": 64})})
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "head.weight of shape [10, 64] is stored as [3, 3]" in err and "\n" not in err

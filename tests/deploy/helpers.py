@@ -77,3 +77,16 @@ def fit_head_to_glyphs(
     model.head.weight.copy_(2 * protos)
     model.head.bias.copy_(-(protos**2).sum(1))
     return x[~support], y[~support]
+
+
+def encode_allowing_nan(manifest: dict, tensors: dict) -> bytes:
+    """`encode_artifact`, except that NaN and Infinity may be written into the manifest, as a tool
+    other than fewbit might (Python's json writes and reads them, JSON itself has no such values)."""
+    import json
+    from unittest import mock
+
+    import fewbit.deploy.format as fmt
+
+    real = json.dumps
+    with mock.patch.object(fmt.json, "dumps", lambda obj, **kw: real(obj, **{**kw, "allow_nan": True})):
+        return fmt.encode_artifact(manifest, tensors)

@@ -12,7 +12,7 @@ from PIL import Image
 from fewbit.cli import main
 from fewbit.deploy import export, inspect_artifact
 from tests.conftest import make_omniglot_folder
-from tests.deploy.helpers import compressed_conv4, glyphs
+from tests.deploy.helpers import compressed_conv4, encode_allowing_nan, glyphs
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -203,3 +203,67 @@ def test_export_run_dir_then_adapt(capsys, tmp_path, task_dirs) -> None:  # noqa
 def test_export_of_a_missing_run_is_one_line(capsys, tmp_path) -> None:  # noqa: ANN001
     code, _, err = run_cli(capsys, "export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.fewbit"))
     assert code == 2 and "not a run directory" in err and err.count("\n") == 1
+
+
+def _train_small(capsys, run: Path) -> None:
+    code, _, err = run_cli(capsys, "train", "--dataset", "glyphs", "--algorithm", "protonet", "--backbone", "mlp",
+                           "--ways", "3", "--queries", "2", "--meta-batch", "1", "--steps", "2", "--val-every", "0",
+                           "--seed", "5", "--out", str(run), "--device", "cpu", "--quiet")
+    assert code == 0, err
+
+
+def test_two_runs_with_equal_weights_export_equal_bytes_and_no_paths(capsys, tmp_path) -> None:  # noqa: ANN001
+    """The artifact used to record the run directory as typed (a user's absolute path, shipped)."""
+    import torch
+
+    from fewbit.deploy.format import read_manifest
+    from fewbit.train import load_run
+
+    first, second = tmp_path / "alice" / "secret-project" / "run", tmp_path / "bob" / "run-2"
+    _train_small(capsys, first)
+    _train_small(capsys, second)
+    a, b = load_run(first).model.state_dict(), load_run(second).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same config and seed: equal weights
+    for run, out in ((first, tmp_path / "a.fewbit"), (second, tmp_path / "b.fewbit")):
+        code, _, err = run_cli(capsys, "export", str(run.resolve()), "--out", str(out))
+        assert code == 0, err
+    assert (tmp_path / "a.fewbit").read_bytes() == (tmp_path / "b.fewbit").read_bytes()
+    manifest = json.dumps(read_manifest(tmp_path / "a.fewbit"))
+    assert str(tmp_path) not in manifest and "alice" not in manifest and "run_dir" not in manifest
+
+
+def test_inspect_an_artifact_with_a_bias_only_layer(capsys, tmp_path) -> None:  # noqa: ANN001
+    """A layer that stores a bias and no weight used to stop inspect with a KeyError."""
+    from fewbit.deploy.format import encode_artifact
+    from fewbit.deploy.torch_export import artifact_from_model
+
+    manifest, tensors = artifact_from_model(compressed_conv4(None, ways=3, width=8), algorithm="maml")
+    manifest["architecture"]["layers"].insert(0, {"op": "bias", "name": "shift", "weight": None, "bias": "shift.b"})
+    tensors["shift.b"] = np.ones(1, np.float32)
+    path = tmp_path / "bias.fewbit"
+    path.write_bytes(encode_artifact(manifest, tensors))
+    code, out, err = run_cli(capsys, "inspect", str(path), "--json")
+    assert code == 0, err
+    row = json.loads(out)["layers"][0]
+    assert (row["name"], row["kind"], row["params"], row["bits"], row["bytes"]) == ("shift", "bias", 1, 32, 4)
+    code, out, err = run_cli(capsys, "inspect", str(path))
+    assert code == 0 and "shift" in out, err
+    # a layer kind this runtime lacks: loading says so in one line
+    code, _, err = run_cli(capsys, "adapt", str(path), "--support", str(tmp_path), "--query", str(tmp_path))
+    assert code == 2 and "op 'bias', which this runtime lacks" in err and err.count("\n") == 1
+
+
+def test_inspect_of_malformed_manifests_is_one_line(capsys, tmp_path) -> None:  # noqa: ANN001
+    from fewbit.deploy.torch_export import artifact_from_model
+
+    manifest, tensors = artifact_from_model(compressed_conv4(None, ways=3, width=8), algorithm="maml")
+    for edit in (lambda m: m["architecture"].pop("input_shape"), lambda m: m.update(preprocessing={"image_size": 28,
+                 "mean": float("nan")}), lambda m: m["architecture"]["layers"][0].update(input_quant=[1])):
+        broken = json.loads(json.dumps(manifest))
+        edit(broken)
+        path = tmp_path / "m.fewbit"
+        path.write_bytes(encode_allowing_nan(broken, tensors))
+        code, out, err = run_cli(capsys, "inspect", str(path), "--json")
+        assert code in (0, 2) and "Traceback" not in err and err.count("\n") <= 1, err
+        if code == 0:
+            json.loads(out, parse_constant=lambda c: pytest.fail(f"inspect printed {c}"))

@@ -19,8 +19,8 @@ from fewbit.deploy.format import (
     decode_artifact,
     encode_artifact,
 )
-from fewbit.errors import FewbitFormatError
-from fewbit.runtime import load
+from fewbit.errors import FewbitError, FewbitFormatError
+from fewbit.runtime import adapt, load
 
 MANIFEST = {
     "architecture": {
@@ -206,5 +206,140 @@ def test_manifest_values_replaced_with_valid_checksums(data: st.DataObject) -> N
         assert "\n" not in str(exc)
     else:
         x = np.random.default_rng(0).random((3, *model.input_shape)).astype(np.float32)
-        assert np.all(np.isfinite(model.embed(x)))
+        try:
+            assert np.all(np.isfinite(model.embed(x)))
+            assert adapt(model, x, np.array([0, 1, 1])).predict(x).shape == (3,)
+        except FewbitError as exc:  # e.g. values that overflow: said in one line, never returned as results
+            assert "\n" not in str(exc)
     assert time.perf_counter() - started < 2.0
+
+
+# ------------------------------------------------------------- random architectures, valid checksums
+
+HOSTILE_NUMBERS = st.sampled_from([0, -1, 1, 2, 3, 0.5, 1e-9, 1e9, 10**9, 2**31, 2**63, 1e308, 1.5, -0.0])
+
+
+@st.composite
+def random_artifact(draw: st.DrawFn) -> tuple[bytes, tuple[int, int, int]]:
+    """An artifact built from a random layer list: mostly architectures that chain (so the runtime
+    runs them), with random widths, kernels, strides, paddings, encodings and weight scales (some
+    large enough to overflow), and hostile values dropped anywhere into the manifest."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    channels, side = draw(st.integers(1, 3)), draw(st.integers(3, 12))
+    scale = draw(st.sampled_from([1.0, 1.0, 1.0, 1e3, 1e20, 3e38]))
+    layers: list[dict] = []
+    tensors: dict[str, object] = {}
+    c = channels
+
+    def weight(name: str, shape: tuple[int, ...]) -> None:
+        if draw(st.booleans()):
+            values = np.clip(rng.standard_normal(shape) * scale, -3e38, 3e38)
+            tensors[name] = values.astype(np.float32)
+        else:
+            bits = draw(st.integers(1, 8))
+            lo, hi = (-1, 2) if bits == 1 else (-(1 << (bits - 1)), 1 << (bits - 1))
+            codes = rng.choice([-1, 1], shape) if bits == 1 else rng.integers(lo, hi, shape)
+            out = shape[0]
+            per_channel = draw(st.booleans())
+            scales = (rng.random(out if per_channel else 1) * scale + 1e-3).astype(np.float32)
+            mask = rng.random(shape) < 0.7 if draw(st.booleans()) else None
+            tensors[name] = QuantTensor(codes, bits, scales, np.zeros(len(scales), np.int64), shape,
+                                        axis=0 if per_channel else None, mask=mask)
+
+    h = side
+    for i in range(draw(st.integers(0, 3))):
+        cout, k = draw(st.integers(1, 8)), draw(st.integers(1, 3))
+        spec = {"op": "conv2d", "name": f"c{i}", "weight": f"c{i}.weight", "bias": None,
+                "stride": draw(st.integers(1, 2)), "padding": draw(st.integers(0, 1)), "input_quant": None}
+        h = (h + 2 * spec["padding"] - k) // spec["stride"] + 1
+        if draw(st.booleans()):
+            spec["input_quant"] = {"bits": 8, "qmin": 0, "qmax": 255, "dynamic": True}
+        weight(spec["weight"], (cout, c, k, k))
+        if draw(st.booleans()):
+            spec["bias"] = f"c{i}.bias"
+            tensors[spec["bias"]] = rng.standard_normal(cout).astype(np.float32)
+        layers.append(spec)
+        if draw(st.booleans()):
+            layers.append({"op": "batchnorm", "name": f"n{i}", "weight": f"n{i}.weight", "bias": f"n{i}.bias",
+                           "eps": 1e-5})
+            tensors[f"n{i}.weight"] = rng.standard_normal(cout).astype(np.float32)
+            tensors[f"n{i}.bias"] = rng.standard_normal(cout).astype(np.float32)
+        layers.append({"op": "relu"})
+        if draw(st.booleans()):
+            pool = draw(st.integers(1, 3))
+            layers.append({"op": "maxpool2d", "kernel": pool})
+            h //= pool
+        c = cout
+    layers.append({"op": "flatten"})
+    embedding = len(layers)
+    # mostly the true flat size (the network then runs); otherwise the loader must say it does not fit
+    features = c * h * h if h > 0 and draw(st.integers(0, 4)) else draw(st.integers(1, 64))
+    ways = draw(st.integers(0, 5))
+    if ways:
+        weight("head.weight", (ways, features))
+        tensors["head.bias"] = rng.standard_normal(ways).astype(np.float32)
+        layers.append({"op": "linear", "name": "head", "weight": "head.weight", "bias": "head.bias",
+                       "input_quant": None, "weight_quant": None})
+    manifest = {
+        "architecture": {"name": "random", "input_shape": [channels, side, side], "embedding_layers": embedding,
+                         "layers": layers},
+        "preprocessing": {"image_size": side, "channels": channels, "mean": 0.0, "std": 1.0, "invert": "auto"},
+        "algorithm": draw(st.sampled_from(["protonet", "maml", "finetune"])),
+        "adaptation": {"method": draw(st.sampled_from(["protonet", "finetune"])),
+                       "embed": draw(st.sampled_from(["joint", "separate"])),
+                       "scope": draw(st.sampled_from(["head", "head+bias+norm", "none", "bias"])),
+                       "steps": draw(st.integers(0, 3)), "lr": 0.1,
+                       "head_init": draw(st.sampled_from(["own", "zeros", "prototypes"]))},
+    }
+    for _ in range(draw(st.integers(0, 2))):  # hostile values anywhere
+        path = draw(st.sampled_from(_paths(manifest)[1:]))
+        node = manifest
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = draw(st.one_of(HOSTILE_NUMBERS, JSON_VALUES))
+    return encode_artifact(manifest, tensors), (channels, side, side)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=random_artifact())
+def test_random_manifests_load_run_and_inspect_or_fail_in_one_line(case, tmp_path_factory) -> None:
+    """Loader, runtime (embed, adapt, predict) and inspect on random architectures with valid
+    checksums: each either gives a finite result or one FewbitError line, in bounded time and memory."""
+    from hypothesis import event
+
+    from fewbit.deploy.inspect import inspect_artifact
+    from fewbit.errors import FewbitError
+
+    blob, shape = case
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        model = load(blob)
+    except FewbitFormatError as exc:
+        model = None
+        event("refused at load")
+        assert str(exc) and "\n" not in str(exc)
+    try:
+        if model is not None:
+            x = np.random.default_rng(1).random((4, *shape)).astype(np.float32)
+            try:
+                z = model.embed(x)
+                assert z.shape[0] == 4 and np.all(np.isfinite(z))
+                preds = adapt(model, x, np.array([0, 1, 0, 1])).predict(x)
+                assert preds.shape == (4,) and set(preds.tolist()) <= {0, 1}
+                event("ran")
+            except FewbitError as exc:
+                event(f"refused at run: {type(exc).__name__}")
+                assert str(exc) and "\n" not in str(exc), str(exc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+    path = tmp_path_factory.mktemp("inspect") / "m.fewbit"
+    path.write_bytes(blob)
+    try:
+        info = inspect_artifact(path)
+        assert info["bytes"] == len(blob)
+    except FewbitFormatError as exc:
+        assert "\n" not in str(exc)
+    assert time.perf_counter() - started < 3.0

@@ -66,3 +66,28 @@ def test_bad_values_name_the_field(changes, field):
 def test_example_configs_load(path):
     config = load_config(path)
     assert config.steps > 0 and config.dataset
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"dataset": "sinusoid", "shots": 100_000_000}, "TrainConfig.ways"),  # one task's examples
+        ({"dataset": "sinusoid", "meta_batch": 100_000_000}, "TrainConfig.meta_batch"),
+        ({"ways": 20_000_000}, "TrainConfig.ways"),
+        ({"batch_size": 10**9}, "TrainConfig.batch_size"),
+        ({"image_size": 100_000}, "TrainConfig.image_size"),
+        ({"seed": 2**64}, "TrainConfig.seed"),
+        ({"seed": -(2**63) - 1}, "TrainConfig.seed"),
+        ({"outer_lr": 10**400}, "TrainConfig.outer_lr"),  # an int no float holds
+        ({"inner_lr": 10**400}, "MetaConfig.inner_lr"),
+        ({"inner_lr": float("inf")}, "MetaConfig.inner_lr"),
+        ({"inner_steps": 10**8}, "MetaConfig.inner_steps"),
+        ({"eval_inner_steps": 10**8}, "MetaConfig.eval_inner_steps"),
+        ({"finetune_steps": 10**8}, "MetaConfig.finetune_steps"),
+    ],
+)
+def test_work_is_bounded_by_the_config(changes, field):
+    from fewbit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig.from_dict({"dataset": "glyphs", **changes})

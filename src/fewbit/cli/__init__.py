@@ -11,9 +11,11 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from fewbit.cli.common import Output
 
@@ -48,12 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    from fewbit.threads import limited
+
     try:
-        out: Output = args.handler(args)
+        with warnings.catch_warnings(), limited(getattr(args, "threads", None)):
+            warnings.showwarning = _one_line_warning
+            out: Output = args.handler(args)
+            text = _json_text(out.data) if getattr(args, "json", False) else out.text
     except FewbitError as exc:
-        print(f"fewbit: error: {exc}", file=sys.stderr)
+        print(f"fewbit: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"fewbit: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
@@ -61,25 +66,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fewbit: interrupted", file=sys.stderr)
         return 130
-    finally:
-        warnings.formatwarning = previous_format
-    if getattr(args, "json", False):
-        print(json.dumps(out.data, default=_jsonable))
-    elif out.text:
-        print(out.text)
+    if text:
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `fewbit ... | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 141
     return out.status
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      line: str | None = None) -> str:
-    """Warnings as a user reads them: `fewbit: warning: ...`, without the source line that raised them."""
-    return f"fewbit: warning: {message}\n"
+def _json_text(data: object) -> str:
+    """`data` as JSON; a NaN or infinity (which JSON lacks) is a FewbitError naming where it is."""
+    from fewbit.errors import FewbitError
+
+    try:
+        return json.dumps(data, default=_jsonable, allow_nan=False)
+    except ValueError:
+        from fewbit._io import non_finite_path
+
+        where = non_finite_path(data) or "?"
+        raise FewbitError(f"the result holds a non-finite number at {where}; this is a bug, please report it") from None
 
 
 def _jsonable(obj: object) -> object:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text else text
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings print as `fewbit: warning: ...`, one line, without the source line that raised them."""
+    print(f"fewbit: warning: {_one_line(str(message))}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

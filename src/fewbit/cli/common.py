@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +20,54 @@ class Output:
     status: int = 0
 
 
-def add_common(parser: argparse.ArgumentParser, device: bool = False) -> None:
-    """Add `--json` (and `--device` when the command computes)."""
+def add_common(parser: argparse.ArgumentParser, device: bool = False, threads: bool = False) -> None:
+    """Add `--json`, `--device` when the command computes with torch, `--threads` when it computes at all."""
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     if device:
         parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default auto)")
+    if threads:
+        parser.add_argument(
+            "--threads", type=positive_int, metavar="N",
+            help="CPU threads to compute with (default: the cores this process may use, or OMP_NUM_THREADS)",
+        )
+
+
+def bounded_int(low: int, high: int) -> Any:
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text[:40]}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a random seed torch accepts (-2**63 .. 2**64-1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+    if not -(1 << 63) <= value <= (1 << 64) - 1:
+        raise argparse.ArgumentTypeError(f"must be in [-2**63, 2**64 - 1], got {text[:40]}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (inf and nan turn every weight into NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:40]}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -31,7 +75,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -42,7 +86,7 @@ def nonnegative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -88,8 +132,9 @@ def fractions(text: str) -> tuple[float, float]:
 def add_data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The flags of `fewbit.data.DataOptions` (how a source is read). With `defaults=False` an absent
     flag is None, so that a config file's value stands."""
-    parser.add_argument("--image-size", type=positive_int, default=28 if defaults else None,
-                        help="resize images to N x N pixels (default 28)")
+    # Commands that read data check the size here; a training config checks it as it validates.
+    parser.add_argument("--image-size", type=bounded_int(1, 512) if defaults else positive_int,
+                        default=28 if defaults else None, help="resize images to N x N pixels (default 28)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="1 (greyscale) or 3 (RGB); default: detected (RGB when any image holds colour)")
     parser.add_argument("--invert", action="store_const", const=True, default=None,
@@ -101,7 +146,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None
     parser.add_argument("--split-fractions", type=fractions, default=None, metavar="TRAIN,VAL",
                         help="shares of classes (groups) for train and val when the data has no split folders "
                              "(default 0.6,0.2; test takes the rest)")
-    parser.add_argument("--split-seed", type=int, default=None, help="seed of that split (default 0)")
+    parser.add_argument("--split-seed", type=seed_int, default=None, help="seed of that split (default 0)")
     parser.add_argument("--label-column", default=None, help="a csv: table's label column (default: the last)")
 
 

@@ -76,18 +76,59 @@ def _load_safetensors(file: Path) -> tuple[nn.Module, str | None]:
         raise FewbitFormatError(f"{file} is not a readable safetensors file ({exc})") from None
     if "fewbit.backbone" not in meta:
         raise FewbitFormatError(f"{file} has no fewbit.backbone metadata; cannot rebuild its model")
-    args = json.loads(meta["fewbit.backbone"])
-    model = build_backbone(args.pop("name"), **args)
+    name, args = _backbone_args(meta["fewbit.backbone"], file)
+    _check_skeleton(name, args, tensors, file)
+    model = build_backbone(name, **args)
     spec = meta.get("fewbit.compress") or None
-    if spec and any(part.startswith("cq_") for key in tensors for part in key.split(".")):
-        compress_(model, spec)  # the file holds compressed state: rebuild the compressed layers first
-        spec = None
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        if spec and any(part.startswith("cq_") for key in tensors for part in key.split(".")):
+            compress_(model, spec)  # the file holds compressed state: rebuild the compressed layers first
+            spec = None
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except ConfigError as exc:
+        raise FewbitFormatError(f"{file}: its fewbit.compress metadata is not a usable spec ({exc})") from None
+    except RuntimeError as exc:  # shapes that do not fit
+        raise FewbitFormatError(f"{file}: tensors do not fit the model ({str(exc).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise FewbitFormatError(
             f"{file}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model, spec
+
+
+def _backbone_args(text: str, file: Path) -> tuple[str, dict[str, Any]]:
+    """(name, keyword arguments) of `fewbit.models.build_backbone` from the metadata's JSON."""
+    try:
+        args = json.loads(text)
+    except ValueError:
+        raise FewbitFormatError(f"{file}: its fewbit.backbone metadata is not JSON") from None
+    if not isinstance(args, dict) or not isinstance(args.get("name"), str):
+        raise FewbitFormatError(f"{file}: its fewbit.backbone metadata must be a JSON object with a backbone name")
+    return args.pop("name"), args
+
+
+def _check_skeleton(name: str, args: dict[str, Any], tensors: dict[str, Any], file: Path) -> None:
+    """Build the described model on the meta device (shapes only, no memory) and check that the file
+    holds every one of its tensors at its shape: metadata can then never make us allocate more than
+    the file holds."""
+    import torch
+
+    from fewbit.models import build_backbone
+
+    try:
+        with torch.device("meta"):
+            skeleton = build_backbone(name, **args)
+    except (TypeError, ValueError, RuntimeError, OverflowError, ConfigError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise FewbitFormatError(f"{file}: its fewbit.backbone metadata does not describe a model ({reason})") from None
+    for key, value in skeleton.state_dict().items():
+        stored = tensors.get(key)
+        if stored is None or tuple(stored.shape) != tuple(value.shape):
+            got = "missing" if stored is None else f"stored as {list(stored.shape)}"
+            raise FewbitFormatError(
+                f"{file}: tensors do not fit the model its fewbit.backbone metadata describes "
+                f"({key} of shape {list(value.shape)} is {got})"
+            )
 
 
 def _run_loader() -> Any:

@@ -13,10 +13,13 @@ from fewbit.cli.common import (
     data_option_values,
     nonnegative_int,
     positive_int,
+    seed_int,
     table,
 )
 from fewbit.data.sources import SPEC_HELP, DataOptions, ImageSource, load_source
 from fewbit.errors import DataError
+
+MAX_IMAGE_SIZE = 512  # TrainConfig's and the runtime's limit (tests/cli/test_hostile_cli.py keeps them equal)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--rotations", action="store_true", help="count 90-degree rotations as new classes")
     show.add_argument("--augment", default="none", choices=("none", "auto", "photo", "glyph"),
                       help="show the task as training augments it")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--seed", type=seed_int, default=0)
     show.add_argument("--out", default="task.png", help="PNG to write (default task.png)")
     add_data_options(show, defaults=True)
     add_common(show)
@@ -76,6 +79,9 @@ def run_info(args: argparse.Namespace) -> Output:
 def run_show(args: argparse.Namespace) -> Output:
     from fewbit.data.episodes import EpisodeSampler
     from fewbit.report.plots import plot_task
+    from fewbit.train.run import check_not_run_file
+
+    check_not_run_file(args.out, "--out")
 
     source = load_source(args.spec, options=_options(args))
     if not isinstance(source, ImageSource):

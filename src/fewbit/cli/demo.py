@@ -11,14 +11,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="meta-train float32 and 4-bit Conv-4 on glyphs and write a report")
     p.add_argument("--quick", action="store_true", help="a much smaller budget (for CI)")
     p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
-    add_common(p, device=True)
+    add_common(p, device=True, threads=True)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> Output:
     from fewbit.demo import run_demo
 
-    result = run_demo(args.out, quick=args.quick, device=args.device, progress=not args.json)
+    result = run_demo(args.out, quick=args.quick, device=args.device, progress=not args.json, threads=args.threads)
     text = table(result["summary_headers"], result["summary"])
     text += f"\nreport: {result['report_md']} and {result['report_html']} ({result['seconds']:.0f} s)"
     return Output(result, text)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.cli.common import Output, add_common, positive_int, table
+from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, table
 from fewbit.errors import ConfigError, DataError
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what the runtime may adapt: none or head, bias, norm joined by + "
         "(default: from the run's algorithm)",
     )
-    add_common(exp)
+    add_common(exp, threads=True)
     exp.set_defaults(handler=run_export)
 
     ad = sub.add_parser(
@@ -44,22 +44,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a table model: a CSV file (with the label column for an accuracy)",
     )
     ad.add_argument("--method", choices=("protonet", "finetune"), help="default: the artifact's")
-    ad.add_argument("--steps", type=int, help="fine-tuning SGD steps (default: the artifact's)")
-    ad.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the artifact's)")
+    ad.add_argument("--steps", type=nonnegative_int, help="fine-tuning SGD steps (default: the artifact's)")
+    ad.add_argument("--lr", type=finite_float, help="fine-tuning learning rate (default: the artifact's)")
     ad.add_argument("--batch", type=positive_int, default=100, help="queries per forward batch (default 100)")
-    add_common(ad)
+    add_common(ad, threads=True)
     ad.set_defaults(handler=run_adapt)
 
 
 def run_export(args: argparse.Namespace) -> Output:
     from fewbit.deploy import export
     from fewbit.train import load_run
+    from fewbit.train.run import check_not_run_file
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
+    check_not_run_file(out, "--out")  # before any work: never over a run's checkpoints, config or metrics
+    if args.scope is not None:
+        from fewbit.runtime.adapt import scope_parts
+
+        try:
+            scope_parts(args.scope)  # what the runtime will accept from the artifact
+        except ValueError as exc:
+            raise ConfigError(f"--scope: {exc}") from None
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     config = run.config
     if getattr(config, "regression", False):
         raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold image classifiers")
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     info = export(
         run.model,
         out,
@@ -68,7 +77,9 @@ def run_export(args: argparse.Namespace) -> Output:
         format=args.format,
         preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
         adaptation_scope=args.scope,
-        extra={"run_dir": str(args.run_dir), "step": run.step, "compress": getattr(config, "compress", None)},
+        # what the weights came from, never where: a shipped artifact carries no user paths, and two
+        # runs with equal weights export equal bytes
+        extra={"step": run.step, "compress": getattr(config, "compress", None)},
     )
     f32 = info["float32_bytes"]
     text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {f32:,})"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fewbit.cli.common import Output, add_common, nonnegative_int, positive_int
+from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train and evaluate a grid of compressed models; table + Pareto plot")
     p.add_argument("--config", help="YAML sweep file (grid fields and a `base:` mapping of train settings)")
     p.add_argument("--out", required=True, help="sweep folder (rerun the same command to resume)")
-    p.add_argument("--workers", type=positive_int, default=1, help="parallel worker processes")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="parallel worker processes (--threads is per worker; default: the cores divided among them)")
     p.add_argument("--bits", help="weight bits, e.g. 32,8,4,2 (32 = float)")
     p.add_argument("--sparsity", help="e.g. 0,0.5,0.75")
     p.add_argument("--algorithms", help="e.g. protonet,anil")
@@ -28,18 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=positive_int)
     p.add_argument("--meta-batch", type=positive_int)
     p.add_argument("--steps", type=nonnegative_int)
-    p.add_argument("--outer-lr", type=float)
-    p.add_argument("--seed", type=int)
-    add_common(p, device=True)
+    p.add_argument("--outer-lr", type=finite_float)
+    p.add_argument("--seed", type=seed_int)
+    add_common(p, device=True, threads=True)
     p.set_defaults(handler=run)
 
 
 def sweep_config(args: argparse.Namespace) -> Any:
     """The SweepConfig from `--config` and the flags (flags win)."""
     from fewbit.config import load_yaml
+    from fewbit.errors import ConfigError
     from fewbit.sweep.grid import SweepConfig, parse_list
 
     data: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if not isinstance(data.get("base") or {}, dict):
+        raise ConfigError(f"SweepConfig.base: must be a mapping of train settings, got {type(data['base']).__name__}")
     base = dict(data.get("base") or {})
     for flag, key in (("dataset", "dataset"), ("backbone", "backbone"), ("ways", "ways"), ("shots", "shots"),
                       ("queries", "queries"), ("meta_batch", "meta_batch"), ("steps", "steps"),
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> Output:
 
     sweep = sweep_config(args)
     TrainConfig.from_dict(dict(sweep.base))  # a bad base fails here, before any work starts
-    rows = run_sweep(sweep, args.out, workers=args.workers, progress=not args.json)
+    rows = run_sweep(sweep, args.out, workers=args.workers, progress=not args.json, threads=args.threads)
     headers = ("cell", "accuracy % (95% CI)", "bytes", "x smaller", "adapt ms")
     text = table(headers, [[f[0], f[5], f[6], f[7], f[8]] for f in map(format_row, rows)])
     text += f"\nwrote {args.out}/results.csv, results.md, results.json, pareto.png"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,14 @@ from fewbit.cli.common import (
     add_common,
     add_data_options,
     data_option_values,
+    finite_float,
     nonnegative_int,
     positive_int,
+    seed_int,
 )
 from fewbit.data.sources import SPEC_HELP
 
+EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
 HEAD_FREE = ("protonet", "finetune")  # algorithms whose predictions do not use the trained head's size
 ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
 
@@ -37,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
     train.add_argument("--out", help="run directory to create (default runs/<algorithm>-<dataset kind>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    train.add_argument("--restart", action="store_true",
+                       help="with --resume: train the run again from step 0 (its old checkpoints and metrics "
+                       "move to RUN_DIR/restarted-<time>/)")
     train.add_argument("--dataset", help=SPEC_HELP)
     train.add_argument("--algorithm", help=ALGORITHM_HELP)
     train.add_argument("--backbone", help="mlp | conv4 | resnet12 | auto")
@@ -45,16 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--queries", type=positive_int)
     train.add_argument("--meta-batch", type=positive_int, help="tasks per outer step")
     train.add_argument("--inner-steps", type=int, help="inner-loop gradient steps")
-    train.add_argument("--inner-lr", type=float)
-    train.add_argument("--outer-lr", type=float)
+    train.add_argument("--inner-lr", type=finite_float)
+    train.add_argument("--outer-lr", type=finite_float)
     train.add_argument("--steps", type=nonnegative_int, help="outer steps")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=seed_int)
     train.add_argument("--val-every", type=nonnegative_int, help="validate every N steps (0: never)")
     train.add_argument("--val-tasks", type=positive_int)
     train.add_argument("--checkpoint-every", type=nonnegative_int)
     train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
     train.add_argument("--schedule", choices=("constant", "cosine"))
-    train.add_argument("--grad-clip", type=float)
+    train.add_argument("--grad-clip", type=finite_float)
     train.add_argument("--scope", help="which parameters adapt: all | head | bias_norm | none")
     train.add_argument("--first-order", action="store_const", const=True, default=None)
     train.add_argument("--rotations", action="store_const", const=True, default=None,
@@ -67,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_options(train, defaults=False)
     train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common(train, device=True)
+    add_common(train, device=True, threads=True)
     train.set_defaults(handler=run_train, device=None)
 
     ev = sub.add_parser("eval", help="score a run on seeded test tasks (accuracy +- 95%% CI)")
@@ -78,13 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--queries", type=positive_int, help="default: the run's")
     ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     ev.add_argument("--dataset", help=f"evaluate on another data source ({SPEC_HELP})")
-    ev.add_argument("--seed", type=int, help="seed of the test task list (default: the evaluation seed)")
+    ev.add_argument("--seed", type=seed_int, help="seed of the test task list (default: the evaluation seed)")
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
     ev.add_argument("--scope", choices=("all", "head", "bias_norm", "none"),
                     help="which parameters adapt at test time (default: the run's)")
     ev.add_argument("--inner-steps", type=nonnegative_int, help="inner steps at test time (default: the run's)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common(ev, device=True)
+    add_common(ev, device=True, threads=True)
     ev.set_defaults(handler=run_eval, device=None)
 
 
@@ -101,6 +106,8 @@ def run_train(args: argparse.Namespace) -> Output:
     from fewbit.train import load_config, meta_train, resume_training
 
     progress = not (args.quiet or args.json)
+    if args.restart and not args.resume:
+        raise ConfigError("--restart trains an existing run again from step 0; give it with --resume RUN_DIR")
     if args.resume:
         extra = sorted(k for k in _overrides(args) if k not in ("steps", "device"))
         if args.config or extra or args.out:
@@ -109,7 +116,8 @@ def run_train(args: argparse.Namespace) -> Output:
             raise ConfigError(
                 f"--resume takes the run's own config; only --steps and --device may change, not {', '.join(given)}"
             )
-        run = resume_training(args.resume, steps=args.steps, device=args.device, progress=progress)
+        run = resume_training(args.resume, steps=args.steps, device=args.device, progress=progress,
+                              restart=args.restart)
     else:
         config = load_config(args.config, **_overrides(args))
         out = Path(args.out) if args.out else Path("runs") / f"{config.algorithm}-{config.dataset.partition(':')[0]}"
@@ -128,16 +136,24 @@ def run_train(args: argparse.Namespace) -> Output:
 
 
 def run_eval(args: argparse.Namespace) -> Output:
+    import warnings
+
     import torch
 
-    from fewbit._io import atomic_write_json
+    from fewbit._io import atomic_write_json, finite_or_none
     from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
     from fewbit.train import load_run
+    from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
     from fewbit.train.run import EVAL_NAME, eval_dataset
 
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     config = run.config
+    task_ways = 1 if config.regression else (args.ways or config.ways)
+    per_task = task_ways * ((args.shots or config.shots) + (args.queries or config.queries))
+    check_task_shape("eval", ways=task_ways, shots=args.shots or config.shots, queries=args.queries or config.queries,
+                     tasks=1)
+    batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // per_task))  # large tasks are scored fewer at a time
     overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps)) if v is not None}
     if overrides:  # adapt differently at test time than in training
         from fewbit.meta import build_algorithm
@@ -158,9 +174,9 @@ def run_eval(args: argparse.Namespace) -> Output:
         )
     result = evaluate(
         run.predictor(), dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
-        device=run.device, progress=not (args.quiet or args.json),
+        device=run.device, progress=not (args.quiet or args.json), batch=batch,
     )
-    data = result.to_dict()
+    data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
                  "checkpoint": args.checkpoint, "step": run.step})
     if dataset is not None:
@@ -169,9 +185,11 @@ def run_eval(args: argparse.Namespace) -> Output:
         example = torch.zeros(ways * shots, *run.input_shape, device=run.device)
         memory = adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example)
         data["adaptation_memory"] = memory.to_dict()
-    if not math.isfinite(result.value):
-        data[result.metric] = None
-    atomic_write_json(Path(args.run_dir) / EVAL_NAME, data)
+    try:
+        atomic_write_json(Path(args.run_dir) / EVAL_NAME, data)
+    except OSError as exc:  # a read-only run: the score is still worth printing
+        warnings.warn(f"could not write {Path(args.run_dir) / EVAL_NAME} ({exc.strerror or exc}); "
+                      "the result is printed only", stacklevel=1)
     text = f"{config.algorithm} on {spec} [{args.split}]: {result}"
     if "adaptation_memory" in data:
         m = data["adaptation_memory"]

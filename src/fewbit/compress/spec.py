@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from fewbit.config import CONFIG_VERSION, from_dict, load_yaml
+from fewbit.config import CONFIG_VERSION, brief, from_dict, load_yaml
 from fewbit.errors import ConfigError
 
 Spec = tuple[Any, ...]
@@ -120,13 +120,13 @@ def spec_from_list(data: Sequence[Any]) -> Spec:
             items.extend(parse_spec(entry))
             continue
         if not isinstance(entry, dict) or "method" not in entry:
-            raise ConfigError(f"spec[{i}]: expected a mapping with a `method` key, got {entry!r}")
+            raise ConfigError(f"spec[{i}]: expected a mapping with a `method` key, got {brief(entry)}")
         fields = dict(entry)
         token = str(fields.pop("method")).lower()
         method = _TOKENS.get(token)
         if method is None:
             raise ConfigError(
-                f"spec[{i}].method: unknown method {token!r}; choose one of {', '.join(_TOKENS)}"
+                f"spec[{i}].method: unknown method {brief(token)}; choose one of {', '.join(_TOKENS)}"
             )
         items.append(from_dict(method.config_type, fields))
     return tuple(items)
@@ -174,16 +174,16 @@ def check_bits(owner: str, field: str, value: Any, allow_none: bool = False) -> 
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
-        raise ConfigError(f"{owner}.{field}: must be an integer in 1..8, got {value!r}")
+        raise ConfigError(f"{owner}.{field}: must be an integer in 1..8, got {brief(value)}")
 
 
 def check_choice(owner: str, field: str, value: Any, choices: Sequence[str]) -> None:
     """ConfigError naming `owner.field` unless `value` is one of `choices`."""
     if value not in choices:
-        raise ConfigError(f"{owner}.{field}: must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{owner}.{field}: must be one of {', '.join(choices)}, got {brief(value)}")
 
 
 def check_layers(owner: str, value: Any) -> None:
     """ConfigError unless `value` is a tuple of glob strings."""
     if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{owner}.layers: must be a tuple of layer-name globs, got {value!r}")
+        raise ConfigError(f"{owner}.layers: must be a tuple of layer-name globs, got {brief(value)}")

@@ -6,7 +6,9 @@ import math
 import os
 from typing import Any
 
-from fewbit.deploy.format import HEADER_BYTES, read_artifact
+from fewbit._io import non_finite_path, read_regular_file
+from fewbit.deploy.format import HEADER_BYTES, MAX_FILE_BYTES, decode_artifact
+from fewbit.errors import FewbitFormatError
 
 _PARTS = ("data", "codes", "scale", "zero_point", "codebook")
 
@@ -26,34 +28,56 @@ def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     rows of `name`, `kind`, `params`, `bits`, `sparsity`, `encoding`, `mask_format`,
     `act_bits`, `bytes`, `float32_bytes` (the keys of `fewbit.compress.size_report` rows).
     """
-    art = read_artifact(path)
+    art = decode_artifact(_read(path), where=str(path))
+    bad = non_finite_path(art.manifest)
+    if bad is not None:
+        raise FewbitFormatError(f"{path}: malformed manifest: {bad} is not a finite number")
+    try:
+        return _inspection(path, art)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise FewbitFormatError(f"{path}: malformed manifest ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    """The artifact's bytes; only a regular file is read (a FIFO or /dev/zero never ends)."""
+    try:
+        return read_regular_file(path, MAX_FILE_BYTES, "artifact")
+    except ValueError as exc:
+        raise FewbitFormatError(str(exc)) from None
+    except OSError as exc:
+        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _row(layer: dict[str, Any], table: dict[str, Any]) -> dict[str, Any] | None:
+    """One layer's row: its weight decides bits, sparsity and encoding; a layer with a bias only
+    (or a weight only) counts what it has."""
+    names = [layer[k] for k in ("weight", "bias") if layer.get(k)]
+    if not names:
+        return None
+    weight = table[names[0]]  # the weight when there is one, else the bias
+    params = sum(math.prod(table[n]["shape"]) for n in names)
+    quant = weight["enc"] == "quant"
+    numel = math.prod(weight["shape"])
+    kept = weight["mask"]["kept"] if weight.get("mask") else numel
+    act = layer.get("input_quant")
+    return {
+        "name": str(layer.get("name") or names[0].rsplit(".", 1)[0]),
+        "kind": str(layer.get("op")),
+        "params": params,
+        "bits": weight["bits"] if quant else 32,
+        "sparsity": 1.0 - kept / numel if numel else 0.0,
+        "encoding": ("codebook" if weight.get("codebook") else "affine") if quant else "float",
+        "mask_format": weight["mask"]["format"] if weight.get("mask") else None,
+        "act_bits": act["bits"] if isinstance(act, dict) else None,
+        "bytes": sum(_tensor_bytes(table[n]) for n in names),
+        "float32_bytes": 4 * params,
+    }
+
+
+def _inspection(path: str | os.PathLike[str], art: Any) -> dict[str, Any]:
     manifest = art.manifest
     table = manifest["tensors"]
-    rows: list[dict[str, Any]] = []
-    for layer in manifest["architecture"]["layers"]:
-        names = [layer[k] for k in ("weight", "bias") if layer.get(k)]
-        if not names:
-            continue
-        weight = table[layer["weight"]]
-        params = sum(math.prod(table[n]["shape"]) for n in names)
-        quant = weight["enc"] == "quant"
-        kept = weight["mask"]["kept"] if weight.get("mask") else math.prod(weight["shape"])
-        numel = math.prod(weight["shape"])
-        act = layer.get("input_quant")
-        rows.append(
-            {
-                "name": layer.get("name", layer["weight"].rsplit(".", 1)[0]),
-                "kind": layer["op"],
-                "params": params,
-                "bits": weight["bits"] if quant else 32,
-                "sparsity": 1.0 - kept / numel if numel else 0.0,
-                "encoding": ("codebook" if weight.get("codebook") else "affine") if quant else "float",
-                "mask_format": weight["mask"]["format"] if weight.get("mask") else None,
-                "act_bits": act["bits"] if act else None,
-                "bytes": sum(_tensor_bytes(table[n]) for n in names),
-                "float32_bytes": 4 * params,
-            }
-        )
+    rows = [row for layer in manifest["architecture"]["layers"] if (row := _row(layer, table)) is not None]
     payload = manifest["payload"]["length"]
     float32 = sum(4 * math.prod(e["shape"]) for e in table.values())
     return {
@@ -66,7 +90,7 @@ def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
         "ratio": float32 / art.nbytes if art.nbytes else 0.0,
         "algorithm": manifest.get("algorithm"),
         "architecture": manifest["architecture"].get("name"),
-        "input_shape": manifest["architecture"]["input_shape"],
+        "input_shape": manifest["architecture"].get("input_shape"),
         "preprocessing": manifest["preprocessing"],
         "adaptation": manifest.get("adaptation"),
         "layers": rows,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from fewbit.config import check
+from fewbit.config import brief, check
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 
@@ -20,6 +21,7 @@ ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "finet
 SCOPES = ("all", "head", "bias_norm", "none")
 CLASSIFIERS = ("linear", "cosine")
 OWNER = "MetaConfig"
+MAX_STEPS = 10_000  # inner/fine-tuning steps per task: a bound on the work one task may ask for
 
 
 def _is_int(value: Any) -> bool:
@@ -27,7 +29,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value == value
+    """A finite number > 0 (an infinite rate makes every weight NaN)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return 0 < float(value) < math.inf
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,38 +71,42 @@ class MetaConfig:
             self.algorithm in ALGORITHMS,
             OWNER,
             "algorithm",
-            f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}",
+            f"unknown algorithm {brief(self.algorithm)}; choose one of {', '.join(ALGORITHMS)}",
         )
         for name in ("inner_steps", "reptile_steps", "finetune_steps", "task_chunk"):
             value = getattr(self, name)
-            check(_is_int(value) and value >= 0, OWNER, name, f"must be an integer >= 0, got {value!r}")
+            check(_is_int(value) and 0 <= value <= MAX_STEPS, OWNER, name,
+                  f"must be an integer >= 0 (at most {MAX_STEPS}), got {brief(value)}")
         check(
-            self.eval_inner_steps is None or (_is_int(self.eval_inner_steps) and self.eval_inner_steps >= 0),
+            self.eval_inner_steps is None
+            or (_is_int(self.eval_inner_steps) and 0 <= self.eval_inner_steps <= MAX_STEPS),
             OWNER,
             "eval_inner_steps",
-            f"must be an integer >= 0 or null, got {self.eval_inner_steps!r}",
+            f"must be an integer >= 0 (at most {MAX_STEPS}) or null, got {brief(self.eval_inner_steps)}",
         )
         for name in ("inner_lr", "finetune_lr", "cosine_scale"):
             value = getattr(self, name)
-            check(_is_positive(value), OWNER, name, f"must be a number > 0, got {value!r}")
+            check(_is_positive(value), OWNER, name, f"must be a number > 0, got {brief(value)}")
         for name in ("metasgd_init_lr", "reptile_lr"):
             value = getattr(self, name)
-            check(value is None or _is_positive(value), OWNER, name, f"must be a number > 0 or null, got {value!r}")
-        check(self.scope in SCOPES, OWNER, "scope", f"unknown scope {self.scope!r}; choose one of {', '.join(SCOPES)}")
+            check(value is None or _is_positive(value), OWNER, name,
+                  f"must be a number > 0 or null, got {brief(value)}")
+        check(self.scope in SCOPES, OWNER, "scope",
+              f"unknown scope {brief(self.scope)}; choose one of {', '.join(SCOPES)}")
         check(
             self.algorithm != "anil" or self.scope in ("all", "head"),
             OWNER,
             "scope",
-            f"anil adapts the head only; scope must be head (or all), got {self.scope!r}",
+            f"anil adapts the head only; scope must be head (or all), got {brief(self.scope)}",
         )
         for name in ("first_order", "batched"):
             value = getattr(self, name)
-            check(isinstance(value, bool), OWNER, name, f"must be true or false, got {value!r}")
+            check(isinstance(value, bool), OWNER, name, f"must be true or false, got {brief(value)}")
         check(
             self.finetune_classifier in CLASSIFIERS,
             OWNER,
             "finetune_classifier",
-            f"unknown classifier {self.finetune_classifier!r}; choose one of {', '.join(CLASSIFIERS)}",
+            f"unknown classifier {brief(self.finetune_classifier)}; choose one of {', '.join(CLASSIFIERS)}",
         )
 
     @property

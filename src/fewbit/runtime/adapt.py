@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from fewbit.errors import NumericError
+from fewbit.runtime import limits
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params, walk_ops
 
@@ -86,8 +88,14 @@ class Adapted:
         return str(self.settings["method"])
 
     def logits(self, query_x: np.ndarray) -> np.ndarray:
-        """`[Q, ways]` logits (minus squared distances for ProtoNet)."""
-        query_x = np.asarray(query_x, dtype=np.float32)
+        """`[Q, ways]` logits (minus squared distances for ProtoNet); NumericError when they overflow."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
+            out = self._logits(np.asarray(query_x, dtype=np.float32))
+        if not np.all(np.isfinite(out)):
+            raise NumericError("the adapted model's scores overflow to NaN or infinity; lower the learning rate")
+        return out
+
+    def _logits(self, query_x: np.ndarray) -> np.ndarray:
         model, n = self.model, len(self.support_x)
         if self.method == "protonet":
             z = model.embed(np.concatenate([self.support_x, query_x]))
@@ -167,9 +175,8 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {base['head_init']!r}")
     if base["embed"] not in ("joint", "separate"):
         raise ValueError(f"embed must be joint or separate, got {base['embed']!r}")
-    base["steps"], base["lr"] = int(base["steps"]), float(base["lr"])
-    if base["steps"] < 0 or not base["lr"] > 0:
-        raise ValueError("steps must be >= 0 and lr > 0")
+    base["steps"] = limits.check_steps(base["steps"], "steps")
+    base["lr"] = limits.check_lr(base["lr"], "lr")
     if parts - {"head"}:
         base["embed"] = "separate"  # a moving body cannot share one forward with the queries
     return base
@@ -194,9 +201,13 @@ def adapt(
     support_x = np.asarray(support_x, dtype=np.float32)
     y, ways = _check_support(support_x, support_y)
     settings = settings_for(model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init)
+    moving_body = settings["method"] == "finetune" and bool(_body_trainable(model, settings["scope"]))
+    limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == "finetune"),
+                                 backward=moving_body)
     adapted = Adapted(model, ways, support_x, y, settings)
     if settings["method"] == "finetune" and settings["embed"] == "separate":
-        adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is an error
+            adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
     return adapted
 
 
@@ -247,6 +258,11 @@ def _ce_grad(logits: np.ndarray, y: np.ndarray, ways: int) -> tuple[np.ndarray, 
     return (p / len(y)).astype(np.float32), loss
 
 
+def _check_loss(loss: float, step: int) -> None:
+    if not np.isfinite(loss):
+        raise NumericError(f"adaptation diverged at step {step + 1} (the loss is {loss}); lower the learning rate")
+
+
 def _sgd(params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: float) -> None:
     for name in names:
         if name in grads:
@@ -266,6 +282,7 @@ def _fit_head(
     for _ in range(settings["steps"]):
         ctxs: list[dict[str, Any]] = []
         dlogits, loss = _ce_grad(_run(head_ops, params, z, ctxs), y, ways)
+        _check_loss(loss, len(losses))
         losses.append(loss)
         grads: Params = {}
         for op, ctx in zip(reversed(head_ops), reversed(ctxs)):
@@ -295,6 +312,7 @@ def _fit(
         z = model.run_layers(x, params, 0, model.embedding_layers, body_ctxs)
         head_ctxs: list[dict[str, Any]] = []
         d, loss = _ce_grad(_run(head_ops, params, z, head_ctxs), y, ways)
+        _check_loss(loss, len(losses))
         losses.append(loss)
         grads: Params = {}
         for op, ctx in zip(reversed(head_ops), reversed(head_ctxs)):

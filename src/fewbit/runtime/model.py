@@ -8,26 +8,28 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import Artifact, QuantTensor, decode_artifact, read_artifact
-from fewbit.errors import FewbitFormatError
+from fewbit._io import read_regular_file
+from fewbit.deploy.format import MAX_FILE_BYTES, Artifact, QuantTensor, decode_artifact
+from fewbit.errors import FewbitFormatError, NumericError
+from fewbit.runtime import limits
+from fewbit.runtime.limits import MAX_IMAGE_SIDE  # noqa: F401  (re-exported: where it used to live)
 from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block, walk_specs
-from fewbit.runtime.preprocess import MAX_TABLE_FEATURES, Preprocessing, preprocessing_from_dict
-
-MAX_IMAGE_SIDE = 512
+from fewbit.runtime.preprocess import Preprocessing, preprocessing_from_dict
 
 
 class RuntimeModel:
     """An artifact ready to run: `embed`, `logits`, `predict`, and the pieces adaptation needs.
 
     Inputs are float32 `[N, C, H, W]` already preprocessed (see `fewbit.runtime.images`), the
-    same layout PyTorch uses, or `[N, F]` standardised rows for a table model. `params` holds every
-    float tensor (biases, norms, a float head); quantized weights stay as integer codes inside the
-    ops and are never trained. `prep` is the artifact's preprocessing (how raw inputs become
-    inputs: `fewbit.runtime.preprocess`).
+    same layout PyTorch uses, or `[N, F]` standardised rows for a table model (`prep` is the
+    artifact's preprocessing: `fewbit.runtime.preprocess`). `params` holds every float tensor
+    (biases, norms, a float head); quantized weights stay as integer codes inside the ops and are
+    never trained.
     """
 
     def __init__(self, artifact: Artifact) -> None:
         manifest = artifact.manifest
+        limits.check_manifest(manifest)  # sizes, preprocessing and adaptation within the documented limits
         self.manifest = manifest
         self.nbytes = artifact.nbytes
         arch = manifest["architecture"]
@@ -35,12 +37,6 @@ class RuntimeModel:
         self.input_shape = tuple(int(d) for d in arch["input_shape"])
         self.embedding_layers = int(arch["embedding_layers"])
         specs = arch["layers"]
-        image_shape = len(self.input_shape) == 3 and all(1 <= d <= MAX_IMAGE_SIDE for d in self.input_shape)
-        table_shape = len(self.input_shape) == 1 and 1 <= self.input_shape[0] <= MAX_TABLE_FEATURES
-        if not (image_shape or table_shape):
-            raise FewbitFormatError(f"malformed manifest: input_shape {list(self.input_shape)}")
-        if not 0 < self.embedding_layers <= len(specs):
-            raise FewbitFormatError(f"malformed manifest: embedding_layers={self.embedding_layers}")
         self.layers: list[Op] = []
         for i, spec in enumerate(specs):
             op = OPS.get(spec.get("op"))
@@ -50,7 +46,11 @@ class RuntimeModel:
                 )
             try:
                 self.layers.append(op(spec, artifact.tensors))
-            except (KeyError, ValueError, TypeError) as exc:
+            except KeyError as exc:
+                raise FewbitFormatError(
+                    f"artifact layer {i} ({spec.get('op')}) needs an entry or tensor it lacks ({exc.args[0]!r})"
+                ) from None
+            except (ValueError, TypeError) as exc:
                 raise FewbitFormatError(f"artifact layer {i} ({spec.get('op')}): {exc}") from None
         kinds = [op.kind for op in self.layers]
         block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
@@ -80,18 +80,23 @@ class RuntimeModel:
         # Shapes are checked symbolically, layer by layer: a manifest whose shapes do not chain
         # fails here, and loading costs no compute whatever the architecture claims.
         shape: tuple[int, ...] = self.input_shape
-        if len(shape) == 3:
+        if len(shape) == 3:  # the runtime's images are NHWC
             c, h, w = shape
             shape = (h, w, c)
+        first = shape
+        shapes: list[tuple[int, ...]] = []
         try:
             for i, op in enumerate(self.layers):
                 shape = op.out_shape(shape, self.params)
+                shapes.append(shape)
                 if i + 1 == self.embedding_layers:
                     if len(shape) != 1:
                         raise ValueError(f"the embedding must be flat, got {list(shape)}")
                     self.embedding_dim = shape[0]
         except (ValueError, KeyError) as exc:
             raise FewbitFormatError(f"artifact architecture does not fit together: {exc}") from None
+        # What one image costs, from the shapes alone: a batch over the budget is refused before it runs.
+        self.cost = limits.image_cost(self.layers, first, shapes)
 
     # ----------------------------------------------------------------------------------- forward
 
@@ -121,7 +126,7 @@ class RuntimeModel:
 
     def to_nhwc(self, x: np.ndarray) -> np.ndarray:
         """Check a `[N, C, H, W]` (or `[N, F]`) batch against the artifact's input shape and make it
-        the runtime's layout (NHWC float32; rows stay as they are)."""
+        the runtime's layout (NHWC float32; a table's rows stay as they are)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 1 + len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
@@ -132,8 +137,19 @@ class RuntimeModel:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def embed(self, x: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Embeddings `[N, D]` of a batch `[N, C, H, W]` (batch statistics come from this batch)."""
-        return self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
+        """Embeddings `[N, D]` of a batch `[N, C, H, W]` (batch statistics come from this batch).
+
+        LimitError when the batch would need more memory than `limits.MAX_BATCH_BYTES`;
+        NumericError when the network's values overflow on it.
+        """
+        limits.check_batch(self.cost, len(x))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
+            z = self.run_layers(self.to_nhwc(x), params, 0, self.embedding_layers)
+        if not np.all(np.isfinite(z)):
+            raise NumericError(
+                "the network's values overflow to NaN or infinity on this input; its outputs would be meaningless"
+            )
+        return z
 
     def head(self, z: np.ndarray, params: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The head's logits for embeddings `[N, D]`."""
@@ -161,11 +177,39 @@ class RuntimeModel:
 
 
 def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
-    """Load an artifact (a path or its bytes) into a RuntimeModel; FewbitFormatError when unsound."""
-    artifact = decode_artifact(source) if isinstance(source, (bytes, bytearray)) else read_artifact(source)
+    """Load an artifact (a path or its bytes) into a RuntimeModel; FewbitFormatError when unsound
+    or beyond the limits of `fewbit.runtime.limits`.
+
+        model = fewbit.runtime.load("model.fewbit")
+        labels = fewbit.runtime.adapt(model, support_x, support_y).predict(query_x)
+    """
+    if isinstance(source, (bytes, bytearray)):
+        artifact = decode_artifact(source)
+    else:
+        artifact = decode_artifact(read_artifact_file(source), where=str(source))
     try:
-        return RuntimeModel(artifact)
+        model = RuntimeModel(artifact)
     except FewbitFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+    from fewbit.runtime.adapt import settings_for  # adapt builds on this module
+
+    try:
+        settings_for(model)  # the artifact's own adaptation block must be one the runtime can follow
+    except ValueError as exc:
+        raise FewbitFormatError(f"artifact adaptation block: {exc}") from None
+    return model
+
+
+def read_artifact_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the artifact file at `path`: a regular file of at most MAX_FILE_BYTES (a FIFO
+    or a device such as /dev/zero is refused before it is read)."""
+    try:
+        return read_regular_file(path, MAX_FILE_BYTES, "artifact")
+    except FileNotFoundError:
+        raise FewbitFormatError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise FewbitFormatError(str(exc)) from None
+    except OSError as exc:
+        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fewbit.deploy.format import QuantTensor
+from fewbit.errors import NumericError
 from fewbit.runtime.requant import requantize
 
 Params = dict[str, np.ndarray]
@@ -63,6 +64,8 @@ class InputQuant:
             return self.scale, self.zero_point
         lo = np.minimum(x.min(initial=np.float32(0)), np.float32(0))
         hi = np.maximum(x.max(initial=np.float32(0)), np.float32(0))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise NumericError("activations overflow to NaN or infinity before a quantized layer")
         scale = np.maximum((hi - lo) / np.float32(self.qmax - self.qmin), np.float32(1e-8)).astype(np.float32)
         zero_point = int(np.clip(np.rint(-lo / scale), self.qmin, self.qmax))
         return scale, zero_point
@@ -181,6 +184,11 @@ class Op:
         """Ops nested inside this one (a residual's branches)."""
         return []
 
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(scratch float32 elements per image beyond input and output, scratch bytes per batch,
+        multiply-adds per image), for `fewbit.runtime.limits` to bound a pass before it runs."""
+        return 0, 0, 0
+
 
 class Conv2d(Op):
     """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
@@ -210,6 +218,15 @@ class Conv2d(Op):
         if self.bias_name and params[self.bias_name].shape != (self.cout,):
             raise ValueError(f"conv2d bias must have {self.cout} values")
         return ho, wo, self.cout
+
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        h, w, c = in_shape
+        ho, wo, _ = out_shape
+        padded = (h + 2 * self.padding) * (w + 2 * self.padding) * c
+        cols = ho * wo * self.kh * self.kw * self.cin  # one image's im2col rows
+        # per batch: a chunk of im2col rows and its product, and the float32 weight matrix of this pass
+        fixed = 2 * COLS_CHUNK_BYTES + 8 * self.cout * self.cin * self.kh * self.kw
+        return padded + cols, fixed, ho * wo * self.cout * self.kh * self.kw * self.cin
 
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
@@ -299,6 +316,9 @@ class Linear(Op):
         if self.bias_name and params[self.bias_name].shape != (self.out_features,):
             raise ValueError(f"linear bias must have {self.out_features} values")
         return (self.out_features,)
+
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        return 0, 8 * self.in_features * self.out_features, self.in_features * self.out_features
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -609,14 +629,29 @@ class Residual(Op):
 
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
         outs = []
+        self._shapes: list[list[tuple[tuple[int, ...], tuple[int, ...]]]] = []  # (in, out) of each op, for `work`
         for ops in self.branches:
-            s = shape
+            s, steps = shape, []
             for op in ops:
-                s = op.out_shape(s, params)
+                out = op.out_shape(s, params)
+                steps.append((s, out))
+                s = out
             outs.append(s)
+            self._shapes.append(steps)
         if outs[0] != outs[1]:
             raise ValueError(f"residual branches disagree: {list(outs[0])} and {list(outs[1])}")
         return outs[0]
+
+    def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The branches' work, their intermediate activations counted as scratch."""
+        scratch = fixed = macs = 0
+        for ops, steps in zip(self.branches, getattr(self, "_shapes", [])):
+            for op, (a, b) in zip(ops, steps):
+                op_scratch, op_fixed, op_macs = op.work(a, b)
+                scratch += op_scratch + math.prod(b)
+                fixed += op_fixed
+                macs += op_macs
+        return scratch, fixed, macs
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         total = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
-import shutil
+import os
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,12 @@ def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = Fal
 
 
 def _resumed(config: Any, run_dir: Path, progress: bool) -> bool:
-    """Continue a cell that a killed sweep left half-trained; False (after clearing it) when it cannot."""
-    from fewbit.errors import FewbitError
+    """Continue a cell that a killed sweep left half-trained; False when it cannot, after moving
+    the old run aside (`run.stale-<time>`, with a warning) so that nothing trained is deleted.
+
+    A run that another process is training (InUseError) is left alone and the error raised.
+    """
+    from fewbit.errors import ConfigError, FewbitFormatError, NotResumableError
     from fewbit.train import meta_train
     from fewbit.train.run import is_run_dir
 
@@ -101,9 +107,18 @@ def _resumed(config: Any, run_dir: Path, progress: bool) -> bool:
         try:
             meta_train(config, run_dir, progress=progress, resume=True)
             return True
-        except FewbitError:
-            pass
-    shutil.rmtree(run_dir)
+        except NotResumableError:
+            meta_train(config, run_dir, progress=progress, resume=True, restart=True)  # keeps the old files
+            return True
+        except (ConfigError, FewbitFormatError) as exc:  # written with other settings, or not a run
+            reason = str(exc)
+    else:
+        reason = "it is not a run directory"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stale = run_dir.with_name(f"{run_dir.name}.stale-{stamp}")
+    os.replace(run_dir, stale)
+    warnings.warn(f"sweep cell {run_dir.parent.name}: cannot continue its run ({reason[:200]}); "
+                  f"it moved to {stale} and trains again", stacklevel=2)
     return False
 
 

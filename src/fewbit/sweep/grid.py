@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fewbit.config import check, from_dict, load_yaml, to_dict
+from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.errors import ConfigError
 
 OWNER = "SweepConfig"
@@ -69,6 +69,11 @@ class SweepConfig:
     latency_tasks: int = 10  # single-task adaptations timed for the latency column
 
     def __post_init__(self) -> None:
+        for name in ("bits", "sparsity", "algorithms", "modes"):
+            value = getattr(self, name)
+            check(isinstance(value, (list, tuple)), OWNER, name, f"must be a list, got {type(value).__name__}")
+        check(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.sparsity), OWNER, "sparsity",
+              f"must be a list of numbers, got {brief(self.sparsity)}")
         object.__setattr__(self, "bits", tuple(self.bits))
         object.__setattr__(self, "sparsity", tuple(float(s) for s in self.sparsity))
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
@@ -79,9 +84,10 @@ class SweepConfig:
         for name, low in (("eval_tasks", 1), ("eval_queries", 1), ("posthoc_finetune_steps", 0),
                           ("calibration_batches", 0), ("latency_tasks", 1)):
             value = getattr(self, name)
-            check(isinstance(value, int) and value >= low, OWNER, name, f"must be an integer >= {low}, got {value!r}")
+            check(isinstance(value, int) and value >= low, OWNER, name,
+                  f"must be an integer >= {low}, got {brief(value)}")
         check(self.act_bits is None or (isinstance(self.act_bits, int) and 1 <= self.act_bits <= 8), OWNER,
-              "act_bits", f"must be 1..8 or null, got {self.act_bits!r}")
+              "act_bits", f"must be 1..8 or null, got {brief(self.act_bits)}")
         self.cells()  # every cell is checked before any work starts
 
     def cells(self) -> list[Cell]:
@@ -119,13 +125,13 @@ class SweepConfig:
 def _check_cell(cell: Cell, algorithms: tuple[str, ...]) -> None:
     where = f"sweep cell {cell.cell_id}"
     if cell.algorithm not in algorithms:
-        raise ConfigError(f"{where}: unknown algorithm {cell.algorithm!r}; choose one of {', '.join(algorithms)}")
+        raise ConfigError(f"{where}: unknown algorithm {brief(cell.algorithm)}; choose one of {', '.join(algorithms)}")
     if not isinstance(cell.bits, int) or not (cell.bits == FLOAT_BITS or 1 <= cell.bits <= 8):
-        raise ConfigError(f"{where}: bits must be 1..8 or 32 (float), got {cell.bits!r}")
+        raise ConfigError(f"{where}: bits must be 1..8 or 32 (float), got {brief(cell.bits)}")
     if not 0.0 <= cell.sparsity < 1.0:
-        raise ConfigError(f"{where}: sparsity must be in [0, 1), got {cell.sparsity!r}")
+        raise ConfigError(f"{where}: sparsity must be in [0, 1), got {brief(cell.sparsity)}")
     if cell.mode not in MODES:
-        raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {cell.mode!r}")
+        raise ConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {brief(cell.mode)}")
 
 
 def parse_list(text: str, kind: type) -> tuple[Any, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import multiprocessing
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fewbit._io import atomic_write_json, atomic_write_text
+from fewbit._lock import locked
+from fewbit.errors import ConfigError
 from fewbit.sweep.cell import finished, run_cell
 from fewbit.sweep.grid import Cell, SweepConfig
+from fewbit.threads import default_threads, limited, set_threads
 
 COLUMNS = ("cell", "algorithm", "bits", "sparsity", "mode", "accuracy", "ci95", "bytes", "ratio",
            "adapt_latency_ms", "adapt_memory_bytes", "adapt_scope", "train_seconds")
@@ -22,9 +24,9 @@ MD_COLUMNS = ("cell", "algorithm", "bits", "sparsity", "mode", "accuracy % (95% 
 
 
 def _worker(sweep_dict: dict[str, Any], cell: Cell, root: str, threads: int) -> dict[str, Any]:
-    import torch
+    import torch  # noqa: F401  (loaded first, so that set_threads sizes its pool)
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     return run_cell(SweepConfig.from_dict(sweep_dict), cell, Path(root))
 
 
@@ -35,20 +37,37 @@ def run_sweep(
     workers: int = 1,
     progress: bool = True,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of `sweep` into `out_dir`; returns all rows and writes the table and plot.
 
     Finished cells (those with a result.json) are reused. Float and compression-aware cells run
     first; post-hoc cells follow, since they start from the float model of their algorithm.
+    `threads` is per worker process (default: the available cores divided among the workers; with
+    one worker, which runs in this process, no more than this process already uses).
+    The sweep folder is locked while it runs (InUseError for a second sweep into it).
     """
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out: {root} exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
+    with locked(root, what="sweep"):
+        return _run_locked(sweep, root, workers, progress, on_result, threads)
+
+
+def _run_locked(
+    sweep: SweepConfig,
+    root: Path,
+    workers: int,
+    progress: bool,
+    on_result: Callable[[dict[str, Any]], None] | None,
+    threads: int | None,
+) -> list[dict[str, Any]]:
     atomic_write_json(root / "sweep.json", sweep.to_dict())
     cells = sweep.cells()
     phases = [[c for c in cells if c.mode != "posthoc"], [c for c in cells if c.mode == "posthoc"]]
     rows: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(cells), desc="sweep", disable=not progress)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     for phase in phases:
         todo = []
         for cell in phase:
@@ -59,13 +78,15 @@ def run_sweep(
             else:
                 todo.append(cell)
         if workers <= 1:
-            for cell in todo:
-                rows[cell.cell_id] = run_cell(sweep, cell, root)
-                _report(bar, rows[cell.cell_id], on_result)
+            with limited(threads):
+                for cell in todo:
+                    rows[cell.cell_id] = run_cell(sweep, cell, root)
+                    _report(bar, rows[cell.cell_id], on_result)
         elif todo:
             ctx = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                jobs = {pool.submit(_worker, sweep.to_dict(), c, str(root), threads): c for c in todo}
+                per_worker = threads or default_threads(workers)
+                jobs = {pool.submit(_worker, sweep.to_dict(), c, str(root), per_worker): c for c in todo}
                 for job in futures.as_completed(jobs):
                     row = job.result()
                     rows[row["cell"]] = row

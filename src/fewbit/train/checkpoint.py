@@ -22,13 +22,14 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from fewbit._io import atomic_write_bytes
+from fewbit._io import atomic_write_bytes, read_regular_file
 from fewbit.errors import FewbitFormatError, TrainingError
 
 FORMAT = "fewbit-checkpoint"
 FORMAT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
 BEST_NAME = "best.safetensors"
+MAX_CHECKPOINT_BYTES = 8 << 30  # weights, Adam state and RNG of the largest model fewbit builds, with room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +102,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify one checkpoint file."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     except FileNotFoundError:
         raise FewbitFormatError(f"checkpoint {path} does not exist") from None
+    except ValueError as exc:  # a FIFO, a device, or a file larger than any checkpoint
+        raise FewbitFormatError(str(exc)) from None
     ckpt = decode(data, str(path))
     return dataclasses.replace(ckpt, path=path)
 

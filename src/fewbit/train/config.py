@@ -8,11 +8,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewbit.config import check, from_dict, load_yaml, to_dict
+from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine")
 OWNER = "TrainConfig"
+# Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
+MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
+MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
+MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 
 
 def meta_module() -> Any:
@@ -74,24 +79,30 @@ class TrainConfig:
         from fewbit.models import BACKBONES
 
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
-              f"unknown backbone {self.backbone!r}; choose one of auto, {', '.join(BACKBONES)}")
+              f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
                           ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
-                  f"must be an integer >= {low}, got {value!r}")
-        check(isinstance(self.seed, int) and not isinstance(self.seed, bool), OWNER, "seed",
-              f"must be an integer, got {self.seed!r}")
-        check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {self.outer_lr!r}")
+                  f"must be an integer >= {low}, got {brief(value)}")
+        check(self.image_size <= MAX_IMAGE_SIZE, OWNER, "image_size",
+              f"must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
+        check_seed(OWNER, "seed", self.seed)
+        check_task_shape(OWNER, ways=1 if self.regression else self.ways, shots=self.shots, queries=self.queries,
+                         tasks=self.meta_batch)
+        check(self.batch_size <= MAX_STEP_IMAGES, OWNER, "batch_size",
+              f"must be at most {MAX_STEP_IMAGES} images, got {self.batch_size}")
+        check(_positive_float(self.outer_lr), OWNER, "outer_lr", f"must be a number > 0, got {brief(self.outer_lr)}")
         check(self.grad_clip is None or _positive_float(self.grad_clip), OWNER, "grad_clip",
-              f"must be a number > 0 or null, got {self.grad_clip!r}")
+              f"must be a number > 0 or null, got {brief(self.grad_clip)}")
         check(self.schedule in SCHEDULES, OWNER, "schedule",
-              f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        check(isinstance(self.rotations, bool), OWNER, "rotations", f"must be true or false, got {self.rotations!r}")
-        check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {self.device!r}")
+              f"must be one of {', '.join(SCHEDULES)}, got {brief(self.schedule)}")
+        check(isinstance(self.rotations, bool), OWNER, "rotations",
+              f"must be true or false, got {brief(self.rotations)}")
+        check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {brief(self.device)}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
-              f"must be a compression spec string or null, got {self.compress!r}")
+              f"must be a compression spec string or null, got {brief(self.compress)}")
         check(isinstance(self.meta, meta.MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
         from fewbit.data.augment import AUGMENTS
@@ -151,8 +162,34 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
+def check_seed(owner: str, field: str, value: Any) -> None:
+    """ConfigError unless `value` is an integer seed torch accepts."""
+    low, high = SEED_RANGE
+    check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high, owner, field,
+          f"must be an integer in [-2**63, 2**64 - 1], got {brief(value)}")
+
+
+def check_task_shape(owner: str, *, ways: int, shots: int, queries: int, tasks: int) -> None:
+    """ConfigError when one task, or `tasks` of them drawn at once, would hold more examples than the limits.
+
+    Checked before any data is read or model built: a typo such as `--ways 20000000` must cost nothing.
+    """
+    per_task = ways * (shots + queries)
+    check(per_task <= MAX_TASK_IMAGES, owner, "ways",
+          f"{ways}-way tasks of {shots} shots + {queries} queries hold {per_task} examples, more than the "
+          f"{MAX_TASK_IMAGES} a task may have; lower --ways, --shots or --queries")
+    check(per_task * tasks <= MAX_STEP_IMAGES, owner, "meta_batch",
+          f"{tasks} tasks of {per_task} examples are {per_task * tasks} examples at once, more than "
+          f"{MAX_STEP_IMAGES}; lower --meta-batch")
+
+
 def _positive_float(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return 0 < float(value) < math.inf
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import json
 import math
@@ -16,9 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fewbit._io import finite_or_none
+from fewbit._lock import locked
 from fewbit.data.sources import RegressionSource, load_source
 from fewbit.device import resolve_device
-from fewbit.errors import ConfigError, FewbitError, TrainingError
+from fewbit.errors import ConfigError, FewbitError, FewbitFormatError, NotResumableError, TrainingError
 from fewbit.evaluation import evaluate
 from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train import checkpoint as ck
@@ -34,10 +37,14 @@ from fewbit.train.distributed import (
 )
 from fewbit.train.run import (
     CHECKPOINT_DIR,
+    EVAL_NAME,
     METRICS_NAME,
+    RESTARTED_PREFIX,
     Run,
     bind_compression,
     build_model,
+    check_model_size,
+    checkpoint_progress,
     input_shape_of,
     is_run_dir,
     model_ways,
@@ -56,13 +63,18 @@ def meta_train(
     model: nn.Module | None = None,
     progress: bool = True,
     resume: bool = False,
+    restart: bool = False,
 ) -> Run:
     """Meta-train per `config`, writing the run directory `out_dir`; returns the Run at the last step.
 
     `model`: an nn.Module to train in place (e.g. one already compressed) instead of building
     `config.backbone`. `resume=True` continues `out_dir` from its newest good checkpoint (use
-    `resume_training` to take the config from the run directory). Under `torchrun` the tasks of
-    each meta-batch are split across ranks and only rank 0 writes.
+    `resume_training` to take the config from the run directory); when the run holds checkpoints
+    but none can be resumed it raises NotResumableError and changes nothing, unless `restart=True`,
+    which trains it again from step 0 after moving its checkpoints and metrics into
+    `out_dir/restarted-<time>/`. The run directory is locked while training (InUseError for a
+    second writer). Under `torchrun` the tasks of each meta-batch are split across ranks and only
+    rank 0 writes.
     """
     device = resolve_device(config.device)
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
@@ -70,18 +82,22 @@ def meta_train(
         torch.cuda.set_device(device)
     world = setup_world(device)
     try:
-        return _Trainer(config, Path(out_dir), model, device, world, progress).train(resume)
+        return _Trainer(config, Path(out_dir), model, device, world, progress).train(resume, restart)
     finally:
         teardown_world(world)
 
 
 def resume_training(run_dir: str | Path, *, steps: int | None = None, progress: bool = True,
-                    device: str | None = None) -> Run:
-    """Continue the run in `run_dir` from its newest good checkpoint, optionally to a new `steps`."""
+                    device: str | None = None, restart: bool = False) -> Run:
+    """Continue the run in `run_dir` from its newest good checkpoint, optionally to a new `steps`.
+
+    `restart=True` trains it again from step 0 with its own config, keeping the old checkpoints
+    and metrics in `run_dir/restarted-<time>/` (see `meta_train`).
+    """
     config = read_run_config(run_dir)
     changes = {k: v for k, v in (("steps", steps), ("device", device)) if v is not None}
     config = config.replace(**changes)
-    return meta_train(config, run_dir, progress=progress, resume=True)
+    return meta_train(config, run_dir, progress=progress, resume=True, restart=restart)
 
 
 class _Trainer:
@@ -100,17 +116,11 @@ class _Trainer:
         torch.manual_seed(config.seed)  # model initialisation
         self.algorithm = meta_module().build_algorithm(config.meta)
         self.episodic = bool(getattr(self.algorithm, "episodic", True))
-        self._load_data()
         if model is None:
-            model = build_model(config, model_ways(config, self.episodic, self.train_classes),
-                                input_shape_of(config, self.preprocessing))
-        self.model = model.to(device)
-        bind_compression(self.algorithm, self.model)
-        self.head_ways = model_ways(config, self.episodic, self.train_classes)
-        self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
-        self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]
-        self.named += [(f"extras/{n}", p) for n, p in self.extras.items()]
-        self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=config.outer_lr)
+            check_model_size(config, 1)  # an image size the backbone pools away fails before the data loads
+        self._load_data()
+        # The samplers check the task shape against the data before the model is built: a request
+        # for more classes than the data has must fail without allocating a head for them.
         self.sample_gen = torch.Generator().manual_seed(config.seed)
         if self.episodic:
             self.sampler: Any = task_sampler(
@@ -127,6 +137,16 @@ class _Trainer:
             # fail early (not at the first validation) when the val split is too small for the task shape
             task_sampler(self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,
                          rotations=False, generator=torch.Generator())
+        if model is None:
+            model = build_model(config, model_ways(config, self.episodic, self.train_classes),
+                                input_shape_of(config, self.preprocessing))
+        self.model = model.to(device)
+        bind_compression(self.algorithm, self.model)
+        self.head_ways = model_ways(config, self.episodic, self.train_classes)
+        self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
+        self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.named += [(f"extras/{n}", p) for n, p in self.extras.items()]
+        self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=config.outer_lr)
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.last_good: Path | None = None
@@ -157,14 +177,23 @@ class _Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def train(self, resume: bool) -> Run:
-        config = self.config
+    def train(self, resume: bool, restart: bool = False) -> Run:
+        lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.world.is_main:
-            self._prepare_dir(resume)
-        barrier(self.world)
-        if resume:
-            self._restore()
-        self.last_good = ck.step_checkpoints(self.ckpt_dir)[0] if ck.step_checkpoints(self.ckpt_dir) else None
+            self._make_dir(resume)
+            lock = locked(self.out_dir)
+        with lock:
+            if self.world.is_main:
+                self._prepare_dir(resume)
+            barrier(self.world)
+            if resume:
+                self._restore(restart)
+                if self.world.is_main:
+                    write_run_config(self.out_dir, self.config)  # only now: a refused resume changes nothing
+            return self._train()
+
+    def _train(self) -> Run:
+        config = self.config
         metrics = (self.out_dir / METRICS_NAME).open("a", encoding="utf-8") if self.world.is_main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {config.algorithm}", disable=not self.progress,
                    dynamic_ncols=True)
@@ -300,21 +329,27 @@ class _Trainer:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _prepare_dir(self, resume: bool) -> None:
+    def _make_dir(self, resume: bool) -> None:
+        """Check what `out_dir` is and create it for a new run (nothing is written into it yet)."""
         out = self.out_dir
         if resume:
             if not is_run_dir(out):
                 raise ConfigError(f"--resume: {out} is not a run directory (it has no config.yaml)")
         else:
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--out: {out} exists and is not a directory")
+            out.mkdir(parents=True, exist_ok=True)
+
+    def _prepare_dir(self, resume: bool) -> None:
+        """With the lock held: refuse to start a new run over an old one, then write its config."""
+        out = self.out_dir
+        if not resume:
             if is_run_dir(out):
                 raise ConfigError(
                     f"--out: {out} already holds a run; resume it with --resume {out} or pick another --out"
                 )
-            if out.exists() and not out.is_dir():
-                raise ConfigError(f"--out: {out} exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir.mkdir(exist_ok=True)
-        write_run_config(out, self.config)
+            self.ckpt_dir.mkdir(exist_ok=True)
+            write_run_config(out, self.config)
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -355,34 +390,27 @@ class _Trainer:
         self.last_good = path
         return path
 
-    def _restore(self) -> None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            found = ck.latest_checkpoint(self.ckpt_dir)
-        if self.world.is_main:
-            for w in caught:
-                warnings.warn(str(w.message), stacklevel=3)
-        if found is None:
-            if self.world.is_main:
-                warnings.warn(f"{self.ckpt_dir} holds no readable checkpoint; starting from step 0", stacklevel=3)
-                _truncate_metrics(self.out_dir / METRICS_NAME, 0)
+    def _restore(self, restart: bool) -> None:
+        """Load the newest checkpoint that can be resumed; never throw away what the run holds."""
+        if restart:
+            self._start_over("--restart")
             return
+        found, skipped = self._resumable_checkpoint()
+        if found is None:
+            held = sorted(p.name for p in self.ckpt_dir.glob("*.safetensors")) if self.ckpt_dir.is_dir() else []
+            if held:
+                raise NotResumableError(
+                    f"--resume: {self.out_dir} holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''} "
+                    f"but no step checkpoint that can be resumed ({'; '.join(skipped)[:300] or 'none verifies'}); "
+                    f"nothing was changed. To train it again from step 0, keeping the old files, add --restart"
+                )
+            self._start_over("no checkpoint was written before the run stopped")
+            return
+        if self.world.is_main:
+            for reason in skipped:
+                warnings.warn(f"{reason}; falling back to the previous checkpoint", stacklevel=4)
         state = found.state
-        saved = dict(state.get("config", {}))
-        now = self.config.to_dict()
-        defaults = TrainConfig(dataset=self.config.dataset).to_dict()
-        for key in set(now) - set(saved):  # a field added since the checkpoint was written
-            saved[key] = defaults[key]
-        for key in ("steps", "device"):
-            saved.pop(key, None)
-            now.pop(key, None)
-        if saved != now:
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            raise ConfigError(
-                f"--resume: the checkpoint {found.path} was written with other settings ({', '.join(diff)})"
-            )
-        model_state = found.group("model")
-        self.model.load_state_dict(model_state)
+        self.model.load_state_dict(found.group("model"))
         extras = found.group("extras")
         with torch.no_grad():
             for name, p in self.extras.items():
@@ -396,10 +424,94 @@ class _Trainer:
         self.sample_gen.set_state(found.tensors["rng/sampler"])
         if "rng/cuda" in found.tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(found.tensors["rng/cuda"], self.device)
-        self.step = int(state["step"])
-        self.best = state.get("best")
+        self.step, self.best = checkpoint_progress(found)
+        self.last_good = found.path  # not a damaged newer one
         if self.world.is_main:
             _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
+
+    def _resumable_checkpoint(self) -> tuple[ck.Checkpoint | None, list[str]]:
+        """The newest step checkpoint that verifies and holds everything a resume needs, and why
+        each newer one was skipped. A checkpoint written with other settings is an error."""
+        skipped: list[str] = []
+        for path in ck.step_checkpoints(self.ckpt_dir):
+            try:
+                found = ck.load_checkpoint(path)
+            except FewbitFormatError as exc:
+                skipped.append(str(exc))
+                continue
+            saved = dict(found.state.get("config") or {})
+            now = self.config.to_dict()
+            defaults = TrainConfig(dataset=self.config.dataset).to_dict()
+            for key in set(now) - set(saved):  # a field added since the checkpoint was written
+                saved[key] = defaults[key]
+            for key in ("steps", "device"):
+                saved.pop(key, None)
+                now.pop(key, None)
+            if saved != now:
+                diff = sorted(str(k) for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+                raise ConfigError(
+                    f"--resume: the checkpoint {found.path} was written with other settings ({', '.join(diff[:8])})"
+                )
+            problem = self._missing_state(found)
+            if problem is None:
+                return found, skipped
+            skipped.append(f"{path} {problem}")
+        return None, skipped
+
+    def _missing_state(self, found: ck.Checkpoint) -> str | None:
+        """Why `found` cannot be resumed exactly (what it lacks), or None when it can."""
+        try:
+            checkpoint_progress(found)
+        except FewbitFormatError as exc:
+            return str(exc).removeprefix(f"{found.path}: ")
+        groups = found.state.get("optim_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.optimizer.param_groups) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and len(g["params"]) == len(mine["params"])
+            for g, mine in zip(groups, self.optimizer.param_groups)
+        ):
+            return "holds no optimizer state for this model"
+        for key in ("rng/torch", "rng/sampler"):
+            t = found.tensors.get(key)
+            if t is None or t.dtype != torch.uint8:
+                return f"lacks the random-number state {key}"
+        own = self.model.state_dict()
+        model = found.group("model")
+        if model.keys() != own.keys() or any(model[k].shape != own[k].shape for k in own):
+            return "holds weights that do not fit this run's model"
+        extras = found.group("extras")
+        if any(name not in extras or extras[name].shape != p.shape for name, p in self.extras.items()):
+            return "lacks meta-parameters of this run"
+        count = len(self.named)
+        for key, value in found.group("optim").items():
+            index, _, slot = key.partition("/")
+            if not index.isdigit() or int(index) >= count or not slot:
+                return f"holds an optimizer slot {key!r} for no parameter"
+            if value.dim() and value.shape != self.named[int(index)][1].shape:
+                return f"holds an optimizer slot {key!r} of the wrong shape"
+        return None
+
+    def _start_over(self, reason: str) -> None:
+        """Train from step 0: what the run holds moves into `restarted-<time>/` (nothing is deleted)."""
+        if not self.world.is_main:
+            return
+        out = self.out_dir
+        present = [name for name in (CHECKPOINT_DIR, METRICS_NAME, EVAL_NAME) if (out / name).exists()]
+        if (out / METRICS_NAME).exists() and not (out / METRICS_NAME).stat().st_size and present == [METRICS_NAME]:
+            present = []  # an empty metrics file holds nothing to keep
+        if present:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            dest = out / f"{RESTARTED_PREFIX}{stamp}"
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = out / f"{RESTARTED_PREFIX}{stamp}-{n}"
+            dest.mkdir()
+            for name in present:
+                os.replace(out / name, dest / name)
+            warnings.warn(f"{reason}: training {out} again from step 0; its {', '.join(present)} moved to {dest}",
+                          stacklevel=4)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        self.step, self.best = 0, None
 
 
 def _append(metrics: Any, record: dict[str, Any], step: int) -> None:
@@ -407,7 +519,7 @@ def _append(metrics: Any, record: dict[str, Any], step: int) -> None:
     if metrics is None:
         return
     try:
-        metrics.write(json.dumps(record) + "\n")
+        metrics.write(json.dumps({k: finite_or_none(v) for k, v in record.items()}, allow_nan=False) + "\n")
         metrics.flush()
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -428,8 +540,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                keep.append(line)
+        except (ValueError, TypeError, OverflowError):  # a torn or edited line is dropped
             continue
-        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-            keep.append(line)
     atomic_write_text(path, "".join(f"{line}\n" for line in keep))

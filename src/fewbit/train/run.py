@@ -6,6 +6,10 @@ Layout of RUN_DIR:
   checkpoints/best.safetensors    weights with the best validation score (what `load_run` loads)
   checkpoints/step-NNNNNNNN.safetensors   resumable full state; the newest is the last one
   eval.json                   written by `fewbit eval`
+  .fewbit.lock                held (flock) by the process training the run
+  restarted-<time>/           what `--resume --restart` moved aside before training again from step 0
+
+A run's own files are never written by anything but its training (`check_not_run_file`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 import yaml
 from torch import nn
 
-from fewbit.config import load_yaml
+from fewbit.config import brief, load_yaml
 from fewbit.data.sources import ClassDataset, RegressionSource, load_source, options_for
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
@@ -33,7 +37,9 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 EVAL_NAME = "eval.json"
 CHECKPOINT_DIR = "checkpoints"
+RESTARTED_PREFIX = "restarted-"
 REGRESSION_HIDDEN = (40, 40)  # the MAML paper's sinusoid network
+MAX_MODEL_PARAMS = 1 << 28  # 1 GiB of float32 weights: no few-shot backbone comes near it
 
 
 @dataclasses.dataclass
@@ -102,26 +108,80 @@ def default_preprocessing(config: TrainConfig) -> Preprocessing | None:
 
 
 def build_model(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """The backbone the config names with a `ways`-output head for inputs of `input_shape`
-    (`(C, H, W)` or `(F,)`; None: greyscale `config.image_size` images), compressed when
-    `config.compress` is set."""
+    """The backbone the config names with a `ways`-output head for inputs of `input_shape` (`(C, H, W)`
+    or `(F,)`; None: greyscale `config.image_size` images), compressed when `config.compress` is set.
+
+    Its shapes are first worked out on the meta device (no memory, no compute), so an image too
+    small for the backbone or a model too large is a ConfigError before anything is allocated.
+    """
     from fewbit.models import build_backbone
 
+    name, args = _backbone_args(config, ways, input_shape)
+    check_model_size(config, ways, input_shape)
+    model = build_backbone(name, **args)
+    if config.compress:
+        compress_model_(model, config.compress)
+    return model
+
+
+def _backbone_args(
+    config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None
+) -> tuple[str, dict[str, Any]]:
     name = config.resolved_backbone
     shape = input_shape or input_shape_of(config, None)
     if config.regression:
         if name != "mlp":
             raise ConfigError(f"TrainConfig.backbone: sinusoid regression needs the mlp backbone, got {name!r}")
-        model = build_backbone("mlp", ways=ways, in_features=1, hidden=REGRESSION_HIDDEN)
-    elif len(shape) == 1:
+        return "mlp", {"ways": ways, "in_features": 1, "hidden": REGRESSION_HIDDEN}
+    if len(shape) == 1:
         if name != "mlp":
             raise ConfigError(f"TrainConfig.backbone: a table's rows need the mlp backbone, got {name!r}")
-        model = build_backbone("mlp", ways=ways, in_features=int(shape[0]))
-    else:
-        model = build_backbone(name, ways=ways, in_channels=int(shape[0]), image_size=int(shape[1]))
-    if config.compress:
-        compress_model_(model, config.compress)
-    return model
+        return "mlp", {"ways": ways, "in_features": int(shape[0])}
+    return name, {"ways": ways, "in_channels": int(shape[0]), "image_size": int(shape[1])}
+
+
+def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None) -> int:
+    """The parameter count of the model `config` builds with `ways` outputs, found on the meta device;
+    ConfigError when it exceeds MAX_MODEL_PARAMS or the backbone cannot take the image size."""
+    name, args = _backbone_args(config, ways, input_shape)
+    if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
+        raise ConfigError(f"model ways: must be an integer >= 0, got {ways!r}")
+    skeleton = _skeleton(name, args)
+    if skeleton is None:
+        if "image_size" not in args:
+            raise ConfigError(f"model: the {name} backbone does not fit its {args.get('in_features')} inputs")
+        size = args["image_size"]
+        fits = next((s for s in range(size + 1, 4 * size + 1) if _skeleton(name, {**args, "image_size": s})), None)
+        hint = f"use --image-size {fits} or more" if fits else "use a larger --image-size"
+        raise ConfigError(
+            f"TrainConfig.image_size: {size}x{size} images are too small for the {name} backbone "
+            f"(its pooling shrinks them to nothing); {hint}"
+        )
+    params = sum(p.numel() for p in skeleton.parameters())
+    if params > MAX_MODEL_PARAMS:
+        raise ConfigError(
+            f"model: a {name} with {ways} outputs at image size {args.get('image_size', '-')} has {params:,} "
+            f"parameters, more than the {MAX_MODEL_PARAMS:,} fewbit builds"
+        )
+    return params
+
+
+def _skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
+    """The backbone built on the meta device (shapes only), or None when its layers do not fit the input."""
+    from fewbit.models import build_backbone
+
+    try:
+        with torch.device("meta"):
+            model = build_backbone(name, **args)
+            size = args.get("image_size")
+            if size:
+                example = torch.zeros(2, args.get("in_channels", 1), size, size)
+            else:  # rows of `in_features` values (a table, or regression's one input)
+                example = torch.zeros(2, args.get("in_features", 1))
+            model(example)  # shapes only: the layers must fit the input (some backbones pool it away)
+            return model
+    except RuntimeError:  # e.g. "Output size is too small" from a pooling layer
+        return None
 
 
 def compress_model_(model: nn.Module, spec: str) -> None:
@@ -173,16 +233,36 @@ def eval_dataset(
     return dataset
 
 
+
+
 def is_run_dir(path: str | Path) -> bool:
     """Whether `path` looks like a run directory (it has a config.yaml)."""
     return (Path(path) / CONFIG_NAME).is_file()
+
+
+def check_not_run_file(path: str | Path, flag: str = "--out") -> None:
+    """ConfigError when writing `path` would overwrite a file a run directory owns: its config,
+    metrics, eval result, lock, or anything under its checkpoints or restarted folders."""
+    from fewbit._lock import LOCK_NAME
+
+    target = Path(path).resolve()
+    owned = {CONFIG_NAME, METRICS_NAME, EVAL_NAME, LOCK_NAME, CHECKPOINT_DIR}
+    for run_dir in list(target.parents)[:3]:
+        if not is_run_dir(run_dir):
+            continue
+        first = target.relative_to(run_dir).parts[0]
+        if first in owned or first.startswith(RESTARTED_PREFIX):
+            raise ConfigError(
+                f"{flag}: {path} is part of the run {run_dir} ({first}); write somewhere else"
+            )
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The resolved config of a run directory; anything that is not a run raises one clear error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FewbitFormatError(f"{run_dir} is not a run directory: it does not exist")
+        what = "it is not a directory" if run_dir.exists() else "it does not exist"
+        raise FewbitFormatError(f"{run_dir} is not a run directory: {what}")
     if not is_run_dir(run_dir):
         raise FewbitFormatError(
             f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (train one with fewbit train)"
@@ -213,10 +293,10 @@ def load_run(
     ckpt = _pick_checkpoint(run_dir, checkpoint)
     meta = meta_module()
     algorithm = meta.build_algorithm(config.meta)
-    state = ckpt.state
-    preprocessing = read_preprocessing(state, config, ckpt.path)
+    step, best = checkpoint_progress(ckpt)
+    preprocessing = read_preprocessing(ckpt.state, config, ckpt.path)
     if model is None:
-        model = build_model(config, int(state.get("model_ways", config.ways)), input_shape_of(config, preprocessing))
+        model = build_model(config, checkpoint_ways(ckpt, config), input_shape_of(config, preprocessing))
     bind_compression(algorithm, model)
     target = resolve_device(device or config.device)
     model.to(target)
@@ -225,10 +305,10 @@ def load_run(
     saved_extras = ckpt.group("extras")
     with torch.no_grad():
         for name, p in extras.items():
-            if name not in saved_extras:
+            if name not in saved_extras or saved_extras[name].shape != p.shape:
                 raise FewbitFormatError(f"{ckpt.path} lacks the meta-parameter {name!r}; it belongs to another run")
             p.copy_(saved_extras[name])
-    return Run(config, model, algorithm, extras, run_dir, int(state.get("step", 0)), state.get("best"), preprocessing)
+    return Run(config, model, algorithm, extras, run_dir, step, best, preprocessing)
 
 
 def read_preprocessing(state: dict[str, Any], config: TrainConfig, where: Path | None) -> Preprocessing | None:
@@ -240,6 +320,34 @@ def read_preprocessing(state: dict[str, Any], config: TrainConfig, where: Path |
         return preprocessing_from_dict(raw)
     except ValueError as exc:
         raise FewbitFormatError(f"{where}: its preprocessing record is invalid ({exc})") from None
+
+
+def checkpoint_ways(ckpt: Checkpoint, config: TrainConfig) -> int:
+    """The head size a checkpoint's model was built with, checked against its stored head
+    (a state that claims 2e8 classes must not make us allocate them)."""
+    ways = ckpt.state.get("model_ways", config.ways)
+    if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
+        raise FewbitFormatError(f"{ckpt.path}: model_ways is {brief(ways)}, not a number of classes")
+    head = ckpt.tensors.get("model/head.weight")
+    stored = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
+    if ways != stored:
+        raise FewbitFormatError(f"{ckpt.path}: model_ways says {ways} but the stored head has {stored} outputs")
+    return ways
+
+
+def checkpoint_progress(ckpt: Checkpoint) -> tuple[int, dict[str, Any] | None]:
+    """(step, best) of a checkpoint's state, checked: FewbitFormatError when they are malformed."""
+    step, best = ckpt.state.get("step", 0), ckpt.state.get("best")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise FewbitFormatError(f"{ckpt.path}: its step is {brief(step)}, not a step number")
+    value = best.get("value") if isinstance(best, dict) else None
+    if best is not None and not (
+        isinstance(best, dict)
+        and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+        and isinstance(best.get("step", 0), int)
+    ):
+        raise FewbitFormatError(f"{ckpt.path}: its best-score record {brief(best)} is malformed")
+    return step, best
 
 
 def _pick_checkpoint(run_dir: Path, which: str) -> Checkpoint:
@@ -277,11 +385,13 @@ def _load_module(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "RESTARTED_PREFIX",
     "CONFIG_NAME",
     "EVAL_NAME",
     "METRICS_NAME",
     "Run",
     "build_model",
+    "check_not_run_file",
     "eval_dataset",
     "load_run",
     "model_ways",

@@ -1,0 +1,58 @@
+"""The run-directory lock: a second writer is refused with who holds it; the lock dies with its process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fewbit._lock import LOCK_NAME, locked
+from fewbit.errors import InUseError
+
+HOLD = """
+import sys, time
+from fewbit._lock import locked
+with locked(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _holder(directory: Path) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_is_told_who_holds_the_lock_until_it_dies(tmp_path: Path) -> None:
+    child = _holder(tmp_path)
+    try:
+        with pytest.raises(InUseError) as info, locked(tmp_path):
+            pass
+        message = str(info.value)
+        assert f"pid {child.pid} on host {socket.gethostname()}" in message and "\n" not in message
+    finally:
+        child.send_signal(signal.SIGKILL)  # the hardest way to die: the kernel still drops the lock
+        child.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with locked(tmp_path) as path:
+                assert path == tmp_path / LOCK_NAME and str(os.getpid()) in path.read_text()
+            break
+        except InUseError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_the_lock_is_released_after_the_block_and_taken_again(tmp_path: Path) -> None:
+    with locked(tmp_path):
+        pass
+    with locked(tmp_path, what="sweep"):
+        pass
