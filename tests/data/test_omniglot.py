@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,21 @@ def _png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_device_is_neither_a_zip_nor_a_folder() -> None:
+    with pytest.raises(DataError, match="neither a zip file nor a folder"):
+        load_omniglot(Path("/dev/zero"))
+
+
+def test_a_member_that_inflates_hugely_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Script/character01/0001_01.png", _png(Image.new("1", (105, 105), 1)))
+        with zf.open("Script/character01/0001_02.png", "w", force_zip64=True) as member:
+            chunk = bytes(1 << 20)
+            for _ in range(65):  # 65 MiB of zeros: a few tens of KB once deflated
+                member.write(chunk)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match=r"0001_02.png inflates to 68,157,440 bytes"):
+        load_omniglot(path)
