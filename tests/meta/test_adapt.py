@@ -9,7 +9,7 @@ import torch
 
 from fewbit.data.sinusoid import SinusoidSampler
 from fewbit.errors import ConfigError
-from fewbit.meta import Adapted, MetaConfig, adapt, build_algorithm
+from fewbit.meta import AdaptedPredictor, MetaConfig, adapt, build_algorithm
 from fewbit.models import build_backbone
 
 from .conftest import make_task
@@ -20,7 +20,7 @@ def test_adapt_equals_predict(conv_model, name: str) -> None:
     task = make_task(tasks=1, ways=3, shots=2, queries=4, size=16)
     config = MetaConfig(algorithm=name, finetune_steps=5)
     adapted = adapt(conv_model, (task.support_x[0], task.support_y[0]), config=config)
-    assert isinstance(adapted, Adapted)
+    assert isinstance(adapted, AdaptedPredictor)
     logits = adapted(task.query_x[0])
     assert logits.shape == (12, 3)
     expected = build_algorithm(config).predict(conv_model, dict(conv_model.named_parameters()), task)[0]
@@ -69,3 +69,24 @@ def test_regression_batched_equals_loop(name: str) -> None:
     torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(out[0][1], out[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maml", "anil"])
+def test_adapt_keeps_a_compressed_models_fast_weights_compressed(name: str) -> None:
+    """`fewbit.adapt` on a compressed model adapts as the shipped model does: after every inner step
+    the fast weights go back onto the quantization grid (as in training and `fewbit eval`)."""
+    import functools
+
+    from fewbit.compress import compress_, project_params
+
+    torch.manual_seed(0)
+    model = compress_(build_backbone("conv4", ways=3, image_size=16, width=8), "quant:w2")
+    task = make_task(tasks=1, ways=3, shots=2, queries=4, size=16, dtype=torch.float32)
+    config = MetaConfig(algorithm=name, inner_steps=3, inner_lr=0.5)
+    reference = build_algorithm(config)
+    reference.project = functools.partial(project_params, model)  # what training and `fewbit eval` do
+    expected = reference.predict(model, dict(model.named_parameters()), task)[0]
+    got = adapt(model, (task.support_x[0], task.support_y[0]), config=config)(task.query_x[0])
+    torch.testing.assert_close(got, expected)
+    unprojected = build_algorithm(config).predict(model, dict(model.named_parameters()), task)[0]
+    assert not torch.allclose(unprojected, expected)  # the projection matters here

@@ -20,7 +20,6 @@ from fewbit.cli.common import (
 from fewbit.data.sources import SPEC_HELP
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
-HEAD_FREE = ("protonet", "finetune")  # algorithms whose predictions do not use the trained head's size
 ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
 
 # flag -> TrainConfig / MetaConfig field (None-valued flags leave the config file's value alone)
@@ -157,17 +156,15 @@ def run_eval(args: argparse.Namespace) -> Output:
     overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps)) if v is not None}
     if overrides:  # adapt differently at test time than in training
         from fewbit.meta import build_algorithm
-        from fewbit.train.run import bind_compression
 
-        run.algorithm = build_algorithm(dataclasses.replace(run.algorithm.config, **overrides))
-        bind_compression(run.algorithm, run.model)
+        run.algorithm = build_algorithm(dataclasses.replace(run.algorithm.config, **overrides), model=run.model)
     spec = args.dataset or config.dataset
     dataset = eval_dataset(spec, args.split, config, run.preprocessing, progress=not (args.quiet or args.json))
     ways = args.ways or config.ways
     shots = args.shots or config.shots
     queries = args.queries or config.queries
     seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
-    if ways != config.ways and config.algorithm not in HEAD_FREE and not config.regression:
+    if ways != config.ways and run.algorithm.uses_trained_head and not config.regression:
         raise ConfigError(
             f"--ways: this {config.algorithm} run classifies {config.ways} ways with its head; "
             f"evaluate it with --ways {config.ways} (protonet and finetune runs take any --ways)"
@@ -180,10 +177,10 @@ def run_eval(args: argparse.Namespace) -> Output:
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
                  "checkpoint": args.checkpoint, "step": run.step})
     if dataset is not None:
-        from fewbit.report.cost import adaptation_memory, algorithm_scope
+        from fewbit.report.cost import adaptation_memory
 
         example = torch.zeros(ways * shots, *run.input_shape, device=run.device)
-        memory = adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example)
+        memory = adaptation_memory(run.model, run.algorithm.test_scope, example)
         data["adaptation_memory"] = memory.to_dict()
     try:
         atomic_write_json(Path(args.run_dir) / EVAL_NAME, data)

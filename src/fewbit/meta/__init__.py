@@ -1,36 +1,36 @@
 """Meta-learning: the shared functional inner loop and the algorithms built on it.
 
-`build_algorithm(MetaConfig(algorithm=...))` gives one of ALGORITHMS (maml fomaml metasgd
-anil reptile protonet finetune); its `step` trains on a batched Task and its `predict`
-adapts to each task's support set. `adapt(model, support)` wraps `predict` for users.
+`build_algorithm(MetaConfig(algorithm=...), model=model)` gives one of the registered algorithms
+(maml fomaml metasgd anil reptile protonet finetune, or one of your own: `register_algorithm`);
+its `step` trains on a batched Task and its `predict` adapts to each task's support set.
+`adapt(model, support)` wraps `predict` for users.
 """
 
 from __future__ import annotations
 
-from fewbit.meta.adapt import Adapted, adapt
-from fewbit.meta.base import (
-    ALGORITHMS,
-    SCOPES,
-    Algorithm,
-    MetaConfig,
-    Params,
-    StepOutput,
-    build_algorithm,
-    register_algorithm,
-)
+# The built-in algorithms register themselves on import (the registry never imports them), in this order.
+# isort: off
+from fewbit.meta import maml, metasgd, anil, reptile, protonet, finetune  # noqa: F401
+# isort: on
+from fewbit.meta.adapt import AdaptedPredictor, adapt
+from fewbit.meta.base import SCOPES, Algorithm, Deployment, MetaConfig, Params, StepOutput
+from fewbit.meta.build import build_algorithm
 from fewbit.meta.functional import batched_forward
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
+from fewbit.meta.registry import ALGORITHMS, algorithm_names, register_algorithm
 from fewbit.meta.scopes import is_compression_param, scope_filter
 
 __all__ = [
     "ALGORITHMS",
     "SCOPES",
-    "Adapted",
+    "AdaptedPredictor",
     "Algorithm",
+    "Deployment",
     "MetaConfig",
     "Params",
     "StepOutput",
     "adapt",
+    "algorithm_names",
     "batched_forward",
     "build_algorithm",
     "inner_loop",

@@ -7,11 +7,12 @@ from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Algorithm, MetaConfig, Params, build_algorithm
+from fewbit.meta.base import Algorithm, MetaConfig, Params
+from fewbit.meta.build import build_algorithm
 
 
-class Adapted:
-    """A model adapted to a support set: `adapted(query_x)` (or `.predict(query_x)`) gives logits.
+class AdaptedPredictor:
+    """A PyTorch model adapted to a support set: `adapted(query_x)` (or `.predict(query_x)`) gives logits.
 
     It runs the algorithm's own `predict` (the same inner loop as training and `evaluate`) on
     the stored support set and the given queries, so the queries see the same batch
@@ -43,21 +44,27 @@ def adapt(
     config: MetaConfig | None = None,
     params: Params | None = None,
     extras: Params | None = None,
-) -> Adapted:
+) -> AdaptedPredictor:
     """A predictor adapted to `support`: a Task (its support part) or `(x [n, ...], y [n])`.
 
     `algorithm` (an Algorithm or a name) or `config` chooses the method (default: MAML with the
     default MetaConfig); `params` default to the model's own parameters, `extras` to none
-    (Meta-SGD needs its learned rates). Unbatched `(x, y)` support is one task.
+    (Meta-SGD needs its learned rates). Unbatched `(x, y)` support is one task. A compressed
+    model adapts as it ships: its fast weights stay compressed after every inner step.
+
+        >>> adapted = fewbit.adapt(run.model, (support_x, support_y), config=run.config.meta, extras=run.extras)
+        >>> labels = adapted(query_x).argmax(-1)
     """
     if isinstance(algorithm, Algorithm):
         algo = algorithm
+        if algo.project is None:  # built without the model: give it the model's compression
+            algo = build_algorithm(algo.config, model=model)
     else:
         if config is None:
             config = MetaConfig(algorithm=algorithm or "maml")
         elif algorithm is not None and algorithm != config.algorithm:
             raise ConfigError(f"adapt: algorithm {algorithm!r} disagrees with config.algorithm {config.algorithm!r}")
-        algo = build_algorithm(config)
+        algo = build_algorithm(config, model=model)
     if not isinstance(support, Task):
         x, y = support
         if x.dim() < 2 or y.shape[0] != x.shape[0]:
@@ -67,4 +74,4 @@ def adapt(
     if params is None:
         params = dict(model.named_parameters())
     params = {n: p.detach() for n, p in params.items()}
-    return Adapted(model, algo, params, dict(extras or {}), support)
+    return AdaptedPredictor(model, algo, params, dict(extras or {}), support)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fewbit.meta.base import register_algorithm
 from fewbit.meta.maml import MAML
+from fewbit.meta.registry import register_algorithm
 
 
 @register_algorithm("anil")
 class ANIL(MAML):
     """MAML with the `head` scope; the body's embedding is computed once per inner loop."""
 
-    scope = "head"
+    fixed_scope = "head"
+    scopes = ("all", "head")  # a config may say all; ANIL adapts the head whatever it says

@@ -1,4 +1,4 @@
-"""The meta-learning contract: MetaConfig, StepOutput, the Algorithm interface and its registry."""
+"""The meta-learning contract: MetaConfig, StepOutput, Deployment and the Algorithm interface."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,10 +14,11 @@ from torch import nn
 from fewbit.config import brief, check
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
+from fewbit.meta.registry import ALGORITHMS, algorithm_names
 
 Params = dict[str, torch.Tensor]
+Project = Callable[[Params], Params]  # fast weights -> their compressed values (see fewbit.compress)
 
-ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "finetune")
 SCOPES = ("all", "head", "bias_norm", "none")
 CLASSIFIERS = ("linear", "cosine")
 OWNER = "MetaConfig"
@@ -68,10 +69,10 @@ class MetaConfig:
 
     def __post_init__(self) -> None:
         check(
-            self.algorithm in ALGORITHMS,
+            isinstance(self.algorithm, str) and self.algorithm in ALGORITHMS,
             OWNER,
             "algorithm",
-            f"unknown algorithm {brief(self.algorithm)}; choose one of {', '.join(ALGORITHMS)}",
+            f"unknown algorithm {brief(self.algorithm)}; choose one of {', '.join(algorithm_names())}",
         )
         for name in ("inner_steps", "reptile_steps", "finetune_steps", "task_chunk"):
             value = getattr(self, name)
@@ -93,11 +94,12 @@ class MetaConfig:
                   f"must be a number > 0 or null, got {brief(value)}")
         check(self.scope in SCOPES, OWNER, "scope",
               f"unknown scope {brief(self.scope)}; choose one of {', '.join(SCOPES)}")
+        allowed = ALGORITHMS[self.algorithm].scopes
         check(
-            self.algorithm != "anil" or self.scope in ("all", "head"),
+            allowed is None or self.scope in allowed,
             OWNER,
             "scope",
-            f"anil adapts the head only; scope must be head (or all), got {brief(self.scope)}",
+            f"{self.algorithm} adapts {' or '.join(allowed or ())} only; got scope {brief(self.scope)}",
         )
         for name in ("first_order", "batched"):
             value = getattr(self, name)
@@ -128,19 +130,51 @@ class StepOutput:
     grads: Params | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """How the numpy runtime adapts an exported model, as the algorithm says.
+
+    `adaptation` is the artifact's `adaptation` block (method, embed, scope, steps, lr, head_init;
+    see `fewbit.runtime.adapt`); `tensors` are stored in the artifact like any weight (Meta-SGD's
+    learned rates, which `adaptation["lr_tensors"]` names per parameter); `ships_head` says
+    whether the trained head is stored (ProtoNet classifies by prototypes and needs none).
+    """
+
+    adaptation: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    ships_head: bool = True
+
+
+# What the runtime may move for each adaptation scope: it never moves quantized weights, so `all`
+# becomes the head, every bias and every norm (the body's weights stay as they ship).
+RUNTIME_SCOPE = {"all": "head+bias+norm", "bias_norm": "bias+norm", "head": "head", "none": "none"}
+
+
 class Algorithm(abc.ABC):
     """A meta-learning algorithm: a training `step` on a batched Task and an evaluation `predict`.
 
     Neither mutates the model: parameters come in as a dict and go through
     `torch.func.functional_call`. `extras` are outer-learned tensors the algorithm owns
-    (Meta-SGD's learning rates), created by `extra_parameters`.
+    (Meta-SGD's learning rates), created by `extra_parameters`. `project`, given at
+    construction, maps fast weights onto their compressed values after every inner step (build
+    algorithms with `fewbit.meta.build_algorithm(config, model=model)`, which sets it for a
+    compressed model). What callers ask of an algorithm is answered here: `episodic`,
+    `uses_trained_head`, `test_scope`, `deployment`.
     """
 
     name: str = ""
-    episodic: bool = True
+    episodic: bool = True  # trained on episodes (False: plain supervised batches over all classes)
+    uses_trained_head: bool = True  # predictions come from the trained head (so its number of ways is fixed)
+    scopes: tuple[str, ...] | None = None  # the MetaConfig scopes it accepts (None: any)
 
-    def __init__(self, config: MetaConfig) -> None:
+    def __init__(self, config: MetaConfig, *, project: Project | None = None) -> None:
         self.config = config
+        self.project = project
+
+    @property
+    def test_scope(self) -> str:
+        """Which parameters adapt to a support set at test time (a `SCOPES` name)."""
+        return self.config.scope
 
     def extra_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Outer-learned parameters beyond the model's (none by default)."""
@@ -154,6 +188,11 @@ class Algorithm(abc.ABC):
     def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
         """Adapt on each task's support set; query logits `[tasks, N*Q, ways]` (values for regression)."""
 
+    @abc.abstractmethod
+    def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
+        """How the runtime adapts this algorithm's exported model; `scope` narrows what it may move
+        (a runtime scope such as "head+bias"). ConfigError for what the runtime cannot reproduce."""
+
     def step_supervised(
         self, model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, extras: Params | None = None
     ) -> StepOutput:
@@ -162,33 +201,3 @@ class Algorithm(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
-
-
-A = TypeVar("A", bound=type[Algorithm])
-_REGISTRY: dict[str, Callable[[MetaConfig], Algorithm]] = {}
-
-
-def register_algorithm(name: str) -> Callable[[A], A]:
-    """Class decorator: make `name` buildable by `build_algorithm`."""
-
-    def wrap(cls: A) -> A:
-        if name not in ALGORITHMS:
-            raise ValueError(f"register_algorithm: add {name!r} to ALGORITHMS first")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def build_algorithm(config: MetaConfig | str) -> Algorithm:
-    """The algorithm named by `config.algorithm` (a bare name uses the default config)."""
-    if isinstance(config, str):
-        config = MetaConfig(algorithm=config)
-    from fewbit.meta import algorithms  # noqa: F401  (registers the built-in algorithms)
-
-    if config.algorithm not in _REGISTRY:
-        raise ConfigError(
-            f"{OWNER}.algorithm: unknown algorithm {config.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
-        )
-    return _REGISTRY[config.algorithm](config)

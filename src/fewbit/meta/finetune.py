@@ -14,9 +14,10 @@ from torch.func import functional_call
 
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
+from fewbit.meta.base import Algorithm, Deployment, Params, StepOutput
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
 from fewbit.meta.protonet import embed_tasks, prototypes
+from fewbit.meta.registry import register_algorithm
 
 
 @register_algorithm("finetune")
@@ -24,6 +25,19 @@ class Finetune(Algorithm):
     """Supervised pre-training, then a new linear or cosine head per task (backbone frozen)."""
 
     episodic = False
+    uses_trained_head = False  # a new head is fitted per task: any number of ways
+
+    @property
+    def test_scope(self) -> str:
+        return "head"
+
+    def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
+        """A new head fitted on the joint embedding of support and query, `finetune_steps` steps of
+        `finetune_lr` from zeros (linear) or from the prototypes (cosine: its class means start it)."""
+        init = "prototypes" if self.config.finetune_classifier == "cosine" else "zeros"
+        return Deployment({"method": "finetune", "embed": "joint", "scope": scope or "head",
+                           "steps": int(self.config.finetune_steps), "lr": float(self.config.finetune_lr),
+                           "head_init": init})
 
     def classify(self, head: Params, z: torch.Tensor) -> torch.Tensor:
         """Logits of the configured classifier; `head.weight [.., ways, D]`, z `[.., n, D]`."""

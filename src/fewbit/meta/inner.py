@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from fewbit.meta.base import Params
+from fewbit.meta.base import Params, Project
 
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs [tasks, n, ...], targets) -> [tasks]
-Project = Callable[[Params], Params]
 LearningRate = float | Mapping[str, torch.Tensor]
 
 

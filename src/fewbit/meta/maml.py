@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from fewbit.data.task import Task
-from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
+from fewbit.errors import ConfigError
+from fewbit.meta.base import RUNTIME_SCOPE, Algorithm, Deployment, Params, StepOutput
 from fewbit.meta.functional import BatchedForward, batched_forward, expand_params, module_head_forward, single_forward
-from fewbit.meta.inner import LearningRate, Project, inner_loop, task_accuracy, task_loss
+from fewbit.meta.inner import LearningRate, inner_loop, task_accuracy, task_loss
+from fewbit.meta.registry import register_algorithm
 from fewbit.meta.scopes import NameFilter, scope_filter
 from fewbit.models.backbone import Backbone
 
@@ -24,16 +26,31 @@ class MAML(Algorithm):
     outer update (Reptile). `project` is handed to the inner loop (compression sets it).
     """
 
-    scope: str | None = None  # a fixed scope overriding config.scope (ANIL: head)
-    project: Project | None = None
+    fixed_scope: str | None = None  # a scope that overrides config.scope (ANIL: head)
 
     @property
     def first_order(self) -> bool:
         return self.config.first_order
 
+    @property
+    def test_scope(self) -> str:
+        return self.fixed_scope or self.config.scope
+
     def adapt_filter(self, model: nn.Module) -> NameFilter:
         """Which parameters the inner loop adapts."""
-        return scope_filter(self.scope or self.config.scope, model)
+        return scope_filter(self.test_scope, model)
+
+    def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
+        """SGD from the trained head on the support set (its own batch), `test_inner_steps` steps of
+        `inner_lr`; the queries are classified as their own batch. The runtime moves what the scope
+        allows except quantized body weights (`RUNTIME_SCOPE`)."""
+        allowed = RUNTIME_SCOPE[self.test_scope]
+        chosen = scope or allowed
+        if not set(_parts(chosen)) <= set(_parts(allowed)):
+            raise ConfigError(f"export: scope {chosen!r} moves more than {self.name} adapts ({allowed!r})")
+        return Deployment({"method": "finetune", "embed": "separate", "scope": chosen,
+                           "steps": int(self.config.test_inner_steps), "lr": float(self.config.inner_lr),
+                           "head_init": "own"})
 
     def inner_lr(self, extras: Params) -> LearningRate:
         """A scalar here; Meta-SGD returns its per-parameter learning rates."""
@@ -143,6 +160,10 @@ class FOMAML(MAML):
     @property
     def first_order(self) -> bool:
         return True
+
+
+def _parts(scope: str) -> list[str]:
+    return [] if scope == "none" else scope.split("+")
 
 
 class _WithGrads(torch.autograd.Function):

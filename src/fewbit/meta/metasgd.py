@@ -6,11 +6,14 @@ import torch
 from torch import nn
 
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Params, register_algorithm
+from fewbit.meta.base import Deployment, Params
 from fewbit.meta.inner import LearningRate
 from fewbit.meta.maml import MAML
+from fewbit.meta.registry import register_algorithm
+from fewbit.meta.scopes import scope_filter
 
 PREFIX = "inner_lr."
+LR_TENSOR = "__lr."  # an exported rate tensor's name: the parameter's name behind it
 
 
 @register_algorithm("metasgd")
@@ -24,6 +27,24 @@ class MetaSGD(MAML):
         return {
             PREFIX + n: nn.Parameter(torch.full_like(p.detach(), init)) for n, p in model.named_parameters() if keep(n)
         }
+
+    def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
+        """MAML's deployment with the learned rate of every parameter the runtime moves, stored as
+        tensors (`__lr.<name>`) that `adaptation.lr_tensors` names; without them the runtime would
+        adapt with the scalar `inner_lr`, which is not what was meta-learned."""
+        base = super().deployment(model, extras, scope)
+        rates = self.inner_lr(extras or {})
+        parts = set(base.adaptation["scope"].split("+")) - {"none"}
+        norm_or_bias = scope_filter("bias_norm", model)
+        moved = {
+            n for n in rates
+            if ("head" in parts and n.startswith("head."))
+            or ("bias" in parts and n.endswith(".bias"))
+            or ("norm" in parts and norm_or_bias(n) and not n.endswith(".bias"))
+        }
+        tensors = {f"{LR_TENSOR}{n}": rates[n].detach() for n in sorted(moved)}
+        adaptation = dict(base.adaptation, lr_tensors={n: f"{LR_TENSOR}{n}" for n in sorted(moved)})
+        return Deployment(adaptation, tensors, base.ships_head)
 
     def inner_lr(self, extras: Params) -> LearningRate:
         rates = {n[len(PREFIX) :]: v for n, v in extras.items() if n.startswith(PREFIX)}

@@ -7,9 +7,10 @@ from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Algorithm, Params, StepOutput, register_algorithm
+from fewbit.meta.base import Algorithm, Deployment, Params, StepOutput
 from fewbit.meta.functional import expand_params, grouped_forward, grouped_layers, shared_forward, single_forward
 from fewbit.meta.inner import task_accuracy, task_loss
+from fewbit.meta.registry import register_algorithm
 
 
 def embed_tasks(model: nn.Module, params: Params, x: torch.Tensor, batched: bool = True) -> torch.Tensor:
@@ -42,6 +43,18 @@ def proto_logits(z_query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
 class ProtoNet(Algorithm):
     """Support and query of a task are embedded together (one batch-norm batch, as in the
     reference implementation); queries are scored against the support class means."""
+
+    uses_trained_head = False  # any number of ways: no head is used
+
+    @property
+    def test_scope(self) -> str:
+        return "none"  # prototypes move no parameter
+
+    def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
+        """Prototypes of the support and query embedded together; no head is stored. The steps and
+        rate are for fine-tuning a prototype-initialised head on top, if a user asks the runtime for it."""
+        return Deployment({"method": "protonet", "embed": "joint", "scope": scope or "head", "steps": 5,
+                           "lr": 0.1, "head_init": "prototypes"}, ships_head=False)
 
     def logits(self, model: nn.Module, params: Params, task: Task) -> torch.Tensor:
         """Query logits `[tasks, N*Q, ways]`."""

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from fewbit.data.task import Task
-from fewbit.meta.base import Params, StepOutput, register_algorithm
+from fewbit.meta.base import Params, StepOutput
 from fewbit.meta.functional import batched_forward, expand_params, single_forward
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
 from fewbit.meta.maml import MAML
+from fewbit.meta.registry import register_algorithm
 
 
 @register_algorithm("reptile")

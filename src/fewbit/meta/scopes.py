@@ -8,7 +8,7 @@ Parameters owned by compression live under a name component starting with `cq_`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -65,8 +65,3 @@ def scope_filter(scope: str, model: nn.Module | None = None) -> NameFilter:
 def _norm_modules(model: nn.Module) -> set[str]:
     norms = (BatchNorm, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
     return {name for name, module in model.named_modules() if isinstance(module, norms)}
-
-
-def adapted_names(names: Iterable[str], keep: NameFilter) -> list[str]:
-    """The names `keep` selects, in order."""
-    return [n for n in names if keep(n)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
@@ -28,15 +27,6 @@ class AdaptationMemory:
     def to_dict(self) -> dict[str, int | str]:
         return {"scope": self.scope, "param_bytes": self.param_bytes,
                 "activation_bytes": self.activation_bytes, "total_bytes": self.total_bytes}
-
-
-def algorithm_scope(meta: Any) -> str:
-    """The scope an algorithm adapts at test time: prototypes adapt nothing, ANIL and fine-tuning the head."""
-    if meta.algorithm == "protonet":
-        return "none"
-    if meta.algorithm in ("anil", "finetune"):
-        return "head"
-    return str(meta.scope)
 
 
 def _is_weight_layer(module: nn.Module) -> bool:

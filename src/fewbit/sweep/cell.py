@@ -160,7 +160,7 @@ def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
 
 
 def _adaptation_memory(run: Any, test: Any, config: Any) -> dict[str, Any]:
-    from fewbit.report.cost import adaptation_memory, algorithm_scope
+    from fewbit.report.cost import adaptation_memory
 
     example = torch.zeros(config.ways * config.shots, *run.input_shape, device=run.device)
-    return adaptation_memory(run.model, algorithm_scope(run.algorithm.config), example).to_dict()
+    return adaptation_memory(run.model, run.algorithm.test_scope, example).to_dict()

@@ -92,7 +92,7 @@ class SweepConfig:
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid; the float reference once per algorithm. Invalid cells raise ConfigError."""
-        from fewbit.meta.base import ALGORITHMS
+        from fewbit.meta import ALGORITHMS
 
         out: list[Cell] = []
         for alg in self.algorithms:

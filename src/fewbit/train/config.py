@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from pathlib import Path
 from typing import Any
 
 from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.errors import ConfigError
+from fewbit.meta.base import MetaConfig
 
 SCHEDULES = ("constant", "cosine")
 OWNER = "TrainConfig"
@@ -18,18 +18,6 @@ MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
 MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
 MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
-
-
-def meta_module() -> Any:
-    """The `fewbit.meta` module (imported on first use; the algorithms live there)."""
-    try:
-        return importlib.import_module("fewbit.meta")
-    except ImportError as exc:  # pragma: no cover - only while fewbit.meta is missing
-        raise ConfigError(f"meta: the algorithms package fewbit.meta cannot be imported ({exc})") from None
-
-
-def _default_meta() -> Any:
-    return meta_module().MetaConfig()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,7 +40,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine (decays the outer lr to 0 at `steps`)
     grad_clip: float | None = None  # max global norm of the outer gradient; None: no clipping
     seed: int = 0
-    meta: Any = dataclasses.field(default_factory=_default_meta)
+    meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
     batch_size: int = 64  # images per step for non-episodic algorithms (finetune)
     rotations: bool = False  # 90-degree rotations count as new classes (training tasks only)
     image_size: int = 28  # images are resized to image_size x image_size
@@ -73,7 +61,6 @@ class TrainConfig:
     compress: str | None = None  # a compression spec applied before training (fewbit.compress.compress_)
 
     def __post_init__(self) -> None:
-        meta = meta_module()
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
               "required: give a data spec (--dataset SPEC), e.g. sinusoid or omniglot-minimal:DIR")
         from fewbit.models import BACKBONES
@@ -103,7 +90,7 @@ class TrainConfig:
         check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {brief(self.device)}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
               f"must be a compression spec string or null, got {brief(self.compress)}")
-        check(isinstance(self.meta, meta.MetaConfig), OWNER, "meta",
+        check(isinstance(self.meta, MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
         from fewbit.data.augment import AUGMENTS
 
@@ -196,14 +183,13 @@ def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
     """`data` with top-level MetaConfig fields moved into `meta`, and `meta` built into a MetaConfig."""
     if not isinstance(data, dict):
         raise ConfigError(f"{OWNER}: expected a mapping, got {type(data).__name__}")
-    meta = meta_module()
     data = dict(data)
     own = {f.name for f in dataclasses.fields(TrainConfig)}
-    meta_fields = {f.name for f in dataclasses.fields(meta.MetaConfig)} - own
+    meta_fields = {f.name for f in dataclasses.fields(MetaConfig)} - own
     raw = data.pop("meta", None)
     if raw is None:
         meta_data: dict[str, Any] = {}
-    elif isinstance(raw, meta.MetaConfig):
+    elif isinstance(raw, MetaConfig):
         meta_data = to_dict(raw)
     elif isinstance(raw, dict):
         meta_data = dict(raw)
@@ -211,7 +197,7 @@ def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{OWNER}.meta: must be a mapping of MetaConfig fields, got {type(raw).__name__}")
     for key in sorted(meta_fields & set(data)):
         meta_data[key] = data.pop(key)
-    data["meta"] = from_dict(meta.MetaConfig, meta_data)
+    data["meta"] = from_dict(MetaConfig, meta_data)
     return data
 
 

@@ -23,9 +23,10 @@ from fewbit.data.sources import RegressionSource, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitError, FewbitFormatError, NotResumableError, TrainingError
 from fewbit.evaluation import evaluate
+from fewbit.meta import ALGORITHMS, build_algorithm
 from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train import checkpoint as ck
-from fewbit.train.config import TrainConfig, meta_module
+from fewbit.train.config import TrainConfig
 from fewbit.train.distributed import (
     World,
     all_reduce_sum,
@@ -41,7 +42,6 @@ from fewbit.train.run import (
     METRICS_NAME,
     RESTARTED_PREFIX,
     Run,
-    bind_compression,
     build_model,
     check_model_size,
     checkpoint_progress,
@@ -114,8 +114,7 @@ class _Trainer:
             )
 
         torch.manual_seed(config.seed)  # model initialisation
-        self.algorithm = meta_module().build_algorithm(config.meta)
-        self.episodic = bool(getattr(self.algorithm, "episodic", True))
+        self.episodic = ALGORITHMS[config.meta.algorithm].episodic
         if model is None:
             check_model_size(config, 1)  # an image size the backbone pools away fails before the data loads
         self._load_data()
@@ -141,7 +140,7 @@ class _Trainer:
             model = build_model(config, model_ways(config, self.episodic, self.train_classes),
                                 input_shape_of(config, self.preprocessing))
         self.model = model.to(device)
-        bind_compression(self.algorithm, self.model)
+        self.algorithm = build_algorithm(config.meta, model=self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
         self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
         self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -15,7 +15,6 @@ A run's own files are never written by anything but its training (`check_not_run
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from fewbit.data.sources import ClassDataset, RegressionSource, load_source, opt
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
+from fewbit.meta import build_algorithm
 from fewbit.runtime.preprocess import ImagePreprocessing, Preprocessing, preprocessing_from_dict
 from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
-from fewbit.train.config import TrainConfig, meta_module
+from fewbit.train.config import TrainConfig
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -194,18 +194,6 @@ def compress_model_(model: nn.Module, spec: str) -> None:
         raise ConfigError(f"TrainConfig.compress: {exc}") from None
 
 
-def bind_compression(algorithm: Any, model: nn.Module) -> None:
-    """Make the algorithm's inner loop re-compress the fast weights after every step when `model` is compressed.
-
-    Forward passes already see compressed weights; projecting the fast weights themselves keeps
-    what adapts on the quantization grid, inside the masks and on the codebook, as it ships.
-    """
-    from fewbit.compress import compressed_layers, project_params
-
-    if hasattr(algorithm, "project") and compressed_layers(model):
-        algorithm.project = functools.partial(project_params, model)
-
-
 def eval_dataset(
     spec: str, split: str, config: TrainConfig | int = 28, preprocessing: Preprocessing | None = None,
     progress: bool = True,
@@ -291,13 +279,11 @@ def load_run(
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     ckpt = _pick_checkpoint(run_dir, checkpoint)
-    meta = meta_module()
-    algorithm = meta.build_algorithm(config.meta)
     step, best = checkpoint_progress(ckpt)
     preprocessing = read_preprocessing(ckpt.state, config, ckpt.path)
     if model is None:
         model = build_model(config, checkpoint_ways(ckpt, config), input_shape_of(config, preprocessing))
-    bind_compression(algorithm, model)
+    algorithm = build_algorithm(config.meta, model=model)
     target = resolve_device(device or config.device)
     model.to(target)
     _load_module(model, ckpt.group("model"), ckpt.path)
