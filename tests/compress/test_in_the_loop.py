@@ -95,8 +95,7 @@ def test_anil_head_shortcut_on_a_compressed_head_equals_the_full_inner_loop():
 
     torch.manual_seed(0)
     model = compress(build_backbone("conv4", ways=5), "quant:w4a8")
-    alg = build_algorithm(MetaConfig(algorithm="anil", inner_steps=3, inner_lr=0.5))
-    alg.project = lambda p: project_params(model, p)
+    alg = build_algorithm(MetaConfig(algorithm="anil", inner_steps=3, inner_lr=0.5), model=model)
     task = Task(torch.randn(1, 5, 1, 28, 28), torch.arange(5).unsqueeze(0),
                 torch.randn(1, 10, 1, 28, 28), torch.arange(5).repeat(2).unsqueeze(0), ways=5)
     params = {n: p.detach() for n, p in model.named_parameters()}

@@ -50,7 +50,7 @@ def test_runtime_matches_pytorch(spec: str | None, tol: float, tmp_path: Path) -
 
 def test_adapting_biases_and_norms_through_the_residual_stages(tmp_path: Path) -> None:
     from fewbit.data.task import Task
-    from fewbit.meta.base import MetaConfig, build_algorithm
+    from fewbit.meta import MetaConfig, build_algorithm
 
     model, x = _model(None)
     y = np.repeat(np.arange(5), 4)

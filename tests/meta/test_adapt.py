@@ -83,8 +83,7 @@ def test_adapt_keeps_a_compressed_models_fast_weights_compressed(name: str) -> N
     model = compress_(build_backbone("conv4", ways=3, image_size=16, width=8), "quant:w2")
     task = make_task(tasks=1, ways=3, shots=2, queries=4, size=16, dtype=torch.float32)
     config = MetaConfig(algorithm=name, inner_steps=3, inner_lr=0.5)
-    reference = build_algorithm(config)
-    reference.project = functools.partial(project_params, model)  # what training and `fewbit eval` do
+    reference = build_algorithm(config, project=functools.partial(project_params, model))  # as training does
     expected = reference.predict(model, dict(model.named_parameters()), task)[0]
     got = adapt(model, (task.support_x[0], task.support_y[0]), config=config)(task.query_x[0])
     torch.testing.assert_close(got, expected)

@@ -132,8 +132,7 @@ def test_anil_adapts_only_the_head_and_equals_maml_with_head_scope(conv_model) -
     task = make_task(tasks=2, ways=3, shots=2, queries=2, size=16)
     loss_anil, g_anil = meta_grads(build_algorithm(MetaConfig(algorithm="anil", inner_steps=2)), conv_model, task)
     config = MetaConfig(algorithm="maml", scope="head", inner_steps=2)
-    maml = build_algorithm(config)
-    maml.project = lambda p: p  # disables the embed-once shortcut: the full forward every step
+    maml = build_algorithm(config, project=lambda p: p)  # a projection disables the embed-once shortcut
     loss_maml, g_maml = meta_grads(maml, conv_model, task)
     torch.testing.assert_close(loss_anil, loss_maml)
     for n in g_maml:
@@ -147,8 +146,7 @@ def test_project_hook_runs_after_each_inner_step(conv_model, conv_task) -> None:
         calls.append(sorted(fast))
         return {n: (v.clamp(-0.05, 0.05) if n.endswith("weight") else v) for n, v in fast.items()}
 
-    algo = build_algorithm(MetaConfig(algorithm="maml", inner_steps=3))
-    algo.project = project
+    algo = build_algorithm(MetaConfig(algorithm="maml", inner_steps=3), project=project)
     loss = algo.step(conv_model, dict(conv_model.named_parameters()), conv_task).loss
     assert len(calls) == 3 and calls[0] == sorted(n for n, _ in conv_model.named_parameters())
     plain = build_algorithm(MetaConfig(algorithm="maml", inner_steps=3))

@@ -17,7 +17,7 @@ import torch
 import fewbit.runtime as rt
 from fewbit.data.task import Task
 from fewbit.deploy import export
-from fewbit.meta.base import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm
 from tests.deploy.helpers import compressed_conv4, compressed_mlp, fit_head_to_glyphs, glyphs
 
 FLOAT_TOL = 1e-4

@@ -16,7 +16,6 @@ import torch
 
 from fewbit.errors import ConfigError
 from fewbit.train import load_config, load_run, meta_train, resume_training
-from fewbit.train import loop as loop_module
 from fewbit.train.checkpoint import step_checkpoints
 
 SINE = {"dataset": "sinusoid", "algorithm": "maml", "shots": 5, "queries": 5, "meta_batch": 3, "inner_lr": 0.01,
@@ -31,28 +30,25 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    real = loop_module._Trainer._outer_step
+def _interrupt_at(step: int):
+    """An `on_step` callback that stops training once `step` is done (before its checkpoint is written)."""
 
-    def outer_step(self, s, snapshot):
-        if s == step:
+    def on_step(record: dict) -> None:
+        if record["step"] == step:
             raise KeyboardInterrupt
-        return real(self, s, snapshot)
 
-    monkeypatch.setattr(loop_module._Trainer, "_outer_step", outer_step)
+    return on_step
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "finetune"])
-def test_interrupted_image_run_resumes_bit_for_bit(tiny_images, tmp_path, monkeypatch, algorithm):
+def test_interrupted_image_run_resumes_bit_for_bit(tiny_images, tmp_path, algorithm):
     settings = {"dataset": tiny_images, "algorithm": algorithm, "backbone": "mlp", "ways": 3, "shots": 1, "queries": 2,
                 "meta_batch": 2, "batch_size": 8, "steps": 8, "val_every": 3, "val_tasks": 3, "checkpoint_every": 2,
                 "finetune_steps": 2, "rotations": True, "schedule": "cosine", "device": "cpu"}
     config = load_config(None, **settings)
     meta_train(config, tmp_path / "whole", progress=False)
-    _interrupt_at(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
-        meta_train(config, tmp_path / "cut", progress=False)
-    monkeypatch.undo()
+        meta_train(config, tmp_path / "cut", progress=False, on_step=_interrupt_at(6))
     assert step_checkpoints(tmp_path / "cut" / "checkpoints")[0].name == "step-00000004.safetensors"
     resume_training(tmp_path / "cut", progress=False)
     assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut"))
@@ -62,16 +58,14 @@ def test_interrupted_image_run_resumes_bit_for_bit(tiny_images, tmp_path, monkey
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "time"} for x in whole]
 
 
-def test_interrupted_augmented_colour_run_resumes_bit_for_bit(tiny_colour, tmp_path, monkeypatch):
+def test_interrupted_augmented_colour_run_resumes_bit_for_bit(tiny_colour, tmp_path):
     settings = {"dataset": tiny_colour, "image_size": 16, "algorithm": "protonet", "backbone": "conv4", "ways": 3,
                 "shots": 1, "queries": 2, "meta_batch": 2, "steps": 6, "val_every": 3, "val_tasks": 3,
                 "checkpoint_every": 2, "augment": "auto", "device": "cpu"}
     config = load_config(None, **settings)
     meta_train(config, tmp_path / "whole", progress=False)
-    _interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
-        meta_train(config, tmp_path / "cut", progress=False)
-    monkeypatch.undo()
+        meta_train(config, tmp_path / "cut", progress=False, on_step=_interrupt_at(4))
     resume_training(tmp_path / "cut", progress=False)
     assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut"))
     plain = load_config(None, **{**settings, "augment": "none"})
@@ -79,13 +73,11 @@ def test_interrupted_augmented_colour_run_resumes_bit_for_bit(tiny_colour, tmp_p
     assert not _equal(_final(tmp_path / "whole"), _final(tmp_path / "plain"))  # augmentation did change training
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch):
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     config = load_config(None, **SINE)
     meta_train(config, tmp_path / "whole", progress=False)
-    _interrupt_at(monkeypatch, 8)
     with pytest.raises(KeyboardInterrupt):
-        meta_train(config, tmp_path / "cut", progress=False)
-    monkeypatch.undo()
+        meta_train(config, tmp_path / "cut", progress=False, on_step=_interrupt_at(8))
     newest = step_checkpoints(tmp_path / "cut" / "checkpoints")[0]
     assert newest.name == "step-00000006.safetensors"
     data = bytearray(newest.read_bytes())

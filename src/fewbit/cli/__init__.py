@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from typing import TextIO
 
 from fewbit.cli.common import Output
 
-# One module per command group; a module that does not exist yet is simply not offered.
+# One module per command group, each with a `register(subparsers)`.
 COMMAND_MODULES = ("data", "train", "compress", "deploy", "sweep", "demo")
 
 
@@ -29,10 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module_name = f"fewbit.cli.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register(sub)
+        importlib.import_module(f"fewbit.cli.{name}").register(sub)
     return parser
 
 

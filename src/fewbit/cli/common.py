@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from fewbit.device import DEVICE_CHOICES
@@ -90,31 +89,6 @@ def nonnegative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, left: bool = False) -> str:
-    """A plain-text table with aligned columns (numbers right-aligned unless `left`)."""
-    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i and not left and _numeric(c) else c.ljust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _numeric(cell: str) -> bool:
-    """Numbers are right-aligned, text is left-aligned."""
-    try:
-        float(cell.replace(",", "").rstrip("%x"))
-    except ValueError:
-        return False
-    return True
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def fractions(text: str) -> tuple[float, float]:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from fewbit.cli.common import Output, add_common
+from fewbit.compress.layers import is_compression_name
 from fewbit.errors import ConfigError, FewbitFormatError
 
 SPEC_HELP = (
@@ -81,7 +82,7 @@ def _load_safetensors(file: Path) -> tuple[nn.Module, str | None]:
     model = build_backbone(name, **args)
     spec = meta.get("fewbit.compress") or None
     try:
-        if spec and any(part.startswith("cq_") for key in tensors for part in key.split(".")):
+        if spec and any(is_compression_name(key) for key in tensors):
             compress_(model, spec)  # the file holds compressed state: rebuild the compressed layers first
             spec = None
         missing, unexpected = model.load_state_dict(tensors, strict=False)

@@ -14,10 +14,10 @@ from fewbit.cli.common import (
     nonnegative_int,
     positive_int,
     seed_int,
-    table,
 )
 from fewbit.data.sources import SPEC_HELP, DataOptions, ImageSource, load_source
 from fewbit.errors import DataError
+from fewbit.report.tables import table
 
 MAX_IMAGE_SIZE = 512  # TrainConfig's and the runtime's limit (tests/cli/test_hostile_cli.py keeps them equal)
 

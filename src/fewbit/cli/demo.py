@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from fewbit.cli.common import Output, add_common, table
+from fewbit.cli.common import Output, add_common
+from fewbit.report.tables import table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, table
+from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
 from fewbit.errors import ConfigError, DataError
+from fewbit.report.tables import table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -67,7 +67,7 @@ def sweep_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> Output:
-    from fewbit.cli.common import table
+    from fewbit.report.tables import table
     from fewbit.sweep.runner import format_row, run_sweep
     from fewbit.train import TrainConfig
 

@@ -17,9 +17,10 @@ from fewbit.compress.distill import distill, feature_loss, kd_loss
 from fewbit.compress.layers import CompressedBatchNorm, CompressedConv2d, CompressedLinear, compressed_layers
 from fewbit.compress.prune import PruneConfig, apply_masks_, update_pruning
 from fewbit.compress.quantize import QuantConfig
+from fewbit.compress.registry import register_method
 from fewbit.compress.size import LayerSize, SizeReport, size_report
 from fewbit.compress.slim import slim
-from fewbit.compress.spec import Spec, load_spec, parse_spec, register_method, spec_from_list, spec_to_list
+from fewbit.compress.spec import Spec, load_spec, parse_spec, spec_from_list, spec_to_list
 
 __all__ = [
     "ClusterConfig",

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, compressible, swap_in
+from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, compressible, is_compression_name, swap_in
 from fewbit.compress.quantize import ActQuant
-from fewbit.compress.spec import load_spec, matches_layers, method_of
+from fewbit.compress.registry import matches_layers, method_of
+from fewbit.compress.spec import load_spec
 from fewbit.errors import ConfigError
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -85,7 +86,7 @@ def project_params(model: nn.Module, params: dict[str, torch.Tensor]) -> dict[st
 def compressed_names(model: nn.Module) -> list[str]:
     """Names of the parameters and buffers owned by compression (a `cq_` name component)."""
     names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-    return [n for n in names if any(part.startswith("cq_") for part in n.split("."))]
+    return [n for n in names if is_compression_name(n)]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fewbit.compress.layers import CompressedMixin, WeightTransform
-from fewbit.compress.spec import check_layers, register_method
+from fewbit.compress.registry import check_layers, register_method
 from fewbit.errors import ConfigError
 
 OWNER = "ClusterConfig"

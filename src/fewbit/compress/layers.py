@@ -26,6 +26,11 @@ from fewbit.models.layers import BatchNorm
 CQ_PREFIX = "cq_"
 
 
+def is_compression_name(name: str) -> bool:
+    """True for a parameter or buffer owned by compression (a dotted name with a `cq_` component)."""
+    return any(part.startswith(CQ_PREFIX) for part in name.split("."))
+
+
 class WeightTransform(nn.Module):
     """A differentiable map of a weight tensor onto its compressed value (STE where needed).
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fewbit.compress.layers import ChannelKeep, CompressedBatchNorm, CompressedMixin, WeightTransform, swap_in
-from fewbit.compress.spec import check_choice, check_layers, register_method
+from fewbit.compress.registry import check_choice, check_layers, register_method
 from fewbit.errors import ConfigError
 from fewbit.models.layers import BatchNorm
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from fewbit.compress.layers import CompressedMixin, WeightTransform
-from fewbit.compress.spec import check_bits, check_choice, check_layers, register_method
+from fewbit.compress.registry import check_bits, check_choice, check_layers, register_method
 from fewbit.errors import ConfigError
 
 OBSERVERS = ("minmax", "percentile", "mse")

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from fewbit.compress.convert import PackedLayer, pack_layer
-from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin
+from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, is_compression_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,7 @@ class SizeReport:
 
     def table(self) -> str:
         """The report as a plain-text table with a total line."""
-        from fewbit.cli.common import table
+        from fewbit.report.tables import table
 
         rows = [
             [r.name, r.kind, r.params, r.bits, f"{r.sparsity:.1%}", r.encoding, r.bytes] for r in self.layers
@@ -108,7 +108,7 @@ def size_report(model: nn.Module) -> SizeReport:
     """Stored size of `model` (fake-compressed, converted, or plain float), layer by layer."""
     rows = []
     for name, module in model.named_modules():
-        if any(part.startswith("cq_") for part in name.split(".")):
+        if is_compression_name(name):
             continue
         if isinstance(module, PackedLayer):
             rows.append(_packed_row(name, module, module.kind))

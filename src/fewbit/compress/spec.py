@@ -1,9 +1,8 @@
-"""A compression spec: an ordered tuple of frozen method configs, and the registry of methods.
+"""A compression spec: an ordered tuple of frozen method configs, read from a compact string or YAML.
 
-Each method (quantize, cluster, prune) registers three things keyed by its config type: the
-token of the compact string (`quant`), a parser for that token's arguments, and a handler
-that installs the method on one layer. `compress_` looks handlers up here and holds no
-special case for any method.
+The methods (quantize, cluster, prune) are looked up in `fewbit.compress.registry`, where each
+registers its config type, its token (`quant`), a parser for that token's arguments and a
+handler that installs it on one layer; `compress_` holds no special case for any method.
 
 Compact string grammar (the CLI's `--spec`), items applied left to right::
 
@@ -26,66 +25,23 @@ YAML form: a list of mappings `{method: quant, bits_weight: 4, ...}` (or a mappi
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
+from fewbit.compress.registry import (
+    _METHODS,
+    _TOKENS,
+    method_of,
+)
 from fewbit.config import CONFIG_VERSION, brief, from_dict, load_yaml
 from fewbit.errors import ConfigError
 
 Spec = tuple[Any, ...]
-Handler = Callable[[nn.Module, Any, str, nn.Module], None]  # (layer, config, layer name, model)
-TokenParser = Callable[[list[str]], Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """A registered compression method."""
-
-    token: str
-    config_type: type
-    handler: Handler
-    parse: TokenParser
-
-
-_METHODS: dict[type, Method] = {}
-_TOKENS: dict[str, Method] = {}
-
-
-def register_method(token: str, config_type: type, parse: TokenParser) -> Callable[[Handler], Handler]:
-    """Decorator registering `handler` as the installer of `config_type` (compact token `token`)."""
-
-    def wrap(handler: Handler) -> Handler:
-        method = Method(token, config_type, handler, parse)
-        _METHODS[config_type] = method
-        _TOKENS[token] = method
-        return handler
-
-    return wrap
-
-
-def method_of(config: Any) -> Method:
-    """The registered method of `config`; ConfigError for anything else."""
-    _load_methods()
-    method = _METHODS.get(type(config))
-    if method is None:
-        known = ", ".join(sorted(c.__name__ for c in _METHODS))
-        raise ConfigError(f"spec: {type(config).__name__} is not a compression config; known: {known}")
-    return method
-
-
-def matches_layers(config: Any, name: str) -> bool:
-    """True when layer `name` matches the config's `layers` globs (no globs: every layer)."""
-    patterns = getattr(config, "layers", ())
-    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def parse_spec(text: str) -> Spec:
     """The spec of a compact string such as `"prune:0.5,quant:w4a8"` (see the module docstring)."""
-    _load_methods()
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("spec: empty compression spec; e.g. 'quant:w4' or 'prune:0.5,quant:w4a8'")
     items = []
@@ -109,7 +65,6 @@ def parse_spec(text: str) -> Spec:
 
 def spec_from_list(data: Sequence[Any]) -> Spec:
     """The spec of a list of mappings `{method: quant, ...}` (YAML form)."""
-    _load_methods()
     if isinstance(data, dict):
         data = data.get("compress", data.get("spec"))
     if not isinstance(data, (list, tuple)):
@@ -134,7 +89,6 @@ def spec_from_list(data: Sequence[Any]) -> Spec:
 
 def load_spec(spec: str | Path | Any | Iterable[Any]) -> Spec:
     """A spec from a compact string, a YAML file path, one config, or a sequence of configs/mappings."""
-    _load_methods()
     if isinstance(spec, Path) or (isinstance(spec, str) and spec.endswith((".yaml", ".yml"))):
         return spec_from_list(load_yaml(spec))
     if isinstance(spec, str):
@@ -161,29 +115,3 @@ def spec_to_list(spec: Spec) -> list[dict[str, Any]]:
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
         out.append({"method": method_of(config).token, "version": CONFIG_VERSION, **fields})
     return out
-
-
-def _load_methods() -> None:
-    """Import the method modules so that they register (idempotent)."""
-    if not _METHODS:
-        from fewbit.compress import cluster, prune, quantize  # noqa: F401
-
-
-def check_bits(owner: str, field: str, value: Any, allow_none: bool = False) -> None:
-    """ConfigError naming `owner.field` unless `value` is an int in 1..8 (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
-        raise ConfigError(f"{owner}.{field}: must be an integer in 1..8, got {brief(value)}")
-
-
-def check_choice(owner: str, field: str, value: Any, choices: Sequence[str]) -> None:
-    """ConfigError naming `owner.field` unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ConfigError(f"{owner}.{field}: must be one of {', '.join(choices)}, got {brief(value)}")
-
-
-def check_layers(owner: str, value: Any) -> None:
-    """ConfigError unless `value` is a tuple of glob strings."""
-    if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{owner}.layers: must be a tuple of layer-name globs, got {brief(value)}")

@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import io
 import os
-import random
 import stat
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.image_store import ImageStore, decode_store
+from fewbit.data.splits import hold_out, split_classes
 from fewbit.errors import DataError
 from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name, read_regular_file
 
@@ -251,43 +251,6 @@ def _dataset_from(store: ImageStore, order: Sequence[tuple[str, str, str, str]],
     classes = tuple(c if s == "all" else f"{s}/{c}" for s, c in class_ids)
     return ImageDataset(name, store.pixels, np.asarray(labels, np.int64), classes, tuple(groups),
                         rows=np.asarray(rows, np.int64))
-
-
-def split_classes(ds: ImageDataset, fractions: tuple[float, float], seed: int) -> dict[str, ImageDataset]:
-    """Seeded train/val/test splits: group-disjoint when the classes have groups, else class-disjoint."""
-    from fewbit.data.sources import split_by_alphabet
-
-    if any(ds.class_alphabet):
-        return split_by_alphabet(ds, fractions, seed)
-    names = sorted(range(ds.num_classes), key=lambda i: ds.classes[i])
-    if len(names) < 3:
-        raise DataError(f"{ds.name}: {len(names)} class(es) cannot make class-disjoint train/val/test splits; "
-                        f"give at least 3 classes")
-    random.Random(seed).shuffle(names)
-    n_train, n_val = _cuts(len(names), fractions)
-    parts = {"train": names[:n_train], "val": names[n_train : n_train + n_val], "test": names[n_train + n_val :]}
-    out = {k: ds.subset_classes(sorted(v), f"{ds.name}[{k}]") for k, v in parts.items()}
-    out["all"] = ds
-    return out
-
-
-def hold_out(ds: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
-    """(the rest, the held-out part) of `ds`: a seeded `fraction` of its groups (or classes)."""
-    keys = sorted(set(ds.class_alphabet)) if any(ds.class_alphabet) else sorted(ds.classes)
-    if len(keys) < 2:
-        raise DataError(f"{ds.name}: {len(keys)} class(es) cannot give a validation split; add a val/ folder")
-    random.Random(seed).shuffle(keys)
-    held = set(keys[: max(1, min(len(keys) - 1, round(len(keys) * fraction)))])
-    by = ds.class_alphabet if any(ds.class_alphabet) else ds.classes
-    rest = [i for i, k in enumerate(by) if k not in held]
-    val = [i for i, k in enumerate(by) if k in held]
-    return ds.subset_classes(rest, f"{ds.name}[train]"), ds.subset_classes(val, ds.name.replace("[train]", "[val]"))
-
-
-def _cuts(n: int, fractions: tuple[float, float]) -> tuple[int, int]:
-    n_train = min(max(1, round(n * fractions[0])), n - 2)
-    n_val = min(max(1, round(n * fractions[1])), n - n_train - 1)
-    return n_train, n_val
 
 
 # ----------------------------------------------------------------------------------------- csvsplit

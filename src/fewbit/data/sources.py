@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fewbit.config import check
 from fewbit.data.dataset import ImageDataset
+from fewbit.data.splits import split_by_alphabet
 from fewbit.data.table import TableDataset
 from fewbit.errors import ConfigError, DataError
 from fewbit.runtime.preprocess import (
@@ -158,31 +158,6 @@ class RegressionSource:
 
 Source = ImageSource | TableSource | RegressionSource
 ClassDataset = ImageDataset | TableDataset  # what episodes are drawn from
-
-
-def split_by_alphabet(
-    ds: ImageDataset, fractions: tuple[float, float] = (0.6, 0.2), seed: int = 0
-) -> dict[str, ImageDataset]:
-    """Alphabet-disjoint train/val/test splits: a seeded shuffle of the sorted alphabets, cut by fraction."""
-    alphabets = sorted(ds.alphabets)
-    if len(alphabets) < 3:
-        raise DataError(f"{ds.name}: {len(alphabets)} group(s) (alphabets) cannot make group-disjoint train/val/test "
-                        f"splits; use at least 3 groups, explicit train/val/test folders, or a flat <class>/<image> "
-                        f"layout")
-    random.Random(seed).shuffle(alphabets)
-    n = len(alphabets)
-    n_train = max(1, round(n * fractions[0]))
-    n_val = max(1, round(n * fractions[1]))
-    n_train = min(n_train, n - 2)
-    n_val = min(n_val, n - n_train - 1)
-    parts = {
-        "train": alphabets[:n_train],
-        "val": alphabets[n_train : n_train + n_val],
-        "test": alphabets[n_train + n_val :],
-    }
-    out = {name: ds.subset_alphabets(sorted(a), f"{ds.name}[{name}]") for name, a in parts.items()}
-    out["all"] = ds
-    return out
 
 
 def _ink(options: DataOptions, what: str) -> ImagePreprocessing:

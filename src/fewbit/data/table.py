@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewbit.data.splits import cut_sizes
 from fewbit.errors import DataError
 from fewbit.runtime.preprocess import TablePreprocessing
 from fewbit.runtime.tables import read_table
@@ -127,9 +128,7 @@ def load_table_source(
     base = TableDataset(f"csv:{path.name}", table.values.astype(np.float32), labels, tuple(names), table.features)
     order = list(range(len(names)))
     random.Random(seed).shuffle(order)
-    n = len(order)
-    n_train = min(max(1, round(n * fractions[0])), n - 2)
-    n_val = min(max(1, round(n * fractions[1])), n - n_train - 1)
+    n_train, n_val = cut_sizes(len(order), fractions)
     parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     splits = {k: base.subset_classes(sorted(v), f"{base.name}[{k}]") for k, v in parts.items()}
     splits["all"] = base

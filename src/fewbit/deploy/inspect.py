@@ -99,7 +99,7 @@ def _inspection(path: str | os.PathLike[str], art: Any) -> dict[str, Any]:
 
 def inspection_text(info: dict[str, Any]) -> str:
     """A per-layer table of `inspect_artifact(...)` for people."""
-    from fewbit.cli.common import table
+    from fewbit.report.tables import table
 
     rows = []
     for r in info["layers"]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from fewbit.compress.layers import is_compression_name
 from fewbit.errors import ConfigError
 from fewbit.meta.base import SCOPES
 from fewbit.models.layers import BatchNorm
@@ -21,7 +22,7 @@ NameFilter = Callable[[str], bool]
 
 def is_compression_param(name: str) -> bool:
     """True for parameters owned by compression (a name component starting with `cq_`)."""
-    return any(part.startswith("cq_") for part in name.split("."))
+    return is_compression_name(name)
 
 
 def _all(name: str) -> bool:

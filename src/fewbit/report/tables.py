@@ -1,4 +1,4 @@
-"""Tables as Markdown, HTML and CSV."""
+"""Tables as plain text (what the CLI prints), Markdown, HTML and CSV."""
 
 from __future__ import annotations
 
@@ -36,3 +36,28 @@ def csv_text(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     writer.writerow(headers)
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, left: bool = False) -> str:
+    """A plain-text table with aligned columns (numbers right-aligned unless `left`)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i and not left and _numeric(c) else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    """Numbers are right-aligned, text is left-aligned."""
+    try:
+        float(cell.replace(",", "").rstrip("%x"))
+    except ValueError:
+        return False
+    return True
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

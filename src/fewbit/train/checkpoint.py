@@ -30,6 +30,19 @@ FORMAT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
 BEST_NAME = "best.safetensors"
 MAX_CHECKPOINT_BYTES = 8 << 30  # weights, Adam state and RNG of the largest model fewbit builds, with room
+# A checkpoint's tensors are named `<group>/<name>`: the model's state dict, the algorithm's extras
+# (Meta-SGD's rates), the optimizer's slots (`optim/<param index>/<slot>`) and the RNG states.
+MODEL, EXTRAS, OPTIM, RNG = "model", "extras", "optim", "rng"
+
+
+def key(group: str, name: str | int) -> str:
+    """The name of tensor `name` of `group` in a checkpoint."""
+    return f"{group}/{name}"
+
+
+def grouped(group: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` renamed into `group` (the inverse of `Checkpoint.group`)."""
+    return {key(group, k): v for k, v in tensors.items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,15 +81,6 @@ def all_reduce_sum(tensors: list[torch.Tensor], world: World) -> list[torch.Tens
     return out
 
 
-def broadcast_flag(value: bool, world: World, device: torch.device | str = "cpu") -> bool:
-    """Rank 0's `value` on every rank (e.g. `stop now`)."""
-    if not world.distributed:
-        return value
-    t = torch.tensor([1.0 if value else 0.0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def barrier(world: World) -> None:
     """Wait for every rank."""
     if world.distributed:

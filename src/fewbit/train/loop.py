@@ -10,6 +10,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,12 @@ def meta_train(
     progress: bool = True,
     resume: bool = False,
     restart: bool = False,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
     """Meta-train per `config`, writing the run directory `out_dir`; returns the Run at the last step.
+
+        >>> config = TrainConfig.from_dict({"dataset": "glyphs", "algorithm": "protonet", "steps": 300})
+        >>> run = meta_train(config, "runs/glyphs")
 
     `model`: an nn.Module to train in place (e.g. one already compressed) instead of building
     `config.backbone`. `resume=True` continues `out_dir` from its newest good checkpoint (use
@@ -74,7 +79,8 @@ def meta_train(
     which trains it again from step 0 after moving its checkpoints and metrics into
     `out_dir/restarted-<time>/`. The run directory is locked while training (InUseError for a
     second writer). Under `torchrun` the tasks of each meta-batch are split across ranks and only
-    rank 0 writes.
+    rank 0 writes. `on_step(record)` is called after every training step with its metrics line
+    (step, loss, accuracy, lr, time), before validation and checkpointing.
     """
     device = resolve_device(config.device)
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
@@ -82,13 +88,14 @@ def meta_train(
         torch.cuda.set_device(device)
     world = setup_world(device)
     try:
-        return _Trainer(config, Path(out_dir), model, device, world, progress).train(resume, restart)
+        return _Trainer(config, Path(out_dir), model, device, world, progress, on_step).train(resume, restart)
     finally:
         teardown_world(world)
 
 
 def resume_training(run_dir: str | Path, *, steps: int | None = None, progress: bool = True,
-                    device: str | None = None, restart: bool = False) -> Run:
+                    device: str | None = None, restart: bool = False,
+                    on_step: Callable[[dict[str, Any]], None] | None = None) -> Run:
     """Continue the run in `run_dir` from its newest good checkpoint, optionally to a new `steps`.
 
     `restart=True` trains it again from step 0 with its own config, keeping the old checkpoints
@@ -97,15 +104,16 @@ def resume_training(run_dir: str | Path, *, steps: int | None = None, progress: 
     config = read_run_config(run_dir)
     changes = {k: v for k, v in (("steps", steps), ("device", device)) if v is not None}
     config = config.replace(**changes)
-    return meta_train(config, run_dir, progress=progress, resume=True, restart=restart)
+    return meta_train(config, run_dir, progress=progress, resume=True, restart=restart, on_step=on_step)
 
 
 class _Trainer:
     def __init__(
         self, config: TrainConfig, out_dir: Path, model: nn.Module | None, device: torch.device, world: World,
-        progress: bool,
+        progress: bool, on_step: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config, self.out_dir, self.device, self.world = config, out_dir, device, world
+        self.on_step = on_step
         self.progress = progress and world.is_main
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
         if world.distributed and config.meta_batch < world.size:
@@ -143,8 +151,8 @@ class _Trainer:
         self.algorithm = build_algorithm(config.meta, model=self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
         self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
-        self.named = [(f"model/{n}", p) for n, p in self.model.named_parameters() if p.requires_grad]
-        self.named += [(f"extras/{n}", p) for n, p in self.extras.items()]
+        self.named = [(ck.key(ck.MODEL, n), p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.named += [(ck.key(ck.EXTRAS, n), p) for n, p in self.extras.items()]
         self.optimizer = torch.optim.Adam([p for _, p in self.named], lr=config.outer_lr)
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -208,6 +216,8 @@ class _Trainer:
                     record["accuracy"] = accuracy
                 record["time"] = round(time.perf_counter() - start_time, 3)
                 _append(metrics, record, step)
+                if self.on_step is not None:
+                    self.on_step(record)
                 postfix = {"loss": f"{loss:.4f}"}
                 if accuracy is not None:
                     postfix["acc"] = f"{accuracy:.3f}"
@@ -362,25 +372,26 @@ class _Trainer:
         }
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"rng/torch": torch.get_rng_state(), "rng/sampler": self.sample_gen.get_state()}
+        state = {"torch": torch.get_rng_state(), "sampler": self.sample_gen.get_state()}
         if self.device.type == "cuda":
-            state["rng/cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return ck.grouped(ck.RNG, state)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's state and the algorithm's extras, as a checkpoint names them."""
+        return {**ck.grouped(ck.MODEL, self.model.state_dict()), **ck.grouped(ck.EXTRAS, dict(self.extras))}
 
     def _save_best(self) -> None:
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"extras/{k}": v for k, v in self.extras.items()})
-        ck.save_checkpoint(self.ckpt_dir / ck.BEST_NAME, tensors, self._state())
+        ck.save_checkpoint(self.ckpt_dir / ck.BEST_NAME, self._weights(), self._state())
 
     def _save_step(self, rng: dict[str, torch.Tensor] | None = None) -> Path | None:
         if not self.world.is_main:
             return None
-        tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"extras/{k}": v for k, v in self.extras.items()})
+        tensors = self._weights()
         optim = self.optimizer.state_dict()
         for index, slots in optim["state"].items():
-            for key, value in slots.items():
-                tensors[f"optim/{index}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+            for slot, value in slots.items():
+                tensors[ck.key(ck.OPTIM, f"{index}/{slot}")] = value if torch.is_tensor(value) else torch.tensor(value)
         tensors.update(rng if rng is not None else self._rng_state())
         state = self._state()
         state["optim_groups"] = optim["param_groups"]
@@ -409,20 +420,21 @@ class _Trainer:
             for reason in skipped:
                 warnings.warn(f"{reason}; falling back to the previous checkpoint", stacklevel=4)
         state = found.state
-        self.model.load_state_dict(found.group("model"))
-        extras = found.group("extras")
+        self.model.load_state_dict(found.group(ck.MODEL))
+        extras = found.group(ck.EXTRAS)
         with torch.no_grad():
             for name, p in self.extras.items():
                 p.copy_(extras[name])
         slots: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in found.group("optim").items():
+        for key, value in found.group(ck.OPTIM).items():
             index, name = key.split("/", 1)
             slots.setdefault(int(index), {})[name] = value
         self.optimizer.load_state_dict({"state": slots, "param_groups": state["optim_groups"]})
-        torch.set_rng_state(found.tensors["rng/torch"])
-        self.sample_gen.set_state(found.tensors["rng/sampler"])
-        if "rng/cuda" in found.tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(found.tensors["rng/cuda"], self.device)
+        rng = found.group(ck.RNG)
+        torch.set_rng_state(rng["torch"])
+        self.sample_gen.set_state(rng["sampler"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step, self.best = checkpoint_progress(found)
         self.last_good = found.path  # not a damaged newer one
         if self.world.is_main:
@@ -469,19 +481,20 @@ class _Trainer:
             for g, mine in zip(groups, self.optimizer.param_groups)
         ):
             return "holds no optimizer state for this model"
-        for key in ("rng/torch", "rng/sampler"):
-            t = found.tensors.get(key)
+        rng = found.group(ck.RNG)
+        for name in ("torch", "sampler"):
+            t = rng.get(name)
             if t is None or t.dtype != torch.uint8:
-                return f"lacks the random-number state {key}"
+                return f"lacks the random-number state {ck.key(ck.RNG, name)}"
         own = self.model.state_dict()
-        model = found.group("model")
+        model = found.group(ck.MODEL)
         if model.keys() != own.keys() or any(model[k].shape != own[k].shape for k in own):
             return "holds weights that do not fit this run's model"
-        extras = found.group("extras")
+        extras = found.group(ck.EXTRAS)
         if any(name not in extras or extras[name].shape != p.shape for name, p in self.extras.items()):
             return "lacks meta-parameters of this run"
         count = len(self.named)
-        for key, value in found.group("optim").items():
+        for key, value in found.group(ck.OPTIM).items():
             index, _, slot = key.partition("/")
             if not index.isdigit() or int(index) >= count or not slot:
                 return f"holds an optimizer slot {key!r} for no parameter"

@@ -30,7 +30,7 @@ from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.meta import build_algorithm
 from fewbit.runtime.preprocess import ImagePreprocessing, Preprocessing, preprocessing_from_dict
-from fewbit.train.checkpoint import BEST_NAME, Checkpoint, latest_checkpoint, load_checkpoint
+from fewbit.train.checkpoint import BEST_NAME, EXTRAS, MODEL, Checkpoint, latest_checkpoint, load_checkpoint
 from fewbit.train.config import TrainConfig
 
 CONFIG_NAME = "config.yaml"
@@ -286,9 +286,9 @@ def load_run(
     algorithm = build_algorithm(config.meta, model=model)
     target = resolve_device(device or config.device)
     model.to(target)
-    _load_module(model, ckpt.group("model"), ckpt.path)
+    _load_module(model, ckpt.group(MODEL), ckpt.path)
     extras = algorithm.extra_parameters(model)
-    saved_extras = ckpt.group("extras")
+    saved_extras = ckpt.group(EXTRAS)
     with torch.no_grad():
         for name, p in extras.items():
             if name not in saved_extras or saved_extras[name].shape != p.shape:
@@ -314,7 +314,7 @@ def checkpoint_ways(ckpt: Checkpoint, config: TrainConfig) -> int:
     ways = ckpt.state.get("model_ways", config.ways)
     if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
         raise FewbitFormatError(f"{ckpt.path}: model_ways is {brief(ways)}, not a number of classes")
-    head = ckpt.tensors.get("model/head.weight")
+    head = ckpt.group(MODEL).get("head.weight")
     stored = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
     if ways != stored:
         raise FewbitFormatError(f"{ckpt.path}: model_ways says {ways} but the stored head has {stored} outputs")
