@@ -2,11 +2,14 @@
 
 `batched_forward(model)` returns `forward(params, x, embed=False)` with params `[tasks, ...]`
 and inputs `[tasks, n, ...]`, giving outputs `[tasks, n, ...]`. For Sequential backbones
-made of Conv2d / BatchNorm / ReLU / MaxPool2d / Flatten / Linear (Conv-4, the MLP) the tasks
-are folded into channels: one grouped convolution (groups = tasks) per layer and a batch
-norm over `[n, tasks*channels, H, W]`, which is per-task batch normalisation. On a CPU this
-is much faster and leaner than `torch.func.vmap`, which stays the generic fallback for any
-other module (ResNet-12, compressed layers).
+made of Conv2d / BatchNorm / ReLU / MaxPool2d / Flatten / Linear (Conv-4, the MLP), plain or
+compressed, the tasks are folded into channels: one grouped convolution (groups = tasks) per
+layer and a batch norm over `[n, tasks*channels, H, W]`, which is per-task batch normalisation.
+On a CPU this is much faster and leaner than `torch.func.vmap`, which stays the generic
+fallback for any other module (ResNet-12). A compressed layer's weight is compressed once when
+the tasks share it (ProtoNet: the params are expanded views) and task by task when they do
+not (MAML's fast weights); its input activations are quantized with each task's own range
+until calibrated, exactly as the layer does for one task.
 
 Why `F.batch_norm` is safe here although the hand-written BatchNorm avoids it: the wrong
 second-order gradients were a vmap batching-rule problem; here there is no vmap, only
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fewbit.compress.layers import CompressedBatchNorm, CompressedConv2d, CompressedLinear, CompressedMixin
 from fewbit.meta.base import Params
 from fewbit.models.backbone import Backbone
 from fewbit.models.layers import BatchNorm, Flatten
@@ -67,11 +71,40 @@ def _layers(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]] | Non
 
 
 def _supported(m: nn.Module) -> bool:
-    if list(m.buffers()) or any(True for _ in m.children()):
+    if isinstance(m, (CompressedConv2d, CompressedLinear, CompressedBatchNorm)):
+        pass  # compression state lives in cq_* children and buffers, applied below
+    elif list(m.buffers()) or any(True for _ in m.children()):
         return False
     if isinstance(m, nn.Conv2d):
-        return type(m) is nn.Conv2d and m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
-    return type(m) in (BatchNorm, nn.ReLU, nn.MaxPool2d, Flatten, nn.Flatten, nn.Linear, nn.Identity)
+        return type(m) in (nn.Conv2d, CompressedConv2d) and m.groups == 1 and m.padding_mode == "zeros" and isinstance(
+            m.padding, tuple)
+    return type(m) in (BatchNorm, CompressedBatchNorm, nn.ReLU, nn.MaxPool2d, Flatten, nn.Flatten, nn.Linear,
+                       CompressedLinear, nn.Identity)
+
+
+def _task_weight(m: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """Weights `[tasks, ...]` as the layer uses them: compressed once when the tasks share one
+    (an expanded view), else task by task."""
+    if not isinstance(m, CompressedMixin):
+        return w
+    if w.stride(0) == 0:  # every task holds the same weight
+        return m.compress_weight(w[0]).unsqueeze(0).expand_as(w)
+    return vmap(m.compress_weight)(w)
+
+
+def _task_bias(m: nn.Module, b: torch.Tensor | None) -> torch.Tensor | None:
+    return m.compress_bias(b) if b is not None and isinstance(m, CompressedMixin) else b
+
+
+def _task_input(m: nn.Module, h: torch.Tensor, tasks: int, task_dim: int) -> torch.Tensor:
+    """The layer's input fake-quantized as it would be for each task alone (`task_dim` indexes tasks)."""
+    act = getattr(m, "cq_act", None) if isinstance(m, CompressedMixin) else None
+    if act is None:
+        return h
+    if bool(act.scale.detach() > 0):  # calibrated: one static range for every task
+        return act(h)
+    per_task = h.movedim(task_dim, 0)
+    return vmap(act)(per_task).movedim(0, task_dim)
 
 
 def grouped_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -112,8 +145,10 @@ def grouped_forward(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> Ba
             if name == "head" and embed:
                 break
             if isinstance(m, nn.Conv2d):
-                w = params[f"{name}.weight"]  # [tasks, out, in, k, k]
-                b = params.get(f"{name}.bias")
+                w = _task_weight(m, params[f"{name}.weight"])  # [tasks, out, in, k, k]
+                b = _task_bias(m, params.get(f"{name}.bias"))
+                if isinstance(m, CompressedMixin) and getattr(m, "cq_act", None) is not None:
+                    h = _task_input(m, h.unflatten(1, (tasks, -1)), tasks, 1).flatten(1, 2)
                 h = F.conv2d(
                     h,
                     w.reshape(-1, *w.shape[2:]),
@@ -125,6 +160,8 @@ def grouped_forward(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> Ba
                 )
             elif isinstance(m, BatchNorm):
                 w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+                if isinstance(m, CompressedBatchNorm):
+                    w, b = m.compress_params(w, b)
                 if spatial:
                     h = F.batch_norm(h, None, None, w.reshape(-1), b.reshape(-1), True, 0.0, m.eps)
                 else:
@@ -140,8 +177,9 @@ def grouped_forward(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> Ba
                     h = h.reshape(n, tasks, -1).transpose(0, 1)
                     spatial = False
                 if isinstance(m, nn.Linear):
-                    w = params[f"{name}.weight"]  # [tasks, out, in]
-                    b = params.get(f"{name}.bias")
+                    w = _task_weight(m, params[f"{name}.weight"])  # [tasks, out, in]
+                    b = _task_bias(m, params.get(f"{name}.bias"))
+                    h = _task_input(m, h, tasks, 0)
                     h = (
                         torch.bmm(h, w.transpose(1, 2))
                         if b is None
