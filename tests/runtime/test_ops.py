@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fewbit.runtime as rt
+from fewbit.artifact.format import QuantTensor
 from fewbit.deploy import export
-from fewbit.deploy.format import QuantTensor
 from fewbit.runtime.ops import InputQuant, Weight
 from fewbit.runtime.requant import requantize
 from tests.deploy.helpers import compressed_conv4, glyphs

@@ -2,7 +2,7 @@
 
 A `PackedTensor` is a small declarative container: bit-packed codes of the kept elements, the
 scales and zero points (affine grid) or a codebook, and the keep-mask as a bitmap or an index
-list, whichever is smaller (`fewbit.deploy.packing`). Its `nbytes` is exactly the length of
+list, whichever is smaller (`fewbit.artifact.packing`). Its `nbytes` is exactly the length of
 its `payload()`, which is what `size_report` counts. Dequantizing gives bit for bit the weight
 the fake-compressed layer used, so a converted model computes what the trained one did.
 
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewbit.artifact.packing import decode_mask, encode_mask, pack_bits, packed_nbytes, unpack_bits
 from fewbit.compress.cluster import Codebook
 from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, set_submodule
 from fewbit.compress.quantize import ActQuant, WeightQuant, dequantize, qrange, quantize_codes, weight_qparams
-from fewbit.deploy.packing import decode_mask, encode_mask, pack_bits, packed_nbytes, unpack_bits
 from fewbit.models.layers import BatchNorm
 
 ENCODINGS = ("affine", "codebook", "float")

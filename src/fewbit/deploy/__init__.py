@@ -1,10 +1,10 @@
-"""Deployment: the `.fewbit` artifact (format, bit packing), export from PyTorch, ONNX export.
+"""Deployment: export from PyTorch to the `.fewbit` artifact or ONNX, and inspection.
 
     fewbit.deploy.export(model, "model.fewbit", algorithm="protonet")
     fewbit.deploy.inspect_artifact("model.fewbit")   # per-layer bytes and ratio to float32
 
-Reading an artifact (`format`, `packing`, `inspect`) needs numpy only, so the torch-free runtime
-uses these modules; `export` and `export_onnx` import torch and are loaded on first use.
+The file format and bit packing live in the torch-free `fewbit.artifact`; `export` and
+`export_onnx` import torch and are loaded on first use.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ _LAZY = {
     "export_onnx": ("fewbit.deploy.onnx_export", "export_onnx"),
     "artifact_from_model": ("fewbit.deploy.torch_export", "artifact_from_model"),
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),
-    "read_artifact": ("fewbit.deploy.format", "read_artifact"),
-    "write_artifact": ("fewbit.deploy.format", "write_artifact"),
-    "QuantTensor": ("fewbit.deploy.format", "QuantTensor"),
-    "pack_bits": ("fewbit.deploy.packing", "pack_bits"),
-    "unpack_bits": ("fewbit.deploy.packing", "unpack_bits"),
+    "read_artifact": ("fewbit.artifact.format", "read_artifact"),
+    "write_artifact": ("fewbit.artifact.format", "write_artifact"),
+    "QuantTensor": ("fewbit.artifact.format", "QuantTensor"),
+    "pack_bits": ("fewbit.artifact.packing", "pack_bits"),
+    "unpack_bits": ("fewbit.artifact.packing", "unpack_bits"),
 }
 
 

@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any
 
-from fewbit.deploy.format import HEADER_BYTES, read_artifact
+from fewbit.artifact.format import HEADER_BYTES, read_artifact
 
 _PARTS = ("data", "codes", "scale", "zero_point", "codebook")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor, Tensor
+from fewbit.artifact.format import QuantTensor, Tensor
 
 OPSET = 17
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fewbit import __version__
-from fewbit.deploy.format import QuantTensor, Tensor, write_artifact
+from fewbit.artifact.format import QuantTensor, Tensor, write_artifact
 from fewbit.errors import ConfigError
 from fewbit.models.layers import BatchNorm, Flatten
 

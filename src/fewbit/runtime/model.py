@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import Artifact, QuantTensor, decode_artifact, read_artifact
+from fewbit.artifact.format import Artifact, QuantTensor, decode_artifact, read_artifact
 from fewbit.errors import FewbitFormatError
 from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor
+from fewbit.artifact.format import QuantTensor
 from fewbit.runtime.requant import requantize
 
 Params = dict[str, np.ndarray]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor
+from fewbit.artifact.format import QuantTensor
 
 _EPS = np.float32(1e-8)
 _MSE_GRID = np.linspace(0.3, 1.0, 15, dtype=np.float32)

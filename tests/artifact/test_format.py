@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fewbit.deploy.format import (
+from fewbit.artifact.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     MAGIC,
@@ -170,8 +170,8 @@ def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_no_pickle_anywhere() -> None:
-    import fewbit.deploy.format as fmt
-    import fewbit.deploy.packing as packing
+    import fewbit.artifact.format as fmt
+    import fewbit.artifact.packing as packing
 
     for module in (fmt, packing):
         source = Path(module.__file__).read_text()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewbit.deploy.packing import (
+from fewbit.artifact.packing import (
     decode_mask,
     encode_mask,
     index_bits,

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.packing import decode_mask, encode_mask, mask_nbytes, pack_bits, packed_nbytes, unpack_bits
+from fewbit.artifact.packing import decode_mask, encode_mask, mask_nbytes, pack_bits, packed_nbytes, unpack_bits
 from fewbit.errors import FewbitFormatError
 
 MAGIC = b"FEWBIT\r\n"
