@@ -14,12 +14,12 @@ from fewbit.artifact.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     MAGIC,
-    QuantTensor,
     decode_artifact,
     encode_artifact,
     read_artifact,
     write_artifact,
 )
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError
 
 MANIFEST = {
@@ -33,54 +33,31 @@ MANIFEST = {
 }
 
 
-def _tensors() -> dict[str, np.ndarray | QuantTensor]:
+def _tensors() -> dict[str, np.ndarray | PackedTensor]:
     rng = np.random.default_rng(0)
     mask = rng.random((6, 3, 3, 3)) < 0.3
     return {
         "float": rng.standard_normal((5, 7)).astype(np.float32),
         "sparse_float": np.where(rng.random(400) < 0.1, 1.5, 0).astype(np.float32),
-        "w4_per_channel": QuantTensor(
-            rng.integers(-8, 8, (6, 3, 3, 3)),
-            4,
-            rng.random(6).astype(np.float32) + 0.1,
-            np.zeros(6, np.int64),
-            (6, 3, 3, 3),
-            axis=0,
+        "w4_per_channel": PackedTensor.from_codes(
+            rng.integers(-8, 8, (6, 3, 3, 3)), 4, scale=rng.random(6).astype(np.float32) + 0.1, axis=0
         ),
-        "w2_masked": QuantTensor(
-            rng.integers(-2, 2, (6, 3, 3, 3)),
-            2,
-            np.array([0.5], np.float32),
-            np.zeros(1, np.int64),
-            (6, 3, 3, 3),
-            mask=mask,
+        "w2_masked": PackedTensor.from_codes(
+            rng.integers(-2, 2, (6, 3, 3, 3)), 2, scale=np.array([0.5], np.float32), mask=mask
         ),
-        "w1_sign": QuantTensor(
-            rng.choice([-1, 1], (4, 10)),
-            1,
-            np.full(4, 0.25, np.float32),
-            np.zeros(4, np.int64),
-            (4, 10),
-            axis=0,
+        "w1_sign": PackedTensor.from_codes(
+            rng.choice([-1, 1], (4, 10)), 1, scale=np.full(4, 0.25, np.float32), axis=0
         ),
-        "w3_asym": QuantTensor(
+        "w3_asym": PackedTensor.from_codes(
             rng.integers(0, 8, (4, 10)),
             3,
-            np.full(4, 0.1, np.float32),
-            np.array([3, 4, 0, 7]),
-            (4, 10),
+            scale=np.full(4, 0.1, np.float32),
+            zero_point=np.array([3, 4, 0, 7]),
             axis=0,
         ),
-        "w8": QuantTensor(
-            rng.integers(-128, 128, (300,)), 8, np.array([0.01], np.float32), np.zeros(1, np.int64), (300,)
-        ),
-        "codebook": QuantTensor(
-            rng.integers(0, 16, (8, 8)),
-            4,
-            np.ones(1, np.float32),
-            np.zeros(1, np.int64),
-            (8, 8),
-            codebook=np.linspace(-1, 1, 16).astype(np.float32),
+        "w8": PackedTensor.from_codes(rng.integers(-128, 128, (300,)), 8, scale=np.array([0.01], np.float32)),
+        "codebook": PackedTensor.from_codes(
+            rng.integers(0, 16, (8, 8)), 4, codebook=np.linspace(-1, 1, 16).astype(np.float32)
         ),
     }
 
@@ -95,8 +72,8 @@ def test_round_trip_of_every_encoding(tmp_path: Path) -> None:
     assert art.manifest["architecture"] == MANIFEST["architecture"]
     for name, t in tensors.items():
         got = art.tensors[name]
-        if isinstance(t, QuantTensor):
-            assert isinstance(got, QuantTensor)
+        if isinstance(t, PackedTensor):
+            assert isinstance(got, PackedTensor)
             np.testing.assert_array_equal(got.dequantize(), t.dequantize())
             np.testing.assert_array_equal(got.integer_weights(), t.integer_weights())
         else:
@@ -107,7 +84,7 @@ def test_round_trip_of_every_encoding(tmp_path: Path) -> None:
 
 def test_payload_is_as_small_as_the_packing() -> None:
     codes = np.random.default_rng(0).integers(-8, 8, (64, 64, 3, 3))
-    t = QuantTensor(codes, 4, np.ones(64, np.float32), np.zeros(64, np.int64), codes.shape, axis=0)
+    t = PackedTensor.from_codes(codes, 4, scale=np.ones(64, np.float32), axis=0)
     art = decode_artifact(encode_artifact(MANIFEST, {"w": t}))
     assert art.manifest["payload"]["length"] == codes.size // 2 + 64 * 4  # codes + float32 scales
 

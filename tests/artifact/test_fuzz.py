@@ -15,10 +15,10 @@ from fewbit.artifact.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     MAGIC,
-    QuantTensor,
     decode_artifact,
     encode_artifact,
 )
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError
 from fewbit.runtime import load
 
@@ -67,14 +67,8 @@ def _artifact() -> bytes:
     return encode_artifact(
         MANIFEST,
         {
-            "c.weight": QuantTensor(
-                rng.integers(-2, 2, (4, 1, 3, 3)),
-                2,
-                np.full(4, 0.3, np.float32),
-                np.zeros(4, np.int64),
-                (4, 1, 3, 3),
-                axis=0,
-                mask=mask,
+            "c.weight": PackedTensor.from_codes(
+                rng.integers(-2, 2, (4, 1, 3, 3)), 2, scale=np.full(4, 0.3, np.float32), axis=0, mask=mask
             ),
             "bn.weight": np.ones(4, np.float32),
             "bn.bias": np.zeros(4, np.float32),

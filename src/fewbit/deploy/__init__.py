@@ -19,7 +19,7 @@ _LAZY = {
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),
     "read_artifact": ("fewbit.artifact.format", "read_artifact"),
     "write_artifact": ("fewbit.artifact.format", "write_artifact"),
-    "QuantTensor": ("fewbit.artifact.format", "QuantTensor"),
+    "PackedTensor": ("fewbit.artifact.tensor", "PackedTensor"),
     "pack_bits": ("fewbit.artifact.packing", "pack_bits"),
     "unpack_bits": ("fewbit.artifact.packing", "unpack_bits"),
 }

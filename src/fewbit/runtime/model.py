@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.artifact.format import Artifact, QuantTensor, decode_artifact, read_artifact
+from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError
 from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block
 
@@ -139,7 +140,7 @@ class RuntimeModel:
     def float_tensor(self, name: str) -> np.ndarray:
         """A stored tensor as float32 (dequantized when quantized)."""
         t = self.tensors[name]
-        return t.dequantize() if isinstance(t, QuantTensor) else np.array(t, dtype=np.float32)
+        return t.dequantize() if isinstance(t, PackedTensor) else np.array(t, dtype=np.float32)
 
 
 def _is_weight(name: str, specs: list[dict[str, Any]]) -> bool:
