@@ -132,8 +132,8 @@ def test_malformed_manifests_raise_one_clear_error(edit, message: str) -> None: 
 
 def test_wrong_version_names_both_versions() -> None:
     manifest, payload = _parts(encode_artifact(MANIFEST, _tensors()))
-    with pytest.raises(FewbitFormatError, match=r"version 2 is newer.*\(1\)"):
-        decode_artifact(_rebuild(manifest, payload, version=2))
+    with pytest.raises(FewbitFormatError, match=r"version 3 is newer.*\(1, 2\)"):
+        decode_artifact(_rebuild(manifest, payload, version=3))
 
 
 def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
@@ -154,3 +154,31 @@ def test_no_pickle_anywhere() -> None:
         source = Path(module.__file__).read_text()
         assert "pickle" not in source.replace("No pickle", "").replace("without pickle", "")
         assert "allow_pickle=True" not in source
+
+
+def test_version_1_files_still_read_but_may_not_hold_rice_masks() -> None:
+    """Version 2 added Rice-coded masks; a version 1 file (bitmaps, index lists) loads as before."""
+    tensors = _tensors()
+    sparse = np.random.default_rng(0).random((64, 64)) < 0.2
+    tensors["w2_rice"] = PackedTensor.from_codes(np.ones((64, 64)), 2, scale=np.ones(1, np.float32), mask=sparse)
+    manifest, payload = _parts(encode_artifact(MANIFEST, tensors))
+    assert manifest["tensors"]["w2_rice"]["mask"]["format"] == "rice"
+    manifest["format_version"] = 1
+    with pytest.raises(FewbitFormatError, match="mask has format 'rice'"):
+        decode_artifact(_rebuild(manifest, payload, version=1))
+    rng = np.random.default_rng(1)
+    spread = np.zeros(10_000, bool)
+    spread[[3, 5000, 9000]] = True
+    v1 = {
+        "float": rng.standard_normal((5, 7)).astype(np.float32),
+        "bitmap": PackedTensor.from_codes(rng.integers(-2, 2, 400), 2, scale=np.ones(1), mask=rng.random(400) < 0.6),
+        "indices": PackedTensor.from_codes(np.ones(10_000), 1, scale=np.ones(1), mask=spread),
+    }
+    manifest, payload = _parts(encode_artifact(MANIFEST, v1))
+    assert [manifest["tensors"][n]["mask"]["format"] for n in ("bitmap", "indices")] == ["bitmap", "indices"]
+    manifest["format_version"] = 1
+    old = decode_artifact(_rebuild(manifest, payload, version=1))
+    for name, t in v1.items():
+        want = t.dequantize() if isinstance(t, PackedTensor) else t
+        got = old.tensors[name]
+        np.testing.assert_array_equal(got.dequantize() if isinstance(got, PackedTensor) else got, want)

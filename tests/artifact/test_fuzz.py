@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -179,9 +182,6 @@ JSON_VALUES = st.one_of(
 @given(data=st.data())
 def test_manifest_values_replaced_with_valid_checksums(data: st.DataObject) -> None:
     """Structure-aware: a manifest edited and re-checksummed either loads and runs or is rejected cleanly."""
-    import json
-    import zlib
-
     length = struct.unpack_from("<I", GOOD, 12)[0]
     manifest = json.loads(zlib.decompress(GOOD[HEADER_BYTES : HEADER_BYTES + length]))
     payload = GOOD[HEADER_BYTES + length :]
@@ -202,3 +202,74 @@ def test_manifest_values_replaced_with_valid_checksums(data: st.DataObject) -> N
         x = np.random.default_rng(0).random((3, *model.input_shape)).astype(np.float32)
         assert np.all(np.isfinite(model.embed(x)))
     assert time.perf_counter() - started < 2.0
+
+
+def _rice_artifact() -> bytes:
+    """GOOD with a 75%-pruned conv and a 90%-zero float head: both masks Rice-coded."""
+    rng = np.random.default_rng(1)
+    keep = rng.random((16, 1, 3, 3)) < 0.25
+    head = np.where(rng.random((3, 576)) < 0.1, rng.standard_normal((3, 576)), 0).astype(np.float32)
+    manifest = json.loads(json.dumps(MANIFEST))
+    return encode_artifact(
+        manifest,
+        {
+            "c.weight": PackedTensor.from_codes(
+                rng.integers(-2, 2, (16, 1, 3, 3)), 2, scale=np.full(16, 0.3, np.float32), axis=0, mask=keep
+            ),
+            "bn.weight": np.ones(16, np.float32),
+            "bn.bias": np.zeros(16, np.float32),
+            "head.weight": head,
+            "head.bias": np.zeros(3, np.float32),
+        },
+    )
+
+
+GOOD_RICE = _rice_artifact()
+
+
+def _split_good(blob: bytes) -> tuple[dict, bytes]:
+    length = struct.unpack_from("<I", blob, 12)[0]
+    return json.loads(zlib.decompress(blob[HEADER_BYTES : HEADER_BYTES + length])), blob[HEADER_BYTES + length :]
+
+
+def _reseal(manifest: dict, payload: bytes) -> bytes:
+    """An artifact whose checksums are right for whatever `manifest` and `payload` hold."""
+    manifest = dict(manifest, payload={"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()})
+    raw = zlib.compress(json.dumps(manifest).encode())
+    return struct.pack("<8sHHII", MAGIC, FORMAT_VERSION, 1, len(raw), zlib.crc32(raw)) + raw + payload
+
+
+def test_the_rice_artifact_loads_and_uses_rice_masks() -> None:
+    manifest, _ = _split_good(GOOD_RICE)
+    assert {manifest["tensors"][n]["mask"]["format"] for n in ("c.weight", "head.weight")} == {"rice"}
+    model = load(GOOD_RICE)
+    assert np.all(np.isfinite(model.logits(np.ones((2, 1, 6, 6), np.float32))))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_payload_bytes_changed_with_valid_checksums(data: st.DataObject) -> None:
+    """The decoders themselves (Rice masks, packed codes) on hostile bytes behind a correct sha256:
+    a clean FewbitFormatError or a model that runs, fast and without a large allocation."""
+    manifest, payload = _split_good(GOOD_RICE)
+    entry = manifest["tensors"][data.draw(st.sampled_from(["c.weight", "head.weight"]))]
+    offset, length = data.draw(st.sampled_from([entry["mask"]["data"], entry.get("codes") or entry["data"]]))
+    blob = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[offset + data.draw(st.integers(0, max(0, length - 1)))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        entry["mask"]["kept"] = data.draw(st.integers(0, 600))
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        model = load(_reseal(manifest, bytes(blob)))
+    except FewbitFormatError as exc:
+        assert "\n" not in str(exc)
+    else:
+        x = np.random.default_rng(0).random((2, *model.input_shape)).astype(np.float32)
+        assert np.all(np.isfinite(model.embed(x)))
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 2.0
+    assert peak < 8 << 20

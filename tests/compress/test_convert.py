@@ -69,9 +69,14 @@ def test_bytes_are_as_stored() -> None:
     sparse = pack_float(w, bits=2, axis=None, mask=mask)
     assert sparse.mask_format == "bitmap" and sparse.nbytes == 256 * 2 // 8 + 4 + 16 * 32 // 8
     very_sparse = pack_dense(w, mask=torch.arange(16 * 32).reshape(16, 32) < 5)
-    assert very_sparse.mask_format == "indices" and very_sparse.nbytes == 5 * 4 + (5 * 9 + 7) // 8
+    # five kept in a row: Rice gaps of 0 take one unary bit each (1 byte) after the parameter byte
+    assert very_sparse.mask_format == "rice" and very_sparse.nbytes == 5 * 4 + 2
     assert torch.equal(to_torch(very_sparse).reshape(-1)[:5], w.reshape(-1)[:5])
     assert torch.all(to_torch(very_sparse).reshape(-1)[5:] == 0)
+    scattered = torch.zeros(16 * 32, dtype=torch.bool)
+    scattered[[3, 200, 500]] = True  # far apart: three 9-bit indices beat Rice's 5 bytes
+    listed = pack_dense(w, mask=scattered.reshape(16, 32))
+    assert listed.mask_format == "indices" and listed.nbytes == 3 * 4 + (3 * 9 + 7) // 8
 
 
 def test_plain_model_reports_float32(mlp) -> None:

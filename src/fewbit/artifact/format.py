@@ -16,7 +16,8 @@ A tensor is stored either as float32 (`"enc": "f32"`; only its non-zeros and a m
 smaller) or quantized (`"enc": "quant"`): unsigned codes `(q - code_min) / code_step`
 bit-packed at `bits` bits (only the kept positions when the tensor is sparse), float32 scales and
 zero points (uint8 for grids of <= 8 bits; omitted when all zero) per tensor or per channel along
-`axis`, a keep-mask as a bitmap or an index list (whichever is smaller), and an optional float32
+`axis`, a keep-mask as a bitmap, an index list or Rice-coded gaps (whichever is smallest;
+`fewbit.artifact.packing`), and an optional float32
 codebook (value = codebook[q]). A quantized entry holds exactly the parts of a
 `fewbit.artifact.PackedTensor`, written as they are and read back into one.
 
@@ -40,12 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.artifact.packing import decode_mask, encode_mask, mask_nbytes, packed_nbytes, unpack_bits
+from fewbit.artifact.packing import MASK_FORMATS, decode_mask, encode_mask, packed_nbytes, unpack_bits
 from fewbit.artifact.tensor import PackedTensor, zero_point_bytes
 from fewbit.errors import FewbitFormatError
 
 MAGIC = b"FEWBIT\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added Rice-coded masks; a version 1 file (bitmaps and index lists only) still reads.
+READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sHHII")
 HEADER_BYTES = _HEADER.size
 FLAG_DEFLATE = 1
@@ -101,10 +104,11 @@ def _encode_float(arr: np.ndarray, put: Any) -> dict[str, Any]:
     keep = flat != 0
     kept = int(keep.sum())
     entry: dict[str, Any] = {"enc": "f32", "shape": list(arr.shape), "mask": None}
-    if flat.size and 4 * kept + mask_nbytes(flat.size, kept) < 4 * flat.size:
+    if flat.size and kept < flat.size:
         fmt, data = encode_mask(keep)
-        entry["mask"] = {"format": fmt, "kept": kept, "data": put(data)}
-        flat = flat[keep]
+        if 4 * kept + len(data) < 4 * flat.size:
+            entry["mask"] = {"format": fmt, "kept": kept, "data": put(data)}
+            flat = flat[keep]
     entry["data"] = put(np.ascontiguousarray(flat, dtype="<f4").tobytes())
     return entry
 
@@ -195,11 +199,11 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     magic, version, flags, length, crc = _HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise FewbitFormatError(f"{where}: not a fewbit artifact (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = "newer than" if version > FORMAT_VERSION else "different from"
         raise FewbitFormatError(
-            f"{where}: artifact format version {version} is {newer} the version this fewbit reads "
-            f"({FORMAT_VERSION}); re-export it or upgrade fewbit"
+            f"{where}: artifact format version {version} is {newer} the versions this fewbit reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); re-export it or upgrade fewbit"
         )
     if flags & ~FLAG_DEFLATE:
         raise FewbitFormatError(f"{where}: unknown header flags {flags:#x}")
@@ -221,8 +225,8 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FewbitFormatError(f"{where}: manifest is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise FewbitFormatError(f"{where}: manifest does not declare format version {FORMAT_VERSION}")
+    if not isinstance(manifest, dict) or manifest.get("format_version") != version:
+        raise FewbitFormatError(f"{where}: manifest does not declare format version {version}")
     payload_info = manifest.get("payload")
     if not isinstance(payload_info, dict) or not isinstance(payload_info.get("length"), int):
         raise FewbitFormatError(f"{where}: manifest lacks the payload length")
@@ -281,12 +285,13 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
         total += math.prod(_shape(entry, name))
     if total > MAX_TOTAL_ELEMENTS:
         raise FewbitFormatError(f"malformed manifest: tensors claim {total} elements in all")
+    version = manifest["format_version"]
     out: dict[str, Tensor] = {}
     for name, entry in table.items():
         shape = _shape(entry, name)
         numel = math.prod(shape)
         if entry["enc"] == "f32":
-            mask, kept = _decode_mask(entry.get("mask"), payload, name, shape, numel)
+            mask, kept = _decode_mask(entry.get("mask"), payload, name, shape, numel, version)
             values = _slice(payload, entry["data"], 4 * kept, name).view("<f4").astype(np.float32)
             if mask is None:
                 out[name] = values.reshape(shape)
@@ -297,7 +302,7 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
             if not np.all(np.isfinite(out[name])):
                 raise FewbitFormatError(f"malformed artifact: tensor {name} holds non-finite values")
         elif entry["enc"] == "quant":
-            out[name] = _decode_quant(entry, payload, name, shape, numel)
+            out[name] = _decode_quant(entry, payload, name, shape, numel, version)
         else:
             raise FewbitFormatError(
                 f"malformed manifest: tensor {name} has unknown encoding {entry['enc']!r}"
@@ -306,7 +311,7 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
 
 
 def _decode_quant(
-    entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int
+    entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int, version: int
 ) -> PackedTensor:
     bits = entry["bits"]
     if not isinstance(bits, int) or not 1 <= bits <= 8:
@@ -314,7 +319,7 @@ def _decode_quant(
     axis = entry["axis"]
     if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has axis={axis!r}")
-    mask_format, mask_data, kept = _mask_entry(entry["mask"], payload, name, numel)
+    mask_format, mask_data, kept = _mask_entry(entry["mask"], payload, name, numel, version)
     codes = _slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes")
     code_min, code_step = entry["code_min"], entry["code_step"]
     if not (
@@ -375,7 +380,9 @@ def _decode_quant(
     return tensor
 
 
-def _mask_entry(m: Any, payload: memoryview, name: str, numel: int) -> tuple[str | None, bytes | None, int]:
+def _mask_entry(
+    m: Any, payload: memoryview, name: str, numel: int, version: int
+) -> tuple[str | None, bytes | None, int]:
     """(format, data, kept count) of a tensor entry's `mask` field; (None, None, numel) when dense."""
     if m is None:
         return None, None, numel
@@ -386,16 +393,16 @@ def _mask_entry(m: Any, payload: memoryview, name: str, numel: int) -> tuple[str
     if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} mask has no valid [offset, length]")
     fmt = m["format"]
-    if not isinstance(fmt, str):
+    if fmt not in MASK_FORMATS[: 2 if version < 2 else 3]:
         raise FewbitFormatError(f"malformed manifest: tensor {name} mask has format {fmt!r}")
     return fmt, _slice(payload, ref, ref[1], f"{name} mask").tobytes(), kept
 
 
 def _decode_mask(
-    m: Any, payload: memoryview, name: str, shape: tuple[int, ...], numel: int
+    m: Any, payload: memoryview, name: str, shape: tuple[int, ...], numel: int, version: int
 ) -> tuple[np.ndarray | None, int]:
     """(boolean mask of `shape` or None, kept count) of a tensor entry's `mask` field."""
-    fmt, data, kept = _mask_entry(m, payload, name, numel)
+    fmt, data, kept = _mask_entry(m, payload, name, numel, version)
     if fmt is None or data is None:
         return None, kept
     try:
