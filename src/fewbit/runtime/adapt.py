@@ -12,6 +12,9 @@ The artifact's `adaptation` block says how, mirroring `fewbit.meta` at evaluatio
   head is fitted on the support part (the Baseline). `scope` names what may move: `head` (the
   classifier's weight and bias), `bias` (every layer's bias), `norm` (BatchNorm scale and
   shift), joined by "+", or `none`; the runtime never moves quantized weights.
+- `norm_stats`: `batch` (the above: BatchNorm statistics of the batch being embedded) or
+  `support` (statistics of the support set, frozen, each query embedded on its own: the mode of
+  the exported C code; `fewbit.runtime.support_stats`). With `support` only the head adapts.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import numpy as np
 
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params
+from fewbit.runtime.support_stats import SupportStatistics
 
 SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
 HEAD_INITS = ("own", "zeros", "prototypes")
+NORM_STATS = ("batch", "support")
 
 
 class PlainHead(Op):
@@ -69,7 +74,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Adapted:
     """A model adapted to one task: `logits(query_x)`, `predict(query_x)`, `scores(query_x)`.
 
-    Query batches are classified as a whole (batch statistics), as PyTorch does.
+    Query batches are classified as a whole (batch statistics), as PyTorch does; with
+    `statistics` (norm_stats: support) each query is classified on its own.
     """
 
     model: RuntimeModel
@@ -80,6 +86,8 @@ class Adapted:
     params: Params | None = None
     head_ops: list[Op] | None = None
     losses: list[float] = dataclasses.field(default_factory=list)
+    statistics: SupportStatistics | None = None
+    class_means: np.ndarray | None = None  # ProtoNet prototypes under support statistics (float64)
 
     @property
     def method(self) -> str:
@@ -89,6 +97,13 @@ class Adapted:
         """`[Q, ways]` logits (minus squared distances for ProtoNet)."""
         query_x = np.asarray(query_x, dtype=np.float32)
         model, n = self.model, len(self.support_x)
+        if self.statistics is not None:
+            z = self.statistics.embed(query_x)
+            if self.method == "protonet":
+                assert self.class_means is not None
+                return -squared_distances(z.astype(np.float64), self.class_means)
+            assert self.params is not None and self.head_ops is not None
+            return _run(self.head_ops, self.params, z.astype(np.float32))
         if self.method == "protonet":
             z = model.embed(np.concatenate([self.support_x, query_x]))
             return -squared_distances(z[n:], prototypes(z[:n], self.support_y, self.ways))
@@ -154,6 +169,7 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         "steps": 5,
         "lr": 0.1,
         "head_init": "own" if model.ways else "prototypes",
+        "norm_stats": "batch",
     }
     base.update({k: v for k, v in model.adaptation.items() if k in base})
     allowed = str(base["scope"])
@@ -167,6 +183,10 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {base['head_init']!r}")
     if base["embed"] not in ("joint", "separate"):
         raise ValueError(f"embed must be joint or separate, got {base['embed']!r}")
+    if base["norm_stats"] not in NORM_STATS:
+        raise ValueError(f"norm_stats must be batch or support, got {base['norm_stats']!r}")
+    if base["norm_stats"] == "support" and parts - {"head"}:
+        raise ValueError("norm_stats=support adapts the head only; pass scope='head'")
     base["steps"], base["lr"] = int(base["steps"]), float(base["lr"])
     if base["steps"] < 0 or not base["lr"] > 0:
         raise ValueError("steps must be >= 0 and lr > 0")
@@ -185,16 +205,35 @@ def adapt(
     lr: float | None = None,
     scope: str | None = None,
     head_init: str | None = None,
+    norm_stats: str | None = None,
 ) -> Adapted:
     """Adapt `model` to a support set `[N, C, H, W]` with labels `[N]` in 0..ways-1 (>= 2 ways).
 
     Defaults come from the artifact (its `adaptation` block); `scope` may narrow, never widen,
-    what the artifact allows. ValueError on inconsistent arguments.
+    what the artifact allows. `norm_stats="support"` freezes BatchNorm statistics from the support
+    set and classifies each query on its own (what the exported C code does). ValueError on
+    inconsistent arguments.
+
+        model = fewbit.runtime.load("model.fewbit")
+        task = fewbit.runtime.adapt(model, support_x, support_y, norm_stats="support")
+        labels = task.predict(query_x)
     """
     support_x = np.asarray(support_x, dtype=np.float32)
     y, ways = _check_support(support_x, support_y)
-    settings = settings_for(model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init)
+    settings = settings_for(
+        model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats
+    )
     adapted = Adapted(model, ways, support_x, y, settings)
+    if settings["norm_stats"] == "support":
+        adapted.statistics = SupportStatistics(model, support_x)
+        z = adapted.statistics.embed(support_x)
+        if settings["method"] == "protonet":
+            adapted.class_means = prototypes(z.astype(np.float64), y, ways)
+        else:
+            adapted.params, adapted.head_ops = _fit_head(
+                model, z.astype(np.float32), y, ways, settings, adapted.losses
+            )
+        return adapted
     if settings["method"] == "finetune" and settings["embed"] == "separate":
         adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
     return adapted
