@@ -54,6 +54,7 @@ from fewbit.runtime.support_stats import INT32_MAX, Stage, accumulator_bound, bo
 DEFAULT_RAM = 256 * 1024
 DEFAULT_FLASH = 1024 * 1024
 WEIGHT_SCRATCH_BYTES = 40 * 1024  # unpacked weights of one layer (or of a group of its channels)
+TRANSPOSE_BELOW = 32  # a layer with fewer inputs per output computes across output channels
 _MASKS = {None: 0, "bitmap": 1, "indices": 2, "rice": 3}
 _PAD = b"\0\0\0\0"  # the bit reader loads 4 bytes at a time
 
@@ -234,6 +235,22 @@ def _weight_arrays(em: _Emitter, prefix: str, tensor: Any, fields: dict[str, Any
     return max_abs
 
 
+def _pixel_major(tensor: Any) -> Any:
+    """A conv weight `[cout, cin, kh, kw]` re-packed in `[cout, kh, kw, cin]` order (the order of the
+    C runtime's im2col rows); other weights as they are."""
+    if len(tensor.shape) != 4:
+        return tensor
+    if not isinstance(tensor, PackedTensor):
+        return np.ascontiguousarray(np.asarray(tensor).transpose(0, 2, 3, 1))
+    codes = tensor.code_array().transpose(0, 2, 3, 1)
+    mask = None if tensor.mask is None else tensor.mask.transpose(0, 2, 3, 1)
+    if tensor.codebook is not None:
+        return PackedTensor.from_codes(codes, tensor.bits, mask=mask, codebook=tensor.codebook)
+    return PackedTensor.from_codes(
+        codes, tensor.bits, scale=tensor.scale, zero_point=tensor.zero_point, axis=tensor.axis, mask=mask
+    )
+
+
 def _lut(model: RuntimeModel, stages: list[Stage], integer: bool) -> np.ndarray:
     """Per input channel, the first layer's input for each pixel value 0..255 (its integer code, or
     the normalised float), computed with the float32 arithmetic of `fewbit.runtime.images.preprocess`
@@ -333,7 +350,7 @@ def export_c(
     structs, max_w = [], 0
     for i, (st, g) in enumerate(zip(stages, geo)):
         fields: dict[str, Any] = dict(g)
-        weight = artifact.tensors[specs[id(st.linop)]["weight"]]
+        weight = _pixel_major(artifact.tensors[specs[id(st.linop)]["weight"]])
         max_w = max(max_w, _weight_arrays(em, f"fb_s{i}", weight, fields))
         if integer:
             bound = accumulator_bound(st)
@@ -346,11 +363,12 @@ def export_c(
                 )
         _stage_fields(em, model, stages, i, fields, integer)
         structs.append(fields)
-    weight_type = "int8_t" if max_w <= 127 else "int16_t"
+    if integer and max_w > 32767:
+        raise ConfigError("C export: integer weights beyond 16 bits")
     lut = _lut(model, stages, integer)
     lut_name = em.array("fb_lut", "uint8_t" if integer else "float", lut.astype(np.uint8) if integer else lut)
     head = _head(em, model, artifact, settings, max_ways)
-    layout = _layout(stages, structs, integer, weight_type, model, max_ways, max_support, head)
+    layout = _layout(stages, structs, integer, model, max_ways, max_support, head)
     dim = model.embedding_dim
     defines = {
         "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
@@ -379,7 +397,7 @@ def export_c(
         "@DEFINES@": "\n".join(f"#define {k} {v}" for k, v in defines.items()),
     }.items():
         header = header.replace(key, value)
-    source_c = _model_c(em, structs, stages, integer, weight_type, lut_name, layout, head)
+    source_c = _model_c(em, structs, stages, lut_name, layout, head)
     files = {
         "fewbit_model.h": header,
         "fewbit_model.c": source_c,
@@ -436,6 +454,7 @@ def _stage_fields(
     params = model.params
     quant: InputQuant | None = op.input_quant
     fields.update(relu=int(st.relu), has_iq=int(quant is not None))
+    fields["chw_out"] = int(i + 1 < len(stages) and isinstance(stages[i + 1].linop, Linear))
     fields.update(
         iq_scale=_float_literal(float(quant.scale)) if quant is not None else "0.0f",
         iq_zero=quant.zero_point if quant is not None else 0,
@@ -458,7 +477,7 @@ def _stage_fields(
         fields["out_lo"] = max(nxt.qmin, nxt.zero_point) if st.relu else nxt.qmin
     else:
         fields.update(out_zero=0, out_hi=INT32_MAX, out_scale="0.0", out_lo=0 if st.relu else -INT32_MAX - 1)
-    w_bytes = 1 if integer else 4
+    w_bytes = 2 if integer else 4
     fields["group"] = max(1, min(fields["cout"], WEIGHT_SCRATCH_BYTES // (fields["fan"] * w_bytes)))
 
 
@@ -467,6 +486,7 @@ _STRUCT_FIELDS = (  # the order of the C struct fb_stage
     *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
     *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
     *("iq_zero", "iq_qmin", "iq_qmax", "gamma", "beta", "bias", "eps", "out_zero", "out_lo", "out_hi", "out_scale"),
+    "chw_out",
 )
 
 
@@ -560,7 +580,6 @@ def _layout(
     stages: list[Stage],
     geo: list[dict[str, int]],
     integer: bool,
-    weight_type: str,
     model: RuntimeModel,
     max_ways: int,
     max_support: int,
@@ -568,7 +587,7 @@ def _layout(
 ) -> dict[str, Any]:
     """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state."""
     act = 1 if integer else 4
-    w_size = (1 if weight_type == "int8_t" else 2) if integer else 4
+    w_size = 2 if integer else 4
     first = int(np.prod(model.input_shape))
     act_elems = max([first] + [g["cout"] * g["hp"] * g["wp"] for g in geo[:-1]])
     dim = model.embedding_dim
@@ -576,14 +595,14 @@ def _layout(
         ("ACT0", act * act_elems),
         ("ACT1", act * act_elems),
         ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in geo)),
-        ("PATCH", (2 if integer else 4) * max(g["fan"] for g in geo)),
-        ("BEST", 4 * max(g["group"] for g in geo)),
+        ("PATCH", 2 * (2 if integer else 4) * max(g["fan"] for g in geo)),  # two pixels' im2col rows
+        ("BEST", 12 * max(g["group"] for g in geo)),  # pooled maxima and two pixels' accumulators
         ("SUMS", 16 * max(g["cout"] for g in geo)),
         ("EMBED", 4 * dim),
         ("PROTOS", 8 * max_ways * dim),
         ("COUNTS", 4 * max_ways),
     ]
-    frozen_each = [16 * g["cout"] if integer else 8 * g["cout"] for g in geo]
+    frozen_each = [24 * g["cout"] if integer else 8 * g["cout"] for g in geo]
     for i, size in enumerate(frozen_each):
         parts.append((f"FROZEN{i}", size))
     if head is not None:
@@ -609,8 +628,6 @@ def _model_c(
     em: _Emitter,
     structs: list[dict[str, Any]],
     stages: list[Stage],
-    integer: bool,
-    weight_type: str,
     lut_name: str,
     layout: Mapping[str, Any],
     head: dict[str, Any] | None,
@@ -636,6 +653,8 @@ def _model_c(
         f"#define FB_NUM_STAGES {len(stages)}",
         f"#define FB_NEEDS_STATISTICS {int(needs_stats)}",
         f"#define FB_EMBED_ONE {float(2 ** fixedpoint.EMBED_FRAC_BITS)!r}",
+        f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
+        f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
     ]
     for name in ("ACT0", "ACT1", "WEIGHTS", "PATCH", "BEST", "SUMS", "EMBED", "PROTOS", "COUNTS"):
         lines.append(f"#define FB_OFF_{name} {off[name]}u")
@@ -647,8 +666,6 @@ def _model_c(
         lines += ["#define FB_RULE_CODEBOOK 3"]
         lines += [f"#define {k} {v}" for k, v in head.items()]
     lines += [
-        "",
-        f"typedef {weight_type} fb_weight_t;",
         "",
         "typedef struct {",
         "    int cin, hin, win, cout, kh, kw, stride, pad, hout, wout, pool, hp, wp, fan, group, relu;",
@@ -669,6 +686,7 @@ def _model_c(
         "    double eps;",
         "    int32_t out_zero, out_lo, out_hi;",
         "    double out_scale; /* the next layer's input scale; 0: the Q16 embedding */",
+        "    int chw_out;      /* write the output in (C, H, W) order: a linear layer reads it */",
         "} fb_stage;",
         "",
     ]

@@ -3,9 +3,12 @@
  * fewbit_model.h for the API. C99, no dynamic allocation, no stdio; sqrt (and exp when the
  * head is fine-tuned) from libm.
  *
- * Layout: activations are channel-major (C, H, W), the order PyTorch flattens in, so a flatten
- * is free and a linear layer is a 1x1 convolution of a 1x1 image. Weights stay packed in flash
- * (const arrays); each layer unpacks `group` output channels at a time into the arena.
+ * Layout: activations are pixel-major (H, W, C), so an im2col row of a convolution is kw * C
+ * contiguous values per kernel row; a stage whose output is flattened (into a linear layer or
+ * the embedding) writes it in PyTorch's (C, H, W) order, and a linear layer is a 1x1
+ * convolution of a 1x1 image. Weights stay packed in flash (const arrays, rows in (ky, kx, C)
+ * order); each layer unpacks `group` output channels at a time into the arena, transposed
+ * for a layer with few inputs per output (the products then run across output channels).
  *
  * BatchNorm uses statistics of the support set, frozen (fewbit_freeze_statistics): for each
  * BatchNorm layer in turn, every support image is run through the layers before it (already
@@ -76,6 +79,66 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
     return (int32_t)fb_bits(st->codes, kept_i * (uint32_t)st->bits, st->bits) * st->code_step + st->code_min;
 }
 
+/* Writes `rows` output channels from `row0`: `value(channel, code)` of kept elements, 0 elsewhere;
+ * row-major [rows][fan], or [fan][rows] when `transposed`. */
+#define FB_UNPACK(NAME, TYPE, VALUE)                                                                          \
+    static void NAME(const fb_stage *st, fb_reader *r, int row0, int rows, TYPE *dst, int transposed) {       \
+        int c;                                                                                                \
+        uint32_t j, fan = (uint32_t)st->fan, pos = (uint32_t)row0 * fan;                                      \
+        for (c = 0; c < rows; c++) {                                                                          \
+            int row = row0 + c;                                                                               \
+            TYPE *out = transposed ? dst + c : dst + (size_t)c * fan;                                         \
+            size_t step = transposed ? (size_t)rows : 1u;                                                     \
+            if (st->mask_format == FB_MASK_NONE && st->wenc != FB_ENC_FLOAT && (st->bits == 8 || st->bits == 4 || \
+                st->bits == 2 || st->bits == 1) && (pos * (uint32_t)st->bits) % 8u == 0) {                  \
+                /* dense codes from whole bytes: no per-element bit arithmetic */                             \
+                const uint8_t *p = st->codes + (pos * (uint32_t)st->bits) / 8u;                               \
+                uint32_t b = (uint32_t)st->bits, lanes = (1u << b) - 1u;                                      \
+                uint32_t lp = b == 8 ? 0u : b == 4 ? 1u : b == 2 ? 2u : 3u; /* log2 of codes per byte */      \
+                uint32_t in_byte = (1u << lp) - 1u;                                                           \
+                if (step == 1 && b == 4 && fan % 2u == 0) { /* byte loops the compiler vectorizes */         \
+                    for (j = 0; j < fan / 2u; j++) {                                                          \
+                        int32_t lo_code = (int32_t)(p[j] & 15u) * st->code_step + st->code_min;              \
+                        int32_t hi_code = (int32_t)(p[j] >> 4) * st->code_step + st->code_min;               \
+                        int32_t code = lo_code;                                                               \
+                        out[2u * j] = (TYPE)(VALUE);                                                          \
+                        code = hi_code;                                                                       \
+                        out[2u * j + 1u] = (TYPE)(VALUE);                                                     \
+                    }                                                                                         \
+                } else if (step == 1 && b == 8) {                                                             \
+                    for (j = 0; j < fan; j++) {                                                               \
+                        int32_t code = (int32_t)p[j] * st->code_step + st->code_min;                          \
+                        out[j] = (TYPE)(VALUE);                                                               \
+                    }                                                                                         \
+                } else if (step == 1) {                                                                       \
+                    for (j = 0; j < fan; j++) {                                                               \
+                        uint32_t u = ((uint32_t)p[j >> lp] >> ((j & in_byte) * b)) & lanes;                   \
+                        int32_t code = (int32_t)u * st->code_step + st->code_min;                             \
+                        out[j] = (TYPE)(VALUE);                                                               \
+                    }                                                                                         \
+                } else {                                                                                      \
+                    for (j = 0; j < fan; j++) {                                                               \
+                        uint32_t u = ((uint32_t)p[j >> lp] >> ((j & in_byte) * b)) & lanes;                   \
+                        int32_t code = (int32_t)u * st->code_step + st->code_min;                             \
+                        out[j * step] = (TYPE)(VALUE);                                                        \
+                    }                                                                                         \
+                }                                                                                             \
+                r->kept_i += fan;                                                                             \
+                pos += fan;                                                                                   \
+                continue;                                                                                     \
+            }                                                                                                 \
+            for (j = 0; j < fan; j++, pos++) {                                                                \
+                TYPE v = (TYPE)0;                                                                             \
+                if (fb_take(st, r, pos)) {                                                                    \
+                    int32_t code = st->wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                     \
+                    v = (TYPE)(VALUE);                                                                        \
+                    fb_consume(st, r);                                                                        \
+                }                                                                                             \
+                out[j * step] = v;                                                                            \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
 #if FEWBIT_INTEGER_BODY
 /* ================================================================================= integer body */
 
@@ -94,92 +157,141 @@ static double fb_clamp_double(double x) {
     return x;
 }
 
+#define FB_ZP(st, row) ((st)->zp ? (st)->zp[(st)->zp_n > 1 ? (row) : 0] : 0)
+FB_UNPACK(fb_unpack_int, int16_t, code - FB_ZP(st, row))
 
-/* `rows` output channels from `row0` unpacked to `code - zero_point` (0 where pruned). */
-static void fb_unpack_int(const fb_stage *st, fb_reader *r, int row0, int rows, fb_weight_t *dst) {
-    int c;
-    uint32_t j, pos = (uint32_t)row0 * (uint32_t)st->fan;
-    for (c = 0; c < rows; c++) {
-        int32_t zp = st->zp ? st->zp[st->zp_n > 1 ? row0 + c : 0] : 0;
-        for (j = 0; j < (uint32_t)st->fan; j++, pos++) {
-            int32_t v = 0;
-            if (fb_take(st, r, pos)) {
-                v = fb_code(st, r->kept_i) - zp;
-                fb_consume(st, r);
-            }
-            *dst++ = (fb_weight_t)v;
+/* acc[c] = patch . w[c] for `gn` rows of `fan` (four rows share each patch load) */
+static void fb_products(const int16_t *patch, const int16_t *w, int fan, int gn, int transposed, int32_t *acc) {
+    int c, k;
+    if (transposed) { /* few inputs: accumulate across the output channels */
+        for (c = 0; c < gn; c++) acc[c] = 0;
+        for (k = 0; k < fan; k++) {
+            int32_t v = patch[k];
+            const int16_t *wk = w + (size_t)k * (size_t)gn;
+            for (c = 0; c < gn; c++) acc[c] += v * wk[c];
         }
+        return;
+    }
+    for (c = 0; c + 4 <= gn; c += 4) {
+        const int16_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
+        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (k = 0; k < fan; k++) {
+            int32_t v = patch[k];
+            s0 += v * w0[k];
+            s1 += v * w1[k];
+            s2 += v * w2[k];
+            s3 += v * w3[k];
+        }
+        acc[c] = s0;
+        acc[c + 1] = s1;
+        acc[c + 2] = s2;
+        acc[c + 3] = s3;
+    }
+    for (; c < gn; c++) {
+        const int16_t *wc = w + (size_t)c * (size_t)fan;
+        int32_t s0 = 0;
+        for (k = 0; k < fan; k++) s0 += (int32_t)patch[k] * wc[k];
+        acc[c] = s0;
     }
 }
 
-static int32_t fb_dot(const int16_t *x, const fb_weight_t *w, int n) {
-    int32_t s = 0;
-    int i;
-    for (i = 0; i < n; i++) s += (int32_t)x[i] * (int32_t)w[i];
-    return s;
-}
-
-/* Four output channels at once: the patch is loaded once for four weight rows. */
-static void fb_dot4(const int16_t *x, const fb_weight_t *w, int n, int32_t *out) {
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    const fb_weight_t *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-    int i;
-    for (i = 0; i < n; i++) {
-        int32_t v = x[i];
-        s0 += v * w[i];
-        s1 += v * w1[i];
-        s2 += v * w2[i];
-        s3 += v * w3[i];
+/* The products of two pixels at once: each weight row is loaded once for both. */
+static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w, int fan, int gn, int transposed,
+                         int32_t *acc0, int32_t *acc1) {
+    int c, k;
+    if (transposed || gn % 4) {
+        fb_products(p0, w, fan, gn, transposed, acc0);
+        fb_products(p1, w, fan, gn, transposed, acc1);
+        return;
     }
-    out[0] = s0;
-    out[1] = s1;
-    out[2] = s2;
-    out[3] = s3;
+    for (c = 0; c < gn; c += 4) {
+        const int16_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        for (k = 0; k < fan; k++) {
+            int32_t x = p0[k], y = p1[k];
+            a0 += x * (int32_t)w0[k];
+            a1 += x * (int32_t)w1[k];
+            a2 += x * (int32_t)w2[k];
+            a3 += x * (int32_t)w3[k];
+            b0 += y * (int32_t)w0[k];
+            b1 += y * (int32_t)w1[k];
+            b2 += y * (int32_t)w2[k];
+            b3 += y * (int32_t)w3[k];
+        }
+        acc0[c] = a0;
+        acc0[c + 1] = a1;
+        acc0[c + 2] = a2;
+        acc0[c + 3] = a3;
+        acc1[c] = b0;
+        acc1[c + 1] = b1;
+        acc1[c + 2] = b2;
+        acc1[c + 3] = b3;
+    }
 }
 
-/* im2col row of output pixel (oy, ox): (ci, ky, kx) order, `code - zero` (0 outside the image). */
+/* im2col row of output pixel (oy, ox) in (ky, kx, C) order: `code - zero`, 0 outside the image. */
 static void fb_patch_int(const fb_stage *st, const uint8_t *in, int oy, int ox, int16_t *patch) {
-    int ci, ky, kx, k = 0;
-    int zero = st->iq_zero;
-    for (ci = 0; ci < st->cin; ci++) {
-        const uint8_t *plane = in + (size_t)ci * (size_t)st->hin * (size_t)st->win;
-        for (ky = 0; ky < st->kh; ky++) {
-            int y = oy * st->stride + ky - st->pad;
-            for (kx = 0; kx < st->kw; kx++) {
-                int x = ox * st->stride + kx - st->pad;
-                patch[k++] = (y >= 0 && y < st->hin && x >= 0 && x < st->win)
-                                 ? (int16_t)((int)plane[y * st->win + x] - zero)
-                                 : (int16_t)0;
+    int ky, kx, ci;
+    int16_t *p = patch;
+    int zero = st->iq_zero, cin = st->cin;
+    for (ky = 0; ky < st->kh; ky++) {
+        int y = oy * st->stride + ky - st->pad;
+        if (y < 0 || y >= st->hin) {
+            for (ci = 0; ci < st->kw * cin; ci++) *p++ = 0;
+            continue;
+        }
+        for (kx = 0; kx < st->kw; kx++) {
+            int x = ox * st->stride + kx - st->pad;
+            if (x < 0 || x >= st->win) {
+                for (ci = 0; ci < cin; ci++) p[ci] = 0;
+            } else {
+                const uint8_t *q = in + ((size_t)y * (size_t)st->win + (size_t)x) * (size_t)cin;
+                for (ci = 0; ci < cin; ci++) p[ci] = (int16_t)((int)q[ci] - zero);
             }
+            p += cin;
         }
     }
 }
 
-static int64_t fb_round_shift(int64_t v, int s) {
-    if (s == 0) return v;
-    v += (int64_t)1 << (s - 1);
-    return v >= 0 ? (v >> s) : -(((-v) - 1) >> s) - 1; /* floor division by 2**s */
+/* Requantize `gn` accumulators and keep the running maximum (max-pooling): per channel
+ * clip(floor((acc * M + B + half) / 2**S) + zero, lo, hi). The right shift of a negative number is
+ * implementation-defined in C99: every common compiler makes it arithmetic (a floor division),
+ * which the first loop relies on and the compiler vectorizes; the second is the portable form. */
+static void fb_requant_max(const int32_t *acc, const int32_t *mult, const int32_t *shift, const int64_t *offset,
+                           const int64_t *half, int gn, int64_t zero, int64_t lo, int64_t hi, int32_t *best) {
+    int c;
+    if ((((int64_t)-1) >> 1) == -1) {
+        for (c = 0; c < gn; c++) {
+            int64_t v = (((int64_t)acc[c] * mult[c] + offset[c] + half[c]) >> shift[c]) + zero;
+            int32_t q = (int32_t)(v < lo ? lo : v > hi ? hi : v);
+            best[c] = q > best[c] ? q : best[c];
+        }
+        return;
+    }
+    for (c = 0; c < gn; c++) {
+        int64_t v = (int64_t)acc[c] * mult[c] + offset[c] + half[c];
+        int32_t q;
+        v = (v >= 0 ? (v >> shift[c]) : -(((-v) - 1) >> shift[c]) - 1) + zero;
+        q = (int32_t)(v < lo ? lo : v > hi ? hi : v);
+        best[c] = q > best[c] ? q : best[c];
+    }
 }
 
 typedef struct {
     int32_t *mult;
     int32_t *shift;
     int64_t *offset;
+    int64_t *half;
 } fb_frozen;
 
 static fb_frozen fb_frozen_of(unsigned char *arena, int stage) {
     fb_frozen f;
+    size_t cout = (size_t)fb_stages[stage].cout;
     f.mult = (int32_t *)(void *)(arena + fb_frozen_offset[stage]);
-    f.shift = f.mult + fb_stages[stage].cout;
-    f.offset = (int64_t *)(void *)(arena + fb_frozen_offset[stage] + FB_ALIGN8(8u * (size_t)fb_stages[stage].cout));
+    f.shift = f.mult + cout;
+    f.offset = (int64_t *)(void *)(arena + fb_frozen_offset[stage] + FB_ALIGN8(8u * cout));
+    f.half = f.offset + cout;
     return f;
-}
-
-static int32_t fb_requant(const fb_stage *st, const fb_frozen *f, int c, int32_t acc) {
-    int64_t v = fb_round_shift((int64_t)acc * f->mult[c] + f->offset[c], f->shift[c]) + st->out_zero;
-    if (v < st->out_lo) v = st->out_lo;
-    if (v > st->out_hi) v = st->out_hi;
-    return (int32_t)v;
 }
 
 /* (M, S, B) of m * acc + o (fewbit.runtime.fixedpoint.multiplier, step for step). */
@@ -233,33 +345,48 @@ static void fb_freeze_stage(unsigned char *arena, int s, int64_t count, const in
             o = b * FB_EMBED_ONE;
         }
         fb_multiplier(m, o, &f.mult[c], &f.shift[c], &f.offset[c]);
+        f.half[c] = f.shift[c] > 0 ? (int64_t)1 << (f.shift[c] - 1) : 0;
     }
 }
 
-/* Runs stage `s` on codes `in`. STATS: adds to sum1/sum2 every output position (no output).
- * Otherwise writes codes (uint8) or, for the last stage, Q16 int32 to `out`. */
+/* Runs stage `s` on codes `in`. With sums: adds every output position's accumulator to sum1 and
+ * its square to sum2 (no output). Otherwise writes codes (uint8) or, for the last stage, Q16
+ * int32 to `out`, pooled. */
 static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *out, int64_t *sum1, int64_t *sum2) {
     const fb_stage *st = &fb_stages[s];
-    fb_weight_t *wbuf = (fb_weight_t *)(void *)(arena + FB_OFF_WEIGHTS);
+    int16_t *wbuf = (int16_t *)(void *)(arena + FB_OFF_WEIGHTS);
     int16_t *patch = (int16_t *)(void *)(arena + FB_OFF_PATCH);
     int32_t *best = (int32_t *)(void *)(arena + FB_OFF_BEST);
-    int32_t acc[4];
+    int32_t *acc = best + st->group, *acc1 = acc + st->group;
+    int16_t *patch1 = patch + st->fan;
     fb_frozen f = fb_frozen_of(arena, s);
     fb_reader r;
     int g0, c, py, px, dy, dx;
-    int last = (s == FB_NUM_STAGES - 1);
+    int last = (s == FB_NUM_STAGES - 1), transposed = st->fan < FB_TRANSPOSE_BELOW;
     fb_reader_start(st, &r);
     for (g0 = 0; g0 < st->cout; g0 += st->group) {
         int gn = st->cout - g0 < st->group ? st->cout - g0 : st->group;
-        fb_unpack_int(st, &r, g0, gn, wbuf);
+        const int32_t *mult = f.mult + g0, *shift = f.shift + g0;
+        const int64_t *offset = f.offset + g0, *half = f.half + g0;
+        fb_unpack_int(st, &r, g0, gn, wbuf, transposed);
         if (sum1) {
             for (py = 0; py < st->hout; py++) {
-                for (px = 0; px < st->wout; px++) {
+                for (px = 0; px < st->wout; px += 2) {
+                    int two = px + 1 < st->wout;
                     fb_patch_int(st, in, py, px, patch);
+                    if (two) {
+                        fb_patch_int(st, in, py, px + 1, patch1);
+                        fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
+                    } else {
+                        fb_products(patch, wbuf, st->fan, gn, transposed, acc);
+                    }
                     for (c = 0; c < gn; c++) {
-                        int32_t a = fb_dot(patch, wbuf + (size_t)c * (size_t)st->fan, st->fan);
-                        sum1[g0 + c] += a;
-                        sum2[g0 + c] += (int64_t)a * a;
+                        sum1[g0 + c] += acc[c];
+                        sum2[g0 + c] += (int64_t)acc[c] * acc[c];
+                    }
+                    for (c = 0; two && c < gn; c++) {
+                        sum1[g0 + c] += acc1[c];
+                        sum2[g0 + c] += (int64_t)acc1[c] * acc1[c];
                     }
                 }
             }
@@ -269,35 +396,40 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
             for (px = 0; px < st->wp; px++) {
                 for (c = 0; c < gn; c++) best[c] = INT32_MIN;
                 for (dy = 0; dy < st->pool; dy++) {
-                    for (dx = 0; dx < st->pool; dx++) {
+                    for (dx = 0; dx < st->pool; dx += 2) { /* two pixels of the window at a time */
                         fb_patch_int(st, in, py * st->pool + dy, px * st->pool + dx, patch);
-                        for (c = 0; c + 4 <= gn; c += 4) {
-                            int k;
-                            fb_dot4(patch, wbuf + (size_t)c * (size_t)st->fan, st->fan, acc);
-                            for (k = 0; k < 4; k++) {
-                                int32_t v = fb_requant(st, &f, g0 + c + k, acc[k]);
-                                if (v > best[c + k]) best[c + k] = v;
-                            }
+                        if (dx + 1 < st->pool) {
+                            fb_patch_int(st, in, py * st->pool + dy, px * st->pool + dx + 1, patch1);
+                            fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
+                            fb_requant_max(acc1, mult, shift, offset, half, gn, st->out_zero, st->out_lo, st->out_hi, best);
+                        } else {
+                            fb_products(patch, wbuf, st->fan, gn, transposed, acc);
                         }
-                        for (; c < gn; c++) {
-                            int32_t v = fb_requant(st, &f, g0 + c, fb_dot(patch, wbuf + (size_t)c * (size_t)st->fan, st->fan));
-                            if (v > best[c]) best[c] = v;
-                        }
+                        fb_requant_max(acc, mult, shift, offset, half, gn, st->out_zero, st->out_lo, st->out_hi, best);
                     }
                 }
-                for (c = 0; c < gn; c++) {
-                    size_t at = (size_t)(g0 + c) * (size_t)st->hp * (size_t)st->wp + (size_t)py * (size_t)st->wp + (size_t)px;
-                    if (last) ((int32_t *)out)[at] = best[c];
-                    else ((uint8_t *)out)[at] = (uint8_t)best[c];
+                if (last) { /* the embedding, flattened in (C, H, W) order */
+                    for (c = 0; c < gn; c++)
+                        ((int32_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = best[c];
+                } else if (st->chw_out) { /* flattened into a linear layer */
+                    for (c = 0; c < gn; c++)
+                        ((uint8_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] =
+                            (uint8_t)best[c];
+                } else {
+                    uint8_t *o = (uint8_t *)out + (size_t)(py * st->wp + px) * (size_t)st->cout + (size_t)g0;
+                    for (c = 0; c < gn; c++) o[c] = (uint8_t)best[c];
                 }
             }
         }
     }
 }
 
+/* The image (channel-major uint8) as the first layer's codes, pixel-major. */
 static void fb_input(const uint8_t *image, uint8_t *codes) {
-    size_t i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
-    for (i = 0; i < (size_t)FEWBIT_INPUT_BYTES; i++) codes[i] = fb_lut[(i / plane) * 256u + image[i]];
+    size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
+    for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
+        for (i = 0; i < plane; i++)
+            codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = fb_lut[ch * 256u + image[ch * plane + i]];
 }
 
 /* Stages 0..upto-1 on one image; returns the activations stage `upto` reads (or the embedding). */
@@ -350,51 +482,53 @@ static float fb_fake_quant(const fb_stage *st, float x) {
     return (t - (float)st->iq_zero) * st->iq_scale;
 }
 
-static void fb_unpack_float(const fb_stage *st, fb_reader *r, int row0, int rows, float *dst) {
-    int c;
-    uint32_t j, pos = (uint32_t)row0 * (uint32_t)st->fan;
-    for (c = 0; c < rows; c++) {
-        int row = row0 + c;
-        for (j = 0; j < (uint32_t)st->fan; j++, pos++) {
-            float v = 0.0f;
-            if (fb_take(st, r, pos)) {
-                if (st->wenc == FB_ENC_FLOAT) {
-                    v = st->fvals[r->kept_i];
-                } else if (st->wenc == FB_ENC_CODEBOOK) {
-                    v = st->book[fb_code(st, r->kept_i)];
-                } else {
-                    int32_t zp = st->zp ? st->zp[st->zp_n > 1 ? row : 0] : 0;
-                    v = (float)(fb_code(st, r->kept_i) - zp) * st->scale[st->scale_n > 1 ? row : 0];
-                }
-                fb_consume(st, r);
-            }
-            *dst++ = v;
+#define FB_FLOAT_VALUE                                                                                   \
+    (st->wenc == FB_ENC_FLOAT      ? st->fvals[r->kept_i]                                                \
+     : st->wenc == FB_ENC_CODEBOOK ? st->book[code]                                                      \
+                                   : (float)(code - (st->zp ? st->zp[st->zp_n > 1 ? row : 0] : 0)) *     \
+                                         st->scale[st->scale_n > 1 ? row : 0])
+FB_UNPACK(fb_unpack_float, float, FB_FLOAT_VALUE)
+
+static void fb_products_float(const float *patch, const float *w, int fan, int gn, int transposed, float *acc) {
+    int c, k;
+    if (transposed) {
+        for (c = 0; c < gn; c++) acc[c] = 0.0f;
+        for (k = 0; k < fan; k++) {
+            float v = patch[k];
+            const float *wk = w + (size_t)k * (size_t)gn;
+            for (c = 0; c < gn; c++) acc[c] += v * wk[c];
         }
+        return;
+    }
+    for (c = 0; c < gn; c++) {
+        const float *wc = w + (size_t)c * (size_t)fan;
+        float s0 = 0.0f;
+        for (k = 0; k < fan; k++) s0 += patch[k] * wc[k];
+        acc[c] = s0;
     }
 }
 
-static float fb_dotf(const float *x, const float *w, int n) {
-    float s = 0.0f;
-    int i;
-    for (i = 0; i < n; i++) s += x[i] * w[i];
-    return s;
-}
-
 static void fb_patch_float(const fb_stage *st, const float *in, int oy, int ox, float *patch) {
-    int ci, ky, kx, k = 0;
-    for (ci = 0; ci < st->cin; ci++) {
-        const float *plane = in + (size_t)ci * (size_t)st->hin * (size_t)st->win;
-        for (ky = 0; ky < st->kh; ky++) {
-            int y = oy * st->stride + ky - st->pad;
-            for (kx = 0; kx < st->kw; kx++) {
-                int x = ox * st->stride + kx - st->pad;
-                float v = 0.0f;
-                if (y >= 0 && y < st->hin && x >= 0 && x < st->win) {
-                    v = plane[y * st->win + x];
-                    if (st->has_iq) v = fb_fake_quant(st, v);
-                }
-                patch[k++] = v;
+    int ky, kx, ci, cin = st->cin;
+    float *p = patch;
+    for (ky = 0; ky < st->kh; ky++) {
+        int y = oy * st->stride + ky - st->pad;
+        if (y < 0 || y >= st->hin) {
+            for (ci = 0; ci < st->kw * cin; ci++) *p++ = 0.0f;
+            continue;
+        }
+        for (kx = 0; kx < st->kw; kx++) {
+            int x = ox * st->stride + kx - st->pad;
+            if (x < 0 || x >= st->win) {
+                for (ci = 0; ci < cin; ci++) p[ci] = 0.0f;
+            } else {
+                const float *q = in + ((size_t)y * (size_t)st->win + (size_t)x) * (size_t)cin;
+                if (st->has_iq)
+                    for (ci = 0; ci < cin; ci++) p[ci] = fb_fake_quant(st, q[ci]);
+                else
+                    for (ci = 0; ci < cin; ci++) p[ci] = q[ci];
             }
+            p += cin;
         }
     }
 }
@@ -421,19 +555,21 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
     float *wbuf = (float *)(void *)(arena + FB_OFF_WEIGHTS);
     float *patch = (float *)(void *)(arena + FB_OFF_PATCH);
     float *best = (float *)(void *)(arena + FB_OFF_BEST);
+    float *acc = best + st->group;
     const float *f = fb_frozen_of(arena, s);
     fb_reader r;
-    int g0, c, py, px, dy, dx;
+    int g0, c, py, px, dy, dx, transposed = st->fan < FB_TRANSPOSE_BELOW;
     fb_reader_start(st, &r);
     for (g0 = 0; g0 < st->cout; g0 += st->group) {
         int gn = st->cout - g0 < st->group ? st->cout - g0 : st->group;
-        fb_unpack_float(st, &r, g0, gn, wbuf);
+        fb_unpack_float(st, &r, g0, gn, wbuf, transposed);
         if (sum1) {
             for (py = 0; py < st->hout; py++) {
                 for (px = 0; px < st->wout; px++) {
                     fb_patch_float(st, in, py, px, patch);
+                    fb_products_float(patch, wbuf, st->fan, gn, transposed, acc);
                     for (c = 0; c < gn; c++) {
-                        double y = (double)fb_dotf(patch, wbuf + (size_t)c * (size_t)st->fan, st->fan);
+                        double y = (double)acc[c];
                         if (st->bias) y += (double)st->bias[g0 + c];
                         sum1[g0 + c] += y;
                         sum2[g0 + c] += y * y;
@@ -447,9 +583,10 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
                 for (dy = 0; dy < st->pool; dy++) {
                     for (dx = 0; dx < st->pool; dx++) {
                         fb_patch_float(st, in, py * st->pool + dy, px * st->pool + dx, patch);
+                        fb_products_float(patch, wbuf, st->fan, gn, transposed, acc);
                         for (c = 0; c < gn; c++) {
                             int ch = g0 + c;
-                            float y = fb_dotf(patch, wbuf + (size_t)c * (size_t)st->fan, st->fan);
+                            float y = acc[c];
                             if (st->bias) y += st->bias[ch];
                             if (st->gamma) y = (y - f[ch]) * f[st->cout + ch] * st->gamma[ch] + st->beta[ch];
                             if (st->relu && y < 0.0f) y = 0.0f;
@@ -457,16 +594,22 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
                         }
                     }
                 }
-                for (c = 0; c < gn; c++)
-                    out[(size_t)(g0 + c) * (size_t)st->hp * (size_t)st->wp + (size_t)py * (size_t)st->wp + (size_t)px] = best[c];
+                if (st->chw_out || s == FB_NUM_STAGES - 1) {
+                    for (c = 0; c < gn; c++) out[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = best[c];
+                } else {
+                    float *o = out + (size_t)(py * st->wp + px) * (size_t)st->cout + (size_t)g0;
+                    for (c = 0; c < gn; c++) o[c] = best[c];
+                }
             }
         }
     }
 }
 
 static void fb_input(const uint8_t *image, float *x) {
-    size_t i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
-    for (i = 0; i < (size_t)FEWBIT_INPUT_BYTES; i++) x[i] = fb_lut[(i / plane) * 256u + image[i]];
+    size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
+    for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
+        for (i = 0; i < plane; i++)
+            x[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = fb_lut[ch * 256u + image[ch * plane + i]];
 }
 
 static const float *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
