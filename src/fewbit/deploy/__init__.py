@@ -2,9 +2,10 @@
 
     fewbit.deploy.export(model, "model.fewbit", algorithm="protonet")
     fewbit.deploy.inspect_artifact("model.fewbit")   # per-layer bytes and ratio to float32
+    fewbit.deploy.export_c("model.fewbit", "model_c")  # a C99 library that adapts on the device
 
 The file format and bit packing live in the torch-free `fewbit.artifact`; `export` and
-`export_onnx` import torch and are loaded on first use.
+`export_onnx` import torch and are loaded on first use; `export_c` needs numpy only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 _LAZY = {
     "export": ("fewbit.deploy.torch_export", "export"),
     "export_onnx": ("fewbit.deploy.onnx_export", "export_onnx"),
+    "export_c": ("fewbit.deploy.c_export", "export_c"),
     "artifact_from_model": ("fewbit.deploy.torch_export", "artifact_from_model"),
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),
     "read_artifact": ("fewbit.artifact.format", "read_artifact"),

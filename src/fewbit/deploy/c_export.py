@@ -409,7 +409,7 @@ def export_c(
     flash = _compiled_flash_bytes(out) if compile_check else None
     report: dict[str, Any] = {
         "out": str(out),
-        "files": sorted(files),
+        "files": sorted([*files, "fewbit_report.json"]),
         "architecture": model.arch_name,
         "algorithm": model.algorithm,
         "method": "head" if head is not None else "prototypes",
