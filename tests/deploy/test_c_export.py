@@ -115,6 +115,34 @@ def test_integer_bodies_match_numpy_bit_for_bit(spec: str, arch: str, algorithm:
     assert (pred_c == pred_np).mean() >= 0.995
 
 
+def _uncalibrated(arch: str, spec: str, ways: int) -> torch.nn.Module:
+    """A compressed model whose activation quantizers take each batch's range (as meta-training leaves it)."""
+    from fewbit.compress import compress_
+    from fewbit.models import conv4, mlp
+
+    torch.manual_seed(0)
+    model = conv4(ways=ways, width=16) if arch == "conv4" else mlp(ways=ways, in_features=784, hidden=(64, 32))
+    return compress_(model, spec).eval()
+
+
+@needs_cc
+@pytest.mark.parametrize(("arch", "algorithm"), [("conv4", "protonet"), ("mlp", "maml"), ("conv4", "anil")])
+def test_ranges_taken_from_the_support_set_match_numpy_bit_for_bit(arch: str, algorithm: str, tmp_path: Path) -> None:
+    """Uncalibrated activation quantizers: layer by layer, each takes the support set's range."""
+    report = _build(_uncalibrated(arch, "quant:w4a8", 5), tmp_path, algorithm)
+    layers = rt.load(tmp_path / "m.fewbit").manifest["architecture"]["layers"]
+    assert report["integer_body"] and all(q["dynamic"] for q in (layer.get("input_quant") for layer in layers) if q)
+    runtime = _numpy(tmp_path)
+    support, labels, queries, _ = _task(5, 2, 30, seed=8)
+    sx = pixels_to_input(support, runtime.preprocessing)
+    qx = pixels_to_input(queries, runtime.preprocessing)
+    emb_c = _embeddings(tmp_path, support, labels, queries)
+    np.testing.assert_array_equal(emb_c, SupportStatistics(runtime, sx).embed_fixed(qx))
+    pred_c = np.array([int(v) for v in _run(tmp_path, support, labels, queries)])
+    pred_np = rt.adapt(runtime, sx, labels, norm_stats="support").predict(qx)
+    assert (pred_c == pred_np).mean() >= 0.995
+
+
 @needs_cc
 @pytest.mark.parametrize(
     ("spec", "algorithm", "adaptation"),
@@ -203,15 +231,8 @@ def test_report_contract_and_fit(tmp_path: Path) -> None:
 
 
 def test_what_the_c_runtime_cannot_reproduce_is_refused(tmp_path: Path) -> None:
-    from fewbit.compress import compress_
     from fewbit.meta.base import MetaConfig
-    from fewbit.models import mlp
 
-    torch.manual_seed(0)
-    dynamic = compress_(mlp(ways=5, in_features=784, hidden=(32,)), "quant:w4a8").eval()  # never calibrated
-    export(dynamic, tmp_path / "d.fewbit", algorithm="protonet")
-    with pytest.raises(ConfigError, match="calibrate"):
-        export_c(tmp_path / "d.fewbit", tmp_path / "d", compile_check=False)
     body = MetaConfig(algorithm="maml", scope="bias_norm")
     export(compressed_mlp("quant:w4a8", ways=5), tmp_path / "b.fewbit", algorithm="maml", meta=body)
     with pytest.raises(ConfigError, match="head only"):

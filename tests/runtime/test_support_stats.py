@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,19 +76,34 @@ def test_support_statistics_classify_about_as_well_as_the_batch(tmp_path: Path) 
     assert support >= 0.8 and batch >= 0.8
 
 
-def test_support_mode_adapts_the_head_only_and_needs_static_ranges(tmp_path: Path) -> None:
-    from fewbit.compress import compress_
-    from fewbit.models import mlp
-
+def test_support_mode_adapts_the_head_only(tmp_path: Path) -> None:
     runtime = _runtime(compressed_mlp("quant:w4a8", ways=5), tmp_path, algorithm="maml")
     sx, sy, _, _ = _task(5, 1, 1, seed=2)
     tuned = rt.adapt(runtime, sx, sy, method="finetune", steps=3, norm_stats="support")
     assert len(tuned.losses) == 3 and tuned.losses[-1] < tuned.losses[0]
     with pytest.raises(ValueError, match="norm_stats"):
         rt.adapt(runtime, sx, sy, norm_stats="running")
-    dynamic = compress_(mlp(ways=5, in_features=784, hidden=(16,)), "quant:w4a8").eval()  # never calibrated
-    with pytest.raises(ValueError, match="calibrate"):
-        rt.adapt(_runtime(dynamic, tmp_path), sx, sy, norm_stats="support")
+
+
+@pytest.mark.parametrize("arch", ["conv4", "mlp"])
+def test_per_batch_activation_ranges_come_from_the_support_set(arch: str, tmp_path: Path) -> None:
+    """An uncalibrated quantizer takes each batch's range; under support statistics it takes the
+    support set's, so a query's embedding no longer depends on the other queries."""
+    from fewbit.compress import compress_
+    from fewbit.models import conv4, mlp
+
+    torch.manual_seed(0)
+    body = conv4(ways=5, width=16) if arch == "conv4" else mlp(ways=5, in_features=784, hidden=(32,))
+    runtime = _runtime(compress_(body, "quant:w4a8").eval(), tmp_path, algorithm="anil")
+    sx, sy, qx, qy = _task(5, 2, 6, seed=3)
+    stats = SupportStatistics(runtime, sx)
+    assert stats.integer and all(not q.dynamic for q in stats.quant if q is not None)
+    alone = np.concatenate([stats.embed_fixed(qx[i : i + 1]) for i in range(len(qx))])
+    np.testing.assert_array_equal(alone, stats.embed_fixed(qx))
+    batch = runtime.embed(sx)  # the support set as one batch: per-batch ranges are the support set's
+    np.testing.assert_allclose(stats.embed(sx), batch, rtol=0.05, atol=0.05 * np.abs(batch).max())
+    tuned = rt.adapt(runtime, sx, sy, norm_stats="support")
+    assert tuned.predict(qx).shape == qy.shape
 
 
 def test_body_stages_read_the_conv4_and_mlp_layouts(tmp_path: Path) -> None:

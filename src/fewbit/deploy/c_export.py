@@ -49,7 +49,7 @@ from fewbit.runtime import fixedpoint
 from fewbit.runtime.adapt import scope_parts, settings_for
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import InputQuant, Linear
-from fewbit.runtime.support_stats import INT32_MAX, Stage, accumulator_bound, body_stages, integer_body
+from fewbit.runtime.support_stats import Stage, accumulator_bound, body_stages, integer_body
 
 DEFAULT_RAM = 256 * 1024
 DEFAULT_FLASH = 1024 * 1024
@@ -174,11 +174,6 @@ def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage
         stages = body_stages(model)
     except ValueError as exc:
         raise ConfigError(f"C export: {exc}; supported: conv4 and mlp bodies") from None
-    for i, st in enumerate(stages):
-        if st.linop.input_quant is not None and st.linop.input_quant.dynamic:
-            raise ConfigError(
-                f"C export: layer {i} quantizes its input with each batch's range; calibrate the model first"
-            )
     if scope_parts(str(settings["scope"])) - {"head"}:
         raise ConfigError(
             f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
@@ -251,21 +246,15 @@ def _pixel_major(tensor: Any) -> Any:
     )
 
 
-def _lut(model: RuntimeModel, stages: list[Stage], integer: bool) -> np.ndarray:
-    """Per input channel, the first layer's input for each pixel value 0..255 (its integer code, or
-    the normalised float), computed with the float32 arithmetic of `fewbit.runtime.images.preprocess`
-    and `InputQuant`."""
+def _lut(model: RuntimeModel) -> np.ndarray:
+    """Per input channel, the normalised value of each pixel value 0..255, computed with the float32
+    arithmetic of `fewbit.runtime.images.preprocess` (the C code quantizes it as the first layer does)."""
     pre = model.preprocessing
     channels = model.input_shape[0]
     mean = np.broadcast_to(np.asarray(pre.get("mean", 0.0), np.float32).reshape(-1), (channels,))
     std = np.broadcast_to(np.asarray(pre.get("std", 1.0), np.float32).reshape(-1), (channels,))
     pixels = np.arange(256, dtype=np.float32) / np.float32(255.0)
-    x = ((pixels[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)  # [C, 256]
-    if integer:  # the codes themselves
-        quant = stages[0].linop.input_quant
-        assert quant is not None
-        return (quant.integers(x, mask=False)[0] + np.float32(quant.zero_point)).astype(np.int64)
-    return x  # a float body quantizes (when it does) as it reads the image, as it does any input
+    return ((pixels[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)  # [C, 256]
 
 
 def pixels_to_input(pixels: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
@@ -341,10 +330,7 @@ def export_c(
         raise ConfigError(f"C export: {exc}") from None
     stages = _check_model(model, settings)
     geo = _geometry(model, stages)
-    integer = integer_body(stages) and all(
-        st.linop.input_quant.qmin >= 0 and st.linop.input_quant.qmax <= 255  # type: ignore[union-attr]
-        for st in stages
-    )
+    integer = integer_body(stages)
     specs = {id(op): spec for op, spec in zip(model.layers, model.manifest["architecture"]["layers"])}
     em = _Emitter()
     structs, max_w = [], 0
@@ -354,8 +340,6 @@ def export_c(
         max_w = max(max_w, _weight_arrays(em, f"fb_s{i}", weight, fields))
         if integer:
             bound = accumulator_bound(st)
-            if bound > INT32_MAX:
-                raise ConfigError(f"C export: layer {i} could overflow an int32 accumulator ({bound})")
             if st.bn is not None and max_support * g["hout"] * g["wout"] * bound * bound >= 2**63:
                 raise ConfigError(
                     f"C export: layer {i}'s statistics could overflow int64 with {max_support} support "
@@ -365,8 +349,7 @@ def export_c(
         structs.append(fields)
     if integer and max_w > 32767:
         raise ConfigError("C export: integer weights beyond 16 bits")
-    lut = _lut(model, stages, integer)
-    lut_name = em.array("fb_lut", "uint8_t" if integer else "float", lut.astype(np.uint8) if integer else lut)
+    lut_name = em.array("fb_lut", "float", _lut(model))
     head = _head(em, model, artifact, settings, max_ways)
     layout = _layout(stages, structs, integer, model, max_ways, max_support, head)
     dim = model.embedding_dim
@@ -453,10 +436,10 @@ def _stage_fields(
     op = st.linop
     params = model.params
     quant: InputQuant | None = op.input_quant
-    fields.update(relu=int(st.relu), has_iq=int(quant is not None))
+    fields.update(relu=int(st.relu), has_iq=int(quant is not None), iq_dynamic=int(bool(quant and quant.dynamic)))
     fields["chw_out"] = int(i + 1 < len(stages) and isinstance(stages[i + 1].linop, Linear))
     fields.update(
-        iq_scale=_float_literal(float(quant.scale)) if quant is not None else "0.0f",
+        iq_scale=_float_literal(float(quant.scale)) if quant is not None and not quant.dynamic else "0.0f",
         iq_zero=quant.zero_point if quant is not None else 0,
         iq_qmin=quant.qmin if quant is not None else 0,
         iq_qmax=quant.qmax if quant is not None else 0,
@@ -469,14 +452,6 @@ def _stage_fields(
         fields["eps"] = _double_literal(float(st.bn.eps))
     if op.bias_name:
         fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
-    last = i + 1 == len(stages)
-    if integer and not last:
-        nxt = stages[i + 1].linop.input_quant
-        assert nxt is not None
-        fields.update(out_zero=nxt.zero_point, out_hi=nxt.qmax, out_scale=_double_literal(float(nxt.scale)))
-        fields["out_lo"] = max(nxt.qmin, nxt.zero_point) if st.relu else nxt.qmin
-    else:
-        fields.update(out_zero=0, out_hi=INT32_MAX, out_scale="0.0", out_lo=0 if st.relu else -INT32_MAX - 1)
     w_bytes = 2 if integer else 4
     fields["group"] = max(1, min(fields["cout"], WEIGHT_SCRATCH_BYTES // (fields["fan"] * w_bytes)))
 
@@ -485,8 +460,7 @@ _STRUCT_FIELDS = (  # the order of the C struct fb_stage
     *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
     *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
     *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
-    *("iq_zero", "iq_qmin", "iq_qmax", "gamma", "beta", "bias", "eps", "out_zero", "out_lo", "out_hi", "out_scale"),
-    "chw_out",
+    *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out"),
 )
 
 
@@ -524,11 +498,10 @@ def _head(
         em.array("fb_head_mask", "uint8_t", bits.tobytes())
         if linear.input_quant is not None:
             q = linear.input_quant
-            if q.dynamic:
-                raise ConfigError("C export: the head quantizes its input per batch; calibrate the model first")
             cfg.update(
                 FB_HEAD_HAS_IQ=1,
-                FB_HEAD_IQ_SCALE=_float_literal(float(q.scale)),
+                FB_HEAD_IQ_DYNAMIC=int(q.dynamic),
+                FB_HEAD_IQ_SCALE=_float_literal(float(q.scale)) if not q.dynamic else "0.0f",
                 FB_HEAD_IQ_ZERO=q.zero_point,
                 FB_HEAD_IQ_QMIN=q.qmin,
                 FB_HEAD_IQ_QMAX=q.qmax,
@@ -597,7 +570,9 @@ def _layout(
         ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in geo)),
         ("PATCH", 2 * (2 if integer else 4) * max(g["fan"] for g in geo)),  # two pixels' im2col rows
         ("BEST", 12 * max(g["group"] for g in geo)),  # pooled maxima and two pixels' accumulators
-        ("SUMS", 16 * max(g["cout"] for g in geo)),
+        ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
+        ("LIVE", 20 * len(geo)),  # fb_live per stage
+        ("CODES", 256 * model.input_shape[0] if integer else 0),
         ("EMBED", 4 * dim),
         ("PROTOS", 8 * max_ways * dim),
         ("COUNTS", 4 * max_ways),
@@ -616,6 +591,7 @@ def _layout(
             ("HEAD_X", 4 * dim),
             ("HEAD_XS", 4 * max_support * dim),
             ("HEAD_LOGITS", 4 * max_ways),
+            ("HEAD_IQ", 8),
         ]
     offsets, total = {}, 0
     for name, size in parts:
@@ -633,7 +609,9 @@ def _model_c(
     head: dict[str, Any] | None,
 ) -> str:
     off = layout["offsets"]
-    needs_stats = any(st.bn is not None for st in stages)
+    needs_support = any(
+        st.bn is not None or (st.linop.input_quant is not None and st.linop.input_quant.dynamic) for st in stages
+    )
     lines = [
         f"/* fewbit_model.c: generated by fewbit {__version__}; the model's packed weights (const, in flash)",
         " * and the fewbit C runtime. Do not edit: re-export instead. */",
@@ -651,15 +629,15 @@ def _model_c(
         "#define FB_MODE_PROTOTYPES 1",
         "#define FB_MODE_HEAD 2",
         f"#define FB_NUM_STAGES {len(stages)}",
-        f"#define FB_NEEDS_STATISTICS {int(needs_stats)}",
+        f"#define FB_NEEDS_SUPPORT {int(needs_support)}",
         f"#define FB_EMBED_ONE {float(2 ** fixedpoint.EMBED_FRAC_BITS)!r}",
         f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
         f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
     ]
-    for name in ("ACT0", "ACT1", "WEIGHTS", "PATCH", "BEST", "SUMS", "EMBED", "PROTOS", "COUNTS"):
+    for name in ("ACT0", "ACT1", "WEIGHTS", "PATCH", "BEST", "SUMS", "LIVE", "CODES", "EMBED", "PROTOS", "COUNTS"):
         lines.append(f"#define FB_OFF_{name} {off[name]}u")
     if head is not None:
-        for name in ("HEAD_W", "HEAD_WQ", "HEAD_GW", "HEAD_B", "HEAD_GB", "HEAD_X", "HEAD_XS", "HEAD_LOGITS"):
+        for name in (n for n in off if n.startswith("HEAD_")):
             lines.append(f"#define FB_OFF_{name} {off[name]}u")
         lines += ["#define FB_INIT_OWN 0", "#define FB_INIT_ZEROS 1", "#define FB_INIT_PROTOTYPES 2"]
         lines += ["#define FB_RULE_NONE 0", "#define FB_RULE_FIXED 1", "#define FB_RULE_MINMAX 2"]
@@ -682,11 +660,10 @@ def _model_c(
         "    int has_iq;",
         "    float iq_scale;",
         "    int iq_zero, iq_qmin, iq_qmax;",
+        "    int iq_dynamic; /* the input range comes from the support set */",
         "    const float *gamma, *beta, *bias;",
         "    double eps;",
-        "    int32_t out_zero, out_lo, out_hi;",
-        "    double out_scale; /* the next layer's input scale; 0: the Q16 embedding */",
-        "    int chw_out;      /* write the output in (C, H, W) order: a linear layer reads it */",
+        "    int chw_out; /* write the output in (C, H, W) order: a linear layer reads it */",
         "} fb_stage;",
         "",
     ]
@@ -695,11 +672,7 @@ def _model_c(
     lines.append("static const fb_stage fb_stages[FB_NUM_STAGES] = {")
     for s in structs:
         values = []
-        for name in _STRUCT_FIELDS:
-            v = s[name]
-            if name in ("out_lo",) and int(v) == -INT32_MAX - 1:
-                v = "INT32_MIN"
-            values.append(str(v))
+        values = [str(s[name]) for name in _STRUCT_FIELDS]
         lines.append("    {" + ", ".join(values) + "},")
     lines.append("};")
     frozen = ", ".join(f"{off[f'FROZEN{i}']}u" for i in range(len(stages)))

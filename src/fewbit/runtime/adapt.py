@@ -27,7 +27,7 @@ import numpy as np
 
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params
-from fewbit.runtime.support_stats import SupportStatistics
+from fewbit.runtime.support_stats import SupportStatistics, frozen_op, static_quant
 
 SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
 HEAD_INITS = ("own", "zeros", "prototypes")
@@ -230,9 +230,13 @@ def adapt(
         if settings["method"] == "protonet":
             adapted.class_means = prototypes(z.astype(np.float64), y, ways)
         else:
-            adapted.params, adapted.head_ops = _fit_head(
-                model, z.astype(np.float32), y, ways, settings, adapted.losses
-            )
+            z32 = z.astype(np.float32)
+            head = [  # a head quantizing its input with each batch's range takes the support set's
+                frozen_op(op, static_quant(q, *q.qparams(z32))) if (q := getattr(op, "input_quant", None)) and q.dynamic
+                else op
+                for op in model.layers[model.embedding_layers :]
+            ]
+            adapted.params, adapted.head_ops = _fit_head(model, z32, y, ways, settings, adapted.losses, head)
         return adapted
     if settings["method"] == "finetune" and settings["embed"] == "separate":
         adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
@@ -240,15 +244,21 @@ def adapt(
 
 
 def _init_head(
-    model: RuntimeModel, z_support: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any]
+    model: RuntimeModel,
+    z_support: np.ndarray,
+    y: np.ndarray,
+    ways: int,
+    settings: Mapping[str, Any],
+    head: list[Op] | None = None,
 ) -> tuple[Params, list[Op], set[str]]:
-    """(params, head ops, the head parameters the scope moves) to start fine-tuning from."""
+    """(params, head ops, the head parameters the scope moves) to start fine-tuning from; `head`
+    replaces the artifact's head layers (the same layers with frozen input ranges)."""
     params = dict(model.params)
     parts = scope_parts(settings["scope"])
     weight_name = model.head_weight_name()
     init = settings["head_init"]
     if init == "own" and weight_name is not None and model.ways == ways:
-        head_ops = model.layers[model.embedding_layers :]
+        head_ops = model.layers[model.embedding_layers :] if head is None else head
         names: set[str] = set()
         if "head" in parts:
             params[weight_name] = model.float_tensor(weight_name)
@@ -299,9 +309,10 @@ def _fit_head(
     ways: int,
     settings: Mapping[str, Any],
     losses: list[float],
+    head: list[Op] | None = None,
 ) -> tuple[Params, list[Op]]:
     """SGD on the head alone over fixed support embeddings `z`."""
-    params, head_ops, names = _init_head(model, z, y, ways, settings)
+    params, head_ops, names = _init_head(model, z, y, ways, settings, head)
     for _ in range(settings["steps"]):
         ctxs: list[dict[str, Any]] = []
         dlogits, loss = _ce_grad(_run(head_ops, params, z, ctxs), y, ways)

@@ -73,6 +73,31 @@ def batchnorm_affine(
     return a, b
 
 
+def range_qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[np.float32, int]:
+    """`(scale, zero point)` of an activation range, in float32 as a per-batch quantizer derives them
+    (`fewbit.runtime.ops.InputQuant.qparams`): the range always holds 0."""
+    lo32 = np.minimum(np.float32(lo), np.float32(0))
+    hi32 = np.maximum(np.float32(hi), np.float32(0))
+    scale = np.maximum((hi32 - lo32) / np.float32(qmax - qmin), np.float32(1e-8)).astype(np.float32)
+    zero = int(np.clip(np.rint(-lo32 / scale), qmin, qmax))
+    return scale, zero
+
+
+def output_range(
+    affine: list[tuple[float, float]], low: np.ndarray, high: np.ndarray, relu: bool
+) -> tuple[float, float]:
+    """The range of `a_c * acc + b_c` (ReLU'd when `relu`) over all channels c, given each channel's
+    smallest and largest accumulator, in double precision (the C code does the same)."""
+    lo, hi = 0.0, 0.0
+    for (a, b), mn, mx in zip(affine, low.tolist(), high.tolist()):
+        y1, y2 = a * float(mn) + b, a * float(mx) + b
+        c_lo, c_hi = (y1, y2) if y1 < y2 else (y2, y1)
+        if relu:
+            c_lo, c_hi = max(c_lo, 0.0), max(c_hi, 0.0)
+        lo, hi = min(lo, c_lo), max(hi, c_hi)
+    return lo, hi
+
+
 def requantize(
     acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, offset: np.ndarray, zero: int, lo: int, hi: int
 ) -> np.ndarray:

@@ -16,8 +16,12 @@ would give and drops the batch:
 2. Frozen: each BatchNorm becomes a per-channel affine map, and each query is embedded alone,
    independently of the other queries.
 
-On an integer body (every conv/linear with integer weights and a static 8-bit-or-less input
-quantizer) the statistics are exact integer sums of the int32 accumulators, and the frozen
+Activation quantizers that take their range from each batch (a model whose activation ranges
+were never calibrated, which is what meta-training leaves) take it from the support set the same
+way, layer by layer: the range of the support set's inputs to that layer.
+
+On an integer body (every conv/linear with integer weights and an input quantizer of at most
+8 bits) the statistics are exact integer sums of the int32 accumulators, and the frozen
 BatchNorm, ReLU, max-pool and the next layer's input quantization become one fixed-point
 requantization per channel (`fewbit.runtime.fixedpoint`): the embedding is a Q16 integer, bit
 for bit what the exported C code computes. Otherwise the body runs in float32.
@@ -27,6 +31,7 @@ What it costs in accuracy against the batch modes is measured by `benchmarks/c_r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 
@@ -34,7 +39,7 @@ import numpy as np
 
 from fewbit.runtime import fixedpoint
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import F32_EXACT, BatchNorm, Conv2d, Linear, MaxPool2d, Op
+from fewbit.runtime.ops import F32_EXACT, BatchNorm, Conv2d, InputQuant, Linear, MaxPool2d, Op
 
 INT32_MAX = 2**31 - 1
 
@@ -85,11 +90,29 @@ def body_stages(model: RuntimeModel) -> list[Stage]:
 
 
 def integer_body(stages: list[Stage]) -> bool:
-    """Whether every stage multiplies integers: integer weights and a static input quantizer."""
+    """Whether every stage multiplies integers: integer weights and an unsigned input quantizer of at
+    most 8 bits (the C code keeps such activations in bytes), and no accumulator beyond int32."""
     return all(
-        s.linop.weight.kind == "int" and s.linop.input_quant is not None and not s.linop.input_quant.dynamic
+        s.linop.weight.kind == "int"
+        and s.linop.input_quant is not None
+        and s.linop.input_quant.qmin >= 0
+        and s.linop.input_quant.qmax <= 255
+        and accumulator_bound(s) <= INT32_MAX
         for s in stages
     )
+
+
+def static_quant(quant: InputQuant, scale: np.float32, zero_point: int) -> InputQuant:
+    """`quant` with the range fixed to `scale` and `zero_point`."""
+    spec = {"bits": quant.bits, "scale": float(scale), "zero_point": int(zero_point)}
+    return InputQuant({**spec, "qmin": quant.qmin, "qmax": quant.qmax})
+
+
+def frozen_op(op: Op, quant: InputQuant) -> Op:
+    """A copy of a conv/linear op whose input quantizer is `quant`."""
+    out = copy.copy(op)
+    out.input_quant = quant  # type: ignore[attr-defined]
+    return out
 
 
 def accumulator_bound(stage: Stage) -> int:
@@ -122,28 +145,22 @@ class SupportStatistics:
         self.model = model
         self.params = dict(model.params if params is None else params)
         self.stages = body_stages(model)
-        for s in self.stages:
-            if s.linop.input_quant is not None and s.linop.input_quant.dynamic:
-                raise ValueError(
-                    "support-set statistics need static activation quantization; calibrate the model first"
-                )
         self.integer = integer_body(self.stages)
-        if self.integer:
-            for s in self.stages:
-                if accumulator_bound(s) > INT32_MAX:
-                    self.integer = False  # float64 products then; the C export refuses such a layer
+        # each stage's input quantizer, a per-batch one replaced by the support set's range
+        self.quant: list[InputQuant | None] = [s.linop.input_quant for s in self.stages]
         x = model.to_nhwc(support_x)
         if self.integer:
             self._frozen: list[_Frozen] = []
             self._fit_integer(x)
         else:
             self._bn_stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            self._ops: list[Op] = list(model.layers[: model.embedding_layers])
             self._fit_float(x)
 
     # --------------------------------------------------------------------------------- integer
 
     def _input(self, x: np.ndarray) -> np.ndarray:
-        quant = self.stages[0].linop.input_quant
+        quant = self.quant[0]
         assert quant is not None
         if self.stages[0].flatten:
             x = _flatten(x)
@@ -170,17 +187,19 @@ class SupportStatistics:
     def _target(self, index: int) -> tuple[float, int, int, int]:
         """(scale, zero point, qmin, qmax) that stage `index`'s output is quantized to."""
         if index + 1 < len(self.stages):
-            quant = self.stages[index + 1].linop.input_quant
+            quant = self.quant[index + 1]
             assert quant is not None
             return float(quant.scale), quant.zero_point, quant.qmin, quant.qmax
         return 2.0**-fixedpoint.EMBED_FRAC_BITS, 0, -INT32_MAX - 1, INT32_MAX
 
-    def _freeze(self, index: int, acc: np.ndarray) -> _Frozen:
+    def _affine(self, index: int, acc: np.ndarray) -> list[tuple[float, float]]:
+        """Per channel `(a, b)`: the stage's output before ReLU is `a * acc + b` (real units)."""
         stage = self.stages[index]
         op = stage.linop
-        assert op.input_quant is not None
+        quant = self.quant[index]
+        assert quant is not None
         channels = acc.shape[-1]
-        act_scale = float(op.input_quant.scale)
+        act_scale = float(quant.scale)
         scales = [act_scale * float(s) for s in op.weight.row_scale]
         if stage.bn is not None:
             count, sum1, sum2 = _exact_sums(acc.reshape(-1, channels), accumulator_bound(stage))
@@ -194,6 +213,10 @@ class SupportStatistics:
         else:
             bias = self.params[op.bias_name] if op.bias_name else np.zeros(channels, np.float32)
             affine = [(scales[c], float(bias[c])) for c in range(channels)]
+        return affine
+
+    def _freeze(self, index: int, affine: list[tuple[float, float]]) -> _Frozen:
+        stage = self.stages[index]
         out_scale, zero, qmin, qmax = self._target(index)
         last = index + 1 == len(self.stages)
         if last:  # Q16: multiplying by 2**16 is exact, as in the C code
@@ -222,12 +245,22 @@ class SupportStatistics:
         return y
 
     def _fit_integer(self, x: np.ndarray) -> None:
+        first = self.quant[0]
+        assert first is not None
+        if first.dynamic:  # the range of the support images
+            self.quant[0] = static_quant(first, *first.qparams(x))
         h = self._input(x)
         for index, stage in enumerate(self.stages):
             if stage.flatten and index:
                 h = _flatten(h)
             acc = self._accumulate(stage, h)
-            self._frozen.append(self._freeze(index, acc))
+            affine = self._affine(index, acc)
+            nxt = self.quant[index + 1] if index + 1 < len(self.stages) else None
+            if nxt is not None and nxt.dynamic:  # the range of this stage's outputs over the support set
+                flat = acc.reshape(-1, acc.shape[-1])
+                lo, hi = fixedpoint.output_range(affine, flat.min(axis=0), flat.max(axis=0), stage.relu)
+                self.quant[index + 1] = static_quant(nxt, *fixedpoint.range_qparams(lo, hi, nxt.qmin, nxt.qmax))
+            self._frozen.append(self._freeze(index, affine))
             h = self._output(index, acc)
 
     def embed_fixed(self, x: np.ndarray) -> np.ndarray:
@@ -244,7 +277,10 @@ class SupportStatistics:
     # --------------------------------------------------------------------------------- float
 
     def _run_float(self, x: np.ndarray, fit: bool) -> np.ndarray:
-        for i, op in enumerate(self.model.layers[: self.model.embedding_layers]):
+        for i, op in enumerate(self._ops):
+            quant = getattr(op, "input_quant", None)
+            if fit and quant is not None and quant.dynamic:  # the range of the support set's inputs here
+                op = self._ops[i] = frozen_op(op, static_quant(quant, *quant.qparams(x)))
             if isinstance(op, BatchNorm):
                 if fit:  # the support batch's statistics, in float32 as BatchNorm.forward takes them
                     axes = tuple(range(x.ndim - 1))

@@ -8,23 +8,17 @@ int fewbit_init(fewbit_ctx *ctx, void *arena, size_t arena_bytes) {
     ctx->frozen = 0;
     ctx->ways = 0;
     ctx->mode = 0;
-#if FB_NEEDS_STATISTICS == 0
-    {
-        int s;
-        for (s = 0; s < FB_NUM_STAGES; s++) fb_freeze_stage(ctx->arena, s, 1, 0, 0);
-        ctx->frozen = 1;
-    }
+    fb_prepare(ctx->arena);
+#if FB_NEEDS_SUPPORT == 0
+    fb_freeze(ctx->arena, 0, 0); /* no statistics and no range depends on the support set */
+    ctx->frozen = 1;
 #endif
     return FEWBIT_OK;
 }
 
 int fewbit_freeze_statistics(fewbit_ctx *ctx, const uint8_t *images, int n) {
-    int s;
     if (!ctx || !ctx->arena || !images || n < 1 || n > FEWBIT_MAX_SUPPORT) return FEWBIT_ERR_ARGUMENT;
-    for (s = 0; s < FB_NUM_STAGES; s++) {
-        if (fb_stages[s].gamma) fb_stats_stage(ctx->arena, s, images, n);
-        else fb_freeze_stage(ctx->arena, s, 1, 0, 0);
-    }
+    fb_freeze(ctx->arena, images, n);
     ctx->frozen = 1;
     return FEWBIT_OK;
 }

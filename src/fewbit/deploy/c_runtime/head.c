@@ -11,28 +11,37 @@ static float fb_head_rint(float x) {
     return x >= 0.0f ? (x + big) - big : (x - big) + big;
 }
 
-/* The head's input: the embedding, through the own head's activation quantizer when it has one
- * (the gradient of the weight is taken at this quantized input, straight through). */
-static void fb_head_input(const fewbit_ctx *ctx, const fewbit_embedding_t *emb, float *x) {
+/* The embedding as the head's float32 input. */
+static void fb_head_input(const fewbit_embedding_t *emb, float *x) {
     int d;
     for (d = 0; d < FEWBIT_EMBED_DIM; d++) {
 #if FEWBIT_INTEGER_BODY
-        float v = (float)((double)emb[d] / FB_EMBED_ONE);
+        x[d] = (float)((double)emb[d] / FB_EMBED_ONE);
 #else
-        float v = emb[d];
+        x[d] = emb[d];
 #endif
-#if FB_HEAD_HAS_IQ
-        if (ctx->own_head) {
-            float t = fb_head_rint(v / FB_HEAD_IQ_SCALE) + (float)FB_HEAD_IQ_ZERO;
-            if (t < (float)FB_HEAD_IQ_QMIN) t = (float)FB_HEAD_IQ_QMIN;
-            if (t > (float)FB_HEAD_IQ_QMAX) t = (float)FB_HEAD_IQ_QMAX;
-            v = (t - (float)FB_HEAD_IQ_ZERO) * FB_HEAD_IQ_SCALE;
-        }
-#else
-        (void)ctx;
-#endif
-        x[d] = v;
     }
+}
+
+/* The own head's activation quantizer, when it has one, on `count` inputs (the weight's gradient is
+ * taken at the quantized input, straight through). */
+static void fb_head_quantize(const fewbit_ctx *ctx, float *x, size_t count) {
+#if FB_HEAD_HAS_IQ
+    const float *scale = (const float *)(const void *)(ctx->arena + FB_OFF_HEAD_IQ);
+    const int32_t *zero = (const int32_t *)(const void *)(scale + 1);
+    size_t i;
+    if (!ctx->own_head) return;
+    for (i = 0; i < count; i++) {
+        float t = fb_head_rint(x[i] / *scale) + (float)*zero;
+        if (t < (float)FB_HEAD_IQ_QMIN) t = (float)FB_HEAD_IQ_QMIN;
+        if (t > (float)FB_HEAD_IQ_QMAX) t = (float)FB_HEAD_IQ_QMAX;
+        x[i] = (t - (float)*zero) * *scale;
+    }
+#else
+    (void)ctx;
+    (void)x;
+    (void)count;
+#endif
 }
 
 #if FB_HAS_OWN_HEAD
@@ -153,7 +162,8 @@ static void fb_head_effective(fewbit_ctx *ctx) {
 
 static void fb_head_scores(fewbit_ctx *ctx, const fewbit_embedding_t *emb, float *scores) {
     float *x = (float *)(void *)(ctx->arena + FB_OFF_HEAD_X);
-    fb_head_input(ctx, emb, x);
+    fb_head_input(emb, x);
+    fb_head_quantize(ctx, x, FEWBIT_EMBED_DIM);
     fb_head_logits(ctx, x, scores);
 }
 
@@ -183,8 +193,26 @@ int fewbit_adapt_head(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *la
 #endif
     for (i = 0; i < n; i++) {
         fb_embed_raw(ctx->arena, support + (size_t)i * FEWBIT_INPUT_BYTES, emb);
-        fb_head_input(ctx, emb, xs + (size_t)i * FEWBIT_EMBED_DIM);
+        fb_head_input(emb, xs + (size_t)i * FEWBIT_EMBED_DIM);
     }
+#if FB_HEAD_HAS_IQ
+    {
+        float *scale = (float *)(void *)(ctx->arena + FB_OFF_HEAD_IQ);
+        int32_t *zero = (int32_t *)(void *)(scale + 1);
+#if FB_HEAD_IQ_DYNAMIC /* the range of the support embeddings */
+        double lo = 0.0, hi = 0.0;
+        for (i = 0; i < n * FEWBIT_EMBED_DIM; i++) {
+            lo = xs[i] < lo ? xs[i] : lo;
+            hi = xs[i] > hi ? xs[i] : hi;
+        }
+        fb_range_qparams(lo, hi, FB_HEAD_IQ_QMIN, FB_HEAD_IQ_QMAX, scale, zero);
+#else
+        *scale = FB_HEAD_IQ_SCALE;
+        *zero = FB_HEAD_IQ_ZERO;
+#endif
+    }
+#endif
+    fb_head_quantize(ctx, xs, (size_t)n * FEWBIT_EMBED_DIM);
 #if FB_HAS_OWN_HEAD
     if (ctx->own_head) {
         for (i = 0; i < ways * FEWBIT_EMBED_DIM; i++) w[i] = fb_head_w0[i];

@@ -25,6 +25,48 @@ static uint32_t fb_bits(const uint8_t *p, uint32_t bit, int n) {
     return (w >> (bit & 7u)) & ((n >= 32) ? 0xFFFFFFFFu : ((1u << n) - 1u));
 }
 
+/* What a stage's quantizers are once known: its input range (constant, or taken from the support
+ * set), and the clip range of its requantized output. */
+typedef struct {
+    float iq_scale;
+    int32_t iq_zero, out_zero, out_lo, out_hi;
+} fb_live;
+
+static fb_live *fb_live_of(unsigned char *arena, int s) { return (fb_live *)(void *)(arena + FB_OFF_LIVE) + s; }
+
+static float fb_rintf(float x) { /* round half to even, as numpy's rint */
+    const float big = 8388608.0f; /* 2**23: floats this large are integers */
+    if (x >= big || x <= -big) return x;
+    return x >= 0.0f ? (x + big) - big : (x - big) + big;
+}
+
+/* (scale, zero point) of a range, in float32 as a per-batch quantizer takes them (the range holds 0). */
+static void fb_range_qparams(double lo, double hi, int qmin, int qmax, float *scale, int32_t *zero) {
+    float lo32 = (float)lo, hi32 = (float)hi, sc, z;
+    if (lo32 > 0.0f) lo32 = 0.0f;
+    if (hi32 < 0.0f) hi32 = 0.0f;
+    sc = (hi32 - lo32) / (float)(qmax - qmin);
+    if (sc < 1e-8f) sc = 1e-8f;
+    z = fb_rintf(-lo32 / sc);
+    if (z < (float)qmin) z = (float)qmin;
+    if (z > (float)qmax) z = (float)qmax;
+    *scale = sc;
+    *zero = (int32_t)z;
+}
+
+/* The range of the support images' normalised pixels (for a first layer that takes its range per batch). */
+static void fb_image_range(const uint8_t *images, int n, double *lo, double *hi) {
+    size_t i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
+    float mn = 0.0f, mx = 0.0f;
+    for (i = 0; i < (size_t)n * FEWBIT_INPUT_BYTES; i++) {
+        float v = fb_lut[((i % FEWBIT_INPUT_BYTES) / plane) * 256u + images[i]];
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+    }
+    *lo = mn;
+    *hi = mx;
+}
+
 /* Sequential reader of a packed weight: which dense positions are kept, and their codes. */
 typedef struct {
     uint32_t kept_i;     /* kept elements consumed */
@@ -230,10 +272,10 @@ static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w,
 }
 
 /* im2col row of output pixel (oy, ox) in (ky, kx, C) order: `code - zero`, 0 outside the image. */
-static void fb_patch_int(const fb_stage *st, const uint8_t *in, int oy, int ox, int16_t *patch) {
+static void fb_patch_int(const fb_stage *st, int zero, const uint8_t *in, int oy, int ox, int16_t *patch) {
     int ky, kx, ci;
     int16_t *p = patch;
-    int zero = st->iq_zero, cin = st->cin;
+    int cin = st->cin;
     for (ky = 0; ky < st->kh; ky++) {
         int y = oy * st->stride + ky - st->pad;
         if (y < 0 || y >= st->hin) {
@@ -317,34 +359,52 @@ static void fb_multiplier(double m, double o, int32_t *mult, int32_t *shift, int
     *shift = s;
 }
 
-/* Freeze stage `s`: from support sums (BatchNorm) or from its bias. */
+/* Per channel (a, b): the stage's output before ReLU is a * acc + b, from the support set's sums
+ * (BatchNorm) or from its bias (fewbit.runtime.support_stats, step for step). */
+static void fb_affine(const fb_stage *st, const fb_live *live, int c, int64_t count, const int64_t *sum1,
+                      const int64_t *sum2, double *a, double *b) {
+    double scale = (double)live->iq_scale * (double)st->scale[st->scale_n > 1 ? c : 0];
+    if (st->gamma) {
+        double mean = (double)sum1[c] / (double)count;
+        double var = (double)sum2[c] / (double)count - mean * mean;
+        double inv;
+        if (var < 0.0) var = 0.0;
+        inv = 1.0 / sqrt(var * scale * scale + st->eps);
+        *a = fb_clamp_double(scale * inv * (double)st->gamma[c]);
+        *b = (double)st->beta[c] - mean * *a;
+    } else {
+        *a = scale;
+        *b = st->bias ? (double)st->bias[c] : 0.0;
+    }
+}
+
+/* Freeze stage `s`: its requantization to the next stage's (live) input range or to the Q16 embedding. */
 static void fb_freeze_stage(unsigned char *arena, int s, int64_t count, const int64_t *sum1, const int64_t *sum2) {
     const fb_stage *st = &fb_stages[s];
+    fb_live *live = fb_live_of(arena, s);
     fb_frozen f = fb_frozen_of(arena, s);
-    int c;
+    int c, last = (s == FB_NUM_STAGES - 1);
+    double out_scale = 0.0;
+    if (last) {
+        live->out_zero = 0;
+        live->out_lo = st->relu ? 0 : INT32_MIN;
+        live->out_hi = INT32_MAX;
+    } else {
+        const fb_live *next = fb_live_of(arena, s + 1);
+        int qmin = fb_stages[s + 1].iq_qmin;
+        out_scale = (double)next->iq_scale;
+        live->out_zero = next->iq_zero;
+        live->out_lo = st->relu && next->iq_zero > qmin ? next->iq_zero : qmin;
+        live->out_hi = fb_stages[s + 1].iq_qmax;
+    }
     for (c = 0; c < st->cout; c++) {
-        double scale = (double)st->iq_scale * (double)st->scale[st->scale_n > 1 ? c : 0];
-        double a, b, m, o;
-        if (st->gamma) {
-            double mean = (double)sum1[c] / (double)count;
-            double var = (double)sum2[c] / (double)count - mean * mean;
-            double inv;
-            if (var < 0.0) var = 0.0;
-            inv = 1.0 / sqrt(var * scale * scale + st->eps);
-            a = fb_clamp_double(scale * inv * (double)st->gamma[c]);
-            b = (double)st->beta[c] - mean * a;
+        double a, b;
+        fb_affine(st, live, c, count, sum1, sum2, &a, &b);
+        if (last) { /* the embedding: Q16 */
+            fb_multiplier(a * FB_EMBED_ONE, b * FB_EMBED_ONE, &f.mult[c], &f.shift[c], &f.offset[c]);
         } else {
-            a = scale;
-            b = st->bias ? (double)st->bias[c] : 0.0;
+            fb_multiplier(a / out_scale, b / out_scale, &f.mult[c], &f.shift[c], &f.offset[c]);
         }
-        if (st->out_scale > 0.0) {
-            m = a / st->out_scale;
-            o = b / st->out_scale;
-        } else { /* the embedding: Q16 */
-            m = a * FB_EMBED_ONE;
-            o = b * FB_EMBED_ONE;
-        }
-        fb_multiplier(m, o, &f.mult[c], &f.shift[c], &f.offset[c]);
         f.half[c] = f.shift[c] > 0 ? (int64_t)1 << (f.shift[c] - 1) : 0;
     }
 }
@@ -360,6 +420,9 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
     int32_t *acc = best + st->group, *acc1 = acc + st->group;
     int16_t *patch1 = patch + st->fan;
     fb_frozen f = fb_frozen_of(arena, s);
+    const fb_live *live = fb_live_of(arena, s);
+    int zero = live->iq_zero;
+    int32_t *low = sum2 ? (int32_t *)(void *)(sum2 + st->cout) : 0, *high = low ? low + st->cout : 0;
     fb_reader r;
     int g0, c, py, px, dy, dx;
     int last = (s == FB_NUM_STAGES - 1), transposed = st->fan < FB_TRANSPOSE_BELOW;
@@ -373,9 +436,9 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
             for (py = 0; py < st->hout; py++) {
                 for (px = 0; px < st->wout; px += 2) {
                     int two = px + 1 < st->wout;
-                    fb_patch_int(st, in, py, px, patch);
+                    fb_patch_int(st, zero, in, py, px, patch);
                     if (two) {
-                        fb_patch_int(st, in, py, px + 1, patch1);
+                        fb_patch_int(st, zero, in, py, px + 1, patch1);
                         fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
                     } else {
                         fb_products(patch, wbuf, st->fan, gn, transposed, acc);
@@ -383,10 +446,14 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
                     for (c = 0; c < gn; c++) {
                         sum1[g0 + c] += acc[c];
                         sum2[g0 + c] += (int64_t)acc[c] * acc[c];
+                        if (acc[c] < low[g0 + c]) low[g0 + c] = acc[c];
+                        if (acc[c] > high[g0 + c]) high[g0 + c] = acc[c];
                     }
                     for (c = 0; two && c < gn; c++) {
                         sum1[g0 + c] += acc1[c];
                         sum2[g0 + c] += (int64_t)acc1[c] * acc1[c];
+                        if (acc1[c] < low[g0 + c]) low[g0 + c] = acc1[c];
+                        if (acc1[c] > high[g0 + c]) high[g0 + c] = acc1[c];
                     }
                 }
             }
@@ -397,15 +464,16 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
                 for (c = 0; c < gn; c++) best[c] = INT32_MIN;
                 for (dy = 0; dy < st->pool; dy++) {
                     for (dx = 0; dx < st->pool; dx += 2) { /* two pixels of the window at a time */
-                        fb_patch_int(st, in, py * st->pool + dy, px * st->pool + dx, patch);
+                        fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx, patch);
                         if (dx + 1 < st->pool) {
-                            fb_patch_int(st, in, py * st->pool + dy, px * st->pool + dx + 1, patch1);
+                            fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx + 1, patch1);
                             fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
-                            fb_requant_max(acc1, mult, shift, offset, half, gn, st->out_zero, st->out_lo, st->out_hi, best);
+                            fb_requant_max(acc1, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi,
+                                           best);
                         } else {
                             fb_products(patch, wbuf, st->fan, gn, transposed, acc);
                         }
-                        fb_requant_max(acc, mult, shift, offset, half, gn, st->out_zero, st->out_lo, st->out_hi, best);
+                        fb_requant_max(acc, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi, best);
                     }
                 }
                 if (last) { /* the embedding, flattened in (C, H, W) order */
@@ -424,19 +492,34 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
     }
 }
 
+/* The first layer's code of each pixel value, per channel (its input quantizer applied to the
+ * normalised values, in float32 as numpy does). */
+static void fb_build_codes(unsigned char *arena) {
+    uint8_t *codes = (uint8_t *)(void *)(arena + FB_OFF_CODES);
+    const fb_live *live = fb_live_of(arena, 0);
+    int i, qmin = fb_stages[0].iq_qmin, qmax = fb_stages[0].iq_qmax;
+    for (i = 0; i < 256 * FEWBIT_INPUT_CHANNELS; i++) {
+        float t = fb_rintf(fb_lut[i] / live->iq_scale) + (float)live->iq_zero;
+        if (t < (float)qmin) t = (float)qmin;
+        if (t > (float)qmax) t = (float)qmax;
+        codes[i] = (uint8_t)t;
+    }
+}
+
 /* The image (channel-major uint8) as the first layer's codes, pixel-major. */
-static void fb_input(const uint8_t *image, uint8_t *codes) {
+static void fb_input(const unsigned char *arena, const uint8_t *image, uint8_t *codes) {
+    const uint8_t *lut = (const uint8_t *)(const void *)(arena + FB_OFF_CODES);
     size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
     for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
         for (i = 0; i < plane; i++)
-            codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = fb_lut[ch * 256u + image[ch * plane + i]];
+            codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = lut[ch * 256u + image[ch * plane + i]];
 }
 
 /* Stages 0..upto-1 on one image; returns the activations stage `upto` reads (or the embedding). */
 static const void *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
     uint8_t *a = (uint8_t *)(void *)(arena + FB_OFF_ACT0), *b = (uint8_t *)(void *)(arena + FB_OFF_ACT1);
     int s;
-    fb_input(image, a);
+    fb_input(arena, image, a);
     for (s = 0; s < upto; s++) {
         void *out = (s == FB_NUM_STAGES - 1) ? (void *)emb : (void *)b;
         uint8_t *t;
@@ -448,16 +531,65 @@ static const void *fb_run(unsigned char *arena, const uint8_t *image, int upto, 
     return a;
 }
 
-static void fb_stats_stage(unsigned char *arena, int s, const uint8_t *images, int n) {
-    int64_t *sum1 = (int64_t *)(void *)(arena + FB_OFF_SUMS);
-    int64_t *sum2 = sum1 + fb_stages[s].cout;
-    int i, c;
-    for (c = 0; c < fb_stages[s].cout; c++) sum1[c] = sum2[c] = 0;
-    for (i = 0; i < n; i++) {
-        const uint8_t *in = (const uint8_t *)fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0);
-        fb_stage_int(arena, s, in, 0, sum1, sum2);
+/* Input quantizers with constant ranges, and the code table when the first one is constant. */
+static void fb_prepare(unsigned char *arena) {
+    int s;
+    for (s = 0; s < FB_NUM_STAGES; s++) {
+        fb_live_of(arena, s)->iq_scale = fb_stages[s].iq_scale;
+        fb_live_of(arena, s)->iq_zero = fb_stages[s].iq_zero;
     }
-    fb_freeze_stage(arena, s, (int64_t)n * fb_stages[s].hout * fb_stages[s].wout, sum1, sum2);
+    if (!fb_stages[0].iq_dynamic) fb_build_codes(arena);
+}
+
+/* Freezes every stage from `n` support images, layer by layer (one image live at a time): ranges of
+ * per-batch quantizers, BatchNorm statistics, then the requantization. */
+static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
+    int s, i, c;
+    if (fb_stages[0].iq_dynamic) {
+        double lo, hi;
+        fb_live *live = fb_live_of(arena, 0);
+        fb_image_range(images, n, &lo, &hi);
+        fb_range_qparams(lo, hi, fb_stages[0].iq_qmin, fb_stages[0].iq_qmax, &live->iq_scale, &live->iq_zero);
+        fb_build_codes(arena);
+    }
+    for (s = 0; s < FB_NUM_STAGES; s++) {
+        const fb_stage *st = &fb_stages[s];
+        int64_t *sum1 = (int64_t *)(void *)(arena + FB_OFF_SUMS), *sum2 = sum1 + st->cout;
+        int32_t *low = (int32_t *)(void *)(sum2 + st->cout), *high = low + st->cout;
+        int next_dynamic = s + 1 < FB_NUM_STAGES && fb_stages[s + 1].iq_dynamic;
+        int64_t count = (int64_t)n * st->hout * st->wout;
+        if (st->gamma || next_dynamic) {
+            for (c = 0; c < st->cout; c++) {
+                sum1[c] = sum2[c] = 0;
+                low[c] = INT32_MAX;
+                high[c] = INT32_MIN;
+            }
+            for (i = 0; i < n; i++) {
+                const uint8_t *in = (const uint8_t *)fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0);
+                fb_stage_int(arena, s, in, 0, sum1, sum2);
+            }
+        }
+        if (next_dynamic) { /* the range of this stage's outputs over the support set */
+            double lo = 0.0, hi = 0.0;
+            fb_live *next = fb_live_of(arena, s + 1);
+            for (c = 0; c < st->cout; c++) {
+                double a, b, y1, y2, c_lo, c_hi;
+                fb_affine(st, fb_live_of(arena, s), c, count, sum1, sum2, &a, &b);
+                y1 = a * (double)low[c] + b;
+                y2 = a * (double)high[c] + b;
+                c_lo = y1 < y2 ? y1 : y2;
+                c_hi = y1 < y2 ? y2 : y1;
+                if (st->relu) {
+                    c_lo = c_lo > 0.0 ? c_lo : 0.0;
+                    c_hi = c_hi > 0.0 ? c_hi : 0.0;
+                }
+                lo = c_lo < lo ? c_lo : lo;
+                hi = c_hi > hi ? c_hi : hi;
+            }
+            fb_range_qparams(lo, hi, fb_stages[s + 1].iq_qmin, fb_stages[s + 1].iq_qmax, &next->iq_scale, &next->iq_zero);
+        }
+        fb_freeze_stage(arena, s, count, sum1, sum2);
+    }
 }
 
 static void fb_embed_raw(unsigned char *arena, const uint8_t *image, fewbit_embedding_t *emb) {
@@ -469,17 +601,11 @@ static double fb_embedding_value(fewbit_embedding_t e) { return (double)e / FB_E
 #else
 /* =================================================================================== float body */
 
-static float fb_rintf(float x) { /* round half to even, as numpy's rint */
-    const float big = 8388608.0f; /* 2**23: floats this large are integers */
-    if (x >= big || x <= -big) return x;
-    return x >= 0.0f ? (x + big) - big : (x - big) + big;
-}
-
-static float fb_fake_quant(const fb_stage *st, float x) {
-    float t = fb_rintf(x / st->iq_scale) + (float)st->iq_zero;
+static float fb_fake_quant(const fb_stage *st, const fb_live *live, float x) {
+    float t = fb_rintf(x / live->iq_scale) + (float)live->iq_zero;
     if (t < (float)st->iq_qmin) t = (float)st->iq_qmin;
     if (t > (float)st->iq_qmax) t = (float)st->iq_qmax;
-    return (t - (float)st->iq_zero) * st->iq_scale;
+    return (t - (float)live->iq_zero) * live->iq_scale;
 }
 
 #define FB_FLOAT_VALUE                                                                                   \
@@ -508,7 +634,7 @@ static void fb_products_float(const float *patch, const float *w, int fan, int g
     }
 }
 
-static void fb_patch_float(const fb_stage *st, const float *in, int oy, int ox, float *patch) {
+static void fb_patch_float(const fb_stage *st, const fb_live *live, const float *in, int oy, int ox, float *patch) {
     int ky, kx, ci, cin = st->cin;
     float *p = patch;
     for (ky = 0; ky < st->kh; ky++) {
@@ -524,7 +650,7 @@ static void fb_patch_float(const fb_stage *st, const float *in, int oy, int ox, 
             } else {
                 const float *q = in + ((size_t)y * (size_t)st->win + (size_t)x) * (size_t)cin;
                 if (st->has_iq)
-                    for (ci = 0; ci < cin; ci++) p[ci] = fb_fake_quant(st, q[ci]);
+                    for (ci = 0; ci < cin; ci++) p[ci] = fb_fake_quant(st, live, q[ci]);
                 else
                     for (ci = 0; ci < cin; ci++) p[ci] = q[ci];
             }
@@ -557,6 +683,7 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
     float *best = (float *)(void *)(arena + FB_OFF_BEST);
     float *acc = best + st->group;
     const float *f = fb_frozen_of(arena, s);
+    const fb_live *live = fb_live_of(arena, s);
     fb_reader r;
     int g0, c, py, px, dy, dx, transposed = st->fan < FB_TRANSPOSE_BELOW;
     fb_reader_start(st, &r);
@@ -566,7 +693,7 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
         if (sum1) {
             for (py = 0; py < st->hout; py++) {
                 for (px = 0; px < st->wout; px++) {
-                    fb_patch_float(st, in, py, px, patch);
+                    fb_patch_float(st, live, in, py, px, patch);
                     fb_products_float(patch, wbuf, st->fan, gn, transposed, acc);
                     for (c = 0; c < gn; c++) {
                         double y = (double)acc[c];
@@ -582,7 +709,7 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
             for (px = 0; px < st->wp; px++) {
                 for (dy = 0; dy < st->pool; dy++) {
                     for (dx = 0; dx < st->pool; dx++) {
-                        fb_patch_float(st, in, py * st->pool + dy, px * st->pool + dx, patch);
+                        fb_patch_float(st, live, in, py * st->pool + dy, px * st->pool + dx, patch);
                         fb_products_float(patch, wbuf, st->fan, gn, transposed, acc);
                         for (c = 0; c < gn; c++) {
                             int ch = g0 + c;
@@ -626,13 +753,49 @@ static const float *fb_run(unsigned char *arena, const uint8_t *image, int upto,
     return a;
 }
 
-static void fb_stats_stage(unsigned char *arena, int s, const uint8_t *images, int n) {
-    double *sum1 = (double *)(void *)(arena + FB_OFF_SUMS);
-    double *sum2 = sum1 + fb_stages[s].cout;
-    int i, c;
-    for (c = 0; c < fb_stages[s].cout; c++) sum1[c] = sum2[c] = 0.0;
-    for (i = 0; i < n; i++) fb_stage_float(arena, s, fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0), 0, sum1, sum2);
-    fb_freeze_stage(arena, s, (int64_t)n * fb_stages[s].hout * fb_stages[s].wout, sum1, sum2);
+static void fb_prepare(unsigned char *arena) {
+    int s;
+    for (s = 0; s < FB_NUM_STAGES; s++) {
+        fb_live_of(arena, s)->iq_scale = fb_stages[s].iq_scale;
+        fb_live_of(arena, s)->iq_zero = fb_stages[s].iq_zero;
+    }
+}
+
+/* Freezes every stage from `n` support images, layer by layer (one image live at a time). */
+static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
+    int s, i, c;
+    float *act0 = (float *)(void *)(arena + FB_OFF_ACT0), *act1 = (float *)(void *)(arena + FB_OFF_ACT1);
+    if (fb_stages[0].iq_dynamic) {
+        double lo, hi;
+        fb_live *live = fb_live_of(arena, 0);
+        fb_image_range(images, n, &lo, &hi);
+        fb_range_qparams(lo, hi, fb_stages[0].iq_qmin, fb_stages[0].iq_qmax, &live->iq_scale, &live->iq_zero);
+    }
+    for (s = 0; s < FB_NUM_STAGES; s++) {
+        const fb_stage *st = &fb_stages[s];
+        if (st->gamma) {
+            double *sum1 = (double *)(void *)(arena + FB_OFF_SUMS), *sum2 = sum1 + st->cout;
+            for (c = 0; c < st->cout; c++) sum1[c] = sum2[c] = 0.0;
+            for (i = 0; i < n; i++)
+                fb_stage_float(arena, s, fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0), 0, sum1, sum2);
+            fb_freeze_stage(arena, s, (int64_t)n * st->hout * st->wout, sum1, sum2);
+        }
+        if (s + 1 < FB_NUM_STAGES && fb_stages[s + 1].iq_dynamic) { /* the range of this stage's outputs */
+            float lo = 0.0f, hi = 0.0f;
+            size_t k, size = (size_t)st->cout * (size_t)st->hp * (size_t)st->wp;
+            fb_live *next = fb_live_of(arena, s + 1);
+            for (i = 0; i < n; i++) {
+                const float *in = fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0);
+                float *out = in == act0 ? act1 : act0;
+                fb_stage_float(arena, s, in, out, 0, 0);
+                for (k = 0; k < size; k++) {
+                    lo = out[k] < lo ? out[k] : lo;
+                    hi = out[k] > hi ? out[k] : hi;
+                }
+            }
+            fb_range_qparams(lo, hi, fb_stages[s + 1].iq_qmin, fb_stages[s + 1].iq_qmax, &next->iq_scale, &next->iq_zero);
+        }
+    }
 }
 
 static void fb_embed_raw(unsigned char *arena, const uint8_t *image, fewbit_embedding_t *emb) {
