@@ -53,7 +53,7 @@ from fewbit.runtime.support_stats import Stage, accumulator_bound, body_stages, 
 
 DEFAULT_RAM = 256 * 1024
 DEFAULT_FLASH = 1024 * 1024
-WEIGHT_SCRATCH_BYTES = 40 * 1024  # unpacked weights of one layer (or of a group of its channels)
+WEIGHT_SCRATCH_BYTES = 72 * 1024  # unpacked weights of one layer (or of a group of its channels)
 TRANSPOSE_BELOW = 32  # a layer with fewer inputs per output computes across output channels
 _MASKS = {None: 0, "bitmap": 1, "indices": 2, "rice": 3}
 _PAD = b"\0\0\0\0"  # the bit reader loads 4 bytes at a time
@@ -453,7 +453,10 @@ def _stage_fields(
     if op.bias_name:
         fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
     w_bytes = 2 if integer else 4
-    fields["group"] = max(1, min(fields["cout"], WEIGHT_SCRATCH_BYTES // (fields["fan"] * w_bytes)))
+    group = min(fields["cout"], WEIGHT_SCRATCH_BYTES // (fields["fan"] * w_bytes))
+    if group < fields["cout"]:  # whole blocks of four channels: the kernels compute four at a time
+        group -= group % 4
+    fields["group"] = max(1, group)
 
 
 _STRUCT_FIELDS = (  # the order of the C struct fb_stage

@@ -127,6 +127,22 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
     static void NAME(const fb_stage *st, fb_reader *r, int row0, int rows, TYPE *dst, int transposed) {       \
         int c;                                                                                                \
         uint32_t j, fan = (uint32_t)st->fan, pos = (uint32_t)row0 * fan;                                      \
+        if (st->mask_format == FB_MASK_INDICES || st->mask_format == FB_MASK_RICE) {                          \
+            /* a list of kept positions: zeros, then only the kept elements (work ~ kept, not size) */        \
+            uint32_t end = pos + (uint32_t)rows * fan;                                                        \
+            size_t k;                                                                                         \
+            for (k = 0; k < (size_t)rows * fan; k++) dst[k] = (TYPE)0;                                        \
+            while (r->next_kept < end) {                                                                      \
+                uint32_t at = r->next_kept - pos;                                                             \
+                int row = row0 + (int)(at / fan);                                                             \
+                int32_t code = st->wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                         \
+                j = at % fan;                                                                                 \
+                dst[transposed ? (size_t)j * (size_t)rows + (size_t)(row - row0)                              \
+                               : (size_t)(row - row0) * fan + j] = (TYPE)(VALUE);                             \
+                fb_consume(st, r);                                                                            \
+            }                                                                                                 \
+            return;                                                                                           \
+        }                                                                                                     \
         for (c = 0; c < rows; c++) {                                                                          \
             int row = row0 + c;                                                                               \
             TYPE *out = transposed ? dst + c : dst + (size_t)c * fan;                                         \
@@ -241,7 +257,19 @@ static void fb_products(const int16_t *patch, const int16_t *w, int fan, int gn,
 static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w, int fan, int gn, int transposed,
                          int32_t *acc0, int32_t *acc1) {
     int c, k;
-    if (transposed || gn % 4) {
+    if (transposed) { /* both pixels from each weight load */
+        for (c = 0; c < gn; c++) acc0[c] = acc1[c] = 0;
+        for (k = 0; k < fan; k++) {
+            int32_t x = p0[k], y = p1[k];
+            const int16_t *wk = w + (size_t)k * (size_t)gn;
+            for (c = 0; c < gn; c++) {
+                acc0[c] += x * wk[c];
+                acc1[c] += y * wk[c];
+            }
+        }
+        return;
+    }
+    if (gn % 4) {
         fb_products(p0, w, fan, gn, transposed, acc0);
         fb_products(p1, w, fan, gn, transposed, acc1);
         return;
