@@ -200,12 +200,12 @@ def build_variants(folder: Path) -> list[dict]:
 def conv_macs(model_path: str) -> tuple[list[int], int]:
     """Multiply-accumulates of each body stage for one image, and whether each has BatchNorm (1/0)."""
     import fewbit.runtime as rt
-    from fewbit.deploy.c_export import _geometry
+    from fewbit.deploy.c_export import stage_geometry
     from fewbit.runtime.support_stats import body_stages
 
     model = rt.load(model_path)
     stages = body_stages(model)
-    geo = _geometry(model, stages)
+    geo = stage_geometry(model, stages)
     return [g["cout"] * g["fan"] * g["hout"] * g["wout"] for g in geo], sum(st.bn is not None for st in stages)
 
 
