@@ -160,9 +160,12 @@ def export_c(
         structs.append(fields)
     if integer and max_w > 32767:
         raise ConfigError("C export: integer weights beyond 16 bits")
+    byte_products = integer and max_w <= 127
+    for st in structs:  # byte products: weights of one byte, and the group's rows in the scratch
+        st["group"] = _group(st["cout"], st["fan"], 1 if byte_products else 2 if integer else 4)
     lut_name = em.array("fb_lut", "float", input_table(model))
     head = head_config(em, model, artifact, settings, max_ways)
-    layout = arena_layout(stages, structs, integer, model, max_ways, max_support, head)
+    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head)
     dim = model.embedding_dim
     defines = {
         "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
@@ -191,7 +194,7 @@ def export_c(
         "@DEFINES@": "\n".join(f"#define {k} {v}" for k, v in defines.items()),
     }.items():
         header = header.replace(key, value)
-    source_c = _model_c(em, structs, stages, lut_name, layout, head)
+    source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products)
     files = {
         "fewbit_model.h": header,
         "fewbit_model.c": source_c,
@@ -261,11 +264,16 @@ def _stage_fields(
         fields["eps"] = double_literal(float(st.bn.eps))
     if op.bias_name:
         fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
-    w_bytes = 2 if integer else 4
-    group = min(fields["cout"], WEIGHT_SCRATCH_BYTES // (fields["fan"] * w_bytes))
-    if group < fields["cout"]:  # whole blocks of four channels: the kernels compute four at a time
+
+
+
+def _group(cout: int, fan: int, weight_bytes: int) -> int:
+    """Output channels unpacked at a time: all that fit the scratch, else whole blocks of four (the
+    kernels compute four channels at a time)."""
+    group = min(cout, WEIGHT_SCRATCH_BYTES // (fan * weight_bytes))
+    if group < cout:
         group -= group % 4
-    fields["group"] = max(1, group)
+    return max(1, group)
 
 _STRUCT_FIELDS = (  # the order of the C struct fb_stage
     *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
@@ -281,6 +289,7 @@ def _model_c(
     lut_name: str,
     layout: Mapping[str, Any],
     head: dict[str, Any] | None,
+    byte_products: bool,
 ) -> str:
     off = layout["offsets"]
     needs_support = any(
@@ -306,6 +315,7 @@ def _model_c(
         f"#define FB_NEEDS_SUPPORT {int(needs_support)}",
         f"#define FB_EMBED_ONE {float(2 ** fixedpoint.EMBED_FRAC_BITS)!r}",
         f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
+        f"#define FB_BYTE_PRODUCTS {int(byte_products)}",
         f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
     ]
     for name in ("ACT0", "ACT1", "WEIGHTS", "PATCH", "BEST", "SUMS", "LIVE", "CODES", "EMBED", "PROTOS", "COUNTS"):

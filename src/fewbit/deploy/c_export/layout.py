@@ -14,6 +14,7 @@ def arena_layout(
     stages: list[Stage],
     geo: list[dict[str, int]],
     integer: bool,
+    byte_products: bool,
     model: RuntimeModel,
     max_ways: int,
     max_support: int,
@@ -21,7 +22,7 @@ def arena_layout(
 ) -> dict[str, Any]:
     """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state."""
     act = 1 if integer else 4
-    w_size = 2 if integer else 4
+    w_size = 1 if byte_products else 2 if integer else 4  # an unpacked weight; a patch value likewise
     first = int(np.prod(model.input_shape))
     act_elems = max([first] + [g["cout"] * g["hp"] * g["wp"] for g in geo[:-1]])
     dim = model.embedding_dim
@@ -29,8 +30,9 @@ def arena_layout(
         ("ACT0", act * act_elems),
         ("ACT1", act * act_elems),
         ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in geo)),
-        ("PATCH", 2 * (2 if integer else 4) * max(g["fan"] for g in geo)),  # two pixels' im2col rows
-        ("BEST", 12 * max(g["group"] for g in geo)),  # pooled maxima and two pixels' accumulators
+        ("PATCH", 2 * w_size * max(g["fan"] for g in geo)),  # two pixels' im2col rows
+        # pooled outputs, two pixels' accumulators, row sums, the window's extremes
+        ("BEST", 24 * max(g["group"] for g in geo)),
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
         ("CODES", 256 * model.input_shape[0] if integer else 0),

@@ -121,11 +121,23 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
     return (int32_t)fb_bits(st->codes, kept_i * (uint32_t)st->bits, st->bits) * st->code_step + st->code_min;
 }
 
-/* Writes `rows` output channels from `row0`: `value(channel, code)` of kept elements, 0 elsewhere;
- * row-major [rows][fan], or [fan][rows] when `transposed`. */
+/* Writes `rows` output channels from `row0`: VALUE of kept elements, 0 elsewhere; row-major
+ * [rows][fan], or [fan][rows] when `transposed`. VALUE sees `code` (the integer code), `fval` (a
+ * float weight's value) and the row's `zp_row`, `scale_row`, `book`, `wenc`, all in locals: a
+ * store through a byte pointer may alias anything, and locals keep the loops vectorizable. */
+#define FB_ROW_CONSTS(row)                                                                                     \
+    const int32_t zp_row = st->zp ? st->zp[st->zp_n > 1 ? (row) : 0] : 0;                                     \
+    const float scale_row = st->scale ? st->scale[st->scale_n > 1 ? (row) : 0] : 0.0f;                        \
+    const float *book = st->book;                                                                              \
+    const int wenc = st->wenc;                                                                                 \
+    (void)zp_row;                                                                                              \
+    (void)scale_row;                                                                                           \
+    (void)book;                                                                                                \
+    (void)wenc
 #define FB_UNPACK(NAME, TYPE, VALUE)                                                                          \
     static void NAME(const fb_stage *st, fb_reader *r, int row0, int rows, TYPE *dst, int transposed) {       \
         int c;                                                                                                \
+        const int32_t code_step = st->code_step, code_min = st->code_min;                                     \
         uint32_t j, fan = (uint32_t)st->fan, pos = (uint32_t)row0 * fan;                                      \
         if (st->mask_format == FB_MASK_INDICES || st->mask_format == FB_MASK_RICE) {                          \
             /* a list of kept positions: zeros, then only the kept elements (work ~ kept, not size) */        \
@@ -136,6 +148,9 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
                 uint32_t at = r->next_kept - pos;                                                             \
                 int row = row0 + (int)(at / fan);                                                             \
                 int32_t code = st->wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                         \
+                float fval = st->wenc == FB_ENC_FLOAT ? st->fvals[r->kept_i] : 0.0f;                          \
+                FB_ROW_CONSTS(row);                                                                            \
+                (void)fval;                                                                                    \
                 j = at % fan;                                                                                 \
                 dst[transposed ? (size_t)j * (size_t)rows + (size_t)(row - row0)                              \
                                : (size_t)(row - row0) * fan + j] = (TYPE)(VALUE);                             \
@@ -147,7 +162,10 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
             int row = row0 + c;                                                                               \
             TYPE *out = transposed ? dst + c : dst + (size_t)c * fan;                                         \
             size_t step = transposed ? (size_t)rows : 1u;                                                     \
-            if (st->mask_format == FB_MASK_NONE && st->wenc != FB_ENC_FLOAT && (st->bits == 8 || st->bits == 4 || \
+            const float fval = 0.0f;                                                                          \
+            FB_ROW_CONSTS(row);                                                                                \
+            (void)fval;                                                                                        \
+            if (st->mask_format == FB_MASK_NONE && wenc != FB_ENC_FLOAT && (st->bits == 8 || st->bits == 4 || \
                 st->bits == 2 || st->bits == 1) && (pos * (uint32_t)st->bits) % 8u == 0) {                  \
                 /* dense codes from whole bytes: no per-element bit arithmetic */                             \
                 const uint8_t *p = st->codes + (pos * (uint32_t)st->bits) / 8u;                               \
@@ -156,8 +174,8 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
                 uint32_t in_byte = (1u << lp) - 1u;                                                           \
                 if (step == 1 && b == 4 && fan % 2u == 0) { /* byte loops the compiler vectorizes */         \
                     for (j = 0; j < fan / 2u; j++) {                                                          \
-                        int32_t lo_code = (int32_t)(p[j] & 15u) * st->code_step + st->code_min;              \
-                        int32_t hi_code = (int32_t)(p[j] >> 4) * st->code_step + st->code_min;               \
+                        int32_t lo_code = (int32_t)(p[j] & 15u) * code_step + code_min;                       \
+                        int32_t hi_code = (int32_t)(p[j] >> 4) * code_step + code_min;                        \
                         int32_t code = lo_code;                                                               \
                         out[2u * j] = (TYPE)(VALUE);                                                          \
                         code = hi_code;                                                                       \
@@ -165,19 +183,13 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
                     }                                                                                         \
                 } else if (step == 1 && b == 8) {                                                             \
                     for (j = 0; j < fan; j++) {                                                               \
-                        int32_t code = (int32_t)p[j] * st->code_step + st->code_min;                          \
-                        out[j] = (TYPE)(VALUE);                                                               \
-                    }                                                                                         \
-                } else if (step == 1) {                                                                       \
-                    for (j = 0; j < fan; j++) {                                                               \
-                        uint32_t u = ((uint32_t)p[j >> lp] >> ((j & in_byte) * b)) & lanes;                   \
-                        int32_t code = (int32_t)u * st->code_step + st->code_min;                             \
+                        int32_t code = (int32_t)p[j] * code_step + code_min;                                  \
                         out[j] = (TYPE)(VALUE);                                                               \
                     }                                                                                         \
                 } else {                                                                                      \
                     for (j = 0; j < fan; j++) {                                                               \
                         uint32_t u = ((uint32_t)p[j >> lp] >> ((j & in_byte) * b)) & lanes;                   \
-                        int32_t code = (int32_t)u * st->code_step + st->code_min;                             \
+                        int32_t code = (int32_t)u * code_step + code_min;                                     \
                         out[j * step] = (TYPE)(VALUE);                                                        \
                     }                                                                                         \
                 }                                                                                             \
@@ -188,8 +200,9 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
             for (j = 0; j < fan; j++, pos++) {                                                                \
                 TYPE v = (TYPE)0;                                                                             \
                 if (fb_take(st, r, pos)) {                                                                    \
-                    int32_t code = st->wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                     \
-                    v = (TYPE)(VALUE);                                                                        \
+                    int32_t code = wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                         \
+                    if (wenc == FB_ENC_FLOAT) v = (TYPE)st->fvals[r->kept_i];                                 \
+                    else v = (TYPE)(VALUE);                                                                   \
                     fb_consume(st, r);                                                                        \
                 }                                                                                             \
                 out[j * step] = v;                                                                            \
@@ -215,23 +228,33 @@ static double fb_clamp_double(double x) {
     return x;
 }
 
-#define FB_ZP(st, row) ((st)->zp ? (st)->zp[(st)->zp_n > 1 ? (row) : 0] : 0)
-FB_UNPACK(fb_unpack_int, int16_t, code - FB_ZP(st, row))
+/* Products run on unsigned activation codes x signed 8-bit weights where the weights fit (the
+ * zero point is subtracted once per output, as zero * sum of the row's weights), which compilers
+ * map to byte dot-product instructions; on 16-bit centered values otherwise. */
+#if FB_BYTE_PRODUCTS
+typedef uint8_t fb_in_t;
+typedef int8_t fb_w_t;
+#else
+typedef int16_t fb_in_t;
+typedef int16_t fb_w_t;
+#endif
+
+FB_UNPACK(fb_unpack_int, fb_w_t, code - zp_row)
 
 /* acc[c] = patch . w[c] for `gn` rows of `fan` (four rows share each patch load) */
-static void fb_products(const int16_t *patch, const int16_t *w, int fan, int gn, int transposed, int32_t *acc) {
+static void fb_products(const fb_in_t *patch, const fb_w_t *w, int fan, int gn, int transposed, int32_t *acc) {
     int c, k;
     if (transposed) { /* few inputs: accumulate across the output channels */
         for (c = 0; c < gn; c++) acc[c] = 0;
         for (k = 0; k < fan; k++) {
             int32_t v = patch[k];
-            const int16_t *wk = w + (size_t)k * (size_t)gn;
+            const fb_w_t *wk = w + (size_t)k * (size_t)gn;
             for (c = 0; c < gn; c++) acc[c] += v * wk[c];
         }
         return;
     }
     for (c = 0; c + 4 <= gn; c += 4) {
-        const int16_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
+        const fb_w_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
         int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         for (k = 0; k < fan; k++) {
             int32_t v = patch[k];
@@ -246,7 +269,7 @@ static void fb_products(const int16_t *patch, const int16_t *w, int fan, int gn,
         acc[c + 3] = s3;
     }
     for (; c < gn; c++) {
-        const int16_t *wc = w + (size_t)c * (size_t)fan;
+        const fb_w_t *wc = w + (size_t)c * (size_t)fan;
         int32_t s0 = 0;
         for (k = 0; k < fan; k++) s0 += (int32_t)patch[k] * wc[k];
         acc[c] = s0;
@@ -254,14 +277,14 @@ static void fb_products(const int16_t *patch, const int16_t *w, int fan, int gn,
 }
 
 /* The products of two pixels at once: each weight row is loaded once for both. */
-static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w, int fan, int gn, int transposed,
+static void fb_products2(const fb_in_t *p0, const fb_in_t *p1, const fb_w_t *w, int fan, int gn, int transposed,
                          int32_t *acc0, int32_t *acc1) {
     int c, k;
     if (transposed) { /* both pixels from each weight load */
         for (c = 0; c < gn; c++) acc0[c] = acc1[c] = 0;
         for (k = 0; k < fan; k++) {
             int32_t x = p0[k], y = p1[k];
-            const int16_t *wk = w + (size_t)k * (size_t)gn;
+            const fb_w_t *wk = w + (size_t)k * (size_t)gn;
             for (c = 0; c < gn; c++) {
                 acc0[c] += x * wk[c];
                 acc1[c] += y * wk[c];
@@ -275,7 +298,7 @@ static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w,
         return;
     }
     for (c = 0; c < gn; c += 4) {
-        const int16_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
+        const fb_w_t *w0 = w + (size_t)c * (size_t)fan, *w1 = w0 + fan, *w2 = w1 + fan, *w3 = w2 + fan;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
         for (k = 0; k < fan; k++) {
             int32_t x = p0[k], y = p1[k];
@@ -299,51 +322,85 @@ static void fb_products2(const int16_t *p0, const int16_t *p1, const int16_t *w,
     }
 }
 
-/* im2col row of output pixel (oy, ox) in (ky, kx, C) order: `code - zero`, 0 outside the image. */
-static void fb_patch_int(const fb_stage *st, int zero, const uint8_t *in, int oy, int ox, int16_t *patch) {
+/* im2col row of output pixel (oy, ox) in (ky, kx, C) order, the zero point's code outside the image
+ * (a real zero): codes as they are (byte products) or `code - zero` (16-bit products). */
+static void fb_patch_int(const fb_stage *st, int zero, const uint8_t *in, int oy, int ox, fb_in_t *patch) {
     int ky, kx, ci;
-    int16_t *p = patch;
-    int cin = st->cin;
+    fb_in_t *p = patch, pad = FB_BYTE_PRODUCTS ? (fb_in_t)zero : (fb_in_t)0;
+    int cin = st->cin, shift = FB_BYTE_PRODUCTS ? 0 : zero;
     for (ky = 0; ky < st->kh; ky++) {
         int y = oy * st->stride + ky - st->pad;
         if (y < 0 || y >= st->hin) {
-            for (ci = 0; ci < st->kw * cin; ci++) *p++ = 0;
+            for (ci = 0; ci < st->kw * cin; ci++) *p++ = pad;
             continue;
         }
         for (kx = 0; kx < st->kw; kx++) {
             int x = ox * st->stride + kx - st->pad;
             if (x < 0 || x >= st->win) {
-                for (ci = 0; ci < cin; ci++) p[ci] = 0;
+                for (ci = 0; ci < cin; ci++) p[ci] = pad;
             } else {
                 const uint8_t *q = in + ((size_t)y * (size_t)st->win + (size_t)x) * (size_t)cin;
-                for (ci = 0; ci < cin; ci++) p[ci] = (int16_t)((int)q[ci] - zero);
+                for (ci = 0; ci < cin; ci++) p[ci] = (fb_in_t)((int)q[ci] - shift);
             }
             p += cin;
         }
     }
 }
 
-/* Requantize `gn` accumulators and keep the running maximum (max-pooling): per channel
- * clip(floor((acc * M + B + half) / 2**S) + zero, lo, hi). The right shift of a negative number is
- * implementation-defined in C99: every common compiler makes it arithmetic (a floor division),
- * which the first loop relies on and the compiler vectorizes; the second is the portable form. */
-static void fb_requant_max(const int32_t *acc, const int32_t *mult, const int32_t *shift, const int64_t *offset,
-                           const int64_t *half, int gn, int64_t zero, int64_t lo, int64_t hi, int32_t *best) {
+/* Byte products: subtract zero * (the row's weight sum) so the accumulators are sum (code - zero) * w. */
+static void fb_unzero(int32_t *acc, const int32_t *rowsum, int gn, int zero) {
+    int c;
+    if (!FB_BYTE_PRODUCTS) return;
+    for (c = 0; c < gn; c++) acc[c] -= zero * rowsum[c];
+}
+
+static void fb_row_sums(const fb_w_t *w, int fan, int gn, int transposed, int32_t *rowsum) {
+    int c, k;
+    for (c = 0; c < gn; c++) {
+        int32_t sum = 0;
+        if (transposed)
+            for (k = 0; k < fan; k++) sum += w[(size_t)k * (size_t)gn + (size_t)c];
+        else
+            for (k = 0; k < fan; k++) sum += w[(size_t)c * (size_t)fan + (size_t)k];
+        rowsum[c] = sum;
+    }
+}
+
+/* The running extremes of the pooling window's accumulators: requantization is monotone in the
+ * accumulator (increasing where M >= 0, decreasing where M < 0), so the pooled output is the
+ * requantized largest accumulator, or the smallest: one requantization per pooled output. */
+static void fb_window(const int32_t *acc, int gn, int first, int32_t *high, int32_t *low) {
+    int c;
+    if (first) {
+        for (c = 0; c < gn; c++) high[c] = low[c] = acc[c];
+        return;
+    }
+    for (c = 0; c < gn; c++) {
+        high[c] = acc[c] > high[c] ? acc[c] : high[c];
+        low[c] = acc[c] < low[c] ? acc[c] : low[c];
+    }
+}
+
+/* clip(floor((acc * M + B + half) / 2**S) + zero, lo, hi) per channel, of the window extreme the sign
+ * of M picks. The right shift of a negative number is implementation-defined in C99: every common
+ * compiler makes it arithmetic (a floor division), which the first loop relies on and the compiler
+ * vectorizes; the second is the portable form. */
+static void fb_requant(const int32_t *high, const int32_t *low, const int32_t *mult, const int32_t *shift,
+                       const int64_t *offset, const int64_t *half, int gn, int64_t zero, int64_t lo, int64_t hi,
+                       int32_t *out) {
     int c;
     if ((((int64_t)-1) >> 1) == -1) {
         for (c = 0; c < gn; c++) {
-            int64_t v = (((int64_t)acc[c] * mult[c] + offset[c] + half[c]) >> shift[c]) + zero;
-            int32_t q = (int32_t)(v < lo ? lo : v > hi ? hi : v);
-            best[c] = q > best[c] ? q : best[c];
+            int64_t a = mult[c] >= 0 ? high[c] : low[c];
+            int64_t v = ((a * mult[c] + offset[c] + half[c]) >> shift[c]) + zero;
+            out[c] = (int32_t)(v < lo ? lo : v > hi ? hi : v);
         }
         return;
     }
     for (c = 0; c < gn; c++) {
-        int64_t v = (int64_t)acc[c] * mult[c] + offset[c] + half[c];
-        int32_t q;
+        int64_t v = (int64_t)(mult[c] >= 0 ? high[c] : low[c]) * mult[c] + offset[c] + half[c];
         v = (v >= 0 ? (v >> shift[c]) : -(((-v) - 1) >> shift[c]) - 1) + zero;
-        q = (int32_t)(v < lo ? lo : v > hi ? hi : v);
-        best[c] = q > best[c] ? q : best[c];
+        out[c] = (int32_t)(v < lo ? lo : v > hi ? hi : v);
     }
 }
 
@@ -442,11 +499,12 @@ static void fb_freeze_stage(unsigned char *arena, int s, int64_t count, const in
  * int32 to `out`, pooled. */
 static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *out, int64_t *sum1, int64_t *sum2) {
     const fb_stage *st = &fb_stages[s];
-    int16_t *wbuf = (int16_t *)(void *)(arena + FB_OFF_WEIGHTS);
-    int16_t *patch = (int16_t *)(void *)(arena + FB_OFF_PATCH);
+    fb_w_t *wbuf = (fb_w_t *)(void *)(arena + FB_OFF_WEIGHTS);
+    fb_in_t *patch = (fb_in_t *)(void *)(arena + FB_OFF_PATCH);
     int32_t *best = (int32_t *)(void *)(arena + FB_OFF_BEST);
-    int32_t *acc = best + st->group, *acc1 = acc + st->group;
-    int16_t *patch1 = patch + st->fan;
+    int32_t *acc = best + st->group, *acc1 = acc + st->group, *rowsum = acc1 + st->group;
+    int32_t *win_high = rowsum + st->group, *win_low = win_high + st->group;
+    fb_in_t *patch1 = patch + st->fan;
     fb_frozen f = fb_frozen_of(arena, s);
     const fb_live *live = fb_live_of(arena, s);
     int zero = live->iq_zero;
@@ -460,6 +518,7 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
         const int32_t *mult = f.mult + g0, *shift = f.shift + g0;
         const int64_t *offset = f.offset + g0, *half = f.half + g0;
         fb_unpack_int(st, &r, g0, gn, wbuf, transposed);
+        if (FB_BYTE_PRODUCTS) fb_row_sums(wbuf, st->fan, gn, transposed, rowsum);
         if (sum1) {
             for (py = 0; py < st->hout; py++) {
                 for (px = 0; px < st->wout; px += 2) {
@@ -471,6 +530,8 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
                     } else {
                         fb_products(patch, wbuf, st->fan, gn, transposed, acc);
                     }
+                    fb_unzero(acc, rowsum, gn, zero);
+                    if (two) fb_unzero(acc1, rowsum, gn, zero);
                     for (c = 0; c < gn; c++) {
                         sum1[g0 + c] += acc[c];
                         sum2[g0 + c] += (int64_t)acc[c] * acc[c];
@@ -489,21 +550,25 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
         }
         for (py = 0; py < st->hp; py++) {
             for (px = 0; px < st->wp; px++) {
-                for (c = 0; c < gn; c++) best[c] = INT32_MIN;
                 for (dy = 0; dy < st->pool; dy++) {
                     for (dx = 0; dx < st->pool; dx += 2) { /* two pixels of the window at a time */
                         fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx, patch);
                         if (dx + 1 < st->pool) {
                             fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx + 1, patch1);
                             fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
-                            fb_requant_max(acc1, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi,
-                                           best);
                         } else {
                             fb_products(patch, wbuf, st->fan, gn, transposed, acc);
                         }
-                        fb_requant_max(acc, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi, best);
+                        fb_unzero(acc, rowsum, gn, zero);
+                        fb_window(acc, gn, dy == 0 && dx == 0, win_high, win_low);
+                        if (dx + 1 < st->pool) {
+                            fb_unzero(acc1, rowsum, gn, zero);
+                            fb_window(acc1, gn, 0, win_high, win_low);
+                        }
                     }
                 }
+                fb_requant(win_high, win_low, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi,
+                           best);
                 if (last) { /* the embedding, flattened in (C, H, W) order */
                     for (c = 0; c < gn; c++)
                         ((int32_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = best[c];
@@ -637,10 +702,7 @@ static float fb_fake_quant(const fb_stage *st, const fb_live *live, float x) {
 }
 
 #define FB_FLOAT_VALUE                                                                                   \
-    (st->wenc == FB_ENC_FLOAT      ? st->fvals[r->kept_i]                                                \
-     : st->wenc == FB_ENC_CODEBOOK ? st->book[code]                                                      \
-                                   : (float)(code - (st->zp ? st->zp[st->zp_n > 1 ? row : 0] : 0)) *     \
-                                         st->scale[st->scale_n > 1 ? row : 0])
+    (wenc == FB_ENC_FLOAT ? fval : wenc == FB_ENC_CODEBOOK ? book[code] : (float)(code - zp_row) * scale_row)
 FB_UNPACK(fb_unpack_float, float, FB_FLOAT_VALUE)
 
 static void fb_products_float(const float *patch, const float *w, int fan, int gn, int transposed, float *acc) {
