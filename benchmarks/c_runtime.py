@@ -192,8 +192,17 @@ def build_variants(folder: Path) -> list[dict]:
         path = folder / f"v{i}.fewbit"
         info = export(model.eval(), path, algorithm="protonet")
         report = export_c(path, folder / f"v{i}_c")
-        rows.append({"variant": label, "spec": spec, "slimmed": channel_slim, "artifact_bytes": info["bytes"],
-                     "float32_bytes": info["float32_bytes"], "path": str(path), "c": report})
+        rows.append(
+            {
+                "variant": label,
+                "spec": spec,
+                "slimmed": channel_slim,
+                "artifact_bytes": info["bytes"],
+                "float32_bytes": info["float32_bytes"],
+                "path": str(path),
+                "c": report,
+            }
+        )
     return rows
 
 
@@ -220,8 +229,16 @@ def compile_bench(folder: Path, flags: str, name: str) -> Path:
     (folder / "bench_main.c").write_text(BENCH_MAIN)
     exe = folder / f"bench_{name}"
     subprocess.run(
-        ["cc", *flags.split(), "-ffp-contract=off", "-o", str(exe), str(folder / "bench_main.c"),
-         str(folder / "fewbit_model.c"), "-lm"],
+        [
+            "cc",
+            *flags.split(),
+            "-ffp-contract=off",
+            "-o",
+            str(exe),
+            str(folder / "bench_main.c"),
+            str(folder / "fewbit_model.c"),
+            "-lm",
+        ],
         check=True,
     )
     return exe
@@ -268,8 +285,14 @@ def main() -> None:
         write_task_files(folder / "task", support_px, sy, query_px)
         files = [str(folder / "task" / "support.bin"), str(folder / "task" / "query.bin")]
         numpy_side = run(
-            [sys.executable, "-c", NUMPY_SCRIPT, json.dumps({r["variant"]: r["path"] for r in rows}),
-             str(folder / "task.npz"), str(args.repeats)],
+            [
+                sys.executable,
+                "-c",
+                NUMPY_SCRIPT,
+                json.dumps({r["variant"]: r["path"] for r in rows}),
+                str(folder / "task.npz"),
+                str(args.repeats),
+            ],
             env,
         )
         torch_side = run([sys.executable, "-c", TORCH_SCRIPT, "", str(folder / "task.npz"), str(args.repeats)], env)

@@ -283,3 +283,27 @@ def test_cli_c_export_matches_fewbit_adapt_from_the_command_line(tmp_path: Path,
         check=True,
     )
     assert [names[int(v)] for v in done.stdout.split()] == [p["label"] for p in adapted["predictions"]]
+
+
+@needs_cc
+@pytest.mark.slow
+def test_a_meta_trained_run_exports_to_c_and_matches_numpy(tmp_path: Path) -> None:
+    """`fewbit train` leaves activation ranges uncalibrated: the C code takes them from the support set."""
+    from fewbit.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "glyphs", "--algorithm", "anil", "--backbone", "conv4", "--compress", "quant:w4a8"]
+    argv += ["--ways", "5", "--shots", "1", "--queries", "2", "--meta-batch", "2", "--steps", "2", "--quiet"]
+    assert main([*argv, "--out", str(run), "--device", "cpu"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "m.fewbit")]) == 0
+    assert main(["export", str(run), "--format", "c", "--out", str(tmp_path / "c"), "--max-support", "25"]) == 0
+    subprocess.run(["make", "-s", "-C", str(tmp_path / "c"), f"CFLAGS={STRICT}"], check=True, capture_output=True)
+    runtime = _numpy(tmp_path)
+    support, labels, queries, _ = _task(5, 1, 20, seed=9)
+    sx = pixels_to_input(support, runtime.preprocessing)
+    qx = pixels_to_input(queries, runtime.preprocessing)
+    np.testing.assert_array_equal(
+        _embeddings(tmp_path, support, labels, queries), SupportStatistics(runtime, sx).embed_fixed(qx)
+    )
+    pred_c = np.array([int(v) for v in _run(tmp_path, support, labels, queries)])
+    assert (pred_c == rt.adapt(runtime, sx, labels, norm_stats="support").predict(qx)).mean() >= 0.995

@@ -49,6 +49,7 @@ class Emitter:
         self.lines.append(f"static const {ctype} {name}[{count}] = {{\n{wrapped}\n}};")
         return name
 
+
 def _wrap(body: str, width: int = 110) -> str:
     out, line = [], "    "
     for item in body.split(", "):
@@ -59,15 +60,18 @@ def _wrap(body: str, width: int = 110) -> str:
     out.append(line.rstrip().rstrip(","))
     return "\n".join(out)
 
+
 def float_literal(v: float) -> str:
     if not math.isfinite(v):
         raise ConfigError("C export: a weight or parameter is not finite")
     return f"{v.hex()}f" if v != 0 else "0.0f"
 
+
 def double_literal(v: float) -> str:
     if not math.isfinite(v):
         raise ConfigError("C export: a parameter is not finite")
     return v.hex() if v != 0 else "0.0"
+
 
 def weight_arrays(em: Emitter, prefix: str, tensor: Any, fields: dict[str, Any]) -> int:
     """Emit a stage's packed weight; fills the struct fields; returns the largest |integer weight|."""
@@ -113,6 +117,7 @@ def weight_arrays(em: Emitter, prefix: str, tensor: Any, fields: dict[str, Any])
             fields["rice_unary_offset"] = 1 + (packed_nbytes(kept, k) if k else 0)
     return max_abs
 
+
 def pixel_major(tensor: Any) -> Any:
     """A conv weight `[cout, cin, kh, kw]` re-packed in `[cout, kh, kw, cin]` order (the order of the
     C runtime's im2col rows); other weights as they are."""
@@ -128,6 +133,7 @@ def pixel_major(tensor: Any) -> Any:
         codes, tensor.bits, scale=tensor.scale, zero_point=tensor.zero_point, axis=tensor.axis, mask=mask
     )
 
+
 def input_table(model: RuntimeModel) -> np.ndarray:
     """Per input channel, the normalised value of each pixel value 0..255, computed with the float32
     arithmetic of `fewbit.runtime.images.preprocess` (the C code quantizes it as the first layer does)."""
@@ -137,6 +143,7 @@ def input_table(model: RuntimeModel) -> np.ndarray:
     std = np.broadcast_to(np.asarray(pre.get("std", 1.0), np.float32).reshape(-1), (channels,))
     pixels = np.arange(256, dtype=np.float32) / np.float32(255.0)
     return ((pixels[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)  # [C, 256]
+
 
 def head_config(
     em: Emitter, model: RuntimeModel, artifact: Artifact, settings: Mapping[str, Any], max_ways: int
@@ -184,6 +191,7 @@ def head_config(
         if rule is not None and isinstance(stored, PackedTensor):
             cfg.update(head_rule(em, rule, stored))
     return cfg
+
 
 def head_rule(em: Emitter, rule: Mapping[str, Any], stored: PackedTensor) -> dict[str, Any]:
     from fewbit.runtime.requant import qrange

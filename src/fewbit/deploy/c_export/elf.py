@@ -29,6 +29,7 @@ def compiled_flash_bytes(folder: Path) -> int | None:
             raise ConfigError(f"C export: the generated code does not compile: {done.stderr.strip()[:300]}")
         return elf_alloc_bytes(obj.read_bytes())
 
+
 def elf_alloc_bytes(data: bytes) -> int:
     """Bytes an ELF object puts in memory that a device keeps in flash: allocated sections that
     hold contents (text, rodata, data; not bss). ValueError when `data` is not ELF."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fewbit import __version__
+from fewbit._io import atomic_write_bytes
 from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
 from fewbit.deploy.c_export.arrays import (
     Emitter,
@@ -55,8 +57,10 @@ class CTarget:
     def describe(self) -> str:
         return f"{_kb(self.ram_bytes)} RAM / {_kb(self.flash_bytes)} flash"
 
+
 def _kb(n: int) -> str:
     return f"{n // (1024 * 1024)} MB" if n % (1024 * 1024) == 0 else f"{n // 1024} KB" if n % 1024 == 0 else f"{n} B"
+
 
 def _load(source: str | os.PathLike[str] | bytes) -> tuple[Artifact, RuntimeModel, str]:
     try:
@@ -69,6 +73,7 @@ def _load(source: str | os.PathLike[str] | bytes) -> tuple[Artifact, RuntimeMode
         return artifact, RuntimeModel(artifact), where
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+
 
 def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, int]]:
     """Per stage: input/output sizes in channel-major layout (a linear is a 1x1 conv of a 1x1 image)."""
@@ -95,6 +100,7 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
         out.append(g)
     return out
 
+
 def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage]:
     try:
         stages = body_stages(model)
@@ -109,6 +115,7 @@ def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage
     if len(head) > 1 or (head and not isinstance(head[0], Linear)):
         raise ConfigError("C export: the head must be one linear layer")
     return stages
+
 
 def export_c(
     source: str | os.PathLike[str] | bytes,
@@ -201,9 +208,13 @@ def export_c(
         "example_main.c": _template("example_main.c"),
         "Makefile": _template("Makefile.in"),
     }
-    for name, text in files.items():
-        (out / name).write_text(text)
-    flash = compiled_flash_bytes(out) if compile_check else None
+    # Written and compiled beside `out` first, then moved in file by file: no half-written file.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        flash = compiled_flash_bytes(Path(tmp)) if compile_check else None
+        for name in files:
+            os.replace(Path(tmp) / name, out / name)
     report: dict[str, Any] = {
         "out": str(out),
         "files": sorted([*files, "fewbit_report.json"]),
@@ -222,8 +233,9 @@ def export_c(
     report["fits"] = layout["total"] <= target.ram_bytes and (flash if flash is not None else em.weight_bytes) <= (
         target.flash_bytes
     )
-    (out / "fewbit_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(out / "fewbit_report.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
 
 def report_text(report: Mapping[str, Any]) -> str:
     """The export report for people."""
@@ -240,6 +252,7 @@ def report_text(report: Mapping[str, Any]) -> str:
         f"{verdict} {report['target']['name']}\n"
         f"build: make -C {report['out']}"
     )
+
 
 def _stage_fields(
     em: Emitter, model: RuntimeModel, stages: list[Stage], i: int, fields: dict[str, Any], integer: bool
@@ -266,7 +279,6 @@ def _stage_fields(
         fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
 
 
-
 def _group(cout: int, fan: int, weight_bytes: int) -> int:
     """Output channels unpacked at a time: all that fit the scratch, else whole blocks of four (the
     kernels compute four channels at a time)."""
@@ -275,12 +287,14 @@ def _group(cout: int, fan: int, weight_bytes: int) -> int:
         group -= group % 4
     return max(1, group)
 
+
 _STRUCT_FIELDS = (  # the order of the C struct fb_stage
     *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
     *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
     *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
     *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out"),
 )
+
 
 def _model_c(
     em: Emitter,
@@ -313,7 +327,7 @@ def _model_c(
         "#define FB_MODE_HEAD 2",
         f"#define FB_NUM_STAGES {len(stages)}",
         f"#define FB_NEEDS_SUPPORT {int(needs_support)}",
-        f"#define FB_EMBED_ONE {float(2 ** fixedpoint.EMBED_FRAC_BITS)!r}",
+        f"#define FB_EMBED_ONE {float(2**fixedpoint.EMBED_FRAC_BITS)!r}",
         f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
         f"#define FB_BYTE_PRODUCTS {int(byte_products)}",
         f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
@@ -370,6 +384,7 @@ def _model_c(
         text += _template("head.c")
     text += _template("api.c")
     return text
+
 
 def _template(name: str) -> str:
     return resources.files("fewbit.deploy.c_export").joinpath("templates", name).read_text()

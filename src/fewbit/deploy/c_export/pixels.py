@@ -20,6 +20,7 @@ def pixels_to_input(pixels: np.ndarray, preprocessing: Mapping[str, Any]) -> np.
     x = pixels.astype(np.float32) / np.float32(255.0)
     return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
+
 def input_to_pixels(x: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
     """The uint8 images whose `pixels_to_input` is `x` (ValueError when `x` did not come from pixels)."""
     x = np.asarray(x, np.float32)
@@ -31,6 +32,7 @@ def input_to_pixels(x: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarr
     if not np.array_equal(pixels_to_input(pixels, preprocessing), x):
         raise ValueError("these images are not 8-bit pixels under the artifact's preprocessing")
     return pixels
+
 
 def write_task_files(
     folder: str | os.PathLike[str],
