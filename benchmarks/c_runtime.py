@@ -11,8 +11,10 @@ CPU time (the better estimate of an idle core on a shared machine) and wall time
 - the numpy runtime in its own mode (support and queries as one batch) and in the C code's mode
   (support-set statistics, each query alone), one BLAS thread;
 - PyTorch float32 (the uncompressed Conv-4, one thread), the same task.
-The C code's operations are counted (the support set's layer-by-layer statistics re-run earlier
-layers) and reported as GOP/s beside a single-core float32 GEMM peak timed in the same run.
+The C code's operations are counted as its schedule runs them (the support set's layer-by-layer
+statistics re-run earlier layers unless their activations fit the cache) and reported as GOP/s,
+executed and useful (one forward per image), beside a single-core float32 GEMM peak timed in the
+same run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_latency import ONE_THREAD, strokes, task  # noqa: E402
+
+from fewbit.deploy.c_export.export import SUPPORT_CACHE_BYTES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "c_runtime.json"
 TARGETS = {"w4a8_weight_bytes": 64 * 1024, "arena_bytes": 256 * 1024, "speedup_vs_numpy": 3.0}
@@ -206,8 +210,9 @@ def build_variants(folder: Path) -> list[dict]:
     return rows
 
 
-def conv_macs(model_path: str) -> tuple[list[int], int]:
-    """Multiply-accumulates of each body stage for one image, and whether each has BatchNorm (1/0)."""
+def stage_costs(model_path: str) -> tuple[list[int], list[int], list[bool]]:
+    """Per body stage of one image: multiply-accumulates, output bytes, and whether freezing it
+    takes a pass over the support set (BatchNorm, or a next layer with a per-batch range)."""
     import fewbit.runtime as rt
     from fewbit.deploy.c_export import stage_geometry
     from fewbit.runtime.support_stats import body_stages
@@ -215,14 +220,34 @@ def conv_macs(model_path: str) -> tuple[list[int], int]:
     model = rt.load(model_path)
     stages = body_stages(model)
     geo = stage_geometry(model, stages)
-    return [g["cout"] * g["fan"] * g["hout"] * g["wout"] for g in geo], sum(st.bn is not None for st in stages)
+    macs = [g["cout"] * g["fan"] * g["hout"] * g["wout"] for g in geo]
+    out_bytes = [g["cout"] * g["hp"] * g["wp"] for g in geo]
+    passes = [
+        st.bn is not None or (i + 1 < len(stages) and bool(getattr(stages[i + 1].linop.input_quant, "dynamic", False)))
+        for i, st in enumerate(stages)
+    ]
+    return macs, out_bytes, passes
 
 
-def executed_macs(per_stage: list[int], shots: int, queries: int) -> int:
-    """What the C code multiplies for one task: for each BatchNorm stage s, every support image
-    through stages 0..s; then the support set and the queries through all of them."""
-    statistics = sum(sum(per_stage[: s + 1]) for s in range(len(per_stage)))
-    return shots * statistics + (shots + queries) * sum(per_stage)
+def executed_macs(
+    macs: list[int], out_bytes: list[int], passes: list[bool], shots: int, queries: int, cache_bytes: int
+) -> int:
+    """What the C code multiplies for one task, following its schedule (kernels.c, fb_freeze): each
+    statistics pass runs the support set through the stages before (from the deepest cached stage
+    when the support activations fit the cache), then the support embeddings, then the queries."""
+    level, total = -1, 0
+
+    def prefix(upto: int) -> int:
+        return sum(macs[level + 1 : upto]) if 0 <= level < upto else sum(macs[:upto])
+
+    for s in range(len(macs)):
+        if passes[s]:
+            total += shots * (prefix(s) + macs[s])
+        fits = s + 1 < len(macs) and shots * out_bytes[s] <= cache_bytes
+        if fits and (level < 0 or out_bytes[s] <= out_bytes[level]):
+            total += shots * (prefix(s) + macs[s])
+            level = s
+    return total + shots * prefix(len(macs)) + queries * sum(macs)
 
 
 def compile_bench(folder: Path, flags: str, name: str) -> Path:
@@ -299,8 +324,8 @@ def main() -> None:
         gemm = numpy_side["_gemm"]
         for r in rows:
             c_dir = Path(r["c"]["out"])
-            per_stage, _ = conv_macs(r["path"])
-            macs = executed_macs(per_stage, shots=len(sy), queries=len(qy))
+            per_stage, out_bytes, passes = stage_costs(r["path"])
+            macs = executed_macs(per_stage, out_bytes, passes, len(sy), len(qy), SUPPORT_CACHE_BYTES)
             useful = (len(sy) + len(qy)) * sum(per_stage)  # one forward per image, as a batch runtime does
             r["macs_per_image"] = sum(per_stage)
             r["c_macs_per_task"] = macs

@@ -40,6 +40,7 @@ DEFAULT_FLASH = 1024 * 1024
 WEIGHT_SCRATCH_BYTES = 72 * 1024  # unpacked weights of one layer (or of a group of its channels)
 
 TRANSPOSE_BELOW = 32  # a layer with fewer inputs per output computes across output channels
+SUPPORT_CACHE_BYTES = 32 * 1024  # support-set activations kept while statistics are frozen
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -172,7 +173,8 @@ def export_c(
         st["group"] = _group(st["cout"], st["fan"], 1 if byte_products else 2 if integer else 4)
     lut_name = em.array("fb_lut", "float", input_table(model))
     head = head_config(em, model, artifact, settings, max_ways)
-    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head)
+    cache = SUPPORT_CACHE_BYTES if integer else 0
+    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache)
     dim = model.embedding_dim
     defines = {
         "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
@@ -315,6 +317,7 @@ def _model_c(
         '#include "fewbit_model.h"',
         "",
         "#include <math.h>",
+        "#include <string.h>",
         "",
         "#define FB_MASK_NONE 0",
         "#define FB_MASK_BITMAP 1",
@@ -330,9 +333,23 @@ def _model_c(
         f"#define FB_EMBED_ONE {float(2**fixedpoint.EMBED_FRAC_BITS)!r}",
         f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
         f"#define FB_BYTE_PRODUCTS {int(byte_products)}",
+        f"#define FB_CACHE_BYTES {layout['cache_bytes']}u",
         f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
     ]
-    for name in ("ACT0", "ACT1", "WEIGHTS", "PATCH", "BEST", "SUMS", "LIVE", "CODES", "EMBED", "PROTOS", "COUNTS"):
+    for name in (
+        "ACT0",
+        "ACT1",
+        "WEIGHTS",
+        "PATCH",
+        "BEST",
+        "SUMS",
+        "LIVE",
+        "CODES",
+        "CACHE",
+        "EMBED",
+        "PROTOS",
+        "COUNTS",
+    ):
         lines.append(f"#define FB_OFF_{name} {off[name]}u")
     if head is not None:
         for name in (n for n in off if n.startswith("HEAD_")):

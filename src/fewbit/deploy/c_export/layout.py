@@ -19,8 +19,10 @@ def arena_layout(
     max_ways: int,
     max_support: int,
     head: dict[str, Any] | None,
+    cache_bytes: int,
 ) -> dict[str, Any]:
-    """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state."""
+    """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state,
+    and `cache_bytes` for the support set's activations while statistics are frozen."""
     act = 1 if integer else 4
     w_size = 1 if byte_products else 2 if integer else 4  # an unpacked weight; a patch value likewise
     first = int(np.prod(model.input_shape))
@@ -36,6 +38,7 @@ def arena_layout(
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
         ("CODES", 256 * model.input_shape[0] if integer else 0),
+        ("CACHE", 8 + cache_bytes),  # the cached stage, then the activations
         ("EMBED", 4 * dim),
         ("PROTOS", 8 * max_ways * dim),
         ("COUNTS", 4 * max_ways),
@@ -60,4 +63,4 @@ def arena_layout(
     for name, size in parts:
         offsets[name] = total
         total += (size + 7) // 8 * 8
-    return {"offsets": offsets, "total": total, "stages": len(stages)}
+    return {"offsets": offsets, "total": total, "stages": len(stages), "cache_bytes": cache_bytes}

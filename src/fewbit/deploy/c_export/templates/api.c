@@ -45,7 +45,7 @@ int fewbit_adapt_prototypes(fewbit_ctx *ctx, const uint8_t *support, const uint8
         for (d = 0; d < FEWBIT_EMBED_DIM; d++) protos[c * FEWBIT_EMBED_DIM + d] = 0.0;
     }
     for (i = 0; i < n; i++) {
-        fb_embed_raw(ctx->arena, support + (size_t)i * FEWBIT_INPUT_BYTES, emb);
+        fb_embed_support(ctx->arena, support, i, emb);
         counts[labels[i]]++;
         for (d = 0; d < FEWBIT_EMBED_DIM; d++) protos[labels[i] * FEWBIT_EMBED_DIM + d] += fb_embedding_value(emb[d]);
     }

@@ -192,7 +192,7 @@ int fewbit_adapt_head(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *la
     }
 #endif
     for (i = 0; i < n; i++) {
-        fb_embed_raw(ctx->arena, support + (size_t)i * FEWBIT_INPUT_BYTES, emb);
+        fb_embed_support(ctx->arena, support, i, emb);
         fb_head_input(emb, xs + (size_t)i * FEWBIT_EMBED_DIM);
     }
 #if FB_HEAD_HAS_IQ

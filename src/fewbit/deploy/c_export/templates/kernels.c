@@ -608,20 +608,70 @@ static void fb_input(const unsigned char *arena, const uint8_t *image, uint8_t *
             codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = lut[ch * 256u + image[ch * plane + i]];
 }
 
-/* Stages 0..upto-1 on one image; returns the activations stage `upto` reads (or the embedding). */
-static const void *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
-    uint8_t *a = (uint8_t *)(void *)(arena + FB_OFF_ACT0), *b = (uint8_t *)(void *)(arena + FB_OFF_ACT1);
-    int s;
-    fb_input(arena, image, a);
-    for (s = 0; s < upto; s++) {
-        void *out = (s == FB_NUM_STAGES - 1) ? (void *)emb : (void *)b;
-        uint8_t *t;
-        fb_stage_int(arena, s, a, out, 0, 0);
-        t = a;
+/* Bytes of stage s's output codes (the next stage's input). */
+static size_t fb_out_bytes(int s) { return (size_t)fb_stages[s].cout * (size_t)fb_stages[s].hp * (size_t)fb_stages[s].wp; }
+
+/* Stages from..upto-1 on `in` (stage `from`'s input codes, left as they are); returns the codes
+ * stage `upto` reads, or writes the embedding when upto is the last stage. */
+static const uint8_t *fb_run_from(unsigned char *arena, const uint8_t *in, int from, int upto, fewbit_embedding_t *emb) {
+    uint8_t *bufs[2];
+    const uint8_t *a = in;
+    int s, which = 0;
+    bufs[0] = (uint8_t *)(void *)(arena + FB_OFF_ACT0);
+    bufs[1] = (uint8_t *)(void *)(arena + FB_OFF_ACT1);
+    for (s = from; s < upto; s++) {
+        uint8_t *b = bufs[which] == a ? bufs[which ^ 1] : bufs[which];
+        fb_stage_int(arena, s, a, s == FB_NUM_STAGES - 1 ? (void *)emb : (void *)b, 0, 0);
+        which = b == bufs[0];
         a = b;
-        b = t;
     }
     return a;
+}
+
+/* Stages 0..upto-1 on one image; returns the codes stage `upto` reads (or writes the embedding). */
+static const uint8_t *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
+    uint8_t *a = (uint8_t *)(void *)(arena + FB_OFF_ACT0);
+    fb_input(arena, image, a);
+    return fb_run_from(arena, a, 0, upto, emb);
+}
+
+/* While statistics are frozen, the support set's outputs of the deepest frozen stage that fits
+ * FB_CACHE_BYTES are kept, so later stages (and the support embeddings) start there instead of
+ * re-running the layers before. The first int32 of the region is that stage (-1: none). */
+static int32_t *fb_cache_level(unsigned char *arena) { return (int32_t *)(void *)(arena + FB_OFF_CACHE); }
+
+/* Support image i through stages 0..upto-1, from the cache when it holds an earlier stage. */
+static const uint8_t *fb_support_run(unsigned char *arena, const uint8_t *images, int i, int upto,
+                                     fewbit_embedding_t *emb) {
+    int32_t level = *fb_cache_level(arena);
+    if (level >= 0 && level < upto) {
+        const uint8_t *slot = (const uint8_t *)(const void *)(arena + FB_OFF_CACHE + 8) + (size_t)i * fb_out_bytes(level);
+        return fb_run_from(arena, slot, level + 1, upto, emb);
+    }
+    return fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, upto, emb);
+}
+
+static void fb_embed_support(unsigned char *arena, const uint8_t *images, int i, fewbit_embedding_t *emb) {
+    (void)fb_support_run(arena, images, i, FB_NUM_STAGES, emb);
+}
+
+/* After stage s is frozen: keep every support image's output of stage s when they fit (and when
+ * each is no larger than the cached stage's, so slots are rewritten in order without overlap). */
+static void fb_cache_stage(unsigned char *arena, const uint8_t *images, int n, int s) {
+    int32_t *level = fb_cache_level(arena);
+    uint8_t *data = (uint8_t *)(void *)(arena + FB_OFF_CACHE + 8);
+    size_t size = fb_out_bytes(s);
+    int i;
+    if (s + 1 >= FB_NUM_STAGES || (size_t)n * size > (size_t)FB_CACHE_BYTES) return;
+    if (*level >= 0 && size > fb_out_bytes(*level)) return;
+    for (i = 0; i < n; i++) {
+        const uint8_t *in = fb_support_run(arena, images, i, s, 0);
+        uint8_t *tmp = (uint8_t *)(void *)(arena + FB_OFF_ACT0);
+        if (tmp == in) tmp = (uint8_t *)(void *)(arena + FB_OFF_ACT1);
+        fb_stage_int(arena, s, in, tmp, 0, 0);
+        memcpy(data + (size_t)i * size, tmp, size);
+    }
+    *level = s;
 }
 
 /* Input quantizers with constant ranges, and the code table when the first one is constant. */
@@ -638,6 +688,7 @@ static void fb_prepare(unsigned char *arena) {
  * per-batch quantizers, BatchNorm statistics, then the requantization. */
 static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
     int s, i, c;
+    *fb_cache_level(arena) = -1;
     if (fb_stages[0].iq_dynamic) {
         double lo, hi;
         fb_live *live = fb_live_of(arena, 0);
@@ -657,10 +708,7 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
                 low[c] = INT32_MAX;
                 high[c] = INT32_MIN;
             }
-            for (i = 0; i < n; i++) {
-                const uint8_t *in = (const uint8_t *)fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0);
-                fb_stage_int(arena, s, in, 0, sum1, sum2);
-            }
+            for (i = 0; i < n; i++) fb_stage_int(arena, s, fb_support_run(arena, images, i, s, 0), 0, sum1, sum2);
         }
         if (next_dynamic) { /* the range of this stage's outputs over the support set */
             double lo = 0.0, hi = 0.0;
@@ -682,6 +730,7 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
             fb_range_qparams(lo, hi, fb_stages[s + 1].iq_qmin, fb_stages[s + 1].iq_qmax, &next->iq_scale, &next->iq_zero);
         }
         fb_freeze_stage(arena, s, count, sum1, sum2);
+        if (n > 0) fb_cache_stage(arena, images, n, s);
     }
 }
 
@@ -893,6 +942,10 @@ static void fb_embed_raw(unsigned char *arena, const uint8_t *image, fewbit_embe
 }
 
 static double fb_embedding_value(fewbit_embedding_t e) { return (double)e; }
+
+static void fb_embed_support(unsigned char *arena, const uint8_t *images, int i, fewbit_embedding_t *emb) {
+    fb_embed_raw(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, emb);
+}
 
 #endif /* FEWBIT_INTEGER_BODY */
 
