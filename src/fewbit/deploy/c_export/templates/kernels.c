@@ -77,6 +77,13 @@ typedef struct {
 
 static uint32_t fb_advance(const fb_stage *st, fb_reader *r) {
     if (r->kept_i >= st->kept) return 0xFFFFFFFFu;
+    if (st->mask_format == FB_MASK_BITMAP) { /* the next set bit, whole zero bytes at a time */
+        uint32_t pos = r->after_prev;
+        while (pos < st->numel && !((st->mask[pos >> 3] >> (pos & 7u)) & 1u))
+            pos = (pos & 7u) == 0 && st->mask[pos >> 3] == 0 ? pos + 8u : pos + 1u;
+        r->after_prev = pos + 1u;
+        return pos < st->numel ? pos : 0xFFFFFFFFu;
+    }
     if (st->mask_format == FB_MASK_INDICES) return fb_bits(st->mask, r->kept_i * (uint32_t)st->index_bits, st->index_bits);
     {
         /* rice: quotient in unary (ones ended by a zero), remainder of k bits */
@@ -98,23 +105,19 @@ static void fb_reader_start(const fb_stage *st, fb_reader *r) {
     r->kept_i = 0;
     r->after_prev = 0;
     r->ubit = 0;
-    r->next_kept = (st->mask_format == FB_MASK_INDICES || st->mask_format == FB_MASK_RICE) ? fb_advance(st, r) : 0u;
+    r->next_kept = st->mask_format != FB_MASK_NONE ? fb_advance(st, r) : 0u;
 }
 
 /* Whether dense position `pos` is kept; consumes it from the reader when it is. */
 static int fb_take(const fb_stage *st, fb_reader *r, uint32_t pos) {
     int kept;
-    switch (st->mask_format) {
-    case FB_MASK_NONE: kept = 1; break;
-    case FB_MASK_BITMAP: kept = (st->mask[pos >> 3] >> (pos & 7u)) & 1; break;
-    default: kept = (pos == r->next_kept); break;
-    }
+    kept = st->mask_format == FB_MASK_NONE || pos == r->next_kept;
     return kept;
 }
 
 static void fb_consume(const fb_stage *st, fb_reader *r) {
     r->kept_i++;
-    if (st->mask_format == FB_MASK_INDICES || st->mask_format == FB_MASK_RICE) r->next_kept = fb_advance(st, r);
+    if (st->mask_format != FB_MASK_NONE) r->next_kept = fb_advance(st, r);
 }
 
 static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
@@ -139,21 +142,26 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
         int c;                                                                                                \
         const int32_t code_step = st->code_step, code_min = st->code_min;                                     \
         uint32_t j, fan = (uint32_t)st->fan, pos = (uint32_t)row0 * fan;                                      \
-        if (st->mask_format == FB_MASK_INDICES || st->mask_format == FB_MASK_RICE) {                          \
-            /* a list of kept positions: zeros, then only the kept elements (work ~ kept, not size) */        \
-            uint32_t end = pos + (uint32_t)rows * fan;                                                        \
+        if (st->mask_format != FB_MASK_NONE) {                                                                \
+            /* kept positions in order: zeros, then only the kept elements (work ~ kept, not size) */         \
+            uint32_t end = pos + (uint32_t)rows * fan, row_start = pos;                                       \
+            int row = row0;                                                                                   \
             size_t k;                                                                                         \
             for (k = 0; k < (size_t)rows * fan; k++) dst[k] = (TYPE)0;                                        \
             while (r->next_kept < end) {                                                                      \
-                uint32_t at = r->next_kept - pos;                                                             \
-                int row = row0 + (int)(at / fan);                                                             \
                 int32_t code = st->wenc == FB_ENC_FLOAT ? 0 : fb_code(st, r->kept_i);                         \
                 float fval = st->wenc == FB_ENC_FLOAT ? st->fvals[r->kept_i] : 0.0f;                          \
+                while (r->next_kept >= row_start + fan) { /* no division: rows advance in order */            \
+                    row_start += fan;                                                                         \
+                    row++;                                                                                    \
+                }                                                                                             \
+                {                                                                                             \
                 FB_ROW_CONSTS(row);                                                                            \
                 (void)fval;                                                                                    \
-                j = at % fan;                                                                                 \
+                j = r->next_kept - row_start;                                                                 \
                 dst[transposed ? (size_t)j * (size_t)rows + (size_t)(row - row0)                              \
                                : (size_t)(row - row0) * fan + j] = (TYPE)(VALUE);                             \
+                }                                                                                             \
                 fb_consume(st, r);                                                                            \
             }                                                                                                 \
             return;                                                                                           \
@@ -180,6 +188,22 @@ static int32_t fb_code(const fb_stage *st, uint32_t kept_i) {
                         out[2u * j] = (TYPE)(VALUE);                                                          \
                         code = hi_code;                                                                       \
                         out[2u * j + 1u] = (TYPE)(VALUE);                                                     \
+                    }                                                                                         \
+                } else if (step == 1 && b == 2 && fan % 4u == 0) {                                            \
+                    for (j = 0; j < fan / 4u; j++) {                                                          \
+                        uint32_t byte = p[j], q;                                                              \
+                        for (q = 0; q < 4u; q++) {                                                            \
+                            int32_t code = (int32_t)((byte >> (2u * q)) & 3u) * code_step + code_min;         \
+                            out[4u * j + q] = (TYPE)(VALUE);                                                  \
+                        }                                                                                     \
+                    }                                                                                         \
+                } else if (step == 1 && b == 1 && fan % 8u == 0) {                                            \
+                    for (j = 0; j < fan / 8u; j++) {                                                          \
+                        uint32_t byte = p[j], q;                                                              \
+                        for (q = 0; q < 8u; q++) {                                                            \
+                            int32_t code = (int32_t)((byte >> q) & 1u) * code_step + code_min;                \
+                            out[8u * j + q] = (TYPE)(VALUE);                                                  \
+                        }                                                                                     \
                     }                                                                                         \
                 } else if (step == 1 && b == 8) {                                                             \
                     for (j = 0; j < fan; j++) {                                                               \
