@@ -144,8 +144,11 @@ class SupportStatistics:
     def __init__(self, model: RuntimeModel, support_x: np.ndarray, params: Mapping[str, np.ndarray] | None = None):
         self.model = model
         self.params = dict(model.params if params is None else params)
-        self.stages = body_stages(model)
-        self.integer = integer_body(self.stages)
+        try:
+            self.stages = body_stages(model)
+        except ValueError:  # not conv/linear blocks: the float path, layer by layer, still applies
+            self.stages = []
+        self.integer = bool(self.stages) and integer_body(self.stages)
         # each stage's input quantizer, a per-batch one replaced by the support set's range
         self.quant: list[InputQuant | None] = [s.linop.input_quant for s in self.stages]
         x = model.to_nhwc(support_x)
