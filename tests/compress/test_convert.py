@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fewbit.compress import PackedTensor, calibrate, compress, convert, packed_layers, size_report
-from fewbit.compress.convert import PackedLayer
+from fewbit.compress.convert import PackedLayer, pack_dense, pack_float, to_torch
 
 SPECS = [
     "quant:w4",
@@ -58,20 +58,25 @@ def test_packed_tensor_round_trips_through_its_payload(mlp) -> None:
         packed = layer.packed_weight
         again = PackedTensor.from_payload(packed.meta(), packed.payload())
         assert len(packed.payload()) == packed.nbytes
-        assert torch.equal(again.to_float(), packed.to_float())
+        assert torch.equal(to_torch(again), to_torch(packed))
 
 
 def test_bytes_are_as_stored() -> None:
     w = torch.randn(16, 32)
-    packed = PackedTensor.from_float(w, bits=4, axis=0)
+    packed = pack_float(w, bits=4, axis=0)
     assert packed.nbytes == 16 * 32 * 4 // 8 + 16 * 4  # codes + float32 scale per channel
     mask = (torch.arange(16 * 32) % 2 == 0).reshape(16, 32)
-    sparse = PackedTensor.from_float(w, bits=2, axis=None, mask=mask)
+    sparse = pack_float(w, bits=2, axis=None, mask=mask)
     assert sparse.mask_format == "bitmap" and sparse.nbytes == 256 * 2 // 8 + 4 + 16 * 32 // 8
-    very_sparse = PackedTensor.from_dense(w, mask=torch.arange(16 * 32).reshape(16, 32) < 5)
-    assert very_sparse.mask_format == "indices" and very_sparse.nbytes == 5 * 4 + (5 * 9 + 7) // 8
-    assert torch.equal(very_sparse.to_float().reshape(-1)[:5], w.reshape(-1)[:5])
-    assert torch.all(very_sparse.to_float().reshape(-1)[5:] == 0)
+    very_sparse = pack_dense(w, mask=torch.arange(16 * 32).reshape(16, 32) < 5)
+    # five kept in a row: Rice gaps of 0 take one unary bit each (1 byte) after the parameter byte
+    assert very_sparse.mask_format == "rice" and very_sparse.nbytes == 5 * 4 + 2
+    assert torch.equal(to_torch(very_sparse).reshape(-1)[:5], w.reshape(-1)[:5])
+    assert torch.all(to_torch(very_sparse).reshape(-1)[5:] == 0)
+    scattered = torch.zeros(16 * 32, dtype=torch.bool)
+    scattered[[3, 200, 500]] = True  # far apart: three 9-bit indices beat Rice's 5 bytes
+    listed = pack_dense(w, mask=scattered.reshape(16, 32))
+    assert listed.mask_format == "indices" and listed.nbytes == 3 * 4 + (3 * 9 + 7) // 8
 
 
 def test_plain_model_reports_float32(mlp) -> None:
@@ -104,12 +109,12 @@ def test_packing_round_trips_exactly(bits, symmetric, per_channel, sparsity, sha
 
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     mask = magnitude_mask(w, sparsity, "unstructured") if sparsity else None
-    packed = PackedTensor.from_float(w, bits, symmetric=symmetric, axis=0 if per_channel else None, mask=mask)
+    packed = pack_float(w, bits, symmetric=symmetric, axis=0 if per_channel else None, mask=mask)
     scale, zp = weight_qparams(w, bits, symmetric, per_channel, "minmax", 99.9)
     s, z = scale.reshape(-1, 1), zp.reshape(-1, 1)
     expected = dequantize(quantize_codes(w, s, z, bits, symmetric), s, z, bits, symmetric)
     if mask is not None:
         expected = expected * mask
-    assert torch.equal(packed.to_float(), expected)
+    assert torch.equal(to_torch(packed), expected)
     again = PackedTensor.from_payload(packed.meta(), packed.payload())
-    assert torch.equal(again.to_float(), expected) and len(packed.payload()) == packed.nbytes
+    assert torch.equal(to_torch(again), expected) and len(packed.payload()) == packed.nbytes

@@ -85,7 +85,7 @@ def encode_allowing_nan(manifest: dict, tensors: dict) -> bytes:
     import json
     from unittest import mock
 
-    import fewbit.deploy.format as fmt
+    import fewbit.artifact.format as fmt
 
     real = json.dumps
     with mock.patch.object(fmt.json, "dumps", lambda obj, **kw: real(obj, **{**kw, "allow_nan": True})):

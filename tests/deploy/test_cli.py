@@ -216,7 +216,7 @@ def test_two_runs_with_equal_weights_export_equal_bytes_and_no_paths(capsys, tmp
     """The artifact used to record the run directory as typed (a user's absolute path, shipped)."""
     import torch
 
-    from fewbit.deploy.format import read_manifest
+    from fewbit.artifact.format import read_artifact
     from fewbit.train import load_run
 
     first, second = tmp_path / "alice" / "secret-project" / "run", tmp_path / "bob" / "run-2"
@@ -228,13 +228,13 @@ def test_two_runs_with_equal_weights_export_equal_bytes_and_no_paths(capsys, tmp
         code, _, err = run_cli(capsys, "export", str(run.resolve()), "--out", str(out))
         assert code == 0, err
     assert (tmp_path / "a.fewbit").read_bytes() == (tmp_path / "b.fewbit").read_bytes()
-    manifest = json.dumps(read_manifest(tmp_path / "a.fewbit"))
+    manifest = json.dumps(read_artifact(tmp_path / "a.fewbit").manifest)
     assert str(tmp_path) not in manifest and "alice" not in manifest and "run_dir" not in manifest
 
 
 def test_inspect_an_artifact_with_a_bias_only_layer(capsys, tmp_path) -> None:  # noqa: ANN001
     """A layer that stores a bias and no weight used to stop inspect with a KeyError."""
-    from fewbit.deploy.format import encode_artifact
+    from fewbit.artifact.format import encode_artifact
     from fewbit.deploy.torch_export import artifact_from_model
 
     manifest, tensors = artifact_from_model(compressed_conv4(None, ways=3, width=8), algorithm="maml")

@@ -38,6 +38,15 @@ def test_conv4_2bit_with_75_percent_of_weights_removed_fits_15kb(tmp_path: Path)
     assert export(model, tmp_path / "m.fewbit")["bytes"] <= 15_000
 
 
+@pytest.mark.parametrize("spec", ["prune:0.75,quant:w2", "prune:0.75,quant:w2a8"])
+def test_conv4_2bit_75_percent_unstructured_sparse_is_a_twentieth_of_float32(spec: str, tmp_path: Path) -> None:
+    """Rice-coded masks: 0.82 bit a weight for the mask (its entropy is 0.81) instead of a 1-bit bitmap."""
+    info = export(compressed_conv4(spec, ways=0), tmp_path / "m.fewbit", algorithm="protonet")
+    assert info["bytes"] * 20 <= info["float32_bytes"]
+    rows = inspect_artifact(tmp_path / "m.fewbit")["layers"]
+    assert {r["mask_format"] for r in rows if r["kind"] == "conv2d"} == {"rice"}
+
+
 SPECS = ["quant:w4a8", "prune:0.5,quant:w2", "cluster:16", "prune:0.9,quant:w8:asym"]  # 90%: an index list
 
 
@@ -82,7 +91,7 @@ def test_inspect_reports_each_layer(tmp_path: Path) -> None:
     rows = {r["name"]: r for r in info["layers"]}
     assert rows["features.1.0"]["bits"] == 2 and rows["features.1.0"]["act_bits"] == 8
     assert rows["features.1.0"]["sparsity"] == pytest.approx(0.75, abs=0.01)
-    assert rows["features.1.0"]["mask_format"] == "bitmap"
+    assert rows["features.1.0"]["mask_format"] == "rice"  # 75% sparse: Rice-coded gaps beat a bitmap
     assert rows["features.1.1"]["kind"] == "batchnorm" and rows["head"]["kind"] == "linear"
     assert sum(r["bytes"] for r in info["layers"]) == info["payload_bytes"]
     assert np.isclose(info["ratio"], info["float32_bytes"] / info["bytes"])

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import fewbit.runtime as rt
-from fewbit.deploy.format import QuantTensor, encode_artifact
+from fewbit.artifact.format import encode_artifact
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.deploy.torch_export import artifact_from_model
 from fewbit.errors import FewbitFormatError, LimitError, NumericError
 from fewbit.runtime import limits
@@ -98,8 +99,7 @@ def test_a_conv_wide_enough_to_need_gigabytes_is_refused_at_load() -> None:
         "adaptation": {"method": "protonet"},
         "algorithm": "protonet",
     }
-    weight = QuantTensor(np.ones((4096, 1, 3, 3), np.int64), 2, np.ones(1, np.float32), np.zeros(1, np.int64),
-                         (4096, 1, 3, 3))
+    weight = PackedTensor.from_codes(np.ones((4096, 1, 3, 3), np.int64), 2, scale=np.ones(1, np.float32))
     message = _refused(encode_artifact(manifest, {"c.weight": weight}), "per image for a forward pass")
     assert "GiB" in message
 

@@ -41,3 +41,21 @@ def test_runtime_never_imports_torch(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+LEAN = """
+import sys
+import fewbit.artifact
+import fewbit.runtime
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith(("fewbit.cli", "fewbit.deploy",
+                "fewbit.compress", "fewbit.meta", "fewbit.train", "fewbit.models")))
+assert not loaded, loaded
+print("ok")
+"""
+
+
+def test_runtime_and_artifact_import_only_the_artifact_format() -> None:
+    """The runtime and the artifact package stand alone: no torch, no CLI, no torch-side package."""
+    done = subprocess.run([sys.executable, "-c", LEAN], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

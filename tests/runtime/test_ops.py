@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fewbit.runtime as rt
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.deploy import export
-from fewbit.deploy.format import QuantTensor
 from fewbit.runtime.ops import InputQuant, Weight
 from fewbit.runtime.requant import requantize
 from tests.deploy.helpers import compressed_conv4, glyphs
@@ -20,7 +20,7 @@ def test_integer_path_equals_int32_accumulation() -> None:
     rng = np.random.default_rng(0)
     codes = rng.integers(-8, 8, (16, 576))
     scales = rng.random(16).astype(np.float32)
-    weight = Weight(QuantTensor(codes, 4, scales, np.zeros(16, np.int64), (16, 576), 0))
+    weight = Weight(PackedTensor.from_codes(codes, 4, scale=scales, axis=0))
     act = InputQuant({"bits": 8, "scale": 0.02, "zero_point": 7, "qmin": 0, "qmax": 255})
     x = rng.random((50, 576)).astype(np.float32) * 5
     q, _, scale = act.integers(x)
@@ -34,7 +34,7 @@ def test_integer_path_equals_int32_accumulation() -> None:
 def test_wide_accumulations_fall_back_to_float64() -> None:
     rng = np.random.default_rng(1)
     codes = rng.integers(-128, 128, (4, 4096))  # 4096 * 255 * 128 > 2**24: float32 would round
-    weight = Weight(QuantTensor(codes, 8, np.ones(4, np.float32), np.zeros(4, np.int64), (4, 4096), 0))
+    weight = Weight(PackedTensor.from_codes(codes, 8, scale=np.ones(4, np.float32), axis=0))
     act = InputQuant({"bits": 8, "scale": 1.0, "zero_point": 0, "qmin": 0, "qmax": 255})
     q = rng.integers(0, 256, (3, 4096)).astype(np.float32)
     exact = q.astype(np.int64) @ codes.T
@@ -91,13 +91,13 @@ def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -
 def test_requantize_matches_the_pytorch_quantizer(bits: int, options: str) -> None:
     from fewbit.compress import compress_
     from fewbit.compress.convert import pack_layer
-    from fewbit.deploy.torch_export import _weight_rule, tensor_from_packed
+    from fewbit.deploy.torch_export import _weight_rule
 
     if bits == 1 and "asym" in options:
         pytest.skip("1-bit is sign x scale, symmetric only")
     torch.manual_seed(bits)
     layer = compress_(torch.nn.Sequential(torch.nn.Linear(40, 6)), f"quant:w{bits}{options}")[0]
-    stored = tensor_from_packed(pack_layer(layer).packed_weight)
+    stored = pack_layer(layer).packed_weight
     moved = torch.randn(6, 40)
     with torch.no_grad():
         ref = layer.compress_weight(moved).numpy()

@@ -1,5 +1,6 @@
-"""`fewbit export RUN_DIR --out model.fewbit [--format fewbit|onnx]` and
-`fewbit adapt model.fewbit --support DIR --query DIR [--json]` (the torch-free runtime).
+"""`fewbit export RUN_DIR --out model.fewbit [--format fewbit|onnx]`,
+`fewbit export RUN_DIR|MODEL.fewbit --format c --out DIR` (a C99 library that adapts on the device)
+and `fewbit adapt model.fewbit --support DIR --query DIR [--json]` (the torch-free runtime).
 
 `inspect` of a `.fewbit` file lives with `fewbit inspect` (`fewbit.deploy.inspect_artifact`).
 """
@@ -18,10 +19,14 @@ from fewbit.report.tables import table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    exp = sub.add_parser("export", help="write a run's model as a .fewbit artifact (or ONNX)")
-    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (fewbit train)")
-    exp.add_argument("--out", help="file to write (default RUN_DIR/model.fewbit or model.onnx)")
-    exp.add_argument("--format", default="fewbit", choices=("fewbit", "onnx"))
+    exp = sub.add_parser("export", help="write a run's model as a .fewbit artifact, ONNX, or a C library")
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (fewbit train), or a .fewbit for --format c")
+    exp.add_argument("--out", help="file (folder for c) to write (default RUN_DIR/model.fewbit, model.onnx, model_c)")
+    exp.add_argument("--format", default="fewbit", choices=("fewbit", "onnx", "c"))
+    exp.add_argument("--max-ways", type=positive_int, default=20, help="c: most classes a task may have")
+    exp.add_argument("--max-support", type=positive_int, default=100, help="c: most support images")
+    exp.add_argument("--ram", type=byte_size, default=256 * 1024, help="c: the target's RAM (default 256K)")
+    exp.add_argument("--flash", type=byte_size, default=1024 * 1024, help="c: the target's flash (default 1M)")
     exp.add_argument("--checkpoint", default="best", choices=("best", "last"))
     exp.add_argument(
         "--scope",
@@ -48,8 +53,69 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--steps", type=nonnegative_int, help="fine-tuning SGD steps (default: the artifact's)")
     ad.add_argument("--lr", type=finite_float, help="fine-tuning learning rate (default: the artifact's)")
     ad.add_argument("--batch", type=positive_int, default=100, help="queries per forward batch (default 100)")
+    ad.add_argument(
+        "--norm-stats",
+        choices=("batch", "support"),
+        help="BatchNorm statistics: of each batch, or of the support set, frozen (as the C export does)",
+    )
+    ad.add_argument("--raw-out", metavar="DIR", help="also write support.bin/query.bin for the C example program")
     add_common(ad, threads=True)
     ad.set_defaults(handler=run_adapt)
+
+
+def byte_size(text: str) -> int:
+    """argparse type: bytes, with an optional K or M suffix (KiB, MiB): 256K, 1M, 4096."""
+    units = {"K": 1024, "M": 1024 * 1024}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text and text[-1].upper() in units else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected bytes like 256K or 1M, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _export_c(args: argparse.Namespace) -> Output:
+    from fewbit.deploy.c_export import CTarget, export_c, report_text
+
+    source: str | bytes
+    if Path(args.run_dir).is_file():
+        source = args.run_dir
+        default = Path(args.run_dir).with_suffix("").with_name(Path(args.run_dir).stem + "_c")
+    else:
+        source = _artifact_bytes(args)
+        default = Path(args.run_dir) / "model_c"
+    out = Path(args.out) if args.out else default
+    report = export_c(
+        source,
+        out,
+        max_ways=args.max_ways,
+        max_support=args.max_support,
+        target=CTarget(ram_bytes=args.ram, flash_bytes=args.flash),
+    )
+    return Output(report, report_text(report))
+
+
+def _artifact_bytes(args: argparse.Namespace) -> bytes:
+    """A run's artifact, in memory (what `fewbit export RUN` would write)."""
+    from fewbit.artifact.format import encode_artifact
+    from fewbit.deploy import artifact_from_model
+    from fewbit.train import load_run
+
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
+    config = run.config
+    if getattr(config, "regression", False):
+        raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold image classifiers")
+    manifest, tensors = artifact_from_model(
+        run.model,
+        algorithm=config.algorithm,
+        meta=config.meta,
+        preprocessing={"image_size": int(config.image_size)},
+        adaptation_scope=args.scope,
+        extra={"run_dir": str(args.run_dir), "step": run.step, "compress": getattr(config, "compress", None)},
+    )
+    return encode_artifact(manifest, tensors)
 
 
 def run_export(args: argparse.Namespace) -> Output:
@@ -57,6 +123,10 @@ def run_export(args: argparse.Namespace) -> Output:
     from fewbit.train import load_run
     from fewbit.train.run import check_not_run_file
 
+    if args.format == "c":
+        return _export_c(args)
+    if Path(args.run_dir).is_file():
+        raise ConfigError(f"export: {args.run_dir} is a file; an artifact exports to --format c, a run to any format")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     check_not_run_file(out, "--out")  # before any work: never over a run's checkpoints, config or metrics
     if args.scope is not None:
@@ -144,7 +214,15 @@ def run_adapt(args: argparse.Namespace) -> Output:
             f"support set {args.support} has one class ({support.classes[0]}); a task needs at least two"
         )
     try:
-        adapted = rt.adapt(model, support.x, support.labels, method=args.method, steps=args.steps, lr=args.lr)
+        adapted = rt.adapt(
+            model,
+            support.x,
+            support.labels,
+            method=args.method,
+            steps=args.steps,
+            lr=args.lr,
+            norm_stats=args.norm_stats,
+        )
         preds, scores = [], []
         for start in range(0, len(query_x), args.batch):
             p, s = adapted.scores(query_x[start : start + args.batch])
@@ -152,6 +230,18 @@ def run_adapt(args: argparse.Namespace) -> Output:
             scores.append(s)
     except ValueError as exc:
         raise ConfigError(f"adapt: {exc}") from None
+    if args.raw_out:
+        from fewbit.deploy.c_export import input_to_pixels, write_task_files
+
+        try:
+            write_task_files(
+                args.raw_out,
+                input_to_pixels(support.x, model.preprocessing),
+                support.labels,
+                input_to_pixels(query_x, model.preprocessing),
+            )
+        except ValueError as exc:
+            raise DataError(f"adapt: --raw-out: {exc}") from None
     labels = [support.classes[i] for i in np.concatenate(preds)]
     score = np.concatenate(scores)
     predictions = [
@@ -164,6 +254,7 @@ def run_adapt(args: argparse.Namespace) -> Output:
         "accuracy": accuracy,
         "classes": list(support.classes),
         "method": adapted.method,
+        "norm_stats": adapted.settings["norm_stats"],
         "support_images": len(support.files),
         "query_images": len(files),
     }

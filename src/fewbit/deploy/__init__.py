@@ -1,10 +1,11 @@
-"""Deployment: the `.fewbit` artifact (format, bit packing), export from PyTorch, ONNX export.
+"""Deployment: export from PyTorch to the `.fewbit` artifact or ONNX, and inspection.
 
     fewbit.deploy.export(model, "model.fewbit", algorithm="protonet")
     fewbit.deploy.inspect_artifact("model.fewbit")   # per-layer bytes and ratio to float32
+    fewbit.deploy.export_c("model.fewbit", "model_c")  # a C99 library that adapts on the device
 
-Reading an artifact (`format`, `packing`, `inspect`) needs numpy only, so the torch-free runtime
-uses these modules; `export` and `export_onnx` import torch and are loaded on first use.
+The file format and bit packing live in the torch-free `fewbit.artifact`; `export` and
+`export_onnx` import torch and are loaded on first use; `export_c` needs numpy only.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 _LAZY = {
     "export": ("fewbit.deploy.torch_export", "export"),
     "export_onnx": ("fewbit.deploy.onnx_export", "export_onnx"),
+    "export_c": ("fewbit.deploy.c_export", "export_c"),
     "artifact_from_model": ("fewbit.deploy.torch_export", "artifact_from_model"),
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),
-    "read_artifact": ("fewbit.deploy.format", "read_artifact"),
-    "write_artifact": ("fewbit.deploy.format", "write_artifact"),
-    "QuantTensor": ("fewbit.deploy.format", "QuantTensor"),
-    "pack_bits": ("fewbit.deploy.packing", "pack_bits"),
-    "unpack_bits": ("fewbit.deploy.packing", "unpack_bits"),
+    "read_artifact": ("fewbit.artifact.format", "read_artifact"),
+    "write_artifact": ("fewbit.artifact.format", "write_artifact"),
+    "PackedTensor": ("fewbit.artifact.tensor", "PackedTensor"),
+    "pack_bits": ("fewbit.artifact.packing", "pack_bits"),
+    "unpack_bits": ("fewbit.artifact.packing", "unpack_bits"),
 }
 
 

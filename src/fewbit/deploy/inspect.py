@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from fewbit._io import non_finite_path, read_regular_file
-from fewbit.deploy.format import HEADER_BYTES, MAX_FILE_BYTES, decode_artifact
+from fewbit.artifact.format import HEADER_BYTES, MAX_FILE_BYTES, decode_artifact
 from fewbit.errors import FewbitFormatError
 
 _PARTS = ("data", "codes", "scale", "zero_point", "codebook")

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor, Tensor
+from fewbit.artifact.format import Tensor
+from fewbit.artifact.tensor import PackedTensor
 
 OPSET = 17
 
@@ -47,10 +48,10 @@ class _Graph:
 
 def _weight(g: _Graph, name: str, t: Tensor) -> str:
     """A float weight: DequantizeLinear of integer codes, a codebook Gather, or a float initializer."""
-    if not isinstance(t, QuantTensor):
+    if not isinstance(t, PackedTensor):
         return g.const(np.asarray(t, np.float32), name)
     if t.codebook is not None:
-        codes = t.codes if t.mask is None else np.where(t.mask, t.codes, 0)
+        codes = t.code_array()  # 0 where pruned
         book = t.codebook.astype(np.float32)
         if t.mask is not None:  # an extra zero entry for pruned weights
             book = np.append(book, np.float32(0))
@@ -60,15 +61,16 @@ def _weight(g: _Graph, name: str, t: Tensor) -> str:
             [g.const(book, f"{name}.codebook"), g.const(codes.astype(np.int64), f"{name}.codes")],
             f"{name}.dq",
         )
-    zp_full = t._per_channel(t.zero_point.astype(np.int64))
-    codes = t.codes if t.mask is None else np.where(t.mask, t.codes, zp_full)  # pruned -> exactly zero
-    signed = codes.min(initial=0) < 0 or t.zero_point.min(initial=0) < 0
+    zero_point = t.zero_points()
+    zp_full = t.per_channel(zero_point)
+    codes = t.code_array() if t.mask is None else np.where(t.mask, t.code_array(), zp_full)  # pruned -> exactly 0
+    signed = codes.min(initial=0) < 0 or zero_point.min(initial=0) < 0
     dtype = np.int8 if signed else np.uint8
     if not (np.iinfo(dtype).min <= codes.min() and codes.max() <= np.iinfo(dtype).max):
         raise ValueError(f"{name}: codes do not fit {dtype.__name__}")
     per_channel = t.axis is not None and t.scale.size > 1
     scale = t.scale.astype(np.float32).reshape(-1) if per_channel else t.scale.astype(np.float32).reshape(())
-    zp = t.zero_point.astype(dtype).reshape(-1) if per_channel else t.zero_point.astype(dtype).reshape(())
+    zp = zero_point.astype(dtype).reshape(-1) if per_channel else zero_point.astype(dtype).reshape(())
     if per_channel and zp.size != scale.size:
         zp = np.broadcast_to(zp, scale.shape).astype(dtype)
     attrs = {"axis": int(t.axis)} if per_channel else {}

@@ -1,10 +1,11 @@
 """Export a (possibly compressed) PyTorch backbone to a `.fewbit` artifact.
 
 The artifact stores exactly what the compressed model computes: for each compressed layer the
-packed container that `fewbit.compress.convert` makes (`pack_layer`: codes, scales, zero points,
-mask, codebook, and the input-activation quantizer). A model that is already converted exports
-the same way. Before writing, every stored weight is dequantized and compared bit for bit with
-the container's own `to_float()`, so an artifact never silently disagrees with its model.
+`fewbit.artifact.PackedTensor` that `fewbit.compress.convert` makes (`pack_layer`: codes, scales,
+zero points, mask, codebook, and the input-activation quantizer), written as it is. A model that
+is already converted exports the same way. Before writing, every stored weight of a compressed
+layer is dequantized and compared bit for bit with the weight the layer computes with, so an
+artifact never silently disagrees with its model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch
 from torch import nn
 
 from fewbit import __version__
-from fewbit.deploy.format import QuantTensor, Tensor, write_artifact
+from fewbit.artifact.format import Tensor, write_artifact
+from fewbit.compress.convert import PackedLayer, pack_layer
+from fewbit.compress.layers import CompressedMixin
 from fewbit.errors import ConfigError
 from fewbit.models.layers import BatchNorm, Flatten
 from fewbit.models.resnet12 import ResidualStage
@@ -54,59 +57,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy().copy()
 
 
-def tensor_from_packed(packed: Any) -> Tensor:
-    """A `fewbit.compress.PackedTensor` as the artifact's QuantTensor (float32 array for the float encoding).
-
-    The codes, scales, zero points, mask and codebook are taken as they are; the result
-    dequantizes to exactly `packed.to_float()` (checked by `export`).
-    """
-    from fewbit.compress.quantize import qrange
-
-    if packed.encoding == "float":
-        return packed.to_float().numpy()
-    keep = packed.keep_mask().numpy()
-    stored = packed.int_codes().numpy().astype(np.int64)
-    codebook = None
-    scale = np.ones(1, np.float32)
-    zero_point = np.zeros(1, np.int64)
-    if packed.encoding == "codebook":
-        q = stored
-        codebook = packed.codebook.numpy().astype(np.float32)
-    else:
-        if packed.symmetric and packed.bits == 1:
-            q = 2 * stored - 1
-        else:
-            q = stored + qrange(packed.bits, packed.symmetric)[0]
-        scale = packed.scale.numpy().astype(np.float32).reshape(-1)
-        if packed.zero_point is not None:
-            zero_point = packed.zero_point.numpy().astype(np.int64).reshape(-1)
-    codes = np.zeros(keep.size, dtype=np.int64)
-    codes[keep.reshape(-1)] = q
-    return QuantTensor(
-        codes=codes.reshape(packed.shape),
-        bits=int(packed.bits),
-        scale=scale,
-        zero_point=zero_point,
-        shape=tuple(packed.shape),
-        axis=packed.axis,
-        mask=None if packed.mask is None else keep,
-        codebook=codebook,
-    )
-
-
-def _is_packed_layer(layer: nn.Module) -> bool:
-    return type(layer).__name__ == "PackedLayer" and hasattr(layer, "packed_weight")
-
-
-def _packed_layer(layer: nn.Module) -> Any | None:
+def _packed_layer(layer: nn.Module) -> PackedLayer | None:
     """The `PackedLayer` of a compressed (or already converted) Linear/Conv2d; None for a plain one."""
-    if _is_packed_layer(layer):
+    if isinstance(layer, PackedLayer):
         return layer
-    if not hasattr(layer, "cq_order"):
-        return None
-    from fewbit.compress.convert import pack_layer
-
-    return pack_layer(layer)
+    if isinstance(layer, CompressedMixin):
+        return pack_layer(layer)
+    return None
 
 
 def _weight_and_act(name: str, layer: nn.Module) -> tuple[Tensor, torch.Tensor | None, dict[str, Any] | None]:
@@ -115,11 +72,14 @@ def _weight_and_act(name: str, layer: nn.Module) -> tuple[Tensor, torch.Tensor |
     if packed is None:
         bias = getattr(layer, "bias", None)
         return _np(layer.weight), None if bias is None else bias.detach(), None  # type: ignore[arg-type]
-    weight = tensor_from_packed(packed.packed_weight)
-    expected = packed.packed_weight.to_float().numpy()
-    got = weight.dequantize() if isinstance(weight, QuantTensor) else weight
-    if got.shape != expected.shape or not np.array_equal(got, expected):
-        raise ConfigError(f"export: layer {name}: the stored weight does not reproduce the packed weight")
+    weight: Tensor = packed.packed_weight
+    if isinstance(layer, CompressedMixin):  # the stored weight must be the one the model computes with
+        with torch.no_grad():
+            expected = layer.compress_weight(layer.weight).detach().cpu().float().numpy()
+        if not np.array_equal(weight.dequantize(), expected):
+            raise ConfigError(f"export: layer {name}: the packed weight does not reproduce the layer's weight")
+    if weight.encoding == "float":  # float32 values: the artifact stores them as an f32 tensor
+        weight = weight.dequantize()
     act = None
     if packed.act is not None:
         bits = int(packed.act.bits)
@@ -154,13 +114,13 @@ def _weight_rule(layer: nn.Module) -> dict[str, Any] | None:
         }
     if "cq_codebook" in order:
         return {"rule": "codebook"}
-    if _is_packed_layer(layer) and layer.packed_weight.encoding == "affine":
+    if isinstance(layer, PackedLayer) and layer.packed_weight.encoding == "affine":
         return {"rule": "fixed", "symmetric": bool(layer.packed_weight.symmetric)}
     return None
 
 
 def _conv_params(layer: Any, name: str) -> tuple[int, int]:
-    if _is_packed_layer(layer):
+    if isinstance(layer, PackedLayer):
         conv = layer.conv
     else:
         conv = {
@@ -209,7 +169,7 @@ def _layer_spec(
             "shortcut": _layer_specs([(f"{name}.{n}", m) for n, m in shortcut], tensors),
         }
         return [residual, *_layer_specs([(f"{name}.{n}", m) for n, m in tail], tensors)]
-    kind = getattr(layer, "kind", None) if _is_packed_layer(layer) else None
+    kind = layer.kind if isinstance(layer, PackedLayer) else None
     if isinstance(layer, (nn.Conv2d, nn.Linear)) or kind in ("conv2d", "linear"):
         conv = isinstance(layer, nn.Conv2d) or kind == "conv2d"
         weight, bias, act = _weight_and_act(name, layer)

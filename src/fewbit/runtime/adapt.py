@@ -12,6 +12,9 @@ The artifact's `adaptation` block says how, mirroring `fewbit.meta` at evaluatio
   head is fitted on the support part (the Baseline). `scope` names what may move: `head` (the
   classifier's weight and bias), `bias` (every layer's bias), `norm` (BatchNorm scale and
   shift), joined by "+", or `none`; the runtime never moves quantized weights.
+- `norm_stats`: `batch` (the above: BatchNorm statistics of the batch being embedded) or
+  `support` (statistics of the support set, frozen, each query embedded on its own: the mode of
+  the exported C code; `fewbit.runtime.support_stats`). With `support` only the head adapts.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from fewbit.errors import NumericError
 from fewbit.runtime import limits
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params, walk_ops
+from fewbit.runtime.support_stats import SupportStatistics, frozen_op, static_quant
 
 SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
 HEAD_INITS = ("own", "zeros", "prototypes")
+NORM_STATS = ("batch", "support")
 
 
 class PlainHead(Op):
@@ -71,7 +76,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Adapted:
     """A model adapted to one task: `logits(query_x)`, `predict(query_x)`, `scores(query_x)`.
 
-    Query batches are classified as a whole (batch statistics), as PyTorch does.
+    Query batches are classified as a whole (batch statistics), as PyTorch does; with
+    `statistics` (norm_stats: support) each query is classified on its own.
     """
 
     model: RuntimeModel
@@ -82,6 +88,8 @@ class Adapted:
     params: Params | None = None
     head_ops: list[Op] | None = None
     losses: list[float] = dataclasses.field(default_factory=list)
+    statistics: SupportStatistics | None = None
+    class_means: np.ndarray | None = None  # ProtoNet prototypes under support statistics (float64)
 
     @property
     def method(self) -> str:
@@ -97,6 +105,13 @@ class Adapted:
 
     def _logits(self, query_x: np.ndarray) -> np.ndarray:
         model, n = self.model, len(self.support_x)
+        if self.statistics is not None:
+            z = self.statistics.embed(query_x)
+            if self.method == "protonet":
+                assert self.class_means is not None
+                return -squared_distances(z.astype(np.float64), self.class_means)
+            assert self.params is not None and self.head_ops is not None
+            return _run(self.head_ops, self.params, z.astype(np.float32))
         if self.method == "protonet":
             z = model.embed(np.concatenate([self.support_x, query_x]))
             return -squared_distances(z[n:], prototypes(z[:n], self.support_y, self.ways))
@@ -162,6 +177,7 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         "steps": 5,
         "lr": 0.1,
         "head_init": "own" if model.ways else "prototypes",
+        "norm_stats": "batch",
     }
     base.update({k: v for k, v in model.adaptation.items() if k in base})
     allowed = str(base["scope"])
@@ -175,6 +191,10 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {base['head_init']!r}")
     if base["embed"] not in ("joint", "separate"):
         raise ValueError(f"embed must be joint or separate, got {base['embed']!r}")
+    if base["norm_stats"] not in NORM_STATS:
+        raise ValueError(f"norm_stats must be batch or support, got {base['norm_stats']!r}")
+    if base["norm_stats"] == "support" and parts - {"head"}:
+        raise ValueError("norm_stats=support adapts the head only; pass scope='head'")
     base["steps"] = limits.check_steps(base["steps"], "steps")
     base["lr"] = limits.check_lr(base["lr"], "lr")
     if parts - {"head"}:
@@ -192,19 +212,42 @@ def adapt(
     lr: float | None = None,
     scope: str | None = None,
     head_init: str | None = None,
+    norm_stats: str | None = None,
 ) -> Adapted:
     """Adapt `model` to a support set `[N, C, H, W]` with labels `[N]` in 0..ways-1 (>= 2 ways).
 
     Defaults come from the artifact (its `adaptation` block); `scope` may narrow, never widen,
-    what the artifact allows. ValueError on inconsistent arguments.
+    what the artifact allows. `norm_stats="support"` freezes BatchNorm statistics from the support
+    set and classifies each query on its own (what the exported C code does). ValueError on
+    inconsistent arguments.
+
+        model = fewbit.runtime.load("model.fewbit")
+        task = fewbit.runtime.adapt(model, support_x, support_y, norm_stats="support")
+        labels = task.predict(query_x)
     """
     support_x = np.asarray(support_x, dtype=np.float32)
     y, ways = _check_support(support_x, support_y)
-    settings = settings_for(model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init)
+    settings = settings_for(
+        model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats
+    )
     moving_body = settings["method"] == "finetune" and bool(_body_trainable(model, settings["scope"]))
     limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == "finetune"),
                                  backward=moving_body)
     adapted = Adapted(model, ways, support_x, y, settings)
+    if settings["norm_stats"] == "support":
+        adapted.statistics = SupportStatistics(model, support_x)
+        z = adapted.statistics.embed(support_x)
+        if settings["method"] == "protonet":
+            adapted.class_means = prototypes(z.astype(np.float64), y, ways)
+        else:
+            z32 = z.astype(np.float32)
+            head = [  # a head quantizing its input with each batch's range takes the support set's
+                frozen_op(op, static_quant(q, *q.qparams(z32))) if (q := getattr(op, "input_quant", None)) and q.dynamic
+                else op
+                for op in model.layers[model.embedding_layers :]
+            ]
+            adapted.params, adapted.head_ops = _fit_head(model, z32, y, ways, settings, adapted.losses, head)
+        return adapted
     if settings["method"] == "finetune" and settings["embed"] == "separate":
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is an error
             adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
@@ -212,15 +255,21 @@ def adapt(
 
 
 def _init_head(
-    model: RuntimeModel, z_support: np.ndarray, y: np.ndarray, ways: int, settings: Mapping[str, Any]
+    model: RuntimeModel,
+    z_support: np.ndarray,
+    y: np.ndarray,
+    ways: int,
+    settings: Mapping[str, Any],
+    head: list[Op] | None = None,
 ) -> tuple[Params, list[Op], set[str]]:
-    """(params, head ops, the head parameters the scope moves) to start fine-tuning from."""
+    """(params, head ops, the head parameters the scope moves) to start fine-tuning from; `head`
+    replaces the artifact's head layers (the same layers with frozen input ranges)."""
     params = dict(model.params)
     parts = scope_parts(settings["scope"])
     weight_name = model.head_weight_name()
     init = settings["head_init"]
     if init == "own" and weight_name is not None and model.ways == ways:
-        head_ops = model.layers[model.embedding_layers :]
+        head_ops = model.layers[model.embedding_layers :] if head is None else head
         names: set[str] = set()
         if "head" in parts:
             params[weight_name] = model.float_tensor(weight_name)
@@ -276,9 +325,10 @@ def _fit_head(
     ways: int,
     settings: Mapping[str, Any],
     losses: list[float],
+    head: list[Op] | None = None,
 ) -> tuple[Params, list[Op]]:
     """SGD on the head alone over fixed support embeddings `z`."""
-    params, head_ops, names = _init_head(model, z, y, ways, settings)
+    params, head_ops, names = _init_head(model, z, y, ways, settings, head)
     for _ in range(settings["steps"]):
         ctxs: list[dict[str, Any]] = []
         dlogits, loss = _ce_grad(_run(head_ops, params, z, ctxs), y, ways)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from fewbit._io import read_regular_file
-from fewbit.deploy.format import MAX_FILE_BYTES, Artifact, QuantTensor, decode_artifact
+from fewbit.artifact.format import MAX_FILE_BYTES, Artifact, decode_artifact
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError, NumericError
 from fewbit.runtime import limits
 from fewbit.runtime.limits import MAX_IMAGE_SIDE  # noqa: F401  (re-exported: where it used to live)
@@ -173,7 +174,7 @@ class RuntimeModel:
     def float_tensor(self, name: str) -> np.ndarray:
         """A stored tensor as float32 (dequantized when quantized)."""
         t = self.tensors[name]
-        return t.dequantize() if isinstance(t, QuantTensor) else np.array(t, dtype=np.float32)
+        return t.dequantize() if isinstance(t, PackedTensor) else np.array(t, dtype=np.float32)
 
 
 def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:

@@ -14,14 +14,13 @@ layer at load and a layer that could exceed it accumulates in float64 (exact bel
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import NumericError
 from fewbit.runtime.requant import requantize
 
@@ -94,12 +93,12 @@ class Weight:
     im2col columns.
     """
 
-    def __init__(self, tensor: np.ndarray | QuantTensor) -> None:
+    def __init__(self, tensor: np.ndarray | PackedTensor) -> None:
         self.shape = tuple(int(d) for d in tensor.shape)
         out = self.shape[0]
         self.kind = "float"
         self.max_abs = 0
-        if isinstance(tensor, QuantTensor) and tensor.codebook is None:
+        if isinstance(tensor, PackedTensor) and tensor.codebook is None:
             self.kind = "int"
             q = _channels_last(tensor.integer_weights()).reshape(out, -1)
             self.max_abs = int(np.abs(q).max()) if q.size else 0
@@ -109,10 +108,10 @@ class Weight:
             if tensor.axis not in (None, 0) and scale.size > 1:
                 raise ValueError("per-channel weight scales must run along the output axis (0)")
             self.row_scale = np.broadcast_to(scale.reshape(-1), (out,)).astype(np.float32)
-        elif isinstance(tensor, QuantTensor):
+        elif isinstance(tensor, PackedTensor):
             self.kind = "codebook"
             book = tensor.codebook.astype(np.float32)
-            idx = tensor.codes
+            idx = tensor.code_array()
             if tensor.mask is not None:  # one more entry, 0, for pruned weights
                 idx = np.where(tensor.mask, idx, len(book))
                 book = np.append(book, np.float32(0))
@@ -302,12 +301,8 @@ class Linear(Op):
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
         stored = tensors[self.weight_name]
-        # What re-quantizing an adapted weight needs (grid, mask, codebook), without the codes.
-        self.stored = (
-            dataclasses.replace(stored, codes=np.zeros(0, np.int8))
-            if isinstance(stored, QuantTensor)
-            else None
-        )
+        # What re-quantizing an adapted weight needs (grid, mask, codebook)
+        self.stored = stored if isinstance(stored, PackedTensor) else None
         self.weight_rule = spec.get("weight_quant")
 
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
@@ -345,7 +340,7 @@ class Linear(Op):
         override = params.get(self.weight_name)
         if override is not None:
             grad = dy.T @ ctx["x"]  # straight through the re-quantization; pruned entries get none
-            mask = self.stored.mask if isinstance(self.stored, QuantTensor) else None
+            mask = self.stored.mask if isinstance(self.stored, PackedTensor) else None
             grads[self.weight_name] = grad if mask is None else grad * mask
             w = requantize(override, self.weight_rule, self.stored)
         else:

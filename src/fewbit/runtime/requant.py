@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.format import QuantTensor
+from fewbit.artifact.tensor import PackedTensor
 
 _EPS = np.float32(1e-8)
 _MSE_GRID = np.linspace(0.3, 1.0, 15, dtype=np.float32)
@@ -82,16 +82,16 @@ def _mse_alpha(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int, symm
 
 
 def requantize(
-    weight: np.ndarray, rule: Mapping[str, Any] | None, stored: QuantTensor | np.ndarray
+    weight: np.ndarray, rule: Mapping[str, Any] | None, stored: PackedTensor | np.ndarray
 ) -> np.ndarray:
     """`weight` mapped onto its layer's compressed value by `rule` (the manifest's `weight_quant`).
 
     `observer` rules re-derive the grid from `weight`; `fixed` keeps the stored grid (learned
     steps, converted models); `codebook` snaps to the stored centroids. Pruned entries stay 0.
     """
-    mask = stored.mask if isinstance(stored, QuantTensor) else None
+    mask = stored.mask if isinstance(stored, PackedTensor) else None
     w = weight if mask is None else weight * mask
-    if rule is None or not isinstance(stored, QuantTensor):
+    if rule is None or not isinstance(stored, PackedTensor):
         return w.astype(np.float32)
     kind = rule.get("rule")
     if kind == "codebook" and stored.codebook is not None:
@@ -115,7 +115,7 @@ def requantize(
         out = _fake(rows, scale[:, None], zp[:, None], bits, symmetric).reshape(w.shape)
     else:  # fixed grid: the stored scale and zero point
         qmin, qmax = qrange(stored.bits, bool(rule.get("symmetric", True)))
-        scale, zp = stored.channel_scale(), stored._per_channel(stored.zero_point.astype(np.float32))
+        scale, zp = stored.channel_scale(), stored.per_channel(stored.zero_points().astype(np.float32))
         if stored.bits == 1 and qmin == -1:
             out = np.where(w >= 0, np.float32(1), np.float32(-1)) * scale
         else:

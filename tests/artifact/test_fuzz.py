@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fewbit.deploy.format import (
+from fewbit.artifact.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     MAGIC,
-    QuantTensor,
     decode_artifact,
     encode_artifact,
 )
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitError, FewbitFormatError
 from fewbit.runtime import adapt, load
 
@@ -67,14 +69,8 @@ def _artifact() -> bytes:
     return encode_artifact(
         MANIFEST,
         {
-            "c.weight": QuantTensor(
-                rng.integers(-2, 2, (4, 1, 3, 3)),
-                2,
-                np.full(4, 0.3, np.float32),
-                np.zeros(4, np.int64),
-                (4, 1, 3, 3),
-                axis=0,
-                mask=mask,
+            "c.weight": PackedTensor.from_codes(
+                rng.integers(-2, 2, (4, 1, 3, 3)), 2, scale=np.full(4, 0.3, np.float32), axis=0, mask=mask
             ),
             "bn.weight": np.ones(4, np.float32),
             "bn.bias": np.zeros(4, np.float32),
@@ -185,9 +181,6 @@ JSON_VALUES = st.one_of(
 @given(data=st.data())
 def test_manifest_values_replaced_with_valid_checksums(data: st.DataObject) -> None:
     """Structure-aware: a manifest edited and re-checksummed either loads and runs or is rejected cleanly."""
-    import json
-    import zlib
-
     length = struct.unpack_from("<I", GOOD, 12)[0]
     manifest = json.loads(zlib.decompress(GOOD[HEADER_BYTES : HEADER_BYTES + length]))
     payload = GOOD[HEADER_BYTES + length :]
@@ -243,8 +236,8 @@ def random_artifact(draw: st.DrawFn) -> tuple[bytes, tuple[int, int, int]]:
             per_channel = draw(st.booleans())
             scales = (rng.random(out if per_channel else 1) * scale + 1e-3).astype(np.float32)
             mask = rng.random(shape) < 0.7 if draw(st.booleans()) else None
-            tensors[name] = QuantTensor(codes, bits, scales, np.zeros(len(scales), np.int64), shape,
-                                        axis=0 if per_channel else None, mask=mask)
+            tensors[name] = PackedTensor.from_codes(codes, bits, scale=scales, axis=0 if per_channel else None,
+                                                    mask=mask)
 
     h = side
     for i in range(draw(st.integers(0, 3))):

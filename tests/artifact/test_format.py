@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fewbit.deploy.format import (
+from fewbit.artifact.format import (
     FORMAT_VERSION,
     HEADER_BYTES,
     MAGIC,
-    QuantTensor,
     decode_artifact,
     encode_artifact,
     read_artifact,
     write_artifact,
 )
+from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError
 
 MANIFEST = {
@@ -33,54 +33,31 @@ MANIFEST = {
 }
 
 
-def _tensors() -> dict[str, np.ndarray | QuantTensor]:
+def _tensors() -> dict[str, np.ndarray | PackedTensor]:
     rng = np.random.default_rng(0)
     mask = rng.random((6, 3, 3, 3)) < 0.3
     return {
         "float": rng.standard_normal((5, 7)).astype(np.float32),
         "sparse_float": np.where(rng.random(400) < 0.1, 1.5, 0).astype(np.float32),
-        "w4_per_channel": QuantTensor(
-            rng.integers(-8, 8, (6, 3, 3, 3)),
-            4,
-            rng.random(6).astype(np.float32) + 0.1,
-            np.zeros(6, np.int64),
-            (6, 3, 3, 3),
-            axis=0,
+        "w4_per_channel": PackedTensor.from_codes(
+            rng.integers(-8, 8, (6, 3, 3, 3)), 4, scale=rng.random(6).astype(np.float32) + 0.1, axis=0
         ),
-        "w2_masked": QuantTensor(
-            rng.integers(-2, 2, (6, 3, 3, 3)),
-            2,
-            np.array([0.5], np.float32),
-            np.zeros(1, np.int64),
-            (6, 3, 3, 3),
-            mask=mask,
+        "w2_masked": PackedTensor.from_codes(
+            rng.integers(-2, 2, (6, 3, 3, 3)), 2, scale=np.array([0.5], np.float32), mask=mask
         ),
-        "w1_sign": QuantTensor(
-            rng.choice([-1, 1], (4, 10)),
-            1,
-            np.full(4, 0.25, np.float32),
-            np.zeros(4, np.int64),
-            (4, 10),
-            axis=0,
+        "w1_sign": PackedTensor.from_codes(
+            rng.choice([-1, 1], (4, 10)), 1, scale=np.full(4, 0.25, np.float32), axis=0
         ),
-        "w3_asym": QuantTensor(
+        "w3_asym": PackedTensor.from_codes(
             rng.integers(0, 8, (4, 10)),
             3,
-            np.full(4, 0.1, np.float32),
-            np.array([3, 4, 0, 7]),
-            (4, 10),
+            scale=np.full(4, 0.1, np.float32),
+            zero_point=np.array([3, 4, 0, 7]),
             axis=0,
         ),
-        "w8": QuantTensor(
-            rng.integers(-128, 128, (300,)), 8, np.array([0.01], np.float32), np.zeros(1, np.int64), (300,)
-        ),
-        "codebook": QuantTensor(
-            rng.integers(0, 16, (8, 8)),
-            4,
-            np.ones(1, np.float32),
-            np.zeros(1, np.int64),
-            (8, 8),
-            codebook=np.linspace(-1, 1, 16).astype(np.float32),
+        "w8": PackedTensor.from_codes(rng.integers(-128, 128, (300,)), 8, scale=np.array([0.01], np.float32)),
+        "codebook": PackedTensor.from_codes(
+            rng.integers(0, 16, (8, 8)), 4, codebook=np.linspace(-1, 1, 16).astype(np.float32)
         ),
     }
 
@@ -95,8 +72,8 @@ def test_round_trip_of_every_encoding(tmp_path: Path) -> None:
     assert art.manifest["architecture"] == MANIFEST["architecture"]
     for name, t in tensors.items():
         got = art.tensors[name]
-        if isinstance(t, QuantTensor):
-            assert isinstance(got, QuantTensor)
+        if isinstance(t, PackedTensor):
+            assert isinstance(got, PackedTensor)
             np.testing.assert_array_equal(got.dequantize(), t.dequantize())
             np.testing.assert_array_equal(got.integer_weights(), t.integer_weights())
         else:
@@ -107,7 +84,7 @@ def test_round_trip_of_every_encoding(tmp_path: Path) -> None:
 
 def test_payload_is_as_small_as_the_packing() -> None:
     codes = np.random.default_rng(0).integers(-8, 8, (64, 64, 3, 3))
-    t = QuantTensor(codes, 4, np.ones(64, np.float32), np.zeros(64, np.int64), codes.shape, axis=0)
+    t = PackedTensor.from_codes(codes, 4, scale=np.ones(64, np.float32), axis=0)
     art = decode_artifact(encode_artifact(MANIFEST, {"w": t}))
     assert art.manifest["payload"]["length"] == codes.size // 2 + 64 * 4  # codes + float32 scales
 
@@ -155,8 +132,8 @@ def test_malformed_manifests_raise_one_clear_error(edit, message: str) -> None: 
 
 def test_wrong_version_names_both_versions() -> None:
     manifest, payload = _parts(encode_artifact(MANIFEST, _tensors()))
-    with pytest.raises(FewbitFormatError, match=r"version 2 is newer.*\(1\)"):
-        decode_artifact(_rebuild(manifest, payload, version=2))
+    with pytest.raises(FewbitFormatError, match=r"version 3 is newer.*\(1, 2\)"):
+        decode_artifact(_rebuild(manifest, payload, version=3))
 
 
 def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
@@ -170,10 +147,38 @@ def test_trailing_bytes_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_no_pickle_anywhere() -> None:
-    import fewbit.deploy.format as fmt
-    import fewbit.deploy.packing as packing
+    import fewbit.artifact.format as fmt
+    import fewbit.artifact.packing as packing
 
     for module in (fmt, packing):
         source = Path(module.__file__).read_text()
         assert "pickle" not in source.replace("No pickle", "").replace("without pickle", "")
         assert "allow_pickle=True" not in source
+
+
+def test_version_1_files_still_read_but_may_not_hold_rice_masks() -> None:
+    """Version 2 added Rice-coded masks; a version 1 file (bitmaps, index lists) loads as before."""
+    tensors = _tensors()
+    sparse = np.random.default_rng(0).random((64, 64)) < 0.2
+    tensors["w2_rice"] = PackedTensor.from_codes(np.ones((64, 64)), 2, scale=np.ones(1, np.float32), mask=sparse)
+    manifest, payload = _parts(encode_artifact(MANIFEST, tensors))
+    assert manifest["tensors"]["w2_rice"]["mask"]["format"] == "rice"
+    manifest["format_version"] = 1
+    with pytest.raises(FewbitFormatError, match="mask has format 'rice'"):
+        decode_artifact(_rebuild(manifest, payload, version=1))
+    rng = np.random.default_rng(1)
+    spread = np.zeros(10_000, bool)
+    spread[[3, 5000, 9000]] = True
+    v1 = {
+        "float": rng.standard_normal((5, 7)).astype(np.float32),
+        "bitmap": PackedTensor.from_codes(rng.integers(-2, 2, 400), 2, scale=np.ones(1), mask=rng.random(400) < 0.6),
+        "indices": PackedTensor.from_codes(np.ones(10_000), 1, scale=np.ones(1), mask=spread),
+    }
+    manifest, payload = _parts(encode_artifact(MANIFEST, v1))
+    assert [manifest["tensors"][n]["mask"]["format"] for n in ("bitmap", "indices")] == ["bitmap", "indices"]
+    manifest["format_version"] = 1
+    old = decode_artifact(_rebuild(manifest, payload, version=1))
+    for name, t in v1.items():
+        want = t.dequantize() if isinstance(t, PackedTensor) else t
+        got = old.tensors[name]
+        np.testing.assert_array_equal(got.dequantize() if isinstance(got, PackedTensor) else got, want)

@@ -16,8 +16,10 @@ A tensor is stored either as float32 (`"enc": "f32"`; only its non-zeros and a m
 smaller) or quantized (`"enc": "quant"`): unsigned codes `(q - code_min) / code_step`
 bit-packed at `bits` bits (only the kept positions when the tensor is sparse), float32 scales and
 zero points (uint8 for grids of <= 8 bits; omitted when all zero) per tensor or per channel along
-`axis`, a keep-mask as a bitmap or an index list (whichever is smaller), and an optional float32
-codebook (value = codebook[q]). These are the pieces of `fewbit.compress.PackedTensor`.
+`axis`, a keep-mask as a bitmap, an index list or Rice-coded gaps (whichever is smallest;
+`fewbit.artifact.packing`), and an optional float32
+codebook (value = codebook[q]). A quantized entry holds exactly the parts of a
+`fewbit.artifact.PackedTensor`, written as they are and read back into one.
 
 Reading trusts nothing: sizes are checked against the file before anything is allocated, the
 manifest against its CRC, the payload against its sha256, and every tensor against its shape.
@@ -39,11 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.deploy.packing import decode_mask, encode_mask, mask_nbytes, pack_bits, packed_nbytes, unpack_bits
+from fewbit.artifact.packing import MASK_FORMATS, decode_mask, encode_mask, packed_nbytes, unpack_bits
+from fewbit.artifact.tensor import PackedTensor, zero_point_bytes
 from fewbit.errors import FewbitFormatError
 
 MAGIC = b"FEWBIT\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added Rice-coded masks; a version 1 file (bitmaps and index lists only) still reads.
+READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sHHII")
 HEADER_BYTES = _HEADER.size
 FLAG_DEFLATE = 1
@@ -53,57 +58,7 @@ MAX_TENSOR_ELEMENTS = 1 << 24  # a claimed shape larger than this is rejected be
 MAX_TOTAL_ELEMENTS = 1 << 25
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class QuantTensor:
-    """A quantized tensor as the artifact stores it (numpy, no torch).
-
-    `codes` is int64 of the full `shape` (entries where `mask` is False are ignored). Without a
-    codebook the value is `(codes - zero_point) * scale`, with `scale`/`zero_point` of length 1
-    or `shape[axis]`; with a codebook it is `codebook[codes]`. Masked-out entries are exactly 0.
-    """
-
-    codes: np.ndarray
-    bits: int
-    scale: np.ndarray
-    zero_point: np.ndarray
-    shape: tuple[int, ...]
-    axis: int | None = None
-    mask: np.ndarray | None = None
-    codebook: np.ndarray | None = None
-
-    def _per_channel(self, values: np.ndarray) -> np.ndarray:
-        if values.size == 1 or self.axis is None:
-            return values.reshape(())
-        view = [1] * len(self.shape)
-        view[self.axis] = -1
-        return values.reshape(view)
-
-    def integer_weights(self) -> np.ndarray:
-        """`codes - zero_point` with masked entries 0 (int64, full shape); value = this x scale."""
-        q = self.codes - self._per_channel(self.zero_point.astype(np.int64))
-        if self.mask is not None:
-            q = np.where(self.mask, q, 0)
-        return q.astype(np.int64)
-
-    def channel_scale(self) -> np.ndarray:
-        """float32 scale broadcastable against the tensor."""
-        return self._per_channel(self.scale.astype(np.float32))
-
-    def dequantize(self) -> np.ndarray:
-        """The float32 values this tensor stands for."""
-        if self.codebook is not None:
-            w = self.codebook.astype(np.float32)[self.codes]
-            if self.mask is not None:
-                w = np.where(self.mask, w, np.float32(0))
-            return w.astype(np.float32)
-        return (self.integer_weights().astype(np.float32) * self.channel_scale()).astype(np.float32)
-
-    @property
-    def numel(self) -> int:
-        return int(math.prod(self.shape))
-
-
-Tensor = np.ndarray | QuantTensor
+Tensor = np.ndarray | PackedTensor
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,10 +84,11 @@ def encode_artifact(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
         return ref
 
     for name, tensor in tensors.items():
-        if isinstance(tensor, QuantTensor):
+        if isinstance(tensor, PackedTensor) and tensor.encoding != "float":
             table[name] = _encode_quant(tensor, put)
-        else:
-            table[name] = _encode_float(np.asarray(tensor, dtype=np.float32), put)
+        else:  # float32, pruned or not, is stored by its non-zeros (below)
+            dense = tensor.dequantize() if isinstance(tensor, PackedTensor) else tensor
+            table[name] = _encode_float(np.asarray(dense, dtype=np.float32), put)
     full = dict(manifest)
     full["format_version"] = FORMAT_VERSION
     full["tensors"] = table
@@ -148,49 +104,39 @@ def _encode_float(arr: np.ndarray, put: Any) -> dict[str, Any]:
     keep = flat != 0
     kept = int(keep.sum())
     entry: dict[str, Any] = {"enc": "f32", "shape": list(arr.shape), "mask": None}
-    if flat.size and 4 * kept + mask_nbytes(flat.size, kept) < 4 * flat.size:
+    if flat.size and kept < flat.size:
         fmt, data = encode_mask(keep)
-        entry["mask"] = {"format": fmt, "kept": kept, "data": put(data)}
-        flat = flat[keep]
+        if 4 * kept + len(data) < 4 * flat.size:
+            entry["mask"] = {"format": fmt, "kept": kept, "data": put(data)}
+            flat = flat[keep]
     entry["data"] = put(np.ascontiguousarray(flat, dtype="<f4").tobytes())
     return entry
 
 
-def _encode_quant(t: QuantTensor, put: Any) -> dict[str, Any]:
-    codes = np.asarray(t.codes, dtype=np.int64).reshape(t.shape)
-    kept = codes.reshape(-1) if t.mask is None else codes.reshape(-1)[np.asarray(t.mask, bool).reshape(-1)]
-    lo = int(kept.min()) if kept.size else 0
-    hi = int(kept.max()) if kept.size else 0
-    step = 1
-    if hi - lo >= (1 << t.bits):
-        if t.bits == 1 and np.all((kept == lo) | (kept == hi)):
-            step = hi - lo  # sign codes {-1, +1}: one bit picks the end
-        else:
-            raise ValueError(f"codes span [{lo}, {hi}], more than {t.bits} bits hold")
+def _encode_quant(t: PackedTensor, put: Any) -> dict[str, Any]:
+    """An affine or codebook PackedTensor's entry: its parts are written as they are."""
     entry: dict[str, Any] = {
         "enc": "quant",
         "shape": list(t.shape),
         "bits": int(t.bits),
         "axis": t.axis,
-        "code_min": lo,
-        "code_step": step,
-        "codes": put(pack_bits((kept - lo) // step, t.bits)),
+        "code_min": int(t.code_min),
+        "code_step": int(t.code_step),
+        "codes": put(bytes(t.codes)),
         "mask": None,
         "codebook": None,
     }
-    if t.mask is not None:
-        fmt, data = encode_mask(t.mask)
-        entry["mask"] = {"format": fmt, "kept": int(kept.size), "data": put(data)}
+    if t.mask_data is not None:
+        entry["mask"] = {"format": t.mask_format, "kept": int(t.kept), "data": put(bytes(t.mask_data))}
     if t.codebook is not None:
         entry["codebook"] = put(np.ascontiguousarray(t.codebook, dtype="<f4").reshape(-1).tobytes())
     else:
+        assert t.scale is not None
         entry["scale"] = put(np.ascontiguousarray(t.scale, dtype="<f4").reshape(-1).tobytes())
-        zp = np.asarray(t.zero_point, dtype=np.int64).reshape(-1)
         entry["zero_point"] = None
-        if zp.any():
-            small = bool(zp.min() >= 0 and zp.max() <= 255)  # asymmetric grids of <= 8 bits: one byte each
-            entry["zp_dtype"] = "u8" if small else "i32"
-            entry["zero_point"] = put(zp.astype(np.uint8 if small else "<i4").tobytes())
+        if t.zero_point is not None:
+            entry["zp_dtype"], data = zero_point_bytes(t.zero_point)
+            entry["zero_point"] = put(data)
     return entry
 
 
@@ -253,11 +199,11 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     magic, version, flags, length, crc = _HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise FewbitFormatError(f"{where}: not a fewbit artifact (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = "newer than" if version > FORMAT_VERSION else "different from"
         raise FewbitFormatError(
-            f"{where}: artifact format version {version} is {newer} the version this fewbit reads "
-            f"({FORMAT_VERSION}); re-export it or upgrade fewbit"
+            f"{where}: artifact format version {version} is {newer} the versions this fewbit reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); re-export it or upgrade fewbit"
         )
     if flags & ~FLAG_DEFLATE:
         raise FewbitFormatError(f"{where}: unknown header flags {flags:#x}")
@@ -279,8 +225,8 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FewbitFormatError(f"{where}: manifest is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise FewbitFormatError(f"{where}: manifest does not declare format version {FORMAT_VERSION}")
+    if not isinstance(manifest, dict) or manifest.get("format_version") != version:
+        raise FewbitFormatError(f"{where}: manifest does not declare format version {version}")
     payload_info = manifest.get("payload")
     if not isinstance(payload_info, dict) or not isinstance(payload_info.get("length"), int):
         raise FewbitFormatError(f"{where}: manifest lacks the payload length")
@@ -339,12 +285,13 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
         total += math.prod(_shape(entry, name))
     if total > MAX_TOTAL_ELEMENTS:
         raise FewbitFormatError(f"malformed manifest: tensors claim {total} elements in all")
+    version = manifest["format_version"]
     out: dict[str, Tensor] = {}
     for name, entry in table.items():
         shape = _shape(entry, name)
         numel = math.prod(shape)
         if entry["enc"] == "f32":
-            mask, kept = _decode_mask(entry.get("mask"), payload, name, shape, numel)
+            mask, kept = _decode_mask(entry.get("mask"), payload, name, shape, numel, version)
             values = _slice(payload, entry["data"], 4 * kept, name).view("<f4").astype(np.float32)
             if mask is None:
                 out[name] = values.reshape(shape)
@@ -355,7 +302,7 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
             if not np.all(np.isfinite(out[name])):
                 raise FewbitFormatError(f"malformed artifact: tensor {name} holds non-finite values")
         elif entry["enc"] == "quant":
-            out[name] = _decode_quant(entry, payload, name, shape, numel)
+            out[name] = _decode_quant(entry, payload, name, shape, numel, version)
         else:
             raise FewbitFormatError(
                 f"malformed manifest: tensor {name} has unknown encoding {entry['enc']!r}"
@@ -364,18 +311,16 @@ def _decode_tensors(manifest: Mapping[str, Any], payload: memoryview) -> dict[st
 
 
 def _decode_quant(
-    entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int
-) -> QuantTensor:
+    entry: Mapping[str, Any], payload: memoryview, name: str, shape: tuple[int, ...], numel: int, version: int
+) -> PackedTensor:
     bits = entry["bits"]
     if not isinstance(bits, int) or not 1 <= bits <= 8:
         raise FewbitFormatError(f"malformed manifest: tensor {name} has bits={bits!r} (1..8)")
     axis = entry["axis"]
     if axis is not None and not (isinstance(axis, int) and 0 <= axis < len(shape)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has axis={axis!r}")
-    mask, kept = _decode_mask(entry["mask"], payload, name, shape, numel)
-    stored = unpack_bits(
-        _slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes"), bits, kept
-    )
+    mask_format, mask_data, kept = _mask_entry(entry["mask"], payload, name, numel, version)
+    codes = _slice(payload, entry["codes"], packed_nbytes(kept, bits), f"{name} codes")
     code_min, code_step = entry["code_min"], entry["code_step"]
     if not (
         isinstance(code_min, int)
@@ -384,27 +329,21 @@ def _decode_quant(
         and 0 < code_step < 1 << 31
     ):
         raise FewbitFormatError(f"malformed manifest: tensor {name} has invalid code_min/code_step")
-    kept_codes = stored * code_step + code_min
-    if mask is None:
-        codes = kept_codes.reshape(shape)
-    else:
-        codes = np.zeros(numel, dtype=np.int64)
-        codes[mask.reshape(-1)] = kept_codes
-        codes = codes.reshape(shape)
     channels = 1 if axis is None else shape[axis]
-    codebook = None
-    scale = np.ones(1, dtype=np.float32)
-    zero_point = np.zeros(1, dtype=np.int64)
+    codebook = scale = zero_point = None
     if entry["codebook"] is not None:
         ref = entry["codebook"]
         k = ref[1] // 4 if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int) else -1
         if not 1 <= k <= 1 << 16:
             raise FewbitFormatError(f"malformed manifest: tensor {name} has an invalid codebook")
         codebook = _slice(payload, ref, 4 * k, f"{name} codebook").view("<f4").astype(np.float32)
+        kept_codes = unpack_bits(codes, bits, kept) * code_step + code_min
         if kept_codes.size and (kept_codes.min() < 0 or kept_codes.max() >= k):
             raise FewbitFormatError(
                 f"malformed artifact: tensor {name} has codes outside its {k}-entry codebook"
             )
+        if not np.all(np.isfinite(codebook)):
+            raise FewbitFormatError(f"malformed artifact: tensor {name} has a non-finite codebook")
     else:
         ref = entry["scale"]
         n = ref[1] // 4 if isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int) else -1
@@ -413,30 +352,61 @@ def _decode_quant(
                 f"malformed manifest: tensor {name} has {n} scales for {channels} channels"
             )
         scale = _slice(payload, ref, 4 * n, f"{name} scale").view("<f4").astype(np.float32)
+        if not np.all(np.isfinite(scale)):
+            raise FewbitFormatError(f"malformed artifact: tensor {name} has non-finite scales")
         if entry["zero_point"] is not None:
             wide = entry.get("zp_dtype") == "i32"
             raw = _slice(payload, entry["zero_point"], (4 if wide else 1) * n, f"{name} zero_point")
             zero_point = (raw.view("<i4") if wide else raw).astype(np.int64)
-    if not np.all(np.isfinite(scale)) or (codebook is not None and not np.all(np.isfinite(codebook))):
-        raise FewbitFormatError(f"malformed artifact: tensor {name} has non-finite scales or codebook")
-    return QuantTensor(codes, bits, scale, zero_point, shape, axis, mask, codebook)
+    tensor = PackedTensor(
+        shape=shape,
+        bits=bits,
+        codes=codes.tobytes(),
+        kept=kept,
+        encoding="affine" if codebook is None else "codebook",
+        code_min=code_min,
+        code_step=code_step,
+        scale=scale,
+        zero_point=zero_point,
+        axis=axis,
+        mask_format=mask_format,
+        mask_data=mask_data,
+        codebook=codebook,
+    )
+    try:
+        _ = tensor.mask  # decodes (and checks) the mask once; the tensor keeps it
+    except ValueError as exc:
+        raise FewbitFormatError(f"malformed artifact: tensor {name}: {exc}") from None
+    return tensor
 
 
-def _decode_mask(
-    m: Any, payload: memoryview, name: str, shape: tuple[int, ...], numel: int
-) -> tuple[np.ndarray | None, int]:
-    """(boolean mask of `shape` or None, kept count) of a tensor entry's `mask` field."""
+def _mask_entry(
+    m: Any, payload: memoryview, name: str, numel: int, version: int
+) -> tuple[str | None, bytes | None, int]:
+    """(format, data, kept count) of a tensor entry's `mask` field; (None, None, numel) when dense."""
     if m is None:
-        return None, numel
+        return None, None, numel
     kept = m["kept"]
     if not isinstance(kept, int) or not 0 <= kept <= numel:
         raise FewbitFormatError(f"malformed manifest: tensor {name} keeps {kept!r} of {numel} elements")
     ref = m["data"]
     if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[1], int)):
         raise FewbitFormatError(f"malformed manifest: tensor {name} mask has no valid [offset, length]")
-    raw = _slice(payload, ref, ref[1], f"{name} mask")
+    fmt = m["format"]
+    if fmt not in MASK_FORMATS[: 2 if version < 2 else 3]:
+        raise FewbitFormatError(f"malformed manifest: tensor {name} mask has format {fmt!r}")
+    return fmt, _slice(payload, ref, ref[1], f"{name} mask").tobytes(), kept
+
+
+def _decode_mask(
+    m: Any, payload: memoryview, name: str, shape: tuple[int, ...], numel: int, version: int
+) -> tuple[np.ndarray | None, int]:
+    """(boolean mask of `shape` or None, kept count) of a tensor entry's `mask` field."""
+    fmt, data, kept = _mask_entry(m, payload, name, numel, version)
+    if fmt is None or data is None:
+        return None, kept
     try:
-        return decode_mask(m["format"], raw, numel, kept).reshape(shape), kept
+        return decode_mask(fmt, data, numel, kept).reshape(shape), kept
     except ValueError as exc:
         raise FewbitFormatError(f"malformed artifact: tensor {name}: {exc}") from None
 

@@ -1,0 +1,407 @@
+"""`export_c`: an artifact to a folder of C (header, model + runtime source, example, Makefile) and
+its report; what the C runtime cannot reproduce is refused before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fewbit import __version__
+from fewbit._io import atomic_write_bytes
+from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
+from fewbit.deploy.c_export.arrays import (
+    Emitter,
+    double_literal,
+    float_literal,
+    head_config,
+    input_table,
+    pixel_major,
+    weight_arrays,
+)
+from fewbit.deploy.c_export.elf import compiled_flash_bytes
+from fewbit.deploy.c_export.layout import arena_layout
+from fewbit.errors import ConfigError, FewbitFormatError
+from fewbit.runtime import fixedpoint
+from fewbit.runtime.adapt import scope_parts, settings_for
+from fewbit.runtime.model import RuntimeModel
+from fewbit.runtime.ops import InputQuant, Linear
+from fewbit.runtime.support_stats import Stage, accumulator_bound, body_stages, integer_body
+
+DEFAULT_RAM = 256 * 1024
+
+DEFAULT_FLASH = 1024 * 1024
+
+WEIGHT_SCRATCH_BYTES = 72 * 1024  # unpacked weights of one layer (or of a group of its channels)
+
+TRANSPOSE_BELOW = 32  # a layer with fewer inputs per output computes across output channels
+SUPPORT_CACHE_BYTES = 32 * 1024  # support-set activations kept while statistics are frozen
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CTarget:
+    """A device budget: `ram_bytes` for the arena, `flash_bytes` for weights and code."""
+
+    ram_bytes: int = DEFAULT_RAM
+    flash_bytes: int = DEFAULT_FLASH
+
+    def __post_init__(self) -> None:
+        for name in ("ram_bytes", "flash_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"CTarget.{name} must be a positive number of bytes")
+
+    def describe(self) -> str:
+        return f"{_kb(self.ram_bytes)} RAM / {_kb(self.flash_bytes)} flash"
+
+
+def _kb(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n % (1024 * 1024) == 0 else f"{n // 1024} KB" if n % 1024 == 0 else f"{n} B"
+
+
+def _load(source: str | os.PathLike[str] | bytes) -> tuple[Artifact, RuntimeModel, str]:
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            artifact = decode_artifact(bytes(source))
+            where = "artifact bytes"
+        else:
+            artifact = read_artifact(source)
+            where = str(source)
+        return artifact, RuntimeModel(artifact), where
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, int]]:
+    """Per stage: input/output sizes in channel-major layout (a linear is a 1x1 conv of a 1x1 image)."""
+    c, h, w = model.input_shape
+    out = []
+    for st in stages:
+        op = st.linop
+        if isinstance(op, Linear):
+            fan = op.in_features
+            if c * h * w != fan:
+                raise ConfigError(f"C export: linear layer expects {fan} inputs, gets {c * h * w}")
+            g = dict(cin=fan, hin=1, win=1, cout=op.out_features, kh=1, kw=1, stride=1, pad=0, hout=1, wout=1)
+        else:
+            if st.flatten:
+                raise ConfigError("C export: a convolution after a flatten has no input image")
+            ho = (h + 2 * op.padding - op.kh) // op.stride + 1
+            wo = (w + 2 * op.padding - op.kw) // op.stride + 1
+            g = dict(cin=c, hin=h, win=w, cout=op.cout, kh=op.kh, kw=op.kw, stride=op.stride, pad=op.padding)
+            g.update(hout=ho, wout=wo)
+        g["pool"] = st.pool
+        g["hp"], g["wp"] = g["hout"] // st.pool, g["wout"] // st.pool
+        g["fan"] = g["cin"] * g["kh"] * g["kw"]
+        c, h, w = g["cout"], g["hp"], g["wp"]
+        out.append(g)
+    return out
+
+
+def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage]:
+    try:
+        stages = body_stages(model)
+    except ValueError as exc:
+        raise ConfigError(f"C export: {exc}; supported: conv4 and mlp bodies") from None
+    if scope_parts(str(settings["scope"])) - {"head"}:
+        raise ConfigError(
+            f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
+            "re-export with --scope head"
+        )
+    head = model.layers[model.embedding_layers :]
+    if len(head) > 1 or (head and not isinstance(head[0], Linear)):
+        raise ConfigError("C export: the head must be one linear layer")
+    return stages
+
+
+def export_c(
+    source: str | os.PathLike[str] | bytes,
+    out_dir: str | os.PathLike[str],
+    *,
+    max_ways: int = 20,
+    max_support: int = 100,
+    target: CTarget | None = None,
+    compile_check: bool = True,
+) -> dict[str, Any]:
+    """Write the C library of an artifact (a `.fewbit` path or its bytes) into `out_dir`.
+
+    Returns the report (also written as `out_dir/fewbit_report.json`): `flash_bytes` (weights and
+    code as compiled for this host with `cc -O2`, None without a compiler), `weight_bytes` (the
+    const model arrays), `arena_bytes` (peak activations and adaptation state: the arena),
+    `target` and `fits`, `integer_body`, `method`, `files`.
+
+        report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
+        assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
+    """
+    target = target or CTarget()
+    if not (isinstance(max_ways, int) and 2 <= max_ways <= 255):
+        raise ConfigError("C export: max_ways must be in 2..255")
+    if not (isinstance(max_support, int) and 2 <= max_support <= 65535):
+        raise ConfigError("C export: max_support must be in 2..65535")
+    artifact, model, where = _load(source)
+    try:
+        settings = settings_for(model)
+    except ValueError as exc:
+        raise ConfigError(f"C export: {exc}") from None
+    stages = _check_model(model, settings)
+    geo = stage_geometry(model, stages)
+    integer = integer_body(stages)
+    specs = {id(op): spec for op, spec in zip(model.layers, model.manifest["architecture"]["layers"])}
+    em = Emitter()
+    structs, max_w = [], 0
+    for i, (st, g) in enumerate(zip(stages, geo)):
+        fields: dict[str, Any] = dict(g)
+        weight = pixel_major(artifact.tensors[specs[id(st.linop)]["weight"]])
+        max_w = max(max_w, weight_arrays(em, f"fb_s{i}", weight, fields))
+        if integer:
+            bound = accumulator_bound(st)
+            if st.bn is not None and max_support * g["hout"] * g["wout"] * bound * bound >= 2**63:
+                raise ConfigError(
+                    f"C export: layer {i}'s statistics could overflow int64 with {max_support} support "
+                    "images; lower max_support"
+                )
+        _stage_fields(em, model, stages, i, fields, integer)
+        structs.append(fields)
+    if integer and max_w > 32767:
+        raise ConfigError("C export: integer weights beyond 16 bits")
+    byte_products = integer and max_w <= 127
+    for st in structs:  # byte products: weights of one byte, and the group's rows in the scratch
+        st["group"] = _group(st["cout"], st["fan"], 1 if byte_products else 2 if integer else 4)
+    lut_name = em.array("fb_lut", "float", input_table(model))
+    head = head_config(em, model, artifact, settings, max_ways)
+    cache = SUPPORT_CACHE_BYTES if integer else 0
+    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache)
+    dim = model.embedding_dim
+    defines = {
+        "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
+        "FEWBIT_INPUT_HEIGHT": model.input_shape[1],
+        "FEWBIT_INPUT_WIDTH": model.input_shape[2],
+        "FEWBIT_INPUT_BYTES": "(FEWBIT_INPUT_CHANNELS * FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH)",
+        "FEWBIT_EMBED_DIM": dim,
+        "FEWBIT_MAX_WAYS": max_ways,
+        "FEWBIT_MAX_SUPPORT": max_support,
+        "FEWBIT_INTEGER_BODY": int(integer),
+        "FEWBIT_EMBED_FRAC_BITS": fixedpoint.EMBED_FRAC_BITS,
+        "FEWBIT_HEAD_FINETUNE": int(head is not None),
+        "FEWBIT_ARENA_BYTES": f"{layout['total']}u",
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = _template("fewbit_model.h.in")
+    ink = "ink is the high value" if model.preprocessing.get("invert", "auto") != "none" else "as photographed"
+    for key, value in {
+        "@PRODUCER@": f"fewbit {__version__}",
+        "@SOURCE@": Path(where).name if where != "artifact bytes" else where,
+        "@ARCH@": model.arch_name,
+        "@ALGORITHM@": model.algorithm,
+        "@INK@": ink,
+        "@STEPS@": str(settings["steps"]),
+        "@DEFINES@": "\n".join(f"#define {k} {v}" for k, v in defines.items()),
+    }.items():
+        header = header.replace(key, value)
+    source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products)
+    files = {
+        "fewbit_model.h": header,
+        "fewbit_model.c": source_c,
+        "example_main.c": _template("example_main.c"),
+        "Makefile": _template("Makefile.in"),
+    }
+    # Written and compiled beside `out` first, then moved in file by file: no half-written file.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        flash = compiled_flash_bytes(Path(tmp)) if compile_check else None
+        for name in files:
+            os.replace(Path(tmp) / name, out / name)
+    report: dict[str, Any] = {
+        "out": str(out),
+        "files": sorted([*files, "fewbit_report.json"]),
+        "architecture": model.arch_name,
+        "algorithm": model.algorithm,
+        "method": "head" if head is not None else "prototypes",
+        "integer_body": integer,
+        "norm_stats": "support",
+        "weight_bytes": em.weight_bytes,
+        "flash_bytes": flash,
+        "arena_bytes": layout["total"],
+        "max_ways": max_ways,
+        "max_support": max_support,
+        "target": {"ram_bytes": target.ram_bytes, "flash_bytes": target.flash_bytes, "name": target.describe()},
+    }
+    report["fits"] = layout["total"] <= target.ram_bytes and (flash if flash is not None else em.weight_bytes) <= (
+        target.flash_bytes
+    )
+    atomic_write_bytes(out / "fewbit_report.json", (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """The export report for people."""
+    flash = report["flash_bytes"]
+    flash_text = f"{flash:,} B flash (weights + code, host cc -O2)" if flash is not None else "flash: no compiler"
+    verdict = "fits in" if report["fits"] else "does NOT fit in"
+    body = "integer (int8 activations, fixed-point requantization)" if report["integer_body"] else "float32"
+    return (
+        f"wrote {report['out']}/: {', '.join(report['files'])}\n"
+        f"{report['architecture']} {report['algorithm']}, {body} body, adapts by {report['method']}, "
+        f"BatchNorm statistics from the support set\n"
+        f"{report['weight_bytes']:,} B weights, {flash_text}, {report['arena_bytes']:,} B arena "
+        f"(max {report['max_ways']} ways, {report['max_support']} support images)\n"
+        f"{verdict} {report['target']['name']}\n"
+        f"build: make -C {report['out']}"
+    )
+
+
+def _stage_fields(
+    em: Emitter, model: RuntimeModel, stages: list[Stage], i: int, fields: dict[str, Any], integer: bool
+) -> None:
+    st = stages[i]
+    op = st.linop
+    params = model.params
+    quant: InputQuant | None = op.input_quant
+    fields.update(relu=int(st.relu), has_iq=int(quant is not None), iq_dynamic=int(bool(quant and quant.dynamic)))
+    fields["chw_out"] = int(i + 1 < len(stages) and isinstance(stages[i + 1].linop, Linear))
+    fields.update(
+        iq_scale=float_literal(float(quant.scale)) if quant is not None and not quant.dynamic else "0.0f",
+        iq_zero=quant.zero_point if quant is not None else 0,
+        iq_qmin=quant.qmin if quant is not None else 0,
+        iq_qmax=quant.qmax if quant is not None else 0,
+    )
+    fields["gamma"] = fields["beta"] = fields["bias"] = "0"
+    fields["eps"] = "0.0"
+    if st.bn is not None:
+        fields["gamma"] = em.array(f"fb_s{i}_gamma", "float", params[st.bn.weight_name])
+        fields["beta"] = em.array(f"fb_s{i}_beta", "float", params[st.bn.bias_name])
+        fields["eps"] = double_literal(float(st.bn.eps))
+    if op.bias_name:
+        fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
+
+
+def _group(cout: int, fan: int, weight_bytes: int) -> int:
+    """Output channels unpacked at a time: all that fit the scratch, else whole blocks of four (the
+    kernels compute four channels at a time)."""
+    group = min(cout, WEIGHT_SCRATCH_BYTES // (fan * weight_bytes))
+    if group < cout:
+        group -= group % 4
+    return max(1, group)
+
+
+_STRUCT_FIELDS = (  # the order of the C struct fb_stage
+    *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
+    *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
+    *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
+    *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out"),
+)
+
+
+def _model_c(
+    em: Emitter,
+    structs: list[dict[str, Any]],
+    stages: list[Stage],
+    lut_name: str,
+    layout: Mapping[str, Any],
+    head: dict[str, Any] | None,
+    byte_products: bool,
+) -> str:
+    off = layout["offsets"]
+    needs_support = any(
+        st.bn is not None or (st.linop.input_quant is not None and st.linop.input_quant.dynamic) for st in stages
+    )
+    lines = [
+        f"/* fewbit_model.c: generated by fewbit {__version__}; the model's packed weights (const, in flash)",
+        " * and the fewbit C runtime. Do not edit: re-export instead. */",
+        '#include "fewbit_model.h"',
+        "",
+        "#include <math.h>",
+        "#include <string.h>",
+        "",
+        "#define FB_MASK_NONE 0",
+        "#define FB_MASK_BITMAP 1",
+        "#define FB_MASK_INDICES 2",
+        "#define FB_MASK_RICE 3",
+        "#define FB_ENC_AFFINE 0",
+        "#define FB_ENC_CODEBOOK 1",
+        "#define FB_ENC_FLOAT 2",
+        "#define FB_MODE_PROTOTYPES 1",
+        "#define FB_MODE_HEAD 2",
+        f"#define FB_NUM_STAGES {len(stages)}",
+        f"#define FB_NEEDS_SUPPORT {int(needs_support)}",
+        f"#define FB_EMBED_ONE {float(2**fixedpoint.EMBED_FRAC_BITS)!r}",
+        f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
+        f"#define FB_BYTE_PRODUCTS {int(byte_products)}",
+        f"#define FB_CACHE_BYTES {layout['cache_bytes']}u",
+        f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
+    ]
+    for name in (
+        "ACT0",
+        "ACT1",
+        "WEIGHTS",
+        "PATCH",
+        "BEST",
+        "SUMS",
+        "LIVE",
+        "CODES",
+        "CACHE",
+        "EMBED",
+        "PROTOS",
+        "COUNTS",
+    ):
+        lines.append(f"#define FB_OFF_{name} {off[name]}u")
+    if head is not None:
+        for name in (n for n in off if n.startswith("HEAD_")):
+            lines.append(f"#define FB_OFF_{name} {off[name]}u")
+        lines += ["#define FB_INIT_OWN 0", "#define FB_INIT_ZEROS 1", "#define FB_INIT_PROTOTYPES 2"]
+        lines += ["#define FB_RULE_NONE 0", "#define FB_RULE_FIXED 1", "#define FB_RULE_MINMAX 2"]
+        lines += ["#define FB_RULE_CODEBOOK 3"]
+        lines += [f"#define {k} {v}" for k, v in head.items()]
+    lines += [
+        "",
+        "typedef struct {",
+        "    int cin, hin, win, cout, kh, kw, stride, pad, hout, wout, pool, hp, wp, fan, group, relu;",
+        "    int wenc, bits, mask_format, index_bits, rice_k;",
+        "    uint32_t rice_unary_offset;",
+        "    int32_t code_min, code_step;",
+        "    uint32_t numel, kept;",
+        "    const uint8_t *codes, *mask;",
+        "    const int32_t *zp;",
+        "    int zp_n;",
+        "    const float *scale;",
+        "    int scale_n;",
+        "    const float *book, *fvals;",
+        "    int has_iq;",
+        "    float iq_scale;",
+        "    int iq_zero, iq_qmin, iq_qmax;",
+        "    int iq_dynamic; /* the input range comes from the support set */",
+        "    const float *gamma, *beta, *bias;",
+        "    double eps;",
+        "    int chw_out; /* write the output in (C, H, W) order: a linear layer reads it */",
+        "} fb_stage;",
+        "",
+    ]
+    lines += em.lines
+    lines.append("")
+    lines.append("static const fb_stage fb_stages[FB_NUM_STAGES] = {")
+    for s in structs:
+        values = []
+        values = [str(s[name]) for name in _STRUCT_FIELDS]
+        lines.append("    {" + ", ".join(values) + "},")
+    lines.append("};")
+    frozen = ", ".join(f"{off[f'FROZEN{i}']}u" for i in range(len(stages)))
+    lines.append(f"static const size_t fb_frozen_offset[FB_NUM_STAGES] = {{{frozen}}};")
+    lines.append(f"#define fb_lut {lut_name}")
+    if head is not None and head.get("FB_HAS_OWN_HEAD"):
+        lines.append("static int fb_head_mask_of(int i) { return (fb_head_mask[i >> 3] >> (i & 7)) & 1; }")
+    lines.append("")
+    text = "\n".join(lines) + "\n" + _template("kernels.c")
+    if head is not None:
+        text += _template("head.c")
+    text += _template("api.c")
+    return text
+
+
+def _template(name: str) -> str:
+    return resources.files("fewbit.deploy.c_export").joinpath("templates", name).read_text()

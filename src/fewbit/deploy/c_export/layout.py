@@ -1,0 +1,66 @@
+"""The arena: every buffer the C runtime uses, at 8-byte aligned offsets computed at export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fewbit.runtime.model import RuntimeModel
+from fewbit.runtime.support_stats import Stage
+
+
+def arena_layout(
+    stages: list[Stage],
+    geo: list[dict[str, int]],
+    integer: bool,
+    byte_products: bool,
+    model: RuntimeModel,
+    max_ways: int,
+    max_support: int,
+    head: dict[str, Any] | None,
+    cache_bytes: int,
+) -> dict[str, Any]:
+    """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state,
+    and `cache_bytes` for the support set's activations while statistics are frozen."""
+    act = 1 if integer else 4
+    w_size = 1 if byte_products else 2 if integer else 4  # an unpacked weight; a patch value likewise
+    first = int(np.prod(model.input_shape))
+    act_elems = max([first] + [g["cout"] * g["hp"] * g["wp"] for g in geo[:-1]])
+    dim = model.embedding_dim
+    parts: list[tuple[str, int]] = [
+        ("ACT0", act * act_elems),
+        ("ACT1", act * act_elems),
+        ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in geo)),
+        ("PATCH", 2 * w_size * max(g["fan"] for g in geo)),  # two pixels' im2col rows
+        # pooled outputs, two pixels' accumulators, row sums, the window's extremes
+        ("BEST", 24 * max(g["group"] for g in geo)),
+        ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
+        ("LIVE", 20 * len(geo)),  # fb_live per stage
+        ("CODES", 256 * model.input_shape[0] if integer else 0),
+        ("CACHE", 8 + cache_bytes),  # the cached stage, then the activations
+        ("EMBED", 4 * dim),
+        ("PROTOS", 8 * max_ways * dim),
+        ("COUNTS", 4 * max_ways),
+    ]
+    frozen_each = [24 * g["cout"] if integer else 8 * g["cout"] for g in geo]
+    for i, size in enumerate(frozen_each):
+        parts.append((f"FROZEN{i}", size))
+    if head is not None:
+        wd = max_ways * dim
+        parts += [
+            ("HEAD_W", 4 * wd),
+            ("HEAD_WQ", 4 * wd),
+            ("HEAD_GW", 4 * wd),
+            ("HEAD_B", 4 * max_ways),
+            ("HEAD_GB", 4 * max_ways),
+            ("HEAD_X", 4 * dim),
+            ("HEAD_XS", 4 * max_support * dim),
+            ("HEAD_LOGITS", 4 * max_ways),
+            ("HEAD_IQ", 8),
+        ]
+    offsets, total = {}, 0
+    for name, size in parts:
+        offsets[name] = total
+        total += (size + 7) // 8 * 8
+    return {"offsets": offsets, "total": total, "stages": len(stages), "cache_bytes": cache_bytes}
