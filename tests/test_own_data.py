@@ -62,7 +62,7 @@ def test_colour_folder_learns_and_ships(tmp_path: Path, capsys) -> None:
     classes = list(test.classes[:5])
     support, query = _episode_folders(root, classes, tmp_path / "task", shots=1, queries=5)
     result = _cli(capsys, "adapt", str(tmp_path / "m.fewbit"), "--support", str(support), "--query", str(query))
-    assert result["accuracy"] >= 0.6 and len(result["predictions"]) == 25 and result["method"] == "protonet"
+    assert result["accuracy"] >= 0.6 and len(result["predictions"]) == 25 and result["method"] == "prototypes"
     # the runtime embeds the folder's files as PyTorch embeds the training pipeline's tensors
     idx = np.arange(test.num_images)[:12]
     with torch.no_grad():

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from fewbit.recipes import load_recipe
 from fewbit.report.document import Section, write_report
 from fewbit.sweep.grid import SweepConfig
 from fewbit.sweep.runner import MD_COLUMNS, format_row, run_sweep
@@ -34,15 +35,13 @@ QUICK = Budget(steps=10, meta_batch=2, queries=5, val_every=10, val_tasks=5, eva
 
 
 def demo_sweep(budget: Budget, device: str = "auto") -> SweepConfig:
-    """The demo's grid: {float32, w4a8} x {protonet, anil}, compression-aware, on glyphs."""
-    base = {
-        "dataset": "glyphs", "backbone": "conv4", "ways": 5, "shots": 1, "queries": budget.queries,
-        "meta_batch": budget.meta_batch, "steps": budget.steps, "outer_lr": 1e-3, "schedule": "cosine",
-        "val_every": budget.val_every, "val_tasks": budget.val_tasks, "checkpoint_every": budget.steps,
-        "seed": 0, "device": device, "inner_steps": 5, "inner_lr": 0.4,
-    }
-    return SweepConfig(base=base, bits=(32, 4), sparsity=(0.0,), algorithms=("protonet", "anil"),
-                       modes=("aware",), act_bits=8, eval_tasks=budget.eval_tasks, eval_queries=15)
+    """The demo's grid (the `demo` recipe: {float32, w4a8} x two algorithms, compression-aware, on
+    glyphs) with `budget` on top."""
+    recipe = load_recipe("demo")
+    base = dict(recipe.pop("base"))
+    base.update(queries=budget.queries, meta_batch=budget.meta_batch, steps=budget.steps, val_every=budget.val_every,
+                val_tasks=budget.val_tasks, checkpoint_every=budget.steps, device=device)
+    return SweepConfig.from_dict({**recipe, "base": base, "eval_tasks": budget.eval_tasks})
 
 
 def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device: str = "auto",
@@ -62,15 +61,16 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
     rows = run_sweep(sweep, out / "runs", progress=progress, threads=threads)
     shutil.copyfile(out / "runs" / "pareto.png", out / "pareto.png")
 
-    # a test task with the compressed ProtoNet's predictions
-    compressed = next(r for r in rows if r["algorithm"] == "protonet" and r["bits"] == 4)
+    # a test task with the predictions of the first algorithm's compressed model
+    shown = sweep.algorithms[0]
+    compressed = next(r for r in rows if r["algorithm"] == shown and r["bits"] == 4)
     run = load_run(out / "runs" / "cells" / compressed["cell"] / "run")
     test = eval_dataset("glyphs", "test")
     task = next(iter(eval_tasks(test, ways=5, shots=1, queries=3, tasks=1, seed=7, batch=1))).to(run.device)
     with torch.no_grad():
         preds = run.predictor()(task).argmax(-1)[0].cpu()
     plot_task(task.to("cpu"), out / "task.png", predictions=preds,
-              title="held-out glyphs, 5-way 1-shot: w4a8 ProtoNet predictions (green right, red wrong)")
+              title=f"held-out glyphs, 5-way 1-shot: w4a8 {shown} predictions (green right, red wrong)")
     sizes = size_report(run.model)
     seconds = time.perf_counter() - started
 
@@ -97,9 +97,9 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
                              "time to adapt to one task and classify its queries; adapt memory is what one "
                              "inner step needs on the device."], MD_COLUMNS, [format_row(r) for r in rows]),
         Section("Accuracy against size", [], images=["pareto.png"]),
-        Section("A held-out task", ["Support images (blue) and queries; the compressed ProtoNet's predictions "
-                                    "are green when right, red when wrong."], images=["task.png"]),
-        Section("Where the bytes are (w4a8 ProtoNet)", [], ["layer", "params", "bits", "sparsity", "bytes"],
+        Section("A held-out task", [f"Support images (blue) and queries; the compressed {shown} model's "
+                                    "predictions are green when right, red when wrong."], images=["task.png"]),
+        Section(f"Where the bytes are (w4a8 {shown})", [], ["layer", "params", "bits", "sparsity", "bytes"],
                 [[layer.name, layer.params, layer.bits, f"{layer.sparsity:.2f}", layer.bytes]
                  for layer in sizes.layers]),
     ]

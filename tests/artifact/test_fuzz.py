@@ -53,7 +53,7 @@ MANIFEST = {
     },
     "preprocessing": {"image_size": 6},
     "adaptation": {
-        "method": "finetune",
+        "method": "sgd",
         "scope": "head",
         "steps": 2,
         "lr": 0.1,
@@ -278,7 +278,7 @@ def random_artifact(draw: st.DrawFn) -> tuple[bytes, tuple[int, int, int]]:
                          "layers": layers},
         "preprocessing": {"image_size": side, "channels": channels, "mean": 0.0, "std": 1.0, "invert": "auto"},
         "algorithm": draw(st.sampled_from(["protonet", "maml", "finetune"])),
-        "adaptation": {"method": draw(st.sampled_from(["protonet", "finetune"])),
+        "adaptation": {"method": draw(st.sampled_from(["prototypes", "sgd"])),
                        "embed": draw(st.sampled_from(["joint", "separate"])),
                        "scope": draw(st.sampled_from(["head", "head+bias+norm", "none", "bias"])),
                        "steps": draw(st.integers(0, 3)), "lr": 0.1,

@@ -26,6 +26,7 @@ from fewbit.deploy.c_export import (
     write_task_files,
 )
 from fewbit.errors import ConfigError
+from fewbit.meta import MetaConfig
 from fewbit.runtime.support_stats import SupportStatistics
 from tests.deploy.helpers import compressed_conv4, compressed_mlp, glyphs
 
@@ -43,6 +44,9 @@ def _task(ways: int, shots: int, queries: int, seed: int) -> tuple[np.ndarray, .
 
 
 def _build(model: torch.nn.Module, folder: Path, algorithm: str, cflags: str = STRICT, **kw: object) -> dict:
+    if algorithm != "protonet" and "meta" not in kw:  # the C runtime adapts the head: 5 steps of 0.4
+        kw["meta"] = MetaConfig(algorithm=algorithm, scope="head", inner_steps=5, inner_lr=0.4)
+        algorithm = None  # type: ignore[assignment]
     export(model, folder / "m.fewbit", algorithm=algorithm, **kw)  # type: ignore[arg-type]
     report = export_c(folder / "m.fewbit", folder / "c", max_ways=10, max_support=25)
     done = subprocess.run(["make", "-s", "-C", str(folder / "c"), f"CFLAGS={cflags}"], capture_output=True, text=True)

@@ -20,7 +20,7 @@ def test_protonet_conv4_stores_no_head_and_no_cancelled_bias(tmp_path: Path) -> 
     layers = manifest["architecture"]["layers"]
     assert [layer["op"] for layer in layers] == ["conv2d", "batchnorm", "relu", "maxpool2d"] * 4 + ["flatten"]
     assert all(layer["bias"] is None for layer in layers if layer["op"] == "conv2d")
-    assert manifest["adaptation"]["method"] == "protonet" and manifest["preprocessing"]["image_size"] == 28
+    assert manifest["adaptation"]["method"] == "prototypes" and manifest["preprocessing"]["image_size"] == 28
 
 
 @pytest.mark.parametrize(("spec", "limit"), [("quant:w4", 60_000), ("quant:w4a8", 60_000)])

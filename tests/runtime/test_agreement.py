@@ -108,8 +108,11 @@ def test_protonet_matches_fewbit_meta(spec: str, tasks: int, tmp_path: Path) -> 
 
 
 def _torch_sgd(model: torch.nn.Module, names: list[str], sx, sy, qx, *, steps: int, lr: float) -> np.ndarray:  # noqa: ANN001
-    """What the compressed PyTorch model computes when `names` take SGD steps on the support batch."""
+    """What the compressed PyTorch model computes when `names` take SGD steps on the support batch,
+    each step followed by the projection onto the compressed values (as in fewbit.meta's inner loop)."""
     from torch.func import functional_call
+
+    from fewbit.compress import project_params
 
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     x, y = torch.from_numpy(sx), torch.from_numpy(sy)
@@ -118,6 +121,7 @@ def _torch_sgd(model: torch.nn.Module, names: list[str], sx, sy, qx, *, steps: i
         loss = torch.nn.functional.cross_entropy(functional_call(model, {**params, **fast}, (x,)), y)
         grads = torch.autograd.grad(loss, list(fast.values()))
         params.update({n: (fast[n] - lr * g).detach() for n, g in zip(names, grads)})
+        params = project_params(model, params)
     with torch.no_grad():
         return functional_call(model, params, (torch.from_numpy(qx),)).numpy()
 
@@ -183,7 +187,7 @@ def test_adaptation_learns_the_task(tmp_path: Path) -> None:
     runtime = _export(compressed_conv4("quant:w4", ways=0), tmp_path, algorithm="protonet")
     sx, sy, qx, qy = _task(5, 5, 10, seed=7)
     assert (rt.adapt(runtime, sx, sy).predict(qx) == qy).mean() >= 0.8
-    tuned = rt.adapt(runtime, sx, sy, method="finetune", steps=5, lr=0.01)
+    tuned = rt.adapt(runtime, sx, sy, method="sgd", steps=5, lr=0.01)
     assert (tuned.predict(qx) == qy).mean() >= 0.8
 
 
@@ -195,6 +199,41 @@ def test_bad_support_sets_and_scopes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="labels"):
         rt.adapt(runtime, sx, sy[:2])
     with pytest.raises(ValueError, match="allows adapting"):
-        rt.adapt(runtime, sx, sy, method="finetune", scope="head+norm")
+        rt.adapt(runtime, sx, sy, method="sgd", scope="head+norm")
     with pytest.raises(ValueError, match="expected input"):
         runtime.embed(np.zeros((2, 1, 14, 14), np.float32))
+
+
+@pytest.mark.parametrize("scope", ["head", "bias_norm"])
+def test_metasgd_artifacts_adapt_with_the_learned_rates(scope: str, tmp_path: Path) -> None:
+    """Meta-SGD's per-parameter rates travel in the artifact; the runtime used to adapt with the
+    scalar inner_lr instead, which is not what was meta-learned."""
+    model = compressed_mlp("quant:w4", ways=5)
+    with torch.no_grad():  # the artifact stores the quantized head: start PyTorch from it too
+        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
+    config = MetaConfig(algorithm="metasgd", scope=scope, inner_steps=3, inner_lr=0.1)
+    algo = build_algorithm(config, model=model)
+    extras = algo.extra_parameters(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for rate in extras.values():  # learned rates differ from the initial scalar, entry by entry
+            rate.copy_(torch.rand(rate.shape, generator=gen) * 0.3)
+    export(model, tmp_path / "m.fewbit", algorithm=algo, extras=extras)
+    runtime = rt.load(tmp_path / "m.fewbit")
+    assert runtime.rates and set(runtime.rates) <= {n.removeprefix("inner_lr.") for n in extras}
+    sx, sy, qx, qy = _task(5, 2, 10, seed=8)
+    task = Task(*(torch.from_numpy(a)[None] for a in (sx, sy, qx, qy)), ways=5)
+    ref = algo.predict(model, dict(model.named_parameters()), task, dict(extras))[0].numpy()
+    out = rt.adapt(runtime, sx, sy).logits(qx)
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    scalar = rt.adapt(runtime, sx, sy, lr=0.1).logits(qx)  # a rate given for this adaptation replaces them
+    assert np.abs(scalar - ref).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_exported_adaptation_settings_come_from_the_algorithm(tmp_path: Path) -> None:
+    """Without a MetaConfig the exporter used its own defaults (5 steps) while MetaConfig says 1."""
+    export(compressed_mlp(None, ways=5), tmp_path / "m.fewbit", algorithm="maml")
+    block = rt.load(tmp_path / "m.fewbit").adaptation
+    default = MetaConfig(algorithm="maml")
+    assert block["steps"] == default.test_inner_steps and block["lr"] == default.inner_lr
+    assert block["scope"] == "head+bias+norm"  # scope all: everything the runtime moves

@@ -96,7 +96,7 @@ def test_a_conv_wide_enough_to_need_gigabytes_is_refused_at_load() -> None:
                        {"op": "flatten"}],
         },
         "preprocessing": {"image_size": 512},
-        "adaptation": {"method": "protonet"},
+        "adaptation": {"method": "prototypes"},
         "algorithm": "protonet",
     }
     weight = PackedTensor.from_codes(np.ones((4096, 1, 3, 3), np.int64), 2, scale=np.ones(1, np.float32))

@@ -60,6 +60,8 @@ def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -
     """Norm + head adaptation of a Conv-4 (gradients through conv, BatchNorm, ReLU, max-pool)."""
     from torch.func import functional_call
 
+    from fewbit.compress import project_params
+
     torch.manual_seed(0)
     model = compressed_conv4("quant:w4", ways=4, width=8)
     adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
@@ -78,6 +80,7 @@ def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -
         loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
         grads = torch.autograd.grad(loss, list(fast.values()))
         params.update({n: (fast[n] - 0.1 * g).detach() for n, g in zip(names, grads)})
+        params = project_params(model, params)  # back on the grid after each step, as fewbit.meta does
     with torch.no_grad():
         ref = functional_call(model, params, (torch.from_numpy(qx),)).numpy()
     adapted = rt.adapt(runtime, x, y)

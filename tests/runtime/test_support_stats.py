@@ -79,7 +79,7 @@ def test_support_statistics_classify_about_as_well_as_the_batch(tmp_path: Path) 
 def test_support_mode_adapts_the_head_only(tmp_path: Path) -> None:
     runtime = _runtime(compressed_mlp("quant:w4a8", ways=5), tmp_path, algorithm="maml")
     sx, sy, _, _ = _task(5, 1, 1, seed=2)
-    tuned = rt.adapt(runtime, sx, sy, method="finetune", steps=3, norm_stats="support")
+    tuned = rt.adapt(runtime, sx, sy, method="sgd", steps=3, scope="head", norm_stats="support")
     assert len(tuned.losses) == 3 and tuned.losses[-1] < tuned.losses[0]
     with pytest.raises(ValueError, match="norm_stats"):
         rt.adapt(runtime, sx, sy, norm_stats="running")

@@ -181,12 +181,19 @@ def decode_artifact(data: bytes, *, where: str = "artifact") -> Artifact:
         raise
     except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
         raise FewbitFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    _upgrade(manifest)
     return Artifact(manifest=manifest, tensors=tensors, nbytes=len(data))
 
 
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The verified manifest of the artifact at `path`, payload checked too."""
-    return read_artifact(path).manifest
+# Format 1 named the runtime's adaptation methods after the algorithms that wrote them.
+_FORMAT_1_METHODS = {"protonet": "prototypes", "finetune": "sgd"}
+
+
+def _upgrade(manifest: dict[str, Any]) -> None:
+    """An older manifest in this version's terms (in place)."""
+    block = manifest.get("adaptation")
+    if manifest["format_version"] == 1 and isinstance(block, dict) and block.get("method") in _FORMAT_1_METHODS:
+        block["method"] = _FORMAT_1_METHODS[block["method"]]
 
 
 def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:

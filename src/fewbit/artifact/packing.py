@@ -18,10 +18,6 @@ import math
 
 import numpy as np
 
-# Bit widths the artifact stores codes at; other widths of 1..8 pack too, but these are the ones
-# compressed weights use (3 bits packs as a 3-bit stream, not rounded up to 4).
-CODE_BITS = (1, 2, 3, 4, 8)
-
 
 def packed_nbytes(count: int, bits: int) -> int:
     """Bytes that `count` values of `bits` bits occupy once packed."""

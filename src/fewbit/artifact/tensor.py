@@ -29,8 +29,6 @@ import numpy as np
 
 from fewbit.artifact.packing import decode_mask, encode_mask, pack_bits, unpack_bits
 
-ENCODINGS = ("affine", "codebook", "float")
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PackedTensor:

@@ -9,7 +9,6 @@ Both print `size_report`'s table, or with `--json` its dict: `bytes`, `float32_b
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -52,14 +51,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, str | None]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"run: {path} does not exist")
-    load_run = _run_loader()
+    from fewbit.train import load_run
+
     file = path / MODEL_FILE if path.is_dir() else path
-    if load_run is not None and not file.is_file():
-        run = load_run(path)
-        config = getattr(run, "config", None)
-        return run.model, getattr(config, "compress", None)
     if not file.is_file():
-        raise ConfigError(f"run: {path} holds no {MODEL_FILE} (and fewbit.train.load_run is not available)")
+        run = load_run(path)
+        return run.model, run.config.compress
     return _load_safetensors(file)
 
 
@@ -130,14 +127,6 @@ def _check_skeleton(name: str, args: dict[str, Any], tensors: dict[str, Any], fi
                 f"{file}: tensors do not fit the model its fewbit.backbone metadata describes "
                 f"({key} of shape {list(value.shape)} is {got})"
             )
-
-
-def _run_loader() -> Any:
-    """`fewbit.train.load_run`, or None while the training package does not provide it."""
-    try:
-        return importlib.import_module("fewbit.train").load_run
-    except (ImportError, AttributeError):
-        return None
 
 
 def _report(model: nn.Module, header: str, extra: dict[str, Any]) -> Output:

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="images to classify: class folders (named as in --support for an accuracy) or files; "
         "a table model: a CSV file (with the label column for an accuracy)",
     )
-    ad.add_argument("--method", choices=("protonet", "finetune"), help="default: the artifact's")
+    ad.add_argument("--method", choices=("prototypes", "sgd"),
+                    help="prototypes (class means) or sgd (fine-tune the head); default: the artifact's")
     ad.add_argument("--steps", type=nonnegative_int, help="fine-tuning SGD steps (default: the artifact's)")
     ad.add_argument("--lr", type=finite_float, help="fine-tuning learning rate (default: the artifact's)")
     ad.add_argument("--batch", type=positive_int, default=100, help="queries per forward batch (default 100)")
@@ -97,30 +98,48 @@ def _export_c(args: argparse.Namespace) -> Output:
     return Output(report, report_text(report))
 
 
+def _exportable_run(args: argparse.Namespace) -> Any:
+    """The run to export, checked: a classifier, and a `--scope` the runtime follows."""
+    from fewbit.train import load_run
+
+    if args.scope is not None:
+        from fewbit.runtime.settings import scope_parts
+
+        try:
+            scope_parts(args.scope)  # what the runtime will accept from the artifact
+        except ValueError as exc:
+            raise ConfigError(f"--scope: {exc}") from None
+    run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
+    if run.config.regression:
+        raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold classifiers")
+    return run
+
+
+def _export_args(run: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """What `export`/`artifact_from_model` take for a run: the algorithm decides how the runtime adapts."""
+    return {
+        "algorithm": run.algorithm,
+        "extras": run.extras,
+        "preprocessing": run.preprocessing.to_dict() if run.preprocessing is not None else None,
+        "adaptation_scope": args.scope,
+        # what the weights came from, never where: a shipped artifact carries no user paths, and two
+        # runs with equal weights export equal bytes
+        "extra": {"step": run.step, "compress": run.config.compress},
+    }
+
+
 def _artifact_bytes(args: argparse.Namespace) -> bytes:
     """A run's artifact, in memory (what `fewbit export RUN` would write)."""
     from fewbit.artifact.format import encode_artifact
     from fewbit.deploy import artifact_from_model
-    from fewbit.train import load_run
 
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
-    config = run.config
-    if getattr(config, "regression", False):
-        raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold image classifiers")
-    manifest, tensors = artifact_from_model(
-        run.model,
-        algorithm=config.algorithm,
-        meta=config.meta,
-        preprocessing={"image_size": int(config.image_size)},
-        adaptation_scope=args.scope,
-        extra={"run_dir": str(args.run_dir), "step": run.step, "compress": getattr(config, "compress", None)},
-    )
+    run = _exportable_run(args)
+    manifest, tensors = artifact_from_model(run.model, **_export_args(run, args))
     return encode_artifact(manifest, tensors)
 
 
 def run_export(args: argparse.Namespace) -> Output:
     from fewbit.deploy import export
-    from fewbit.train import load_run
     from fewbit.train.run import check_not_run_file
 
     if args.format == "c":
@@ -129,29 +148,8 @@ def run_export(args: argparse.Namespace) -> Output:
         raise ConfigError(f"export: {args.run_dir} is a file; an artifact exports to --format c, a run to any format")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     check_not_run_file(out, "--out")  # before any work: never over a run's checkpoints, config or metrics
-    if args.scope is not None:
-        from fewbit.runtime.adapt import scope_parts
-
-        try:
-            scope_parts(args.scope)  # what the runtime will accept from the artifact
-        except ValueError as exc:
-            raise ConfigError(f"--scope: {exc}") from None
-    run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
-    config = run.config
-    if getattr(config, "regression", False):
-        raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold image classifiers")
-    info = export(
-        run.model,
-        out,
-        algorithm=config.algorithm,
-        meta=config.meta,
-        format=args.format,
-        preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
-        adaptation_scope=args.scope,
-        # what the weights came from, never where: a shipped artifact carries no user paths, and two
-        # runs with equal weights export equal bytes
-        extra={"step": run.step, "compress": getattr(config, "compress", None)},
-    )
+    run = _exportable_run(args)
+    info = export(run.model, out, format=args.format, **_export_args(run, args))
     f32 = info["float32_bytes"]
     text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {f32:,})"
     return Output(info, text)

@@ -15,7 +15,7 @@ from typing import Any
 
 _LAZY = {
     "export": ("fewbit.deploy.torch_export", "export"),
-    "export_onnx": ("fewbit.deploy.onnx_export", "export_onnx"),
+    "export_onnx": ("fewbit.deploy.torch_export", "export_onnx"),
     "export_c": ("fewbit.deploy.c_export", "export_c"),
     "artifact_from_model": ("fewbit.deploy.torch_export", "artifact_from_model"),
     "inspect_artifact": ("fewbit.deploy.inspect", "inspect_artifact"),

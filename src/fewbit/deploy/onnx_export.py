@@ -236,10 +236,3 @@ def write_onnx(
     data = build_onnx(manifest, tensors).SerializeToString()
     atomic_write_bytes(path, data)
     return len(data)
-
-
-def export_onnx(model: Any, path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
-    """`fewbit.deploy.export(model, path, format="onnx", ...)`."""
-    from fewbit.deploy.torch_export import export
-
-    return export(model, path, format="onnx", **kwargs)

@@ -10,7 +10,6 @@ artifact never silently disagrees with its model.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -22,13 +21,12 @@ from torch import nn
 from fewbit import __version__
 from fewbit.artifact.format import Tensor, write_artifact
 from fewbit.compress.convert import PackedLayer, pack_layer
-from fewbit.compress.layers import CompressedMixin
+from fewbit.compress.layers import CompressedMixin, is_compression_name
 from fewbit.errors import ConfigError
 from fewbit.models.layers import BatchNorm, Flatten
 from fewbit.models.resnet12 import ResidualStage
 from fewbit.runtime.preprocess import preprocessing_from_dict
 
-ALGORITHMS_PROTONET = ("protonet",)
 DEFAULT_PREPROCESSING: dict[str, Any] = {  # ink data (Omniglot, glyphs); a run records its own
     "kind": "image",
     "image_size": 28,
@@ -39,9 +37,6 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {  # ink data (Omniglot, glyphs); a run 
     "resize": "stretch",
     "resample": "lanczos",
 }
-# fewbit.meta scopes -> what the runtime may move (it never moves quantized weights, so `all`
-# becomes everything but the body's weights)
-_META_SCOPE = {"all": "head+bias+norm", "bias_norm": "bias+norm", "head": "head", "none": "none"}
 
 
 def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -102,7 +97,7 @@ def _weight_rule(layer: nn.Module) -> dict[str, Any] | None:
     order = getattr(layer, "cq_order", ())
     if "cq_weight" in order:
         q = layer.cq_weight
-        if getattr(q, "learnable", False):
+        if q.learnable:
             return {"rule": "fixed", "symmetric": bool(q.symmetric)}
         return {
             "rule": "observer",
@@ -231,63 +226,38 @@ def _layer_spec(
     )
 
 
-def adaptation_for(algorithm: str, meta: Any | None = None, scope: str | None = None) -> dict[str, Any]:
-    """The manifest's `adaptation` block for `algorithm` (and its MetaConfig `meta`, when known).
+def _algorithm(algorithm: Any, meta: Any, model: nn.Module) -> Any:
+    """The Algorithm to ask how the runtime adapts: given, built from `meta`, or from a name."""
+    from fewbit.meta import Algorithm, MetaConfig, build_algorithm
 
-    ProtoNet: prototypes of the jointly embedded support and query. MAML-family: SGD from the
-    artifact's head on the support batch, the queries classified as their own batch, `scope` the
-    parameters the runtime may move (the quantized body never moves). Finetune: a new head from
-    zeros on the joint embedding, as `fewbit.meta.finetune` does at test time.
-    """
-    if algorithm in ALGORITHMS_PROTONET:
-        return {
-            "method": "protonet",
-            "embed": "joint",
-            "scope": scope or "head",
-            "steps": 5,
-            "lr": 0.1,
-            "head_init": "prototypes",
-        }
-    if algorithm == "finetune":
-        steps = int(getattr(meta, "finetune_steps", 100))
-        lr = float(getattr(meta, "finetune_lr", 0.1))
-        init = "prototypes" if getattr(meta, "finetune_classifier", "linear") == "cosine" else "zeros"
-        return {
-            "method": "finetune",
-            "embed": "joint",
-            "scope": scope or "head",
-            "steps": steps,
-            "lr": lr,
-            "head_init": init,
-        }
-    steps = getattr(meta, "test_inner_steps", None)
-    steps = int(steps if steps is not None else getattr(meta, "inner_steps", 5))
-    lr = float(getattr(meta, "inner_lr", 0.4))
-    if scope is None:
-        scope = _META_SCOPE.get(str(getattr(meta, "scope", "head")), "head")
-        if algorithm == "anil":
-            scope = "head"
-    return {
-        "method": "finetune",
-        "embed": "separate",
-        "scope": scope,
-        "steps": steps,
-        "lr": lr,
-        "head_init": "own",
-    }
+    if isinstance(algorithm, Algorithm):
+        return algorithm
+    if meta is not None:
+        if algorithm is not None and algorithm != meta.algorithm:
+            raise ConfigError(f"export: algorithm {algorithm!r} disagrees with meta.algorithm {meta.algorithm!r}")
+        return build_algorithm(meta, model=model)
+    return build_algorithm(algorithm or MetaConfig(), model=model)  # MetaConfig's default algorithm
 
 
 def artifact_from_model(
     model: nn.Module,
     *,
-    algorithm: str = "protonet",
+    algorithm: Any = None,
+    extras: Mapping[str, torch.Tensor] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     adaptation_scope: str | None = None,
     adaptation: Mapping[str, Any] | None = None,
     meta: Any | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The manifest (without the tensor table) and the tensors of `model`'s artifact."""
+    """The manifest (without the tensor table) and the tensors of `model`'s artifact.
+
+    `algorithm` (an Algorithm, a name, or None with `meta` its MetaConfig; default protonet) says
+    how the runtime adapts (`Algorithm.deployment`), with `extras` its learned tensors (Meta-SGD's
+    rates); `adaptation_scope` narrows what the runtime may move.
+    """
+    algo = _algorithm(algorithm, meta, model)
+    deployment = algo.deployment(model, dict(extras or {}), adaptation_scope)
     features = getattr(model, "features", None)
     if features is None or not hasattr(model, "head"):
         raise ConfigError("export: the model must be a fewbit Backbone (`.features` then `.head`)")
@@ -300,17 +270,18 @@ def artifact_from_model(
     if not layers or layers[-1]["op"] != "flatten":
         layers.append({"op": "flatten"})  # Backbone.forward flattens the features
     embedding_layers = len(layers)
-    # ProtoNet classifies by distances to prototypes and never uses a head: none is stored.
-    head_spec = None if algorithm in ALGORITHMS_PROTONET else _layer_spec("head", model.head, None, tensors)
+    # An algorithm that classifies by prototypes never uses a head: none is stored.
+    head_spec = _layer_spec("head", model.head, None, tensors) if deployment.ships_head else None
     if isinstance(head_spec, dict):
         layers.append(head_spec)
     input_shape = _input_shape(layers, tensors, pre)
-    adapt_block = adaptation_for(algorithm, meta, adaptation_scope)
+    tensors.update({name: _np(t) for name, t in deployment.tensors.items()})
+    adapt_block = dict(deployment.adaptation)
     adapt_block.update(adaptation or {})
     manifest = {
         "format": "fewbit",
         "producer": f"fewbit {__version__}",
-        "algorithm": algorithm,
+        "algorithm": algo.name,
         "architecture": {
             "name": str(getattr(model, "arch", type(model).__name__)),
             "input_shape": input_shape,
@@ -356,16 +327,12 @@ def _input_shape(layers: list[dict[str, Any]], tensors: Mapping[str, Tensor], pr
     return shape
 
 
-def float32_bytes(tensors: Mapping[str, Tensor]) -> int:
-    """Bytes of the same tensors stored densely as float32."""
-    return sum(4 * int(math.prod(t.shape)) for t in tensors.values())
-
-
 def export(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
-    algorithm: str = "protonet",
+    algorithm: Any = None,
+    extras: Mapping[str, torch.Tensor] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     adaptation_scope: str | None = None,
     adaptation: Mapping[str, Any] | None = None,
@@ -375,13 +342,20 @@ def export(
 ) -> dict[str, Any]:
     """Write `model` as a `.fewbit` artifact (or, with `format="onnx"`, an ONNX QDQ graph) at `path`.
 
-    Returns `{"path", "format", "bytes", "float32_bytes", "ratio"}`. `algorithm` decides how the
-    runtime adapts (protonet: prototypes; others: SGD on the head, plus biases and norms when
-    `adaptation_scope` allows); `preprocessing` overrides image_size, invert, mean, std.
+        >>> run = fewbit.train.load_run("runs/glyphs-w4a8")
+        >>> export(run.model, "model.fewbit", algorithm=run.algorithm, extras=run.extras,
+        ...        preprocessing=run.preprocessing.to_dict())
+
+    Returns `{"path", "format", "bytes", "float32_bytes", "ratio"}`. The algorithm (an Algorithm,
+    a name, or `meta`, its MetaConfig) decides how the runtime adapts (`Algorithm.deployment`:
+    prototypes, or SGD on the head plus biases and norms when `adaptation_scope` allows);
+    `preprocessing` is how inputs are prepared (a run's `preprocessing.to_dict()`).
     """
+    algo = _algorithm(algorithm, meta, model)
     manifest, tensors = artifact_from_model(
         model,
-        algorithm=algorithm,
+        algorithm=algo,
+        extras=extras,
         preprocessing=preprocessing,
         adaptation_scope=adaptation_scope,
         adaptation=adaptation,
@@ -396,11 +370,11 @@ def export(
         nbytes = write_artifact(path, manifest, tensors)
     else:
         raise ConfigError(f"export: format must be fewbit or onnx, got {format!r}")
+    ships_head = manifest["architecture"]["embedding_layers"] < len(manifest["architecture"]["layers"])
     f32 = 4 * sum(
         p.numel()
         for n, p in model.named_parameters()
-        if not any(k.startswith("cq_") for k in n.split("."))
-        and not (algorithm in ALGORITHMS_PROTONET and n.startswith("head."))
+        if not is_compression_name(n) and (ships_head or not n.startswith("head."))
     )
     return {
         "path": str(path),
@@ -409,3 +383,8 @@ def export(
         "float32_bytes": f32,
         "ratio": f32 / max(nbytes, 1),
     }
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
+    """`export(model, path, format="onnx", ...)`: an ONNX QDQ graph checked by onnx's checker."""
+    return export(model, path, format="onnx", **kwargs)

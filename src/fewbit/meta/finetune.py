@@ -35,7 +35,7 @@ class Finetune(Algorithm):
         """A new head fitted on the joint embedding of support and query, `finetune_steps` steps of
         `finetune_lr` from zeros (linear) or from the prototypes (cosine: its class means start it)."""
         init = "prototypes" if self.config.finetune_classifier == "cosine" else "zeros"
-        return Deployment({"method": "finetune", "embed": "joint", "scope": scope or "head",
+        return Deployment({"method": "sgd", "embed": "joint", "scope": scope or "head",
                            "steps": int(self.config.finetune_steps), "lr": float(self.config.finetune_lr),
                            "head_init": init})
 

@@ -48,7 +48,7 @@ class MAML(Algorithm):
         chosen = scope or allowed
         if not set(_parts(chosen)) <= set(_parts(allowed)):
             raise ConfigError(f"export: scope {chosen!r} moves more than {self.name} adapts ({allowed!r})")
-        return Deployment({"method": "finetune", "embed": "separate", "scope": chosen,
+        return Deployment({"method": "sgd", "embed": "separate", "scope": chosen,
                            "steps": int(self.config.test_inner_steps), "lr": float(self.config.inner_lr),
                            "head_init": "own"})
 

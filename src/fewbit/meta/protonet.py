@@ -53,7 +53,7 @@ class ProtoNet(Algorithm):
     def deployment(self, model: nn.Module, extras: Params | None = None, scope: str | None = None) -> Deployment:
         """Prototypes of the support and query embedded together; no head is stored. The steps and
         rate are for fine-tuning a prototype-initialised head on top, if a user asks the runtime for it."""
-        return Deployment({"method": "protonet", "embed": "joint", "scope": scope or "head", "steps": 5,
+        return Deployment({"method": "prototypes", "embed": "joint", "scope": scope or "head", "steps": 5,
                            "lr": 0.1, "head_init": "prototypes"}, ships_head=False)
 
     def logits(self, model: nn.Module, params: Params, task: Task) -> torch.Tensor:

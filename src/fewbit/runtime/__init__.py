@@ -10,7 +10,7 @@ Inputs are float32 `[N, C, H, W]`, preprocessed as the artifact says
 
 from __future__ import annotations
 
-from fewbit.runtime.adapt import Adapted, adapt, prototypes
+from fewbit.runtime.adapt import AdaptedTask, adapt, class_means
 from fewbit.runtime.model import RuntimeModel, load
 
-__all__ = ["Adapted", "RuntimeModel", "adapt", "load", "prototypes"]
+__all__ = ["AdaptedTask", "RuntimeModel", "adapt", "class_means", "load"]

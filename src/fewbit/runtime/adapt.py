@@ -1,18 +1,20 @@
-"""Adaptation on the device: ProtoNet prototypes, or a few SGD steps on the head (and on biases
+"""Adaptation on the device: class prototypes, or a few SGD steps on the head (and on biases
 and norms when the artifact allows), the quantized body left as it is.
 
-The artifact's `adaptation` block says how, mirroring `fewbit.meta` at evaluation:
-- `method: protonet` (`embed: joint`): support and query are embedded in one batch (one set of
+The artifact's `adaptation` block says how (the algorithm that trained the model wrote it,
+mirroring its evaluation in `fewbit.meta`):
+- `method: prototypes` (`embed: joint`): support and query are embedded in one batch (one set of
   BatchNorm statistics) and queries are scored by minus squared distance to the class means.
-- `method: finetune`: `steps` SGD steps of size `lr` on the support cross-entropy. `head_init`
-  is `own` (the artifact's meta-learned head: MAML, ANIL), `zeros` (the Baseline's new linear
-  head) or `prototypes` (W = 2c, b = -|c|^2, the ProtoNet classifier as a linear layer).
+- `method: sgd`: `steps` SGD steps of size `lr` on the support cross-entropy (per parameter when
+  `lr_tensors` names a learned rate tensor for it, as Meta-SGD exports). `head_init` is `own`
+  (the artifact's meta-learned head: MAML, ANIL), `zeros` (the Baseline's new linear head) or
+  `prototypes` (W = 2c, b = -|c|^2, the prototype classifier as a linear layer).
   With `embed: separate` the support set is its own batch while adapting and the queries are
   classified as their own batch (MAML); with `embed: joint` both are embedded together and the
   head is fitted on the support part (the Baseline). `scope` names what may move: `head` (the
   classifier's weight and bias), `bias` (every layer's bias), `norm` (BatchNorm scale and
   shift), joined by "+", or `none`; the runtime never moves quantized weights.
-- `norm_stats`: `batch` (the above: BatchNorm statistics of the batch being embedded) or
+- `norm_stats`: `batch` (the above: BatchNormOp statistics of the batch being embedded) or
   `support` (statistics of the support set, frozen, each query embedded on its own: the mode of
   the exported C code; `fewbit.runtime.support_stats`). With `support` only the head adapts.
 """
@@ -28,12 +30,14 @@ import numpy as np
 from fewbit.errors import NumericError
 from fewbit.runtime import limits
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import BatchNorm, Conv2d, Linear, Op, Params, walk_ops
+from fewbit.runtime.ops import BatchNormOp, Conv2dOp, LinearOp, Op, Params, walk_ops
+from fewbit.runtime.settings import (
+    PROTOTYPES,
+    SGD,
+    scope_parts,
+    settings_for,
+)
 from fewbit.runtime.support_stats import SupportStatistics, frozen_op, static_quant
-
-SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
-HEAD_INITS = ("own", "zeros", "prototypes")
-NORM_STATS = ("batch", "support")
 
 
 class PlainHead(Op):
@@ -54,7 +58,7 @@ class PlainHead(Op):
         return dy @ params[self.weight_name]
 
 
-def prototypes(embeddings: np.ndarray, labels: np.ndarray, ways: int) -> np.ndarray:
+def class_means(embeddings: np.ndarray, labels: np.ndarray, ways: int) -> np.ndarray:
     """Class means `[ways, D]` of `embeddings [N, D]`."""
     onehot = np.eye(ways, dtype=np.float32)[labels]  # [N, ways]
     return (onehot.T @ embeddings) / onehot.sum(axis=0)[:, None]
@@ -73,7 +77,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class Adapted:
+class AdaptedTask:
     """A model adapted to one task: `logits(query_x)`, `predict(query_x)`, `scores(query_x)`.
 
     Query batches are classified as a whole (batch statistics), as PyTorch does; with
@@ -107,14 +111,14 @@ class Adapted:
         model, n = self.model, len(self.support_x)
         if self.statistics is not None:
             z = self.statistics.embed(query_x)
-            if self.method == "protonet":
+            if self.method == PROTOTYPES:
                 assert self.class_means is not None
                 return -squared_distances(z.astype(np.float64), self.class_means)
             assert self.params is not None and self.head_ops is not None
             return _run(self.head_ops, self.params, z.astype(np.float32))
-        if self.method == "protonet":
+        if self.method == PROTOTYPES:
             z = model.embed(np.concatenate([self.support_x, query_x]))
-            return -squared_distances(z[n:], prototypes(z[:n], self.support_y, self.ways))
+            return -squared_distances(z[n:], class_means(z[:n], self.support_y, self.ways))
         if self.params is None:  # joint embedding: the head is fitted with these queries in the batch
             z = model.embed(np.concatenate([self.support_x, query_x]))
             params, head_ops = _fit_head(model, z[:n], self.support_y, self.ways, self.settings, self.losses)
@@ -156,52 +160,6 @@ def _check_support(support_x: np.ndarray, support_y: Any) -> tuple[np.ndarray, i
     return y, ways
 
 
-def scope_parts(scope: str) -> set[str]:
-    """The parts of a scope string ("none" is the empty set); ValueError for an unknown part."""
-    if scope == "none":
-        return set()
-    parts = set(scope.split("+"))
-    if not parts or not parts <= set(SCOPE_PARTS):
-        raise ValueError(
-            f"scope must be none or a +-joined subset of {', '.join(SCOPE_PARTS)}, got {scope!r}"
-        )
-    return parts
-
-
-def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
-    """The artifact's adaptation block with `overrides` (None values ignored), checked."""
-    base = {
-        "method": "protonet" if model.algorithm == "protonet" else "finetune",
-        "embed": "joint",
-        "scope": "head",
-        "steps": 5,
-        "lr": 0.1,
-        "head_init": "own" if model.ways else "prototypes",
-        "norm_stats": "batch",
-    }
-    base.update({k: v for k, v in model.adaptation.items() if k in base})
-    allowed = str(base["scope"])
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if base["method"] not in ("protonet", "finetune"):
-        raise ValueError(f"method must be protonet or finetune, got {base['method']!r}")
-    parts = scope_parts(str(base["scope"]))
-    if not parts <= scope_parts(allowed):
-        raise ValueError(f"the artifact allows adapting {allowed!r} only, not {base['scope']!r}")
-    if base["head_init"] not in HEAD_INITS:
-        raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {base['head_init']!r}")
-    if base["embed"] not in ("joint", "separate"):
-        raise ValueError(f"embed must be joint or separate, got {base['embed']!r}")
-    if base["norm_stats"] not in NORM_STATS:
-        raise ValueError(f"norm_stats must be batch or support, got {base['norm_stats']!r}")
-    if base["norm_stats"] == "support" and parts - {"head"}:
-        raise ValueError("norm_stats=support adapts the head only; pass scope='head'")
-    base["steps"] = limits.check_steps(base["steps"], "steps")
-    base["lr"] = limits.check_lr(base["lr"], "lr")
-    if parts - {"head"}:
-        base["embed"] = "separate"  # a moving body cannot share one forward with the queries
-    return base
-
-
 def adapt(
     model: RuntimeModel,
     support_x: np.ndarray,
@@ -213,7 +171,7 @@ def adapt(
     scope: str | None = None,
     head_init: str | None = None,
     norm_stats: str | None = None,
-) -> Adapted:
+) -> AdaptedTask:
     """Adapt `model` to a support set `[N, C, H, W]` with labels `[N]` in 0..ways-1 (>= 2 ways).
 
     Defaults come from the artifact (its `adaptation` block); `scope` may narrow, never widen,
@@ -230,15 +188,15 @@ def adapt(
     settings = settings_for(
         model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats
     )
-    moving_body = settings["method"] == "finetune" and bool(_body_trainable(model, settings["scope"]))
-    limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == "finetune"),
+    moving_body = settings["method"] == SGD and bool(_body_trainable(model, settings["scope"]))
+    limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == SGD),
                                  backward=moving_body)
-    adapted = Adapted(model, ways, support_x, y, settings)
+    adapted = AdaptedTask(model, ways, support_x, y, settings)
     if settings["norm_stats"] == "support":
         adapted.statistics = SupportStatistics(model, support_x)
         z = adapted.statistics.embed(support_x)
-        if settings["method"] == "protonet":
-            adapted.class_means = prototypes(z.astype(np.float64), y, ways)
+        if settings["method"] == PROTOTYPES:
+            adapted.class_means = class_means(z.astype(np.float64), y, ways)
         else:
             z32 = z.astype(np.float32)
             head = [  # a head quantizing its input with each batch's range takes the support set's
@@ -248,7 +206,7 @@ def adapt(
             ]
             adapted.params, adapted.head_ops = _fit_head(model, z32, y, ways, settings, adapted.losses, head)
         return adapted
-    if settings["method"] == "finetune" and settings["embed"] == "separate":
+    if settings["method"] == SGD and settings["embed"] == "separate":
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is an error
             adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
     return adapted
@@ -281,7 +239,7 @@ def _init_head(
         params["__head.weight"] = np.zeros((ways, z_support.shape[1]), np.float32)
         params["__head.bias"] = np.zeros(ways, np.float32)
     else:  # prototypes (also the fallback when the artifact's head does not fit the task)
-        protos = prototypes(z_support, y, ways)
+        protos = class_means(z_support, y, ways)
         params["__head.weight"] = 2 * protos
         params["__head.bias"] = -(protos * protos).sum(axis=1)
     # a new head always learns: without it the task's classes would have no classifier
@@ -292,8 +250,8 @@ def _body_trainable(model: RuntimeModel, scope: str) -> set[str]:
     parts = scope_parts(scope)
     names: set[str] = set()
     for op in walk_ops(model.layers[: model.embedding_layers]):
-        if ("bias" in parts and isinstance(op, (Conv2d, Linear))) or (
-            "norm" in parts and isinstance(op, BatchNorm)
+        if ("bias" in parts and isinstance(op, (Conv2dOp, LinearOp))) or (
+            "norm" in parts and isinstance(op, BatchNormOp)
         ):
             names |= set(op.param_names)
     return names
@@ -312,10 +270,16 @@ def _check_loss(loss: float, step: int) -> None:
         raise NumericError(f"adaptation diverged at step {step + 1} (the loss is {loss}); lower the learning rate")
 
 
-def _sgd(params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: float) -> None:
+def _sgd(
+    params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: float,
+    rates: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """One step on `names`: a parameter's learned rate (same shape) where the artifact has one, else `lr`."""
     for name in names:
         if name in grads:
-            params[name] = (params[name] - np.float32(lr) * grads[name]).astype(np.float32)
+            step = (rates or {}).get(name)
+            step = np.float32(lr) if step is None else step
+            params[name] = (params[name] - step * grads[name]).astype(np.float32)
 
 
 def _fit_head(
@@ -337,8 +301,16 @@ def _fit_head(
         grads: Params = {}
         for op, ctx in zip(reversed(head_ops), reversed(ctxs)):
             dlogits = op.backward(params, dlogits, ctx, grads)
-        _sgd(params, grads, names, settings["lr"])
+        _sgd(params, grads, names, settings["lr"], settings.get("rates"))
+        _project(params, head_ops)
     return params, head_ops
+
+
+def _project(params: Params, ops: list[Op]) -> None:
+    """Adapted weights back on their compressed values after a step (see `LinearOp.project`)."""
+    for op in ops:
+        if isinstance(op, LinearOp):
+            op.project(params)
 
 
 def _fit(
@@ -369,5 +341,6 @@ def _fit(
             d = op.backward(params, d, ctx, grads)
         for i in range(model.embedding_layers - 1, first - 1, -1):
             d = model.layers[i].backward(params, d, body_ctxs[i], grads)
-        _sgd(params, grads, names, settings["lr"])
+        _sgd(params, grads, names, settings["lr"], settings.get("rates"))
+        _project(params, head_ops)
     return params, head_ops

@@ -14,8 +14,9 @@ from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError, NumericError
 from fewbit.runtime import limits
 from fewbit.runtime.limits import MAX_IMAGE_SIDE  # noqa: F401  (re-exported: where it used to live)
-from fewbit.runtime.ops import OPS, Linear, Op, Params, conv_block, walk_specs
+from fewbit.runtime.ops import OPS, LinearOp, Op, Params, conv_block, walk_specs
 from fewbit.runtime.preprocess import Preprocessing, preprocessing_from_dict
+from fewbit.runtime.settings import settings_for
 
 
 class RuntimeModel:
@@ -57,15 +58,20 @@ class RuntimeModel:
         block = ["conv2d", "batchnorm", "relu", "maxpool2d"]
         self._fusable = [kinds[i : i + 4] == block for i in range(len(self.layers))]
         weights = {s.get("weight") for s in walk_specs(specs) if s.get("op") in ("conv2d", "linear")}
+        self.adaptation: dict[str, Any] = dict(manifest.get("adaptation") or {})
+        rate_names = self.adaptation.get("lr_tensors") or {}
+        if not isinstance(rate_names, dict) or not all(isinstance(v, str) for v in rate_names.values()):
+            raise FewbitFormatError("malformed manifest: adaptation.lr_tensors must map parameters to tensors")
         self.params: Params = {
-            name: t for name, t in artifact.tensors.items() if isinstance(t, np.ndarray) and name not in weights
+            name: t for name, t in artifact.tensors.items()
+            if isinstance(t, np.ndarray) and name not in weights and name not in set(rate_names.values())
         }
         # Only the head's stored weight is kept here (adaptation starts from it); the body's
         # weights live in the ops, in their compressed form.
         head_weight = self.head_weight_name()
         self.tensors = {n: t for n, t in artifact.tensors.items() if n == head_weight}
-        self.algorithm = str(manifest.get("algorithm", "protonet"))
-        self.adaptation: dict[str, Any] = dict(manifest.get("adaptation") or {})
+        self.rates = self._learned_rates(rate_names, artifact.tensors)
+        self.algorithm = str(manifest.get("algorithm", ""))  # what trained it (a name, for people)
         self.preprocessing: dict[str, Any] = dict(manifest["preprocessing"])
         try:
             self.prep: Preprocessing = preprocessing_from_dict(self.preprocessing)
@@ -77,7 +83,7 @@ class RuntimeModel:
                 f"the architecture takes {list(self.input_shape)}"
             )
         head = self.layers[self.embedding_layers :]
-        self.ways = head[-1].out_features if head and isinstance(head[-1], Linear) else 0
+        self.ways = head[-1].out_features if head and isinstance(head[-1], LinearOp) else 0
         # Shapes are checked symbolically, layer by layer: a manifest whose shapes do not chain
         # fails here, and loading costs no compute whatever the architecture claims.
         shape: tuple[int, ...] = self.input_shape
@@ -98,6 +104,21 @@ class RuntimeModel:
             raise FewbitFormatError(f"artifact architecture does not fit together: {exc}") from None
         # What one image costs, from the shapes alone: a batch over the budget is refused before it runs.
         self.cost = limits.image_cost(self.layers, first, shapes)
+
+    def _learned_rates(self, names: Mapping[str, str], tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Per-parameter learning rates (Meta-SGD's), each the shape of the parameter it steps."""
+        rates = {}
+        for param, tensor in names.items():
+            rate = tensors.get(tensor)
+            target = self.params.get(param)
+            if target is None and param in self.tensors:
+                target = self.float_tensor(param)
+            if not isinstance(rate, np.ndarray) or target is None or rate.shape != target.shape:
+                raise FewbitFormatError(f"malformed manifest: learned rate {tensor!r} does not fit parameter {param!r}")
+            if not (np.all(np.isfinite(rate)) and np.all(np.abs(rate) <= 1e6)):
+                raise FewbitFormatError(f"artifact learned rate {tensor!r} holds values beyond [-1e6, 1e6]")
+            rates[param] = rate.astype(np.float32)
+        return rates
 
     # ----------------------------------------------------------------------------------- forward
 
@@ -169,7 +190,7 @@ class RuntimeModel:
     def head_weight_name(self) -> str | None:
         """Name of the head's weight tensor, or None without a head."""
         head = self.layers[self.embedding_layers :]
-        return head[-1].weight_name if head and isinstance(head[-1], Linear) else None
+        return head[-1].weight_name if head and isinstance(head[-1], LinearOp) else None
 
     def float_tensor(self, name: str) -> np.ndarray:
         """A stored tensor as float32 (dequantized when quantized)."""
@@ -194,8 +215,6 @@ def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FewbitFormatError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
-    from fewbit.runtime.adapt import settings_for  # adapt builds on this module
-
     try:
         settings_for(model)  # the artifact's own adaptation block must be one the runtime can follow
     except ValueError as exc:

@@ -189,7 +189,7 @@ class Op:
         return 0, 0, 0
 
 
-class Conv2d(Op):
+class Conv2dOp(Op):
     """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
 
     kind = "conv2d"
@@ -286,7 +286,7 @@ class Conv2d(Op):
         return dx
 
 
-class Linear(Op):
+class LinearOp(Op):
     """`y = x W^T + b` on `[N, in]`; optional input quantization."""
 
     kind = "linear"
@@ -336,6 +336,13 @@ class Linear(Op):
             ctx.update(x=xdq, inside=inside)
         return y.astype(np.float32, copy=False)
 
+    def project(self, params: Params) -> None:
+        """Put an adapted weight back on its compressed values (grid, mask, codebook), in place: after
+        every step, as a compressed PyTorch layer's fast weights are (`fewbit.compress.project_params`)."""
+        override = params.get(self.weight_name)
+        if override is not None and (self.weight_rule is not None or self.stored is not None):
+            params[self.weight_name] = requantize(override, self.weight_rule, self.stored).astype(np.float32)
+
     def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
         override = params.get(self.weight_name)
         if override is not None:
@@ -351,7 +358,7 @@ class Linear(Op):
         return dx * ctx["inside"] if ctx["inside"] is not None else dx
 
 
-class BatchNorm(Op):
+class BatchNormOp(Op):
     """Batch normalisation with the batch's own statistics (biased variance), per channel (last axis)."""
 
     kind = "batchnorm"
@@ -391,8 +398,8 @@ class BatchNorm(Op):
         return inv * (g - g.mean(axis=axes) - xhat * (g * xhat).mean(axis=axes))
 
 
-def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: np.ndarray) -> np.ndarray:
-    """conv -> batch-statistics BatchNorm -> ReLU -> max-pool, fused, for inference.
+def conv_block(conv: Conv2dOp, bn: BatchNormOp, pool: MaxPool2dOp, params: Params, x: np.ndarray) -> np.ndarray:
+    """conv -> batch-statistics BatchNormOp -> ReLUOp -> max-pool, fused, for inference.
 
     The convolution runs a few images at a time; from each chunk of its output (still in cache)
     the per-channel statistics are accumulated (Chan et al.'s pairwise update, exact in float64)
@@ -468,7 +475,7 @@ def conv_block(conv: Conv2d, bn: BatchNorm, pool: MaxPool2d, params: Params, x: 
     return np.maximum(y, np.float32(0), out=y)
 
 
-class ReLU(Op):
+class ReLUOp(Op):
     kind = "relu"
 
     def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
@@ -484,7 +491,7 @@ class ReLU(Op):
         return dy * ctx["pos"]
 
 
-class MaxPool2d(Op):
+class MaxPool2dOp(Op):
     """Non-overlapping max-pooling (kernel = stride); a ragged edge is dropped, as in PyTorch."""
 
     kind = "maxpool2d"
@@ -525,7 +532,7 @@ class MaxPool2d(Op):
         return dx
 
 
-class Flatten(Op):
+class FlattenOp(Op):
     """NHWC to `[N, C*H*W]` in PyTorch's (C, H, W) order."""
 
     kind = "flatten"
@@ -551,7 +558,7 @@ class Flatten(Op):
         return dy.reshape(shape)
 
 
-class LeakyReLU(Op):
+class LeakyReLUOp(Op):
     """`max(x, slope * x)` (ResNet-12's activation)."""
 
     kind = "leaky_relu"
@@ -572,7 +579,7 @@ class LeakyReLU(Op):
         return np.where(ctx["pos"], dy, dy * self.slope)
 
 
-class GlobalAvgPool(Op):
+class GlobalAvgPoolOp(Op):
     """The mean over height and width, `[N, H, W, C]` to `[N, 1, 1, C]` (PyTorch's AdaptiveAvgPool2d(1))."""
 
     kind = "global_avgpool"
@@ -595,7 +602,7 @@ class GlobalAvgPool(Op):
         return np.broadcast_to(dy / np.float32(h * w), (n, h, w, c)).astype(np.float32)
 
 
-class Residual(Op):
+class ResidualOp(Op):
     """`main(x) + shortcut(x)`: two branches of plain layers (ResNet-12's stage before its activation).
 
     Branches hold layers of the other kinds only (no residual inside a residual), so an
@@ -613,7 +620,7 @@ class Residual(Op):
             ops = []
             for sub in layers:
                 op = OPS.get(sub.get("op")) if isinstance(sub, Mapping) else None
-                if op is None or op is Residual:
+                if op is None or op is ResidualOp:
                     raise ValueError(f"residual {key} holds an unknown or nested layer {sub!r:.60}")
                 ops.append(op(sub, tensors))
             self.branches.append(ops)
@@ -675,7 +682,9 @@ class Residual(Op):
 
 OPS: dict[str, type[Op]] = {
     cls.kind: cls
-    for cls in (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, LeakyReLU, GlobalAvgPool, Residual)  # type: ignore[type-abstract]
+    for cls in (  # type: ignore[type-abstract]
+        Conv2dOp, LinearOp, BatchNormOp, ReLUOp, MaxPool2dOp, FlattenOp, LeakyReLUOp, GlobalAvgPoolOp, ResidualOp
+    )
 }
 
 
@@ -684,7 +693,7 @@ def walk_specs(specs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     out: list[Mapping[str, Any]] = []
     for spec in specs:
         out.append(spec)
-        if isinstance(spec, Mapping) and spec.get("op") == Residual.kind:
+        if isinstance(spec, Mapping) and spec.get("op") == ResidualOp.kind:
             for key in ("main", "shortcut"):
                 out += [s for s in spec.get(key) or [] if isinstance(s, Mapping)]
     return out
@@ -697,8 +706,3 @@ def walk_ops(ops: list[Op]) -> list[Op]:
         out.append(op)
         out += op.children()
     return out
-
-
-def fan_in(shape: tuple[int, ...]) -> int:
-    """Inputs per output of a weight of `shape`."""
-    return int(math.prod(shape[1:]))

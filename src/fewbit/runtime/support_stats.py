@@ -1,4 +1,4 @@
-"""Support-set statistics: BatchNorm statistics taken from the support set, frozen, and every query
+"""Support-set statistics: BatchNormOp statistics taken from the support set, frozen, and every query
 embedded on its own (`norm_stats: support`), the mode a microcontroller can run.
 
 Every fewbit backbone normalises with the statistics of the batch it sees (README, "Why BatchNorm
@@ -39,7 +39,7 @@ import numpy as np
 
 from fewbit.runtime import fixedpoint
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import F32_EXACT, BatchNorm, Conv2d, InputQuant, Linear, MaxPool2d, Op
+from fewbit.runtime.ops import F32_EXACT, BatchNormOp, Conv2dOp, InputQuant, LinearOp, MaxPool2dOp, Op
 
 INT32_MAX = 2**31 - 1
 
@@ -51,8 +51,8 @@ class Stage:
     `flatten` says that the layer's input is flattened first (PyTorch's C, H, W order).
     """
 
-    linop: Conv2d | Linear
-    bn: BatchNorm | None
+    linop: Conv2dOp | LinearOp
+    bn: BatchNormOp | None
     relu: bool
     pool: int
     flatten: bool
@@ -69,18 +69,18 @@ def body_stages(model: RuntimeModel) -> list[Stage]:
         if op.kind == "flatten":
             flatten, i = True, i + 1
             continue
-        if not isinstance(op, (Conv2d, Linear)):
+        if not isinstance(op, (Conv2dOp, LinearOp)):
             raise ValueError(
                 f"layer {i} ({op.kind}) does not start a conv2d|linear [batchnorm] [relu] [maxpool2d] block"
             )
         j = i + 1
         bn = None
-        if j < len(ops) and isinstance(ops[j], BatchNorm):
+        if j < len(ops) and isinstance(ops[j], BatchNormOp):
             bn, j = ops[j], j + 1
         relu = j < len(ops) and ops[j].kind == "relu"
         j += int(relu)
         pool = 1
-        if j < len(ops) and isinstance(ops[j], MaxPool2d):
+        if j < len(ops) and isinstance(ops[j], MaxPool2dOp):
             pool, j = ops[j].k, j + 1
         stages.append(Stage(op, bn, relu, pool, flatten))
         flatten, i = False, j
@@ -176,7 +176,7 @@ class SupportStatistics:
         exact32 = accumulator_bound(stage) < F32_EXACT
         dtype = np.float32 if exact32 else np.float64
         w = w_t.astype(dtype)
-        if isinstance(op, Linear):
+        if isinstance(op, LinearOp):
             return np.rint(x.astype(dtype) @ w).astype(np.int64)
         xp, ho, wo = op._geometry(x.astype(np.float32))
         n = xp.shape[0]
@@ -284,8 +284,8 @@ class SupportStatistics:
             quant = getattr(op, "input_quant", None)
             if fit and quant is not None and quant.dynamic:  # the range of the support set's inputs here
                 op = self._ops[i] = frozen_op(op, static_quant(quant, *quant.qparams(x)))
-            if isinstance(op, BatchNorm):
-                if fit:  # the support batch's statistics, in float32 as BatchNorm.forward takes them
+            if isinstance(op, BatchNormOp):
+                if fit:  # the support batch's statistics, in float32 as BatchNormOp.forward takes them
                     axes = tuple(range(x.ndim - 1))
                     mean = x.mean(axis=axes, dtype=np.float32)
                     var = np.mean(np.square(x - mean), axis=axes, dtype=np.float32)

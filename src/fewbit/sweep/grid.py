@@ -52,6 +52,12 @@ class Cell:
         return ",".join(parts) or None
 
 
+def _default_algorithm() -> str:
+    from fewbit.meta import MetaConfig
+
+    return MetaConfig().algorithm
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepConfig:
     """A sweep: the training set-up shared by every cell (`base`, TrainConfig fields) and the grid."""
@@ -59,7 +65,7 @@ class SweepConfig:
     base: dict[str, Any] = dataclasses.field(default_factory=dict)
     bits: tuple[int, ...] = (32, 8, 4, 3, 2, 1)
     sparsity: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
-    algorithms: tuple[str, ...] = ("protonet",)
+    algorithms: tuple[str, ...] = dataclasses.field(default_factory=lambda: (_default_algorithm(),))
     modes: tuple[str, ...] = MODES
     act_bits: int | None = 8  # activation bits of compressed cells (None: float activations)
     eval_tasks: int = 600

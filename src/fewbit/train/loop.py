@@ -269,7 +269,7 @@ class _Trainer:
             share = (stop - start) / config.batch_size
             out = self.algorithm.step_supervised(self.model, params, x, y, self.extras)
         self.optimizer.zero_grad(set_to_none=True)
-        grads = getattr(out, "grads", None)
+        grads = out.grads
         if grads is None:
             (out.loss * share if world.distributed else out.loss).backward()
         else:  # e.g. Reptile: the algorithm gives the outer gradient itself

@@ -13,9 +13,9 @@ from fewbit.artifact.format import Artifact
 from fewbit.artifact.packing import encode_mask, index_bits, packed_nbytes
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import ConfigError
-from fewbit.runtime.adapt import scope_parts
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import Linear
+from fewbit.runtime.ops import LinearOp
+from fewbit.runtime.settings import SGD, scope_parts
 
 _MASKS = {None: 0, "bitmap": 1, "indices": 2, "rice": 3}
 
@@ -149,7 +149,7 @@ def head_config(
     em: Emitter, model: RuntimeModel, artifact: Artifact, settings: Mapping[str, Any], max_ways: int
 ) -> dict[str, Any] | None:
     """The head fine-tuning configuration (None for ProtoNet-style adaptation)."""
-    if settings["method"] != "finetune":
+    if settings["method"] != SGD:
         return None
     init = {"own": 0, "zeros": 1, "prototypes": 2}[settings["head_init"]]
     cfg: dict[str, Any] = {
@@ -165,7 +165,7 @@ def head_config(
     name = model.head_weight_name()
     if init == 0 and name is not None:
         linear = model.layers[-1]
-        assert isinstance(linear, Linear)
+        assert isinstance(linear, LinearOp)
         if linear.out_features > max_ways:
             raise ConfigError(f"C export: the head has {linear.out_features} ways, more than max_ways={max_ways}")
         stored = artifact.tensors[name]

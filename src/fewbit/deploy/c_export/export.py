@@ -28,9 +28,9 @@ from fewbit.deploy.c_export.elf import compiled_flash_bytes
 from fewbit.deploy.c_export.layout import arena_layout
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.runtime import fixedpoint
-from fewbit.runtime.adapt import scope_parts, settings_for
 from fewbit.runtime.model import RuntimeModel
-from fewbit.runtime.ops import InputQuant, Linear
+from fewbit.runtime.ops import InputQuant, LinearOp
+from fewbit.runtime.settings import scope_parts, settings_for
 from fewbit.runtime.support_stats import Stage, accumulator_bound, body_stages, integer_body
 
 DEFAULT_RAM = 256 * 1024
@@ -82,7 +82,7 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
     out = []
     for st in stages:
         op = st.linop
-        if isinstance(op, Linear):
+        if isinstance(op, LinearOp):
             fan = op.in_features
             if c * h * w != fan:
                 raise ConfigError(f"C export: linear layer expects {fan} inputs, gets {c * h * w}")
@@ -112,8 +112,11 @@ def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage
             f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
             "re-export with --scope head"
         )
+    if settings.get("rates"):
+        raise ConfigError("C export: the C runtime adapts with one learning rate; this artifact has learned "
+                          "per-parameter rates (Meta-SGD), which it would not follow")
     head = model.layers[model.embedding_layers :]
-    if len(head) > 1 or (head and not isinstance(head[0], Linear)):
+    if len(head) > 1 or (head and not isinstance(head[0], LinearOp)):
         raise ConfigError("C export: the head must be one linear layer")
     return stages
 
@@ -264,7 +267,7 @@ def _stage_fields(
     params = model.params
     quant: InputQuant | None = op.input_quant
     fields.update(relu=int(st.relu), has_iq=int(quant is not None), iq_dynamic=int(bool(quant and quant.dynamic)))
-    fields["chw_out"] = int(i + 1 < len(stages) and isinstance(stages[i + 1].linop, Linear))
+    fields["chw_out"] = int(i + 1 < len(stages) and isinstance(stages[i + 1].linop, LinearOp))
     fields.update(
         iq_scale=float_literal(float(quant.scale)) if quant is not None and not quant.dynamic else "0.0f",
         iq_zero=quant.zero_point if quant is not None else 0,
@@ -334,7 +337,7 @@ def _model_c(
         f"#define FB_TRANSPOSE_BELOW {TRANSPOSE_BELOW}",
         f"#define FB_BYTE_PRODUCTS {int(byte_products)}",
         f"#define FB_CACHE_BYTES {layout['cache_bytes']}u",
-        f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, Linear))}",
+        f"#define FB_INPUT_CHW {int(isinstance(stages[0].linop, LinearOp))}",
     ]
     for name in (
         "ACT0",

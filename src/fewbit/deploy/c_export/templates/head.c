@@ -268,6 +268,13 @@ int fewbit_adapt_head(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *la
             w[i] = w[i] - FB_HEAD_LR * gw[i];
         }
         for (c = 0; c < ways; c++) b[c] = b[c] - FB_HEAD_LR * gb[c];
+#if FB_HAS_OWN_HEAD
+        if (ctx->own_head) { /* back on the layer's grid after each step, as the numpy runtime and PyTorch do */
+            float *wq = (float *)(void *)(ctx->arena + FB_OFF_HEAD_WQ);
+            fb_head_requantize(w, wq, ctx->ways);
+            for (i = 0; i < ways * FEWBIT_EMBED_DIM; i++) w[i] = wq[i];
+        }
+#endif
     }
     fb_head_effective(ctx);
     ctx->mode = FB_MODE_HEAD;
