@@ -237,3 +237,37 @@ def test_exported_adaptation_settings_come_from_the_algorithm(tmp_path: Path) ->
     default = MetaConfig(algorithm="maml")
     assert block["steps"] == default.test_inner_steps and block["lr"] == default.inner_lr
     assert block["scope"] == "head+bias+norm"  # scope all: everything the runtime moves
+
+
+@pytest.mark.parametrize("name", ["metabaseline", "simpleshot"])
+def test_metric_algorithms_deploy_as_the_runtime_prototypes(name: str, tmp_path: Path) -> None:
+    """Meta-Baseline's scaled cosine and SimpleShot's centred, unit-length nearest mean, as the artifact says."""
+    model = compressed_conv4("quant:w4", ways=0)
+    algo = build_algorithm(MetaConfig(algorithm=name, cosine_scale=12.0), model=model)
+    extras = algo.extra_parameters(model)
+    export(model, tmp_path / "m.fewbit", algorithm=algo, extras=extras)
+    runtime = rt.load(tmp_path / "m.fewbit")
+    assert runtime.adaptation["method"] == "prototypes" and runtime.ways == 0
+    for seed in range(3):
+        sx, sy, qx, qy = _task(5, 1, 10, seed=20 + seed)
+        task = Task(*(torch.from_numpy(a)[None] for a in (sx, sy, qx, qy)), ways=5)
+        ref = algo.predict(model, dict(model.named_parameters()), task, dict(extras))[0].numpy()
+        out = rt.adapt(runtime, sx, sy).logits(qx)
+        np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_lslr_per_step_rates_travel_in_the_artifact(tmp_path: Path) -> None:
+    model = compressed_mlp(None, ways=5)
+    config = MetaConfig(algorithm="maml", scope="head", inner_steps=3, inner_lr=0.1, lslr=True)
+    algo = build_algorithm(config, model=model)
+    extras = algo.extra_parameters(model)
+    with torch.no_grad():
+        for rate in extras.values():
+            rate.copy_(torch.tensor([0.3, 0.05, 0.2]))
+    export(model, tmp_path / "m.fewbit", algorithm=algo, extras=extras)
+    runtime = rt.load(tmp_path / "m.fewbit")
+    assert set(runtime.step_rates) == {"head.weight", "head.bias"}
+    sx, sy, qx, qy = _task(5, 2, 10, seed=9)
+    task = Task(*(torch.from_numpy(a)[None] for a in (sx, sy, qx, qy)), ways=5)
+    ref = algo.predict(model, dict(model.named_parameters()), task, dict(extras))[0].numpy()
+    np.testing.assert_allclose(rt.adapt(runtime, sx, sy).logits(qx), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())

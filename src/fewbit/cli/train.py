@@ -20,7 +20,7 @@ from fewbit.cli.common import (
 from fewbit.data.sources import SPEC_HELP
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
-ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune"
+ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune | metabaseline | simpleshot"
 
 # flag -> TrainConfig / MetaConfig field (None-valued flags leave the config file's value alone)
 _FLAG_FIELDS = {
@@ -29,7 +29,7 @@ _FLAG_FIELDS = {
     "outer_lr": "outer_lr", "steps": "steps", "seed": "seed", "val_every": "val_every", "val_tasks": "val_tasks",
     "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
     "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
-    "compress": "compress", "augment": "augment", "within_group": "within_group",
+    "compress": "compress", "augment": "augment", "within_group": "within_group", "init_from": "init_from",
 }
 
 
@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="draw each training task's classes from one group (alphabet)")
     add_data_options(train, defaults=False)
     train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
+    train.add_argument("--init-from", metavar="RUN_DIR",
+                       help="start from a run's weights (those that fit), e.g. a classifier pre-trained with "
+                            "--algorithm simpleshot before --algorithm metabaseline")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(train, device=True, threads=True)
     train.set_defaults(handler=run_train, device=None)
@@ -87,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--scope", choices=("all", "head", "bias_norm", "none"),
                     help="which parameters adapt at test time (default: the run's)")
     ev.add_argument("--inner-steps", type=nonnegative_int, help="inner steps at test time (default: the run's)")
+    ev.add_argument("--algorithm", dest="test_algorithm", metavar="NAME",
+                    help="adapt at test time with another algorithm that needs no trained head "
+                         "(protonet, simpleshot, ...; default: the run's)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(ev, device=True, threads=True)
     ev.set_defaults(handler=run_eval, device=None)
@@ -153,11 +159,22 @@ def run_eval(args: argparse.Namespace) -> Output:
     check_task_shape("eval", ways=task_ways, shots=args.shots or config.shots, queries=args.queries or config.queries,
                      tasks=1)
     batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // per_task))  # large tasks are scored fewer at a time
-    overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps)) if v is not None}
+    overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps),
+                                    ("algorithm", args.test_algorithm)) if v is not None}
     if overrides:  # adapt differently at test time than in training
         from fewbit.meta import build_algorithm
 
-        run.algorithm = build_algorithm(dataclasses.replace(run.algorithm.config, **overrides), model=run.model)
+        try:
+            test_config = dataclasses.replace(run.algorithm.config, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"--algorithm/--scope/--inner-steps: {exc}") from None
+        algorithm = build_algorithm(test_config, model=run.model)
+        if args.test_algorithm and args.test_algorithm != config.algorithm:
+            if algorithm.uses_trained_head:
+                raise ConfigError(f"--algorithm: {args.test_algorithm} adapts the run's trained head; only "
+                                  f"algorithms without one evaluate another algorithm's run")
+            run.extras = algorithm.extra_parameters(run.model)  # its own extras at their initial values
+        run.algorithm = algorithm
     spec = args.dataset or config.dataset
     dataset = eval_dataset(spec, args.split, config, run.preprocessing, progress=not (args.quiet or args.json))
     ways = args.ways or config.ways

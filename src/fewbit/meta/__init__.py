@@ -1,7 +1,8 @@
 """Meta-learning: the shared functional inner loop and the algorithms built on it.
 
 `build_algorithm(MetaConfig(algorithm=...), model=model)` gives one of the registered algorithms
-(maml fomaml metasgd anil reptile protonet finetune, or one of your own: `register_algorithm`);
+(maml fomaml metasgd anil reptile protonet finetune metabaseline simpleshot, or one of your own:
+`register_algorithm`);
 its `step` trains on a batched Task and its `predict` adapts to each task's support set.
 `adapt(model, support)` wraps `predict` for users.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 # The built-in algorithms register themselves on import (the registry never imports them), in this order.
 # isort: off
-from fewbit.meta import maml, metasgd, anil, reptile, protonet, finetune  # noqa: F401
+from fewbit.meta import maml, metasgd, anil, reptile, protonet, finetune, metabaseline, simpleshot  # noqa: F401
 # isort: on
 from fewbit.meta.adapt import AdaptedPredictor, adapt
 from fewbit.meta.base import SCOPES, Algorithm, Deployment, MetaConfig, Params, StepOutput

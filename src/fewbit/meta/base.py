@@ -65,7 +65,12 @@ class MetaConfig:
     finetune_classifier: str = "linear"  # linear | cosine ("Baseline" / "Baseline++")
     finetune_steps: int = 100  # gradient steps fitting a new head on each support set at test time
     finetune_lr: float = 0.1
-    cosine_scale: float = 10.0  # logit scale of the cosine classifier
+    cosine_scale: float = 10.0  # logit scale of the cosine classifier (Meta-Baseline: its initial temperature)
+    # MAML++ (Antoniou et al. 2019), for the MAML family:
+    first_order_steps: int = 0  # outer steps trained first-order before second order takes over
+    multi_step_loss_steps: int = 0  # outer steps over which the query loss after every inner step counts,
+    #                                 annealed from equal weights to the last step alone (0: last step only)
+    lslr: bool = False  # learn a rate per parameter tensor and inner step (extras `lslr.<name>`)
 
     def __post_init__(self) -> None:
         check(
@@ -101,7 +106,10 @@ class MetaConfig:
             "scope",
             f"{self.algorithm} adapts {' or '.join(allowed or ())} only; got scope {brief(self.scope)}",
         )
-        for name in ("first_order", "batched"):
+        for name in ("first_order_steps", "multi_step_loss_steps"):
+            value = getattr(self, name)
+            check(_is_int(value) and value >= 0, OWNER, name, f"must be an integer >= 0, got {brief(value)}")
+        for name in ("first_order", "batched", "lslr"):
             value = getattr(self, name)
             check(isinstance(value, bool), OWNER, name, f"must be true or false, got {brief(value)}")
         check(
@@ -181,8 +189,12 @@ class Algorithm(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
-        """The meta-training loss (mean over the tasks of `task`) and query accuracy."""
+    def step(
+        self, model: nn.Module, params: Params, task: Task, extras: Params | None = None, *,
+        outer_step: int | None = None,
+    ) -> StepOutput:
+        """The meta-training loss (mean over the tasks of `task`) and query accuracy; `outer_step`
+        (1, 2, ... as training goes; None outside training) lets schedules depend on progress."""
 
     @abc.abstractmethod
     def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:

@@ -80,7 +80,10 @@ class Finetune(Algorithm):
             )
             return self.classify(head, z_query)
 
-    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
+    def step(
+        self, model: nn.Module, params: Params, task: Task, extras: Params | None = None, *,
+        outer_step: int | None = None,
+    ) -> StepOutput:
         """Episodic validation: the query loss of `predict` (not a training objective; detached)."""
         out = self.predict(model, params, task, extras)
         return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))

@@ -17,7 +17,9 @@ from fewbit.meta.base import Params, Project
 
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs [tasks, n, ...], targets) -> [tasks]
-LearningRate = float | Mapping[str, torch.Tensor]
+# A scalar, a per-parameter dict of tensors (Meta-SGD), or a function of the step index giving
+# either (per-step rates: MAML++'s LSLR).
+LearningRate = float | Mapping[str, torch.Tensor] | Callable[[int], "float | Mapping[str, torch.Tensor]"]
 
 
 def task_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,15 +51,18 @@ def inner_loop(
     first_order: bool = False,
     project: Project | None = None,
     loss_fn: TaskLoss = task_loss,
+    after_step: Callable[[int, Params], None] | None = None,
 ) -> Params:
     """`steps` gradient steps on `loss_fn(forward(params, x), y)`; returns the fast weights.
 
     `adapt(name)` picks the parameters that move (None: all); the others are passed through.
-    `lr` is a scalar or a per-parameter dict of tensors broadcastable to each parameter
-    (Meta-SGD). Second order by default (`create_graph=True` while autograd records, so the
-    outer gradient flows through the steps); `first_order=True` detaches the inner gradients.
+    `lr` is a scalar, a per-parameter dict of tensors broadcastable to each parameter
+    (Meta-SGD), or a function of the step index giving either (per-step rates). Second order by
+    default (`create_graph=True` while autograd records, so the outer gradient flows through the
+    steps); `first_order=True` detaches the inner gradients.
     `project` is applied to the fast weights after each step (compression re-quantizes or
-    masks there); None is the identity.
+    masks there); None is the identity. `after_step(i, fast)` sees the fast weights after step i
+    (the multi-step loss scores the queries there).
     """
     names = [n for n in params if adapt is None or adapt(n)]
     fast = dict(params)
@@ -69,20 +74,25 @@ def inner_loop(
                 fast[n] = fast[n].detach().requires_grad_()
         outer = any(params[n].requires_grad for n in names) or _requires_grad(lr)
         create_graph = outer and not first_order
-        for _ in range(steps):
+        for i in range(steps):
             loss = loss_fn(forward(fast, x), y).sum()
             grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
+            lr_i = lr(i) if callable(lr) else lr
             for n, g in zip(names, grads):
                 if g is None:  # a parameter the loss does not use (a cosine head's bias)
                     continue
-                step_lr = lr if isinstance(lr, (int, float)) else lr[n]
+                step_lr = lr_i if isinstance(lr_i, (int, float)) else lr_i[n]
                 fast[n] = fast[n] - step_lr * g
                 if not outer:  # nothing to differentiate later: keep no graph across steps
                     fast[n] = fast[n].detach().requires_grad_()
             if project is not None:
                 fast = project(fast)
+            if after_step is not None:
+                after_step(i, fast)
     return fast
 
 
 def _requires_grad(lr: LearningRate) -> bool:
+    if callable(lr):
+        lr = lr(0)
     return not isinstance(lr, (int, float)) and any(v.requires_grad for v in lr.values())

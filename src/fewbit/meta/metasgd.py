@@ -8,9 +8,8 @@ from torch import nn
 from fewbit.errors import ConfigError
 from fewbit.meta.base import Deployment, Params
 from fewbit.meta.inner import LearningRate
-from fewbit.meta.maml import MAML
+from fewbit.meta.maml import MAML, runtime_moved
 from fewbit.meta.registry import register_algorithm
-from fewbit.meta.scopes import scope_filter
 
 PREFIX = "inner_lr."
 LR_TENSOR = "__lr."  # an exported rate tensor's name: the parameter's name behind it
@@ -34,16 +33,9 @@ class MetaSGD(MAML):
         adapt with the scalar `inner_lr`, which is not what was meta-learned."""
         base = super().deployment(model, extras, scope)
         rates = self.inner_lr(extras or {})
-        parts = set(base.adaptation["scope"].split("+")) - {"none"}
-        norm_or_bias = scope_filter("bias_norm", model)
-        moved = {
-            n for n in rates
-            if ("head" in parts and n.startswith("head."))
-            or ("bias" in parts and n.endswith(".bias"))
-            or ("norm" in parts and norm_or_bias(n) and not n.endswith(".bias"))
-        }
-        tensors = {f"{LR_TENSOR}{n}": rates[n].detach() for n in sorted(moved)}
-        adaptation = dict(base.adaptation, lr_tensors={n: f"{LR_TENSOR}{n}" for n in sorted(moved)})
+        moved = runtime_moved(model, base.adaptation["scope"], rates)
+        tensors = {f"{LR_TENSOR}{n}": rates[n].detach() for n in moved}
+        adaptation = dict(base.adaptation, lr_tensors={n: f"{LR_TENSOR}{n}" for n in moved})
         return Deployment(adaptation, tensors, base.ships_head)
 
     def inner_lr(self, extras: Params) -> LearningRate:

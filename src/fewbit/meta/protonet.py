@@ -39,6 +39,20 @@ def proto_logits(z_query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     return -(z_query.unsqueeze(2) - protos.unsqueeze(1)).pow(2).sum(-1)
 
 
+def centred_normalised(z: torch.Tensor, n_support: int) -> torch.Tensor:
+    """SimpleShot's CL2N: embeddings `[tasks, n, D]` minus the mean of each task's support
+    embeddings, then scaled to unit length."""
+    z = z - z[:, :n_support].mean(1, keepdim=True)
+    return nn.functional.normalize(z, dim=-1)
+
+
+def cosine_logits(z_query: torch.Tensor, protos: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """`scale` x cosine similarity of each query to each prototype, `[tasks, N*Q, ways]`."""
+    q = nn.functional.normalize(z_query, dim=-1)
+    p = nn.functional.normalize(protos, dim=-1)
+    return scale * (q @ p.transpose(-1, -2))
+
+
 @register_algorithm("protonet")
 class ProtoNet(Algorithm):
     """Support and query of a task are embedded together (one batch-norm batch, as in the
@@ -56,20 +70,30 @@ class ProtoNet(Algorithm):
         return Deployment({"method": "prototypes", "embed": "joint", "scope": scope or "head", "steps": 5,
                            "lr": 0.1, "head_init": "prototypes"}, ships_head=False)
 
-    def logits(self, model: nn.Module, params: Params, task: Task) -> torch.Tensor:
+    def logits(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
         """Query logits `[tasks, N*Q, ways]`."""
         if task.ways < 1:
-            raise ConfigError("MetaConfig.algorithm: protonet needs a classification task (ways >= 1)")
+            raise ConfigError(f"MetaConfig.algorithm: {self.name} needs a classification task (ways >= 1)")
         n_support = task.support_x.shape[1]
         z = embed_tasks(model, params, torch.cat([task.support_x, task.query_x], 1), self.config.batched)
-        return proto_logits(z[:, n_support:], prototypes(z[:, :n_support], task.support_y, task.ways))
+        return self.score(z, n_support, task.support_y, task.ways, extras or {})
 
-    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
+    def score(
+        self, z: torch.Tensor, n_support: int, support_y: torch.Tensor, ways: int, extras: Params
+    ) -> torch.Tensor:
+        """Query logits from the task's embeddings `z [tasks, support + query, D]`: minus squared
+        distances to the support class means."""
+        return proto_logits(z[:, n_support:], prototypes(z[:, :n_support], support_y, ways))
+
+    def step(
+        self, model: nn.Module, params: Params, task: Task, extras: Params | None = None, *,
+        outer_step: int | None = None,
+    ) -> StepOutput:
         """Mean query cross-entropy over the meta-batch."""
-        out = self.logits(model, params, task)
+        out = self.logits(model, params, task, extras)
         return StepOutput(task_loss(out, task.query_y).mean(), task_accuracy(out, task.query_y))
 
     def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
         """Query logits from the support prototypes."""
         with torch.no_grad():
-            return self.logits(model, params, task)
+            return self.logits(model, params, task, extras)

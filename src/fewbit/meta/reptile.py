@@ -21,7 +21,10 @@ class Reptile(MAML):
     Evaluation adapts on the support set with the shared inner loop, like MAML.
     """
 
-    def step(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> StepOutput:
+    def step(
+        self, model: nn.Module, params: Params, task: Task, extras: Params | None = None, *,
+        outer_step: int | None = None,
+    ) -> StepOutput:
         """Adapt every task of the meta-batch; grads = params - mean adapted params."""
         cfg = self.config
         keep = self.adapt_filter(model)

@@ -64,6 +64,32 @@ def class_means(embeddings: np.ndarray, labels: np.ndarray, ways: int) -> np.nda
     return (onehot.T @ embeddings) / onehot.sum(axis=0)[:, None]
 
 
+def _transform(z: np.ndarray, centre: np.ndarray | None, settings: Mapping[str, Any]) -> np.ndarray:
+    """Embeddings as the prototypes compare them: centred by the support mean, unit length."""
+    if centre is not None:
+        z = z - centre
+    if settings["normalize"]:
+        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return z
+
+
+def _compare(z_query: np.ndarray, protos: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    """Logits of queries against prototypes: minus squared distances, or `scale` x cosine."""
+    if settings["metric"] == "cosine":
+        unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        return (settings["scale"] * unit(z_query) @ unit(protos).T).astype(z_query.dtype)
+    return -squared_distances(z_query, protos)
+
+
+def _prototype_logits(
+    z_support: np.ndarray, y: np.ndarray, z_query: np.ndarray, ways: int, settings: Mapping[str, Any]
+) -> np.ndarray:
+    """The queries' logits against the support class means, compared as the artifact says."""
+    centre = z_support.mean(axis=0) if settings["center"] == "support" else None
+    protos = class_means(_transform(z_support, centre, settings), y, ways)
+    return _compare(_transform(z_query, centre, settings), protos, settings)
+
+
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`[len(a), len(b)]` squared Euclidean distances."""
     return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
@@ -93,7 +119,7 @@ class AdaptedTask:
     head_ops: list[Op] | None = None
     losses: list[float] = dataclasses.field(default_factory=list)
     statistics: SupportStatistics | None = None
-    class_means: np.ndarray | None = None  # ProtoNet prototypes under support statistics (float64)
+    prototypes: tuple[np.ndarray | None, np.ndarray] | None = None  # (centre, class means) under support statistics
 
     @property
     def method(self) -> str:
@@ -112,13 +138,14 @@ class AdaptedTask:
         if self.statistics is not None:
             z = self.statistics.embed(query_x)
             if self.method == PROTOTYPES:
-                assert self.class_means is not None
-                return -squared_distances(z.astype(np.float64), self.class_means)
+                assert self.prototypes is not None
+                centre, protos = self.prototypes
+                return _compare(_transform(z.astype(np.float64), centre, self.settings), protos, self.settings)
             assert self.params is not None and self.head_ops is not None
             return _run(self.head_ops, self.params, z.astype(np.float32))
         if self.method == PROTOTYPES:
             z = model.embed(np.concatenate([self.support_x, query_x]))
-            return -squared_distances(z[n:], class_means(z[:n], self.support_y, self.ways))
+            return _prototype_logits(z[:n], self.support_y, z[n:], self.ways, self.settings)
         if self.params is None:  # joint embedding: the head is fitted with these queries in the batch
             z = model.embed(np.concatenate([self.support_x, query_x]))
             params, head_ops = _fit_head(model, z[:n], self.support_y, self.ways, self.settings, self.losses)
@@ -196,7 +223,9 @@ def adapt(
         adapted.statistics = SupportStatistics(model, support_x)
         z = adapted.statistics.embed(support_x)
         if settings["method"] == PROTOTYPES:
-            adapted.class_means = class_means(z.astype(np.float64), y, ways)
+            zs = z.astype(np.float64)
+            centre = zs.mean(axis=0) if settings["center"] == "support" else None
+            adapted.prototypes = (centre, class_means(_transform(zs, centre, settings), y, ways))
         else:
             z32 = z.astype(np.float32)
             head = [  # a head quantizing its input with each batch's range takes the support set's
@@ -270,15 +299,18 @@ def _check_loss(loss: float, step: int) -> None:
         raise NumericError(f"adaptation diverged at step {step + 1} (the loss is {loss}); lower the learning rate")
 
 
-def _sgd(
-    params: Params, grads: Mapping[str, np.ndarray], names: set[str], lr: float,
-    rates: Mapping[str, np.ndarray] | None = None,
-) -> None:
-    """One step on `names`: a parameter's learned rate (same shape) where the artifact has one, else `lr`."""
+def _sgd(params: Params, grads: Mapping[str, np.ndarray], names: set[str], settings: Mapping[str, Any],
+         index: int) -> None:
+    """Step `index` on `names`: a parameter's learned rate where the artifact has one (per entry,
+    Meta-SGD; per step, LSLR, steps past the learned ones taking the last), else `settings["lr"]`."""
+    rates, step_rates = settings.get("rates") or {}, settings.get("step_rates") or {}
     for name in names:
         if name in grads:
-            step = (rates or {}).get(name)
-            step = np.float32(lr) if step is None else step
+            step = rates.get(name)
+            if step is None and name in step_rates:
+                per_step = step_rates[name]
+                step = per_step[min(index, per_step.size - 1)]
+            step = np.float32(settings["lr"]) if step is None else step
             params[name] = (params[name] - step * grads[name]).astype(np.float32)
 
 
@@ -293,7 +325,7 @@ def _fit_head(
 ) -> tuple[Params, list[Op]]:
     """SGD on the head alone over fixed support embeddings `z`."""
     params, head_ops, names = _init_head(model, z, y, ways, settings, head)
-    for _ in range(settings["steps"]):
+    for index in range(settings["steps"]):
         ctxs: list[dict[str, Any]] = []
         dlogits, loss = _ce_grad(_run(head_ops, params, z, ctxs), y, ways)
         _check_loss(loss, len(losses))
@@ -301,7 +333,7 @@ def _fit_head(
         grads: Params = {}
         for op, ctx in zip(reversed(head_ops), reversed(ctxs)):
             dlogits = op.backward(params, dlogits, ctx, grads)
-        _sgd(params, grads, names, settings["lr"], settings.get("rates"))
+        _sgd(params, grads, names, settings, index)
         _project(params, head_ops)
     return params, head_ops
 
@@ -329,7 +361,7 @@ def _fit(
     names |= body
     first = min(i for i, op in enumerate(model.layers) if set(op.param_names) & body)
     x = model.to_nhwc(support_x)
-    for _ in range(settings["steps"]):
+    for index in range(settings["steps"]):
         body_ctxs: list[dict[str, Any]] = []
         z = model.run_layers(x, params, 0, model.embedding_layers, body_ctxs)
         head_ctxs: list[dict[str, Any]] = []
@@ -341,6 +373,6 @@ def _fit(
             d = op.backward(params, d, ctx, grads)
         for i in range(model.embedding_layers - 1, first - 1, -1):
             d = model.layers[i].backward(params, d, body_ctxs[i], grads)
-        _sgd(params, grads, names, settings["lr"], settings.get("rates"))
+        _sgd(params, grads, names, settings, index)
         _project(params, head_ops)
     return params, head_ops

@@ -60,17 +60,21 @@ class RuntimeModel:
         weights = {s.get("weight") for s in walk_specs(specs) if s.get("op") in ("conv2d", "linear")}
         self.adaptation: dict[str, Any] = dict(manifest.get("adaptation") or {})
         rate_names = self.adaptation.get("lr_tensors") or {}
-        if not isinstance(rate_names, dict) or not all(isinstance(v, str) for v in rate_names.values()):
-            raise FewbitFormatError("malformed manifest: adaptation.lr_tensors must map parameters to tensors")
+        step_names = self.adaptation.get("lr_step_tensors") or {}
+        for key, table in (("lr_tensors", rate_names), ("lr_step_tensors", step_names)):
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise FewbitFormatError(f"malformed manifest: adaptation.{key} must map parameters to tensors")
+        rate_tensors = set(rate_names.values()) | set(step_names.values())
         self.params: Params = {
             name: t for name, t in artifact.tensors.items()
-            if isinstance(t, np.ndarray) and name not in weights and name not in set(rate_names.values())
+            if isinstance(t, np.ndarray) and name not in weights and name not in rate_tensors
         }
         # Only the head's stored weight is kept here (adaptation starts from it); the body's
         # weights live in the ops, in their compressed form.
         head_weight = self.head_weight_name()
         self.tensors = {n: t for n, t in artifact.tensors.items() if n == head_weight}
         self.rates = self._learned_rates(rate_names, artifact.tensors)
+        self.step_rates = self._learned_rates(step_names, artifact.tensors, per_step=True)
         self.algorithm = str(manifest.get("algorithm", ""))  # what trained it (a name, for people)
         self.preprocessing: dict[str, Any] = dict(manifest["preprocessing"])
         try:
@@ -105,15 +109,20 @@ class RuntimeModel:
         # What one image costs, from the shapes alone: a batch over the budget is refused before it runs.
         self.cost = limits.image_cost(self.layers, first, shapes)
 
-    def _learned_rates(self, names: Mapping[str, str], tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Per-parameter learning rates (Meta-SGD's), each the shape of the parameter it steps."""
+    def _learned_rates(
+        self, names: Mapping[str, str], tensors: Mapping[str, Any], per_step: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Learned learning rates: per parameter entry (Meta-SGD's, each the shape of the parameter it
+        steps) or, `per_step`, one per inner step (MAML++'s LSLR, a vector of at most 10,000)."""
         rates = {}
         for param, tensor in names.items():
             rate = tensors.get(tensor)
             target = self.params.get(param)
             if target is None and param in self.tensors:
                 target = self.float_tensor(param)
-            if not isinstance(rate, np.ndarray) or target is None or rate.shape != target.shape:
+            shape_ok = isinstance(rate, np.ndarray) and target is not None and (
+                rate.ndim == 1 and 1 <= rate.size <= 10_000 if per_step else rate.shape == target.shape)
+            if not shape_ok:
                 raise FewbitFormatError(f"malformed manifest: learned rate {tensor!r} does not fit parameter {param!r}")
             if not (np.all(np.isfinite(rate)) and np.all(np.abs(rate) <= 1e6)):
                 raise FewbitFormatError(f"artifact learned rate {tensor!r} holds values beyond [-1e6, 1e6]")

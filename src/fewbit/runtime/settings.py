@@ -19,6 +19,8 @@ METHODS = (PROTOTYPES, SGD)
 SCOPE_PARTS = ("head", "bias", "norm")  # a scope is "none" or parts joined by "+", e.g. "head+bias+norm"
 HEAD_INITS = ("own", "zeros", "prototypes")
 NORM_STATS = ("batch", "support")
+CENTERS = ("none", "support")
+METRICS = ("euclidean", "cosine")
 
 
 def scope_parts(scope: str) -> set[str]:
@@ -43,6 +45,12 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         "lr": 0.1,
         "head_init": "own" if model.ways else "prototypes",
         "norm_stats": "batch",
+        # how prototypes compare (the algorithm's choice): centre by the support mean, unit length,
+        # and Euclidean distance or `scale` x cosine similarity
+        "center": "none",
+        "normalize": False,
+        "metric": "euclidean",
+        "scale": 1.0,
     }
     base.update({k: v for k, v in model.adaptation.items() if k in base})
     allowed = str(base["scope"])
@@ -60,10 +68,15 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         raise ValueError(f"norm_stats must be batch or support, got {base['norm_stats']!r}")
     if base["norm_stats"] == "support" and parts - {"head"}:
         raise ValueError("norm_stats=support adapts the head only; pass scope='head'")
+    if base["center"] not in CENTERS or base["metric"] not in METRICS or not isinstance(base["normalize"], bool):
+        raise ValueError(f"prototypes compare with center in {CENTERS}, metric in {METRICS} and normalize true or "
+                         f"false, got {base['center']!r}, {base['metric']!r}, {base['normalize']!r}")
+    base["scale"] = limits.check_lr(base["scale"], "scale")  # a finite number > 0, like a rate
     base["steps"] = limits.check_steps(base["steps"], "steps")
     base["lr"] = limits.check_lr(base["lr"], "lr")
     # learned per-parameter rates, unless a rate is given for this adaptation
     base["rates"] = model.rates if overrides.get("lr") is None else {}
+    base["step_rates"] = model.step_rates if overrides.get("lr") is None else {}
     if parts - {"head"}:
         base["embed"] = "separate"  # a moving body cannot share one forward with the queries
     return base

@@ -59,6 +59,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # resumable checkpoints kept; older ones are the fallback for a torn newest
     device: str = "auto"  # auto | cpu | cuda
     compress: str | None = None  # a compression spec applied before training (fewbit.compress.compress_)
+    init_from: str | None = None  # a run directory whose weights (those that fit) start this run's model
 
     def __post_init__(self) -> None:
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
@@ -88,6 +89,8 @@ class TrainConfig:
         check(isinstance(self.rotations, bool), OWNER, "rotations",
               f"must be true or false, got {brief(self.rotations)}")
         check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {brief(self.device)}")
+        check(self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)), OWNER,
+              "init_from", f"must be a run directory or null, got {self.init_from!r}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
               f"must be a compression spec string or null, got {brief(self.compress)}")
         check(isinstance(self.meta, MetaConfig), OWNER, "meta",

@@ -46,6 +46,7 @@ from fewbit.train.run import (
     build_model,
     check_model_size,
     checkpoint_progress,
+    init_weights,
     input_shape_of,
     is_run_dir,
     model_ways,
@@ -148,6 +149,8 @@ class _Trainer:
             model = build_model(config, model_ways(config, self.episodic, self.train_classes),
                                 input_shape_of(config, self.preprocessing))
         self.model = model.to(device)
+        if config.init_from:
+            init_weights(self.model, config.init_from)
         self.algorithm = build_algorithm(config.meta, model=self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
         self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
@@ -261,7 +264,7 @@ class _Trainer:
             task = self.sampler.sample(config.meta_batch)  # every rank draws the same global meta-batch
             local = shard_task(task, world).to(self.device)
             share = local.num_tasks / config.meta_batch
-            out = self.algorithm.step(self.model, params, local, self.extras)
+            out = self.algorithm.step(self.model, params, local, self.extras, outer_step=step)
         else:
             x, y = self.sampler.sample()
             start, stop = shard_bounds(x.shape[0], world)

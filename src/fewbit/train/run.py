@@ -336,6 +336,25 @@ def checkpoint_progress(ckpt: Checkpoint) -> tuple[int, dict[str, Any] | None]:
     return step, best
 
 
+def init_weights(model: nn.Module, run_dir: str | Path) -> list[str]:
+    """Copy into `model` every tensor of the run in `run_dir` (its best checkpoint) whose name and
+    shape fit; returns their names. A classifier pre-trained over many classes starts a meta-learner
+    this way (Meta-Baseline): its body fits, its head over the training classes does not.
+    ConfigError when nothing fits."""
+    ckpt = _pick_checkpoint(Path(run_dir), "best") if is_run_dir(run_dir) else None
+    if ckpt is None:
+        raise ConfigError(f"TrainConfig.init_from: {run_dir} is not a run directory (it has no {CONFIG_NAME})")
+    own = model.state_dict()
+    saved = ckpt.group(MODEL)
+    fits = {n: t for n, t in saved.items() if n in own and own[n].shape == t.shape}
+    if not any(n in fits for n, _ in model.named_parameters()):
+        raise ConfigError(f"TrainConfig.init_from: no weight of {run_dir} fits this model (another backbone?)")
+    with torch.no_grad():
+        for name, tensor in fits.items():
+            own[name].copy_(tensor)
+    return sorted(fits)
+
+
 def _pick_checkpoint(run_dir: Path, which: str) -> Checkpoint:
     directory = run_dir / CHECKPOINT_DIR
     if which not in ("best", "last"):

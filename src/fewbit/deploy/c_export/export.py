@@ -112,9 +112,12 @@ def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage
             f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
             "re-export with --scope head"
         )
-    if settings.get("rates"):
+    if (settings["center"], settings["normalize"], settings["metric"]) != ("none", False, "euclidean"):
+        raise ConfigError("C export: the C runtime compares plain prototypes by Euclidean distance; this artifact "
+                          "centres, normalises or uses cosine similarity (SimpleShot, Meta-Baseline)")
+    if settings.get("rates") or settings.get("step_rates"):
         raise ConfigError("C export: the C runtime adapts with one learning rate; this artifact has learned "
-                          "per-parameter rates (Meta-SGD), which it would not follow")
+                          "per-parameter or per-step rates (Meta-SGD, LSLR), which it would not follow")
     head = model.layers[model.embedding_layers :]
     if len(head) > 1 or (head and not isinstance(head[0], LinearOp)):
         raise ConfigError("C export: the head must be one linear layer")
