@@ -140,3 +140,47 @@ def test_compressed_grouped_forward_equals_the_module_task_by_task(spec, calibra
         out = forward(batched, x)
         ref = torch.stack([functional_call(model, {n: v[t] for n, v in batched.items()}, (x[t],)) for t in range(3)])
         assert (out - ref).abs().max() <= tol * ref.abs().max(), spec
+
+
+@pytest.mark.parametrize("spec", [
+    "quant:w4", "quant:w4:per_tensor", "quant:w4:lsq", "quant:w3:per_tensor:lsq", "quant:w4:asym:lsq",
+    "quant:w2:mse", "prune:0.5,quant:w4:lsq", "cluster:4",
+])
+def test_weights_of_several_tasks_compress_as_each_alone(spec):
+    """The one-pass task-batched transform (MAML's per-task fast weights) equals each task's weight
+    compressed alone: values, and the gradients to the weights and to a learned step."""
+    from fewbit.compress import compressed_layers
+
+    torch.manual_seed(0)
+    model = compress(build_backbone("conv4", ways=5), spec)
+    layer = dict(compressed_layers(model))["features.1.0"]
+    w = (layer.weight.detach().unsqueeze(0) + 0.05 * torch.randn(3, *layer.weight.shape)).requires_grad_()
+    probe = torch.randn_like(w)
+    params = [p for n, p in layer.named_parameters() if n.startswith("cq_")]
+    batched = layer.compress_weight_tasks(w)
+    grads = torch.autograd.grad((batched * probe).sum(), [w, *params])
+    alone = torch.stack([layer.compress_weight(w[t]) for t in range(3)])
+    grads_alone = torch.autograd.grad((alone * probe).sum(), [w, *params])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=0)
+    for g, g_alone in zip(grads, grads_alone):
+        torch.testing.assert_close(g, g_alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("lsq", [False, True])
+@pytest.mark.parametrize("task_dim", [0, 1])
+def test_activations_of_several_tasks_quantize_with_each_task_range(lsq, task_dim):
+    from fewbit.compress.quantize import ActQuant, QuantConfig
+
+    torch.manual_seed(0)
+    act = ActQuant(QuantConfig(bits_weight=None, bits_act=4, learnable_step=lsq))
+    x = (torch.randn(4, 3, 6) * torch.tensor([1.0, 5.0, 0.2]).reshape(1, 3, 1)).movedim(1, task_dim)
+    x.requires_grad_()
+    got = act.forward_tasks(x, task_dim)
+    want = torch.stack([act(x.select(task_dim, t)) for t in range(3)], task_dim)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert len(torch.unique(got.select(task_dim, 2))) <= 16  # each task on its own 4-bit grid
+    g, = torch.autograd.grad(got.sum(), x)
+    g_want, = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g, g_want)
+    act.scale.data.fill_(0.1)  # once calibrated: one range for all
+    torch.testing.assert_close(act.forward_tasks(x, task_dim), act(x))

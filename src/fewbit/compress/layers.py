@@ -43,6 +43,10 @@ class WeightTransform(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward_tasks(self, weights: torch.Tensor) -> torch.Tensor:
+        """`weights [tasks, ...]`, each task's weight transformed as `forward` would alone."""
+        return torch.func.vmap(self)(weights)
+
 
 class CompressedMixin:
     """Shared by the compressed layers: the ordered weight transforms and the activation quantizer."""
@@ -74,6 +78,14 @@ class CompressedMixin:
             w = t(w)
         mask = getattr(self, "cq_mask", None)
         return w if mask is None else mask(w)
+
+    def compress_weight_tasks(self, weights: torch.Tensor) -> torch.Tensor:
+        """`weights [tasks, ...]` (one weight per task) each through the transforms, in one pass."""
+        w = weights
+        for _, t in self.transforms():
+            w = t.forward_tasks(w)
+        mask = getattr(self, "cq_mask", None)
+        return w if mask is None else mask.forward_tasks(w)
 
     def compress_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
         """`bias`, zeroed at pruned output channels (channel pruning only)."""

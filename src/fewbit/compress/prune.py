@@ -147,6 +147,9 @@ class Mask(WeightTransform):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w * self.mask
 
+    def forward_tasks(self, weights: torch.Tensor) -> torch.Tensor:
+        return weights * self.mask  # the mask broadcasts over the leading task dimension
+
     def apply_bias(self, bias: torch.Tensor) -> torch.Tensor:
         """`bias` zeroed at dropped output channels (channel pattern only)."""
         if self.config.pattern != "channel":

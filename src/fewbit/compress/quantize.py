@@ -252,15 +252,27 @@ class WeightQuant(WeightTransform):
             return _ste(q, w)
         return lsq(w, self.step, self.zero_point, self.bits, self.symmetric, per_channel=self.per_channel)
 
-    def _fast_minmax(self, w: torch.Tensor) -> torch.Tensor:
+    def forward_tasks(self, weights: torch.Tensor) -> torch.Tensor:
+        """`weights [tasks, ...]` each quantized as `forward` would alone (the LSQ step is shared)."""
+        if not self.learnable:
+            if not (self.symmetric and self.observer == "minmax" and self.bits > 1):
+                return super().forward_tasks(weights)  # the other observers: task by task
+            with torch.no_grad():
+                q = self._fast_minmax(weights, lead=1)
+            return _ste(q, weights)
+        per = weights[0, 0].numel() if self.per_channel and weights.dim() > 2 else weights[0].numel()
+        if self.per_channel and self.step.numel() > 1:  # channels first, so the step broadcasts along dim 0
+            x = weights.movedim(1, 0)
+            out = lsq(x, self.step, self.zero_point, self.bits, self.symmetric, per_channel=True, per=per)
+            return out.movedim(0, 1)
+        return lsq(weights, self.step, self.zero_point, self.bits, self.symmetric, per_channel=False, per=per)
+
+    def _fast_minmax(self, w: torch.Tensor, lead: int = 0) -> torch.Tensor:
         """Symmetric min-max fake quantization in few ops (the QAT hot path); same values as in general."""
         qmin, qmax = qrange(self.bits, True)
         mag = w.abs()
-        amax = (
-            mag.amax(dim=tuple(range(1, w.dim())), keepdim=True)
-            if self.per_channel and w.dim() > 1
-            else mag.amax()
-        )
+        first = lead + 1 if self.per_channel and w.dim() > lead + 1 else lead  # reduce from this dim on
+        amax = mag.amax(dim=tuple(range(first, w.dim())), keepdim=True) if first < w.dim() else mag
         scale = amax.clamp(min=_EPS) / qmax
         return torch.round(w / scale).clamp(qmin, qmax) * scale  # out of place: vmap has no clamp_ rule
 
@@ -277,11 +289,16 @@ def lsq(
     bits: int,
     symmetric: bool,
     per_channel: bool,
+    per: int | None = None,
 ) -> torch.Tensor:
-    """LSQ fake quantization: exact grid values; gradients to `x` (STE, zero outside the clip) and `step`."""
+    """LSQ fake quantization: exact grid values; gradients to `x` (STE, zero outside the clip) and `step`.
+
+    `per`: the values each step quantizes, for the step's gradient scale (default: from `x`).
+    """
     qmin, qmax = qrange(bits, symmetric)
     step = step.abs().clamp(min=_EPS)
-    per = x[0].numel() if per_channel and x.dim() > 1 and step.numel() > 1 else x.numel()
+    if per is None:
+        per = x[0].numel() if per_channel and x.dim() > 1 and step.numel() > 1 else x.numel()
     g = 1.0 / math.sqrt(per * max(qmax, 1))
     s = step.detach() + (step * g - (step * g).detach())  # value of step, gradient scaled by g
     s = _channel_view(s, x) if x.dim() > 1 else s
@@ -337,6 +354,26 @@ class ActQuant(nn.Module):
         with torch.no_grad():
             q = dequantize(quantize_codes(x, scale, zp, self.bits, False), scale, zp, self.bits, False)
         return _ste(q, x)
+
+    def forward_tasks(self, x: torch.Tensor, task_dim: int) -> torch.Tensor:
+        """`x` holding several tasks along `task_dim`, each fake-quantized as `forward` would alone:
+        one static range once calibrated, else each task's own min-max range."""
+        if self._observed is not None or bool(self.scale.detach() > 0):
+            return self(x)
+        xt = x.movedim(task_dim, 0)
+        flat = xt.detach().reshape(xt.shape[0], -1)
+        lo, hi = flat.amin(1).clamp(max=0.0), flat.amax(1).clamp(min=0.0)
+        scale, zp = (_channel_view(t, xt) for t in scale_zero_point(lo, hi, self.bits, symmetric=False))
+        if self.learnable:  # the dynamic range is a constant: LSQ's forward and input gradient
+            qmin, qmax = qrange(self.bits, False)
+            v = xt / scale
+            r = torch.round(v).detach() + (v - v.detach())
+            out = (torch.clamp(r + zp, qmin, qmax) - zp) * scale
+        else:
+            with torch.no_grad():
+                q = dequantize(quantize_codes(xt, scale, zp, self.bits, False), scale, zp, self.bits, False)
+            out = _ste(q, xt)
+        return out.movedim(0, task_dim)
 
     def start_observing(self) -> None:
         """Collect (a subsample of) every input until `finish_observing`."""

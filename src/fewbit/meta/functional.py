@@ -84,12 +84,12 @@ def _supported(m: nn.Module) -> bool:
 
 def _task_weight(m: nn.Module, w: torch.Tensor) -> torch.Tensor:
     """Weights `[tasks, ...]` as the layer uses them: compressed once when the tasks share one
-    (an expanded view), else task by task."""
+    (an expanded view), else each task's weight alone, in one pass."""
     if not isinstance(m, CompressedMixin):
         return w
     if w.stride(0) == 0:  # every task holds the same weight
         return m.compress_weight(w[0]).unsqueeze(0).expand_as(w)
-    return vmap(m.compress_weight)(w)
+    return m.compress_weight_tasks(w)
 
 
 def _task_bias(m: nn.Module, b: torch.Tensor | None) -> torch.Tensor | None:
@@ -101,10 +101,7 @@ def _task_input(m: nn.Module, h: torch.Tensor, tasks: int, task_dim: int) -> tor
     act = getattr(m, "cq_act", None) if isinstance(m, CompressedMixin) else None
     if act is None:
         return h
-    if bool(act.scale.detach() > 0):  # calibrated: one static range for every task
-        return act(h)
-    per_task = h.movedim(task_dim, 0)
-    return vmap(act)(per_task).movedim(0, task_dim)
+    return act.forward_tasks(h, task_dim)
 
 
 def grouped_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
