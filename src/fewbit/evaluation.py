@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -137,3 +138,41 @@ def pixel_prototypes(task: Task) -> torch.Tensor:
     onehot = torch.nn.functional.one_hot(task.support_y, ways).to(s.dtype)  # [tasks, N*K, N]
     protos = onehot.transpose(1, 2) @ s / onehot.sum(1).unsqueeze(-1)  # [tasks, N, D]
     return -torch.cdist(q, protos).pow(2)
+
+
+def evaluate_artifact(
+    model: Any,
+    dataset: Any,
+    *,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    tasks: int = 600,
+    seed: int = DEFAULT_EVAL_SEED,
+    progress: bool = False,
+    **adapt_options: Any,
+) -> EvalResult:
+    """Score an artifact in the numpy runtime (what ships) on the seeded test tasks of `dataset`.
+
+    The same task list as `evaluate` for the same seed; each task is adapted to and classified by
+    `fewbit.runtime.adapt` (with `adapt_options`, e.g. `norm_stats="support"`). `dataset` must be
+    prepared as the artifact says (its image size, channels and normalisation).
+
+        >>> model = fewbit.runtime.load("omniglot-conv4-w4")
+        >>> evaluate_artifact(model, test_split, ways=5, shots=1, tasks=600)
+    """
+    import fewbit.runtime as rt
+
+    per_task: list[float] = []
+    bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
+    for batch in eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed):
+        for t in range(batch.num_tasks):
+            sx, sy = batch.support_x[t].numpy(), batch.support_y[t].numpy()
+            qx, qy = batch.query_x[t].numpy(), batch.query_y[t].numpy()
+            predicted = rt.adapt(model, sx, sy, **adapt_options).predict(qx)
+            per_task.append(float((predicted == qy).mean()))
+        bar.update(batch.num_tasks)
+        bar.set_postfix(acc=f"{sum(per_task) / len(per_task):.3f}")
+    bar.close()
+    stats = mean_ci(per_task)
+    return EvalResult("accuracy", stats.mean, stats.ci95, len(per_task), ways, shots, queries, tuple(per_task))

@@ -47,14 +47,18 @@ SCRIPT = textwrap.dedent(
     config = TrainConfig(dataset=spec, image_size=84, ways=5, shots=1, queries=3, meta_batch=1, steps=3,
                          val_every=0, checkpoint_every=0, device="cpu")
     meta_train(config, out, progress=False)
+    # VmHWM: the peak RSS of this process's own memory. (ru_maxrss would not do: exec keeps the
+    # high-water mark of the image it replaced, so it reports the pytest process when that is larger.)
+    hwm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({"images": source.split("all").num_images, "channels": train.channels,
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "peak_rss": hwm,
                       "children_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
     """
 )
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the peak RSS from /proc (Linux)")
 def test_a_large_colour_folder_trains_without_a_copy_in_ram(tmp_path: Path) -> None:
     _write_folder(tmp_path / "big")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}

@@ -258,6 +258,29 @@ def test_what_the_c_runtime_cannot_reproduce_is_refused(tmp_path: Path) -> None:
         export_c(tmp_path / "w8.fewbit", tmp_path / "w8", max_ways=1, compile_check=False)
 
 
+@needs_cc
+def test_cosine_prototypes_match_numpy_and_centred_ones_are_refused(tmp_path: Path) -> None:
+    """Meta-Baseline's rule (scale x cosine to the class means; the shipped models') runs in C;
+    SimpleShot's centred, normalised embeddings are refused."""
+    model = compressed_conv4("quant:w4a8", ways=0)
+    report = _build(model, tmp_path, "metabaseline")
+    assert report["integer_body"]
+    runtime = _numpy(tmp_path)
+    assert runtime.adaptation["metric"] == "cosine"
+    support, labels, queries, _ = _task(5, 1, 40, seed=5)
+    sx = pixels_to_input(support, runtime.preprocessing)
+    qx = pixels_to_input(queries, runtime.preprocessing)
+    lines = [line.split() for line in _run(tmp_path, support, labels, queries, "--scores")]
+    adapted = rt.adapt(runtime, sx, labels, norm_stats="support")
+    scores_c = np.array([[float(v) for v in line[1:]] for line in lines])
+    np.testing.assert_allclose(scores_c, adapted.logits(qx), rtol=1e-4, atol=1e-4)  # scale x cosine, not distances
+    assert np.abs(scores_c).max() <= runtime.adaptation["scale"] * (1 + 1e-6)
+    assert ([int(line[0]) for line in lines] == adapted.predict(qx)).mean() >= 0.995
+    export(model, tmp_path / "s.fewbit", algorithm="simpleshot")
+    with pytest.raises(ConfigError, match="centres or normalises"):
+        export_c(tmp_path / "s.fewbit", tmp_path / "s", compile_check=False)
+
+
 def test_pixels_round_trip_through_the_preprocessing() -> None:
     pre = {"mean": 0.5, "std": 0.25}
     pixels = np.random.default_rng(0).integers(0, 256, (3, 1, 5, 5)).astype(np.uint8)

@@ -100,9 +100,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(run_d
         real_init(self, *args, **kwargs)
         real_step, calls = self.algorithm.step, {"n": 0}
 
-        def step(model, params, task, extras):
+        def step(model, params, task, extras, **kwargs):
             calls["n"] += 1
-            out = real_step(model, params, task, extras)
+            out = real_step(model, params, task, extras, **kwargs)
             return StepOutput(out.loss * float("nan"), out.accuracy) if calls["n"] == 6 else out
 
         self.algorithm.step = step

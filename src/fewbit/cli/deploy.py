@@ -20,7 +20,9 @@ from fewbit.report.tables import table
 
 def register(sub: argparse._SubParsersAction) -> None:
     exp = sub.add_parser("export", help="write a run's model as a .fewbit artifact, ONNX, or a C library")
-    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (fewbit train), or a .fewbit for --format c")
+    exp.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                     help="a run directory (fewbit train), or a .fewbit artifact for --format onnx or c")
+    exp.add_argument("--model", metavar="NAME", help="a model shipped with fewbit (see `fewbit models`) instead")
     exp.add_argument("--out", help="file (folder for c) to write (default RUN_DIR/model.fewbit, model.onnx, model_c)")
     exp.add_argument("--format", default="fewbit", choices=("fewbit", "onnx", "c"))
     exp.add_argument("--max-ways", type=positive_int, default=20, help="c: most classes a task may have")
@@ -28,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--ram", type=byte_size, default=256 * 1024, help="c: the target's RAM (default 256K)")
     exp.add_argument("--flash", type=byte_size, default=1024 * 1024, help="c: the target's flash (default 1M)")
     exp.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    exp.add_argument("--algorithm", dest="test_algorithm", metavar="NAME",
+                     help="deploy with another algorithm that needs no trained head (e.g. simpleshot for a "
+                          "classifier pre-trained with finetune; default: the run's)")
     exp.add_argument(
         "--scope",
         help="what the runtime may adapt: none or head, bias, norm joined by + "
@@ -39,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad = sub.add_parser(
         "adapt", help="adapt a .fewbit artifact to a support folder and classify a query folder"
     )
-    ad.add_argument("artifact", metavar="MODEL", help="a .fewbit artifact")
+    ad.add_argument("artifact", metavar="MODEL", nargs="?", help="a .fewbit artifact")
+    ad.add_argument("--model", metavar="NAME", help="a model shipped with fewbit (see `fewbit models`) instead")
     ad.add_argument("--support", required=True, metavar="DIR|CSV",
                     help="one folder of images per class (a table model: a CSV file with its label column)")
     ad.add_argument(
@@ -63,6 +69,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(ad, threads=True)
     ad.set_defaults(handler=run_adapt)
 
+    models = sub.add_parser("models", help="the trained, compressed models shipped with fewbit")
+    add_common(models)
+    models.set_defaults(handler=run_models)
+
+
+def model_source(given: str | None, name: str | None, what: str) -> str:
+    """The artifact a command works on: a path given, or a shipped model's; exactly one of them."""
+    from fewbit.pretrained import model_path
+
+    if (given is None) == (name is None):
+        raise ConfigError(f"{what}: give a .fewbit file or --model NAME (one of them)")
+    return str(model_path(name)) if name is not None else str(given)
+
+
+def run_models(args: argparse.Namespace) -> Output:
+    from fewbit.pretrained import model_cards
+
+    cards = model_cards()
+    rows = [[c["name"], f"{c['bytes']:,}", f"{100 * c['accuracy']:.2f} +- {100 * c['ci95']:.2f}",
+             f"{c['ways']}-way {c['shots']}-shot", c["data"]["name"].split(" (")[0], c["algorithm"], c["compress"]]
+            for c in cards]
+    text = table(["name", "bytes", "accuracy %", "task", "data", "algorithm", "compression"], rows)
+    text += "\nuse one: fewbit adapt --model NAME --support DIR --query DIR"
+    return Output({"models": cards}, text)
+
 
 def byte_size(text: str) -> int:
     """argparse type: bytes, with an optional K or M suffix (KiB, MiB): 256K, 1M, 4096."""
@@ -75,6 +106,21 @@ def byte_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return value
+
+
+def _export_artifact_onnx(args: argparse.Namespace) -> Output:
+    """An artifact (a shipped model or a .fewbit file) as an ONNX graph: the same manifest and tensors."""
+    from fewbit.artifact.format import read_artifact
+    from fewbit.deploy.onnx_export import write_onnx
+    from fewbit.train.run import check_not_run_file
+
+    if not args.out:
+        raise ConfigError("export: give --out FILE.onnx for an artifact")
+    check_not_run_file(args.out, "--out")
+    artifact = read_artifact(args.run_dir)
+    nbytes = write_onnx(args.out, artifact.manifest, artifact.tensors)
+    data = {"path": str(args.out), "format": "onnx", "bytes": nbytes, "source_bytes": artifact.nbytes}
+    return Output(data, f"wrote {args.out}: {nbytes:,} bytes (ONNX of {args.run_dir}, {artifact.nbytes:,} bytes)")
 
 
 def _export_c(args: argparse.Namespace) -> Output:
@@ -112,6 +158,7 @@ def _exportable_run(args: argparse.Namespace) -> Any:
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     if run.config.regression:
         raise ConfigError(f"export: {args.run_dir} is a regression run; artifacts hold classifiers")
+    run.test_time(algorithm=getattr(args, "test_algorithm", None))
     return run
 
 
@@ -142,10 +189,13 @@ def run_export(args: argparse.Namespace) -> Output:
     from fewbit.deploy import export
     from fewbit.train.run import check_not_run_file
 
+    args.run_dir = model_source(args.run_dir, args.model, "export")
     if args.format == "c":
         return _export_c(args)
     if Path(args.run_dir).is_file():
-        raise ConfigError(f"export: {args.run_dir} is a file; an artifact exports to --format c, a run to any format")
+        if args.format == "onnx":
+            return _export_artifact_onnx(args)
+        raise ConfigError(f"export: {args.run_dir} is already an artifact; export it to --format onnx or c")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{args.format}"
     check_not_run_file(out, "--out")  # before any work: never over a run's checkpoints, config or metrics
     run = _exportable_run(args)
@@ -205,7 +255,7 @@ def _support_and_query(model: Any, args: argparse.Namespace) -> tuple[Any, np.nd
 def run_adapt(args: argparse.Namespace) -> Output:
     import fewbit.runtime as rt
 
-    model = rt.load(args.artifact)
+    model = rt.load(model_source(args.artifact, args.model, "adapt"))
     support, query_x, files, truth = _support_and_query(model, args)
     if len(support.classes) < 2:
         raise DataError(

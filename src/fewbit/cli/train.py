@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--val-tasks", type=positive_int)
     train.add_argument("--checkpoint-every", type=nonnegative_int)
     train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
-    train.add_argument("--schedule", choices=("constant", "cosine"))
+    train.add_argument("--schedule", choices=("constant", "cosine"),
+                       help="outer learning rate: cosine decay to 0 (default) or constant")
     train.add_argument("--grad-clip", type=finite_float)
     train.add_argument("--scope", help="which parameters adapt: all | head | bias_norm | none")
     train.add_argument("--first-order", action="store_const", const=True, default=None)
@@ -77,8 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(train, device=True, threads=True)
     train.set_defaults(handler=run_train, device=None)
 
-    ev = sub.add_parser("eval", help="score a run on seeded test tasks (accuracy +- 95%% CI)")
-    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev = sub.add_parser("eval", help="score a run or an artifact on seeded test tasks (accuracy +- 95%% CI)")
+    ev.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory (fewbit train)")
+    ev.add_argument("--model", metavar="NAME|FILE",
+                    help="score a shipped model (`fewbit models`) or a .fewbit artifact in the numpy runtime "
+                         "instead; needs --dataset")
     ev.add_argument("--tasks", type=positive_int, default=600)
     ev.add_argument("--ways", type=positive_int, help="default: the run's")
     ev.add_argument("--shots", type=positive_int, help="default: the run's")
@@ -152,6 +155,10 @@ def run_eval(args: argparse.Namespace) -> Output:
     from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
     from fewbit.train.run import EVAL_NAME, eval_dataset
 
+    if (args.run_dir is None) == (args.model is None):
+        raise ConfigError("eval: give a run directory or --model NAME|FILE (one of them)")
+    if args.model is not None:
+        return _eval_artifact(args)
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     config = run.config
     task_ways = 1 if config.regression else (args.ways or config.ways)
@@ -159,22 +166,7 @@ def run_eval(args: argparse.Namespace) -> Output:
     check_task_shape("eval", ways=task_ways, shots=args.shots or config.shots, queries=args.queries or config.queries,
                      tasks=1)
     batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // per_task))  # large tasks are scored fewer at a time
-    overrides = {k: v for k, v in (("scope", args.scope), ("eval_inner_steps", args.inner_steps),
-                                    ("algorithm", args.test_algorithm)) if v is not None}
-    if overrides:  # adapt differently at test time than in training
-        from fewbit.meta import build_algorithm
-
-        try:
-            test_config = dataclasses.replace(run.algorithm.config, **overrides)
-        except ConfigError as exc:
-            raise ConfigError(f"--algorithm/--scope/--inner-steps: {exc}") from None
-        algorithm = build_algorithm(test_config, model=run.model)
-        if args.test_algorithm and args.test_algorithm != config.algorithm:
-            if algorithm.uses_trained_head:
-                raise ConfigError(f"--algorithm: {args.test_algorithm} adapts the run's trained head; only "
-                                  f"algorithms without one evaluate another algorithm's run")
-            run.extras = algorithm.extra_parameters(run.model)  # its own extras at their initial values
-        run.algorithm = algorithm
+    run.test_time(scope=args.scope, eval_inner_steps=args.inner_steps, algorithm=args.test_algorithm)
     spec = args.dataset or config.dataset
     dataset = eval_dataset(spec, args.split, config, run.preprocessing, progress=not (args.quiet or args.json))
     ways = args.ways or config.ways
@@ -210,3 +202,37 @@ def run_eval(args: argparse.Namespace) -> Output:
         text += (f"\non-device adaptation ({m['scope']}): {m['param_bytes']:,} B of parameters updated + "
                  f"{m['activation_bytes']:,} B of activations = {m['total_bytes']:,} B")
     return Output(data, text)
+
+
+def _eval_artifact(args: argparse.Namespace) -> Output:
+    """`fewbit eval --model NAME|FILE --dataset SPEC`: the artifact scored in the numpy runtime (what ships)."""
+    from fewbit._io import finite_or_none
+    from fewbit.data.sources import DataOptions
+    from fewbit.errors import ConfigError
+    from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate_artifact
+    from fewbit.runtime import load
+    from fewbit.train.config import check_task_shape
+    from fewbit.train.run import eval_dataset
+
+    if args.dataset is None:
+        raise ConfigError("eval --model: give the data to score it on with --dataset SPEC "
+                          "(e.g. folder:DIR, omniglot-minimal:DIR)")
+    given = [f"--{f.replace('_', '-')}" for f in ("scope", "inner_steps") if getattr(args, f) is not None]
+    given += ["--algorithm"] * (args.test_algorithm is not None)
+    if given:
+        raise ConfigError(f"eval --model: an artifact adapts as its manifest says; {', '.join(given)} apply to runs")
+    model = load(args.model)
+    progress = not (args.quiet or args.json)
+    ways = args.ways or (model.ways if model.adaptation.get("method") == "sgd" and model.ways else 5)
+    shots, queries = args.shots or 1, args.queries or 15
+    check_task_shape("eval", ways=ways, shots=shots, queries=queries, tasks=args.tasks)
+    dataset = eval_dataset(args.dataset, args.split, DataOptions(progress=progress), model.prep, progress)
+    if dataset is None:
+        raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
+    seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
+    result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
+                               seed=seed, progress=progress)
+    data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
+    data.update({"model": args.model, "dataset": args.dataset, "split": args.split, "seed": seed,
+                 "algorithm": model.algorithm, "runtime": "numpy"})
+    return Output(data, f"{args.model} on {args.dataset} [{args.split}], numpy runtime: {result}")

@@ -12,6 +12,7 @@ from fewbit._io import read_regular_file
 from fewbit.artifact.format import MAX_FILE_BYTES, Artifact, decode_artifact
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitFormatError, NumericError
+from fewbit.pretrained import is_model_name, model_path
 from fewbit.runtime import limits
 from fewbit.runtime.limits import MAX_IMAGE_SIDE  # noqa: F401  (re-exported: where it used to live)
 from fewbit.runtime.ops import OPS, LinearOp, Op, Params, conv_block, walk_specs
@@ -208,8 +209,9 @@ class RuntimeModel:
 
 
 def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
-    """Load an artifact (a path or its bytes) into a RuntimeModel; FewbitFormatError when unsound
-    or beyond the limits of `fewbit.runtime.limits`.
+    """Load an artifact (a path, its bytes, or the name of a model shipped with fewbit: `fewbit
+    models`) into a RuntimeModel; FewbitFormatError when unsound or beyond the limits of
+    `fewbit.runtime.limits`.
 
         model = fewbit.runtime.load("model.fewbit")
         labels = fewbit.runtime.adapt(model, support_x, support_y).predict(query_x)
@@ -217,6 +219,8 @@ def load(source: str | os.PathLike[str] | bytes) -> RuntimeModel:
     if isinstance(source, (bytes, bytearray)):
         artifact = decode_artifact(source)
     else:
+        if isinstance(source, str) and not os.path.exists(source) and is_model_name(source):
+            source = str(model_path(source))  # a model shipped with fewbit, by name
         artifact = decode_artifact(read_artifact_file(source), where=str(source))
     try:
         model = RuntimeModel(artifact)

@@ -37,7 +37,7 @@ class TrainConfig:
     meta_batch: int = 16  # tasks per outer step (split across ranks when distributed)
     steps: int = 1000  # outer steps
     outer_lr: float = 1e-3  # Adam
-    schedule: str = "constant"  # constant | cosine (decays the outer lr to 0 at `steps`)
+    schedule: str = "cosine"  # cosine (decays the outer lr to 0 at `steps`: MAML++, Meta-Baseline) | constant
     grad_clip: float | None = None  # max global norm of the outer gradient; None: no clipping
     seed: int = 0
     meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)

@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from fewbit.config import brief, load_yaml
-from fewbit.data.sources import ClassDataset, RegressionSource, load_source, options_for
+from fewbit.data.sources import ClassDataset, DataOptions, RegressionSource, load_source, options_for
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
@@ -69,6 +69,27 @@ class Run:
     def device(self) -> torch.device:
         first = next(self.model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
+
+    def test_time(self, **overrides: Any) -> None:
+        """Adapt at test time differently than in training: `algorithm` (another head-free algorithm,
+        e.g. simpleshot for a classifier pre-trained with finetune), `scope`, `eval_inner_steps`.
+        Changes this run in place (its algorithm, and extras for another algorithm); ConfigError
+        when the change does not fit the run."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return
+        try:
+            test_config = dataclasses.replace(self.algorithm.config, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"--algorithm/--scope/--inner-steps: {exc}") from None
+        algorithm = build_algorithm(test_config, model=self.model)
+        name = overrides.get("algorithm")
+        if name is not None and name != self.config.algorithm:
+            if algorithm.uses_trained_head:
+                raise ConfigError(f"--algorithm: {name} adapts the run's trained head; only "
+                                  f"algorithms without one stand in for another algorithm's run")
+            self.extras = algorithm.extra_parameters(self.model)  # its own extras at their initial values
+        self.algorithm = algorithm
 
     def predictor(self) -> Predictor:
         """A function of a batch of tasks giving query predictions, for `fewbit.evaluate.evaluate`."""
@@ -195,18 +216,19 @@ def compress_model_(model: nn.Module, spec: str) -> None:
 
 
 def eval_dataset(
-    spec: str, split: str, config: TrainConfig | int = 28, preprocessing: Preprocessing | None = None,
+    spec: str, split: str, config: TrainConfig | DataOptions | int = 28, preprocessing: Preprocessing | None = None,
     progress: bool = True,
 ) -> ClassDataset | None:
     """The split to evaluate on (None for a regression family), read as the run read its data.
 
-    With `preprocessing` (the run's), the data are decoded and normalised as the run's were, so a
-    run evaluated on another source sees inputs prepared exactly as in training.
+    With `preprocessing` (the run's or an artifact's), the data are decoded and normalised as the
+    model's training data were, so a model evaluated on another source sees inputs prepared exactly
+    as in training.
     """
     if isinstance(config, int):  # an image size alone
         source = load_source(spec, image_size=config)
     else:
-        options = config.data_options(progress)
+        options = config.data_options(progress) if isinstance(config, TrainConfig) else config
         if preprocessing is not None:
             options = options_for(preprocessing, options)
         source = load_source(spec, options=options)

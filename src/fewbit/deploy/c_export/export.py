@@ -112,9 +112,10 @@ def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage
             f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
             "re-export with --scope head"
         )
-    if (settings["center"], settings["normalize"], settings["metric"]) != ("none", False, "euclidean"):
-        raise ConfigError("C export: the C runtime compares plain prototypes by Euclidean distance; this artifact "
-                          "centres, normalises or uses cosine similarity (SimpleShot, Meta-Baseline)")
+    if (settings["center"], settings["normalize"]) != ("none", False):
+        raise ConfigError("C export: the C runtime compares plain class means (Euclidean distance or cosine "
+                          "similarity); this artifact centres or normalises its embeddings first (SimpleShot): "
+                          "re-export the run with --algorithm metabaseline or protonet")
     if settings.get("rates") or settings.get("step_rates"):
         raise ConfigError("C export: the C runtime adapts with one learning rate; this artifact has learned "
                           "per-parameter or per-step rates (Meta-SGD, LSLR), which it would not follow")
@@ -193,6 +194,8 @@ def export_c(
         "FEWBIT_INTEGER_BODY": int(integer),
         "FEWBIT_EMBED_FRAC_BITS": fixedpoint.EMBED_FRAC_BITS,
         "FEWBIT_HEAD_FINETUNE": int(head is not None),
+        "FEWBIT_PROTO_COSINE": int(settings["metric"] == "cosine"),  # else minus squared distances
+        "FEWBIT_COSINE_SCALE": repr(float(settings.get("scale", 1.0))),
         "FEWBIT_ARENA_BYTES": f"{layout['total']}u",
     }
     out = Path(out_dir)

@@ -73,18 +73,36 @@ int fewbit_classify(fewbit_ctx *ctx, const uint8_t *image, float *scores) {
     }
 #endif
     {
-        /* minus squared distances to the prototypes, compared in double (as numpy does) */
+        /* minus squared distances to the prototypes, or scale x cosine similarity (Meta-Baseline),
+           compared in double (as numpy does) */
         const double *protos = (const double *)(const void *)(ctx->arena + FB_OFF_PROTOS);
+#if FEWBIT_PROTO_COSINE
+        double qq = 0.0;
+        for (d = 0; d < FEWBIT_EMBED_DIM; d++) qq += fb_embedding_value(emb[d]) * fb_embedding_value(emb[d]);
+#endif
         for (c = 0; c < ctx->ways; c++) {
+            double score;
+#if FEWBIT_PROTO_COSINE
+            double dot = 0.0, pp = 0.0;
+            for (d = 0; d < FEWBIT_EMBED_DIM; d++) {
+                double p = protos[c * FEWBIT_EMBED_DIM + d];
+                dot += fb_embedding_value(emb[d]) * p;
+                pp += p * p;
+            }
+            double nq = sqrt(qq) > 1e-12 ? sqrt(qq) : 1e-12, np_ = sqrt(pp) > 1e-12 ? sqrt(pp) : 1e-12;
+            score = FEWBIT_COSINE_SCALE * dot / (nq * np_);
+#else
             double dist = 0.0;
             for (d = 0; d < FEWBIT_EMBED_DIM; d++) {
                 double diff = fb_embedding_value(emb[d]) - protos[c * FEWBIT_EMBED_DIM + d];
                 dist += diff * diff;
             }
-            scores[c] = (float)-dist;
-            if (c == 0 || -dist > best_score) {
+            score = -dist;
+#endif
+            scores[c] = (float)score;
+            if (c == 0 || score > best_score) {
                 best = c;
-                best_score = -dist;
+                best_score = score;
             }
         }
     }

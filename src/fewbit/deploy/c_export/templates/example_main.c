@@ -20,6 +20,7 @@ int main(int argc, char **argv) {
     fewbit_ctx ctx;
     FILE *f;
     int n = 0, rc, embeddings = argc > 3 && strcmp(argv[3], "--embeddings") == 0;
+    int with_scores = argc > 3 && strcmp(argv[3], "--scores") == 0;
     float scores[FEWBIT_MAX_WAYS];
     fewbit_embedding_t emb[FEWBIT_EMBED_DIM];
     if (argc < 3) {
@@ -65,6 +66,11 @@ int main(int argc, char **argv) {
 #else
                 printf(d ? " %.9g" : "%.9g", (double)emb[d]);
 #endif
+            printf("\n");
+        } else if (with_scores) {
+            int c, best = fewbit_classify(&ctx, image, scores);
+            printf("%d", best);
+            for (c = 0; c < ctx.ways; c++) printf(" %.9g", (double)scores[c]);
             printf("\n");
         } else {
             printf("%d\n", fewbit_classify(&ctx, image, scores));

@@ -1,0 +1,187 @@
+"""Omniglot minimal protocol, fewbit's recipe (configs/omniglot.yaml): accuracy against training
+wall time, float32 and w4a8 side by side, and the MAML family started from the recipe's body.
+
+Rows (each with its training wall time on this machine):
+  recipe-w4a8, recipe-float32  supervised pre-training over the rotated small1 classes, scored with
+                               the head-free cosine-prototype rule the shipped models use
+                               (metabaseline); a checkpoint every --every steps gives the curve.
+  anil-w4a8                    ANIL (a head adapted by SGD, the MAML family) meta-trained from
+                               recipe-w4a8's body (`init_from`), scored on the same tasks.
+  maml-150                     configs/omniglot_maml.yaml from scratch, float32, 150 steps: the
+                               budget of the learn2learn comparison (its MAML: 79.4 +- 0.8%).
+Every row: 600 seeded 5-way 1-shot test tasks (small2-only alphabets) at the end, 20-way 1-shot
+too; the curve's points use --curve-tasks tasks each. Writes JSON and a plot (docs/).
+
+    nice python benchmarks/omniglot_recipe.py --data ../shared/data/omniglot
+    nice python benchmarks/omniglot_recipe.py --rows recipe-w4a8 --steps 600 --every 200   # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from fewbit._io import atomic_write_json
+from fewbit.evaluation import evaluate
+from fewbit.train import TrainConfig, load_run, meta_train
+from fewbit.train.checkpoint import MODEL, load_checkpoint, step_checkpoints
+from fewbit.train.run import eval_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "configs" / "omniglot.yaml"
+MAML_RECIPE = ROOT / "configs" / "omniglot_maml.yaml"
+LEARN2LEARN_150 = 0.794  # learn2learn's second-order MAML, same settings and tasks (issue 11's figure)
+TEST_RULE = "metabaseline"  # cosine to the class means: what `fewbit export --algorithm metabaseline` ships
+ANIL: dict[str, Any] = {"algorithm": "anil", "scope": "head", "meta_batch": 8, "queries": 5, "inner_steps": 5,
+                        "inner_lr": 0.4, "eval_inner_steps": 10, "outer_lr": 5e-4, "batch_size": 64}
+
+
+def recipe(spec: str, path: Path = RECIPE, **overrides: Any) -> TrainConfig:
+    """A recipe of configs/ with `overrides` (meta keys flattened as TrainConfig takes them)."""
+    raw = yaml.safe_load(path.read_text())
+    raw.update(raw.pop("meta"))
+    raw.update(dataset=spec, device="cpu", **overrides)
+    return TrainConfig.from_dict(raw)
+
+
+def score(run: Any, test: Any, ways: int, tasks: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    r = evaluate(run.predictor(), test, ways=ways, shots=1, queries=15 if ways == 5 else 5, tasks=tasks)
+    return {"accuracy": round(r.value, 5), "ci95": round(r.ci95, 5), "tasks": r.tasks,
+            "eval_seconds": round(time.perf_counter() - start, 1)}
+
+
+def curve(run_dir: Path, test: Any, tasks: int, test_rule: str | None) -> list[dict[str, Any]]:
+    """(step, train wall seconds, 5-way 1-shot accuracy) of every step checkpoint the run kept."""
+    times = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train":
+            times[rec["step"]] = rec["time"]
+    run = load_run(run_dir, checkpoint="last")
+    run.test_time(algorithm=test_rule)
+    points = []
+    for path in step_checkpoints(run_dir / "checkpoints"):
+        ckpt = load_checkpoint(path)
+        step = int(path.stem.split("-")[1])
+        run.model.load_state_dict(ckpt.group(MODEL))
+        points.append({"step": step, "train_seconds": round(times[step], 1), **score(run, test, 5, tasks)})
+        print(f"  step {step}: {100 * points[-1]['accuracy']:.2f}% at {times[step]:.0f} s", flush=True)
+    return points
+
+
+def artifact_bytes(run_dir: Path, test_rule: str | None) -> int:
+    from fewbit.deploy import export
+
+    run = load_run(run_dir, checkpoint="last")
+    run.test_time(algorithm=test_rule)
+    out = run_dir / "model.fewbit"
+    prep = run.preprocessing.to_dict() if run.preprocessing is not None else None
+    return export(run.model, out, algorithm=run.algorithm, extras=run.extras, preprocessing=prep)["bytes"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
+    parser.add_argument("--rows", default="recipe-w4a8,recipe-float32,anil-w4a8,maml-150")
+    parser.add_argument("--steps", type=int, help="recipe steps (default: the recipe's)")
+    parser.add_argument("--every", type=int, default=500, help="a curve point every this many steps")
+    parser.add_argument("--anil-steps", type=int, default=300)
+    parser.add_argument("--curve-tasks", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=600)
+    parser.add_argument("--workdir", default="/tmp/fewbit-bench/omniglot-recipe")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "omniglot_recipe.json"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "learning_curve.png"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    spec = f"omniglot-minimal:{Path(args.data).resolve()}"
+    test = eval_dataset(spec, "test")
+    report: dict[str, Any] = {"benchmark": "omniglot_recipe", "dataset": spec, "recipe": str(RECIPE.relative_to(ROOT)),
+                              "test_rule": TEST_RULE, "torch": torch.__version__, "threads": args.threads,
+                              "machine": platform.processor() or platform.machine(), "rows": []}
+    if Path(args.out).is_file():  # keep rows of earlier invocations that this one does not redo
+        report["rows"] = [r for r in json.loads(Path(args.out).read_text()).get("rows", [])
+                          if r["row"] not in args.rows.split(",")]
+    for row in args.rows.split(","):
+        run_dir = Path(args.workdir) / row
+        shutil.rmtree(run_dir, ignore_errors=True)
+        keep = 1 + (args.steps or 3000) // args.every
+        if row.startswith("recipe"):
+            overrides: dict[str, Any] = {"compress": None} if row.endswith("float32") else {}  # else the recipe's
+            if args.steps:
+                overrides["steps"] = args.steps
+            config = recipe(spec, checkpoint_every=args.every, keep_checkpoints=keep, **overrides)
+            test_rule: str | None = TEST_RULE
+        elif row == "anil-w4a8":
+            base = Path(args.workdir) / "recipe-w4a8"
+            config = recipe(spec, steps=args.anil_steps, init_from=str(base),
+                            checkpoint_every=max(1, args.anil_steps // 3), keep_checkpoints=4, schedule="cosine",
+                            augment="none", **ANIL)
+            test_rule = None
+        elif row == "maml-150":
+            config = recipe(spec, MAML_RECIPE, steps=150, val_every=0, checkpoint_every=50, keep_checkpoints=4)
+            test_rule = None
+        else:
+            raise SystemExit(f"unknown row {row}")
+        print(f"{row}: {config.steps} steps", flush=True)
+        start = time.perf_counter()
+        meta_train(config, run_dir, progress=False)
+        train_seconds = time.perf_counter() - start
+        entry: dict[str, Any] = {"row": row, "algorithm": config.algorithm, "compress": config.compress,
+                                 "steps": config.steps, "train_seconds": round(train_seconds, 1),
+                                 "test_rule": test_rule or config.algorithm,
+                                 "curve": curve(run_dir, test, args.curve_tasks, test_rule)}
+        if row == "anil-w4a8":
+            entry["init_from"] = "recipe-w4a8"
+            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == "recipe-w4a8"), None)
+            entry["total_train_seconds"] = round(train_seconds + base_seconds, 1) if base_seconds else None
+        if row == "maml-150":
+            entry["learn2learn_150"] = LEARN2LEARN_150
+        run = load_run(run_dir, checkpoint="last")
+        run.test_time(algorithm=test_rule)
+        entry["5way_1shot"] = score(run, test, 5, args.tasks)
+        entry["20way_1shot"] = score(run, test, 20, args.tasks)
+        entry["artifact_bytes"] = artifact_bytes(run_dir, test_rule)
+        print(f"{row}: 5-way {100 * entry['5way_1shot']['accuracy']:.2f} +- {100 * entry['5way_1shot']['ci95']:.2f}%, "
+              f"20-way {100 * entry['20way_1shot']['accuracy']:.2f}%, {entry['artifact_bytes']:,} B, "
+              f"{train_seconds:.0f} s", flush=True)
+        report["rows"].append(entry)
+        atomic_write_json(args.out, report)
+    plot(report, Path(args.plot))
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in report["rows"]:
+        if not row["row"].startswith("recipe"):
+            continue
+        xs = [p["train_seconds"] / 60 for p in row["curve"]]
+        ys = [100 * p["accuracy"] for p in row["curve"]]
+        ax.plot(xs, ys, marker="o", label=f"{row['row'].split('-')[1]} (Conv-4)")
+    ax.set_xlabel("training wall time on 2 CPU cores (minutes)")
+    ax.set_ylabel("5-way 1-shot test accuracy (%)")
+    ax.set_title("Omniglot minimal (small2-only alphabets), configs/omniglot.yaml")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
