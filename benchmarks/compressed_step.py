@@ -94,8 +94,8 @@ def main() -> None:
     result = {
         "benchmark": "compressed_step",
         "data": data.split(":")[0],
-        "workload": "Conv-4 28x28, 1-shot, rotations and glyph augmentation; w4a8 = quant:w4a8 (learned steps, "
-                    "compression active in every forward) vs float32; median of interleaved steps",
+        "workload": "Conv-4 28x28, 1-shot, rotations and glyph augmentation; w4a8 = quant:w4a8 (min-max per-channel "
+                    "4-bit weights, 8-bit activations, on in in every forward) vs float32; median of interleaved steps",
         "rounds": args.rounds, "chunk": args.chunk, "threads": args.threads,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "load_avg_at_end": list(__import__("os").getloadavg())},
