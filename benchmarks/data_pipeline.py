@@ -24,8 +24,9 @@ import torch
 
 from fewbit._io import atomic_write_json
 from fewbit.data.sources import load_source
+from fewbit.meta import ALGORITHMS
 from fewbit.train import TrainConfig, meta_train
-from fewbit.train.samplers import LabelledBatchSampler, task_sampler
+from fewbit.train.samplers import training_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -41,17 +42,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
 def sample_ms(config: TrainConfig, draws: int) -> float:
     source = load_source(config.dataset, options=config.data_options(False))
     train = source.split("train")
-    gen = torch.Generator().manual_seed(0)
-    if config.algorithm == "finetune":
-        sampler: Any = LabelledBatchSampler(train, batch_size=config.batch_size, rotations=config.rotations,
-                                            augment=config.augment, generator=gen)
-        draw = sampler.sample
-    else:
-        sampler = task_sampler(train, ways=config.ways, shots=config.shots, queries=config.queries,
-                               rotations=config.rotations, generator=gen, augment=config.augment)
+    episodic = ALGORITHMS[config.algorithm].episodic
+    sampler = training_sampler(config, train, episodic=episodic, generator=torch.Generator().manual_seed(0))
 
-        def draw() -> Any:
-            return sampler.sample(config.meta_batch)
+    def draw() -> Any:  # one outer step's data, as the trainer draws it
+        return sampler.sample(config.meta_batch) if episodic else sampler.sample()
+
     draw()
     times = []
     for _ in range(draws):

@@ -53,7 +53,7 @@ from fewbit.train.run import (
     read_run_config,
     write_run_config,
 )
-from fewbit.train.samplers import LabelledBatchSampler, task_sampler
+from fewbit.train.samplers import task_sampler, training_sampler
 
 VAL_SEED = 4321  # validation tasks are the same fixed list at every validation
 
@@ -130,17 +130,7 @@ class _Trainer:
         # The samplers check the task shape against the data before the model is built: a request
         # for more classes than the data has must fail without allocating a head for them.
         self.sample_gen = torch.Generator().manual_seed(config.seed)
-        if self.episodic:
-            self.sampler: Any = task_sampler(
-                self.train_ds, ways=config.ways, shots=config.shots, queries=config.queries,
-                rotations=config.rotations, generator=self.sample_gen, augment=config.augment,
-                within_group=config.within_group,
-            )
-        else:
-            self.sampler = LabelledBatchSampler(
-                self.train_ds, batch_size=config.batch_size, rotations=config.rotations, augment=config.augment,
-                generator=self.sample_gen,
-            )
+        self.sampler: Any = training_sampler(config, self.train_ds, episodic=self.episodic, generator=self.sample_gen)
         if self.val_ds is not None or config.regression:
             # fail early (not at the first validation) when the val split is too small for the task shape
             task_sampler(self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,

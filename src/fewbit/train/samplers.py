@@ -62,3 +62,16 @@ def task_sampler(
         return SinusoidSampler(shots=shots, queries=queries, generator=generator)
     return EpisodeSampler(dataset, ways=ways, shots=shots, queries=queries, rotations=rotations, augment=augment,
                           within_group=within_group, generator=generator)
+
+
+def training_sampler(
+    config: Any, dataset: Any | None, *, episodic: bool, generator: torch.Generator
+) -> EpisodeSampler | SinusoidSampler | LabelledBatchSampler:
+    """What a run's training steps draw from: tasks (episodic algorithms) or labelled batches, with the
+    run's rotations and augmentation. `config` is the run's TrainConfig."""
+    if episodic:
+        return task_sampler(dataset, ways=config.ways, shots=config.shots, queries=config.queries,
+                            rotations=config.rotations, generator=generator, augment=config.augment,
+                            within_group=config.within_group)
+    return LabelledBatchSampler(dataset, batch_size=config.batch_size, rotations=config.rotations,
+                                augment=config.augment, generator=generator)
