@@ -5,6 +5,9 @@ Rows (each with its training wall time on this machine):
   recipe-w4a8, recipe-float32  supervised pre-training over the rotated small1 classes, scored with
                                the head-free cosine-prototype rule the shipped models use
                                (metabaseline); a checkpoint every --every steps gives the curve.
+  long-ink-w4a8                the recipe with `augment: ink` (elastic distortion and thicker
+                               strokes on top of the glyph warp) for LONG_STEPS steps: the longest
+                               budget, within 30 minutes of training.
   anil-w4a8                    configs/omniglot_anil.yaml: ANIL (a head adapted by SGD, the MAML
                                family) meta-trained from recipe-w4a8's weights (`init_from`).
   maml-150                     configs/omniglot_maml.yaml from scratch, float32, 150 steps: the
@@ -41,6 +44,7 @@ MAML_RECIPE = ROOT / "configs" / "omniglot_maml.yaml"
 LEARN2LEARN_150 = 0.794  # learn2learn's second-order MAML, same settings and tasks (issue 11's figure)
 TEST_RULE = "metabaseline"  # cosine to the class means: what `fewbit export --algorithm metabaseline` ships
 ANIL_RECIPE = ROOT / "configs" / "omniglot_anil.yaml"
+LONG_STEPS = 8000
 
 
 def recipe(spec: str, path: Path = RECIPE, **overrides: Any) -> TrainConfig:
@@ -94,7 +98,7 @@ def artifact_bytes(run_dir: Path, test_rule: str | None) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
-    parser.add_argument("--rows", default="recipe-w4a8,recipe-float32,anil-w4a8,maml-150")
+    parser.add_argument("--rows", default="recipe-w4a8,recipe-float32,long-ink-w4a8,anil-w4a8,maml-150")
     parser.add_argument("--steps", type=int, help="recipe steps (default: the recipe's)")
     parser.add_argument("--every", type=int, default=500, help="a curve point every this many steps")
     parser.add_argument("--anil-steps", type=int, help="ANIL steps (default: configs/omniglot_anil.yaml's)")
@@ -128,6 +132,10 @@ def main() -> None:
                 overrides["steps"] = args.steps
             config = recipe(spec, checkpoint_every=args.every, keep_checkpoints=keep, **overrides)
             test_rule: str | None = TEST_RULE
+        elif row == "long-ink-w4a8":
+            steps = args.steps or LONG_STEPS
+            config = recipe(spec, augment="ink", steps=steps, checkpoint_every=1000, keep_checkpoints=1 + steps // 1000)
+            test_rule = TEST_RULE
         elif row == "anil-w4a8":
             base = Path(args.workdir) / "recipe-w4a8"
             config = recipe(spec, ANIL_RECIPE, init_from=str(base), val_every=0,
@@ -178,6 +186,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     rows = {r["row"]: r for r in report["rows"]}
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, label in (("recipe-float32", "pre-training, float32"), ("recipe-w4a8", "pre-training, w4a8"),
+                        ("long-ink-w4a8", "pre-training, w4a8, ink augmentation"),
                         ("anil-w4a8", "then ANIL, w4a8")):
         if name not in rows:
             continue

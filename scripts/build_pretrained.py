@@ -58,7 +58,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "summary": "Conv-4, 4-bit weights and 8-bit activations, for handwritten characters (28x28 greyscale)",
         "data": OMNIGLOT_DATA,
         "train": "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
-                 "--out $WORK/omniglot-conv4-w4",
+                 "--augment ink --steps 8000 --out $WORK/omniglot-conv4-w4",
         "export": "fewbit export $WORK/omniglot-conv4-w4 --checkpoint last --algorithm metabaseline --out $OUT",
         "evals": [(5, 1, 15), (20, 1, 5), (5, 5, 15)],
     },

@@ -16,7 +16,7 @@ def _batch(channels: int) -> torch.Tensor:
     return torch.rand(6, channels, 20, 20, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize(("recipe", "channels"), [("photo", 3), ("glyph", 1), ("photo", 1)])
+@pytest.mark.parametrize(("recipe", "channels"), [("photo", 3), ("glyph", 1), ("photo", 1), ("ink", 1)])
 def test_same_generator_same_result_other_seed_other_result(recipe: str, channels: int) -> None:
     x = _batch(channels)
     a = augment(x, recipe, torch.Generator().manual_seed(5))
@@ -33,6 +33,19 @@ def test_glyph_warps_keep_most_of_the_ink() -> None:
     y = augment(x, "glyph", torch.Generator().manual_seed(0))
     kept = y.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
     assert ((kept > 0.7) & (kept < 1.3)).all()  # small affine maps: no stroke leaves the frame
+
+
+def test_ink_bends_strokes_and_thickens_some() -> None:
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, :, 13:15, 4:24] = 1.0  # a straight horizontal stroke
+    g_ink, g_glyph = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    ink, glyph = augment(x, "ink", g_ink), augment(x, "glyph", g_glyph)
+    assert not torch.equal(ink, glyph)
+    kept = ink.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
+    assert (kept > 0.6).all()  # no stroke leaves the frame
+    # thickened images hold clearly more ink than the affine warp alone leaves; about INK_THICKEN of them
+    thicker = (ink.sum(dim=(1, 2, 3)) > 1.3 * glyph.sum(dim=(1, 2, 3))).float().mean()
+    assert 0.15 < thicker < 0.45
 
 
 def test_resolve() -> None:

@@ -29,6 +29,7 @@ _FLAG_FIELDS = {
     "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
     "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
     "compress": "compress", "augment": "augment", "within_group": "within_group", "init_from": "init_from",
+    "train_on": "train_on",
 }
 
 
@@ -63,11 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--first-order", action="store_const", const=True, default=None)
     train.add_argument("--rotations", action="store_const", const=True, default=None,
                        help="count 90-degree rotations as new classes")
-    train.add_argument("--augment", choices=("none", "auto", "photo", "glyph"),
+    train.add_argument("--augment", choices=("none", "auto", "photo", "glyph", "ink"),
                        help="seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) for "
-                            "colour data, glyph (small affine) for greyscale")
+                            "colour data, glyph (small affine) for greyscale; ink = glyph plus elastic "
+                            "distortion and thicker strokes (handwriting)")
     train.add_argument("--within-group", action="store_const", const=True, default=None,
                        help="draw each training task's classes from one group (alphabet)")
+    train.add_argument("--train-on", choices=("train", "train+val"),
+                       help="train on the training classes (default), or on the validation classes too for a "
+                            "final model once validation has chosen the recipe (needs --val-every 0)")
     add_data_options(train, defaults=False)
     train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
     train.add_argument("--init-from", metavar="RUN_DIR",

@@ -1,12 +1,15 @@
 """Seeded image augmentation for meta-training (never at evaluation).
 
 Every random number is drawn from the sampler's explicit `torch.Generator`, whose state is in
-every checkpoint, so a resumed run augments exactly as an uninterrupted one. Both recipes are one
-affine warp per image (`affine_grid` + `grid_sample`), plus colour jitter for photographs:
+every checkpoint, so a resumed run augments exactly as an uninterrupted one. Every recipe is one
+warp per image (`affine_grid` + `grid_sample`), plus colour jitter for photographs:
 
 - `photo` (colour images): random resized crop (a share `CROP_AREA` of the area, aspect ratio in
   `CROP_RATIO`), horizontal flip, brightness / contrast / saturation jitter of +-`JITTER`.
 - `glyph` (strokes, greyscale): small rotation, scale, shear and shift (`GLYPH_*`).
+- `ink` (handwriting): `glyph`'s warp plus an elastic distortion (a smooth random displacement of
+  up to `INK_ELASTIC` of the side, as for handwritten digits in Simard et al. 2003) and thicker
+  strokes on a share `INK_THICKEN` of the images (a 3x3 max of the strokes at `INK_HALO` strength).
 - `auto`: `photo` for colour data, `glyph` for greyscale; `none`: off.
 
 Augmentation works on [0, 1] pixel values, before normalisation.
@@ -19,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "auto", "photo", "glyph")
+AUGMENTS = ("none", "auto", "photo", "glyph", "ink")
 CROP_AREA = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 FLIP = 0.5
@@ -28,6 +31,10 @@ GLYPH_ROTATION = math.radians(10)
 GLYPH_SCALE = (0.9, 1.1)
 GLYPH_SHEAR = 0.1
 GLYPH_SHIFT = 0.07  # of the image side
+INK_ELASTIC = 1.5 / 28  # largest displacement, of the image side (1.5 pixels at 28 x 28)
+INK_FIELD = 5  # the displacement field is drawn on a 5 x 5 grid, then smoothly upsampled
+INK_THICKEN = 0.3
+INK_HALO = 0.6
 
 
 def resolve(recipe: str, channels: int | None) -> str:
@@ -48,15 +55,28 @@ def augment(x: torch.Tensor, recipe: str, generator: torch.Generator) -> torch.T
     m = x.shape[0]
     if recipe == "photo":
         theta = _crop_flip(m, generator)
-    elif recipe == "glyph":
+    elif recipe in ("glyph", "ink"):
         theta = _small_affine(m, generator)
     else:
         raise ValueError(f"unknown augmentation {recipe!r}")
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if recipe == "ink":
+        grid = grid + _elastic(x.shape, generator)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if recipe == "photo":
         x = _jitter(x, generator)
+    elif recipe == "ink":
+        thicker = (torch.rand(m, generator=generator) < INK_THICKEN).view(-1, 1, 1, 1)
+        x = torch.where(thicker, torch.maximum(x, INK_HALO * F.max_pool2d(x, 3, stride=1, padding=1)), x)
     return x
+
+
+def _elastic(shape: torch.Size, g: torch.Generator) -> torch.Tensor:
+    """`[m, H, W, 2]` smooth random displacements (grid units: the side is 2) of at most `INK_ELASTIC`."""
+    m, _, h, w = shape
+    coarse = torch.rand(m, 2, INK_FIELD, INK_FIELD, generator=g) * 2 - 1
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    return field * (2 * INK_ELASTIC)
 
 
 def _uniform(m: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:

@@ -170,18 +170,20 @@ class ImageDataset:
 
 
 def concat(datasets: Sequence[ImageDataset], name: str) -> ImageDataset:
-    """One dataset with the classes of all `datasets` (class names must not collide)."""
-    images, labels, classes, alphabets = [], [], [], []
-    offset = 0
-    for ds in datasets:
-        images.append(ds.images)
-        labels.append(ds.labels + offset)
-        classes.extend(ds.classes)
-        alphabets.extend(ds.class_alphabet)
-        offset += ds.num_classes
+    """One dataset with the classes of all `datasets` (class names must not collide).
+
+    Splits of one source share their `pixels`: joining them (train + val) copies no pixels.
+    """
+    classes = [c for ds in datasets for c in ds.classes]
     if len(set(classes)) != len(classes):
         raise DataError(f"{name}: class names collide when joining {', '.join(d.name for d in datasets)}")
-    return ImageDataset(
-        name, np.concatenate(images), np.concatenate(labels), tuple(classes), tuple(alphabets),
-        mean=datasets[0].mean, std=datasets[0].std,
-    )
+    offsets = np.cumsum([0] + [ds.num_classes for ds in datasets[:-1]])
+    labels = np.concatenate([ds.labels + offset for ds, offset in zip(datasets, offsets, strict=True)])
+    alphabets = tuple(a for ds in datasets for a in ds.class_alphabet)
+    first = datasets[0]
+    if all(ds.pixels is first.pixels for ds in datasets):
+        rows = np.concatenate([np.arange(ds.num_images) if ds.rows is None else ds.rows for ds in datasets])
+        return dataclasses.replace(first, name=name, labels=labels, classes=tuple(classes),
+                                   class_alphabet=alphabets, rows=rows)
+    pixels = np.concatenate([ds.pixels if ds.rows is None else ds.pixels[ds.rows] for ds in datasets])
+    return ImageDataset(name, pixels, labels, tuple(classes), alphabets, mean=first.mean, std=first.std)

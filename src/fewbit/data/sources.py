@@ -30,6 +30,7 @@ from fewbit.runtime.preprocess import (
 )
 
 SPLITS = ("train", "val", "test", "all")
+JOINED_SPLIT = "train+val"  # a final model's training classes once validation has chosen its recipe
 SPEC_HELP = "glyphs | sinusoid | omniglot:PATH | omniglot-minimal:DIR | folder:PATH | csvsplit:PATH | csv:PATH"
 
 # Omniglot minimal protocol: meta-test on the small2 alphabets that small1 lacks.
@@ -100,7 +101,11 @@ class ImageSource:
     kind: str = "images"
 
     def split(self, name: str) -> ImageDataset:
-        """The split `name` (train, val, test or all)."""
+        """The split `name` (train, val, test, all, or train+val: the training and validation classes)."""
+        if name == JOINED_SPLIT:
+            from fewbit.data.dataset import concat
+
+            return concat([self.split("train"), self.split("val")], f"{self.spec}[{JOINED_SPLIT}]")
         if name not in self.splits:
             raise DataError(f"{self.spec}: no split {name!r}; choose one of {', '.join(self.splits)}")
         return self.splits[name]
@@ -129,6 +134,9 @@ class TableSource:
     kind: str = "table"
 
     def split(self, name: str) -> TableDataset:
+        """The split `name` (train, val, test, all, or train+val: the training and validation classes)."""
+        if name == JOINED_SPLIT:
+            return self.split("train").join(self.split("val"), f"{self.spec}[{JOINED_SPLIT}]")
         if name not in self.splits:
             raise DataError(f"{self.spec}: no split {name!r}; choose one of {', '.join(self.splits)}")
         return self.splits[name]

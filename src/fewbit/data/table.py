@@ -101,6 +101,17 @@ class TableDataset:
                                    classes=tuple(self.classes[i] for i in class_ids),
                                    rows=keep if self.rows is None else self.rows[keep])
 
+    def join(self, other: TableDataset, name: str) -> TableDataset:
+        """This dataset's classes and `other`'s (a split of the same table), no rows copied."""
+        if other.values is not self.values:
+            raise DataError(f"{name}: only splits of one table can be joined")
+        if set(self.classes) & set(other.classes):
+            raise DataError(f"{name}: class names collide when joining {self.name} and {other.name}")
+        rows = [np.arange(d.num_images) if d.rows is None else d.rows for d in (self, other)]
+        labels = np.concatenate([self.labels, other.labels + self.num_classes])
+        return dataclasses.replace(self, name=name, labels=labels, classes=self.classes + other.classes,
+                                   rows=np.concatenate(rows))
+
     def with_normalization(self, mean: Sequence[float], std: Sequence[float]) -> TableDataset:
         return dataclasses.replace(self, mean=tuple(mean), std=tuple(std))
 

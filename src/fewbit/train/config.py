@@ -12,6 +12,7 @@ from fewbit.errors import ConfigError
 from fewbit.meta.base import MetaConfig
 
 SCHEDULES = ("constant", "cosine")
+TRAIN_ON = ("train", "train+val")  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
 MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
@@ -53,6 +54,7 @@ class TrainConfig:
     label_column: str | None = None  # csv tables: the label column (null: the last)
     augment: str = "none"  # none | auto | photo | glyph (seeded, training tasks only)
     within_group: bool = False  # draw each training task's classes from one group (alphabet)
+    train_on: str = "train"  # train | train+val: a final model on the validation classes too (needs val_every 0)
     val_every: int = 100  # validate on the val split every N steps (0: never; the last step is kept)
     val_tasks: int = 100
     checkpoint_every: int = 50  # write a resumable checkpoint every N steps (and at the end)
@@ -101,6 +103,10 @@ class TrainConfig:
               f"must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         check(isinstance(self.within_group, bool), OWNER, "within_group",
               f"must be true or false, got {self.within_group!r}")
+        check(self.train_on in TRAIN_ON, OWNER, "train_on",
+              f"must be one of {', '.join(TRAIN_ON)}, got {brief(self.train_on)}")
+        check(self.train_on == "train" or self.val_every == 0, OWNER, "train_on",
+              "train+val leaves no unseen classes to validate on; set val_every: 0 (--val-every 0)")
         try:
             self.data_options()
         except ConfigError as exc:

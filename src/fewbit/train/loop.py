@@ -160,8 +160,9 @@ class _Trainer:
         if not isinstance(source, RegressionSource):
             if config.regression:  # pragma: no cover - spec kinds agree by construction
                 raise ConfigError("TrainConfig.dataset: expected a regression source")
-            self.train_ds = source.split("train")
-            self.val_ds = source.split("val")
+            self.train_ds = source.split(config.train_on)
+            # train+val leaves no unseen classes to validate on (its config has val_every 0)
+            self.val_ds = source.split("val") if config.train_on == "train" else None
             self.preprocessing = source.preprocessing
             self.train_classes: int | None = self.train_ds.num_classes * (4 if config.rotations else 1)
         else:
