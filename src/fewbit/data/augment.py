@@ -31,7 +31,7 @@ GLYPH_ROTATION = math.radians(10)
 GLYPH_SCALE = (0.9, 1.1)
 GLYPH_SHEAR = 0.1
 GLYPH_SHIFT = 0.07  # of the image side
-INK_ELASTIC = 1.5 / 28  # largest displacement, of the image side (1.5 pixels at 28 x 28)
+INK_ELASTIC = 1.5 / 28  # the coarse field's largest displacement, of the image side (1.5 pixels at 28 x 28)
 INK_FIELD = 5  # the displacement field is drawn on a 5 x 5 grid, then smoothly upsampled
 INK_THICKEN = 0.3
 INK_HALO = 0.6
@@ -72,7 +72,8 @@ def augment(x: torch.Tensor, recipe: str, generator: torch.Generator) -> torch.T
 
 
 def _elastic(shape: torch.Size, g: torch.Generator) -> torch.Tensor:
-    """`[m, H, W, 2]` smooth random displacements (grid units: the side is 2) of at most `INK_ELASTIC`."""
+    """`[m, H, W, 2]` smooth random displacements (grid units: the side is 2) of up to about `INK_ELASTIC`
+    of the side (bicubic upsampling may overshoot the coarse values slightly)."""
     m, _, h, w = shape
     coarse = torch.rand(m, 2, INK_FIELD, INK_FIELD, generator=g) * 2 - 1
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
