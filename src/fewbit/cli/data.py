@@ -15,6 +15,7 @@ from fewbit.cli.common import (
     positive_int,
     seed_int,
 )
+from fewbit.data.augment import AUGMENTS
 from fewbit.data.sources import SPEC_HELP, DataOptions, ImageSource, load_source
 from fewbit.errors import DataError
 from fewbit.report.tables import table
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--shots", type=positive_int, default=1)
     show.add_argument("--queries", type=nonnegative_int, default=3)
     show.add_argument("--rotations", action="store_true", help="count 90-degree rotations as new classes")
-    show.add_argument("--augment", default="none", choices=("none", "auto", "photo", "glyph", "ink"),
+    show.add_argument("--augment", default="none", choices=AUGMENTS,
                       help="show the task as training augments it")
     show.add_argument("--seed", type=seed_int, default=0)
     show.add_argument("--out", default="task.png", help="PNG to write (default task.png)")

@@ -16,7 +16,9 @@ from fewbit.cli.common import (
     positive_int,
     seed_int,
 )
+from fewbit.data.augment import AUGMENTS
 from fewbit.data.sources import SPEC_HELP
+from fewbit.train.config import SCHEDULES, TRAIN_ON
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
 ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune | metabaseline | simpleshot"
@@ -57,20 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--val-tasks", type=positive_int)
     train.add_argument("--checkpoint-every", type=nonnegative_int)
     train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
-    train.add_argument("--schedule", choices=("constant", "cosine"),
+    train.add_argument("--schedule", choices=SCHEDULES,
                        help="outer learning rate: cosine decay to 0 (default) or constant")
     train.add_argument("--grad-clip", type=finite_float)
     train.add_argument("--scope", help="which parameters adapt: all | head | bias_norm | none")
     train.add_argument("--first-order", action="store_const", const=True, default=None)
     train.add_argument("--rotations", action="store_const", const=True, default=None,
                        help="count 90-degree rotations as new classes")
-    train.add_argument("--augment", choices=("none", "auto", "photo", "glyph", "ink"),
+    train.add_argument("--augment", choices=AUGMENTS,
                        help="seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) for "
                             "colour data, glyph (small affine) for greyscale; ink = glyph plus elastic "
                             "distortion and thicker strokes (handwriting)")
     train.add_argument("--within-group", action="store_const", const=True, default=None,
                        help="draw each training task's classes from one group (alphabet)")
-    train.add_argument("--train-on", choices=("train", "train+val"),
+    train.add_argument("--train-on", choices=TRAIN_ON,
                        help="train on the training classes (default), or on the validation classes too for a "
                             "final model once validation has chosen the recipe (needs --val-every 0)")
     add_data_options(train, defaults=False)

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fewbit.config import brief, check, from_dict, load_yaml, to_dict
+from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError
 from fewbit.meta.base import MetaConfig
 
 SCHEDULES = ("constant", "cosine")
-TRAIN_ON = ("train", "train+val")  # the split(s) whose classes a run trains on
+TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
 MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
