@@ -45,6 +45,22 @@ def test_train_then_eval_with_json(capsys, tmp_path, images):
     assert json.loads((run / "eval.json").read_text()) == result
     code, out, _ = run_cli(capsys, "eval", str(run), "--tasks", "4", "--shots", "2", "--split", "val", "--quiet")
     assert code == 0 and "3-way 2-shot accuracy" in out and "+-" in out
+    assert result["views"] == 1
+    code, out, err = run_cli(capsys, "eval", str(run), "--tasks", "6", "--views", "8", "--json")
+    assert code == 0, err
+    viewed = json.loads(out)
+    assert viewed["views"] == 8 and viewed["tasks"] == 6
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(capsys, "eval", str(run), "--tasks", "6", "--views", "3")
+    assert exit_.value.code == 2 and "--views" in capsys.readouterr().err
+
+
+def test_eval_views_need_images(capsys, tmp_path):
+    run = tmp_path / "sine"
+    code, _, err = run_cli(capsys, "train", *SINE_FLAGS, "--steps", "1", "--val-every", "0", "--out", str(run))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "eval", str(run), "--tasks", "2", "--views", "4")
+    assert code != 0 and "--views" in err and len(err.strip().splitlines()) == 1
 
 
 def test_config_file_with_flags_on_top(capsys, tmp_path):

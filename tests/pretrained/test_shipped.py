@@ -142,6 +142,12 @@ def test_adapt_with_a_shipped_model_on_own_folders(capsys, tmp_path):
     result = json.loads(out)
     assert len(result["predictions"]) == 6
     assert result["accuracy"] >= 0.5  # 3 classes: chance is 1/3
+    assert result["views"] == 1
+    code, out, err = run_cli(capsys, "adapt", "--model", GLYPHS, "--support", str(support), "--query", str(query),
+                             "--views", "8", "--json")
+    assert code == 0, err
+    viewed = json.loads(out)
+    assert viewed["views"] == 8 and len(viewed["predictions"]) == 6
 
 
 @pytest.mark.skipif(GLYPHS is None, reason="no glyphs model shipped")
@@ -154,6 +160,12 @@ def test_eval_with_a_shipped_model_scores_what_the_runtime_scores(capsys):
     want = evaluate_artifact(model, test, ways=5, shots=1, queries=15, tasks=20)
     assert (result["tasks"], result["ways"], result["runtime"]) == (20, 5, "numpy")
     assert result["accuracy"] == pytest.approx(want.value)
+    code, out, err = run_cli(capsys, "eval", "--model", GLYPHS, "--dataset", "glyphs", "--tasks", "10", "--views", "4",
+                             "--json")
+    assert code == 0, err
+    viewed = json.loads(out)
+    want = evaluate_artifact(model, test, ways=5, shots=1, queries=15, tasks=10, views=4)
+    assert viewed["views"] == 4 and viewed["accuracy"] == pytest.approx(want.value)
     code, _, err = run_cli(capsys, "eval", "--model", GLYPHS, "--tasks", "5")
     assert code != 0 and "--dataset" in err
 

@@ -16,6 +16,7 @@ import numpy as np
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
 from fewbit.errors import ConfigError, DataError
 from fewbit.report.tables import table
+from fewbit.runtime.views import VIEWS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("batch", "support"),
         help="BatchNorm statistics: of each batch, or of the support set, frozen (as the C export does)",
     )
+    ad.add_argument("--views", type=int, choices=VIEWS,
+                    help="test-time views: adapt and score each rotation (4) or rotation and mirror (8) of the "
+                         "task, averaging the scores; more accurate on glyphs, that many times the work "
+                         "(default: the artifact's, 1)")
     ad.add_argument("--raw-out", metavar="DIR", help="also write support.bin/query.bin for the C example program")
     add_common(ad, threads=True)
     ad.set_defaults(handler=run_adapt)
@@ -270,6 +275,7 @@ def run_adapt(args: argparse.Namespace) -> Output:
             steps=args.steps,
             lr=args.lr,
             norm_stats=args.norm_stats,
+            views=args.views,
         )
         preds, scores = [], []
         for start in range(0, len(query_x), args.batch):
@@ -303,6 +309,7 @@ def run_adapt(args: argparse.Namespace) -> Output:
         "classes": list(support.classes),
         "method": adapted.method,
         "norm_stats": adapted.settings["norm_stats"],
+        "views": adapted.settings["views"],
         "support_images": len(support.files),
         "query_images": len(files),
     }

@@ -18,6 +18,7 @@ from fewbit.cli.common import (
 )
 from fewbit.data.augment import AUGMENTS
 from fewbit.data.sources import SPEC_HELP
+from fewbit.runtime.views import VIEWS
 from fewbit.train.config import SCHEDULES, TRAIN_ON
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
@@ -103,6 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--algorithm", dest="test_algorithm", metavar="NAME",
                     help="adapt at test time with another algorithm that needs no trained head "
                          "(protonet, simpleshot, ...; default: the run's)")
+    ev.add_argument("--views", type=int, choices=VIEWS,
+                    help="test-time views: score each task in its 4 rotations or its 8 rotations and mirrors, "
+                         "averaging the logits (square images; that many times the work; default 1, or an "
+                         "artifact's own)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(ev, device=True, threads=True)
     ev.set_defaults(handler=run_eval, device=None)
@@ -158,6 +163,7 @@ def run_eval(args: argparse.Namespace) -> Output:
     from fewbit._io import atomic_write_json, finite_or_none
     from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
+    from fewbit.meta.views import with_views
     from fewbit.train import load_run
     from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
     from fewbit.train.run import EVAL_NAME, eval_dataset
@@ -185,13 +191,21 @@ def run_eval(args: argparse.Namespace) -> Output:
             f"--ways: this {config.algorithm} run classifies {config.ways} ways with its head; "
             f"evaluate it with --ways {config.ways} (protonet and finetune runs take any --ways)"
         )
+    predictor = run.predictor()
+    if dataset is not None:
+        try:
+            predictor = with_views(predictor, args.views or 1, run.input_shape)
+        except ValueError as exc:
+            raise ConfigError(f"--views: {exc}") from None
+    elif (args.views or 1) != 1:
+        raise ConfigError("--views: a regression family has no images to turn; use --views 1")
     result = evaluate(
-        run.predictor(), dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
+        predictor, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
         device=run.device, progress=not (args.quiet or args.json), batch=batch,
     )
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
-                 "checkpoint": args.checkpoint, "step": run.step})
+                 "checkpoint": args.checkpoint, "step": run.step, "views": args.views or 1})
     if dataset is not None:
         from fewbit.report.cost import adaptation_memory
 
@@ -237,9 +251,13 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     if dataset is None:
         raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
     seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
-    result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
-                               seed=seed, progress=progress)
+    try:
+        views = model.adaptation.get("views", 1) if args.views is None else args.views
+        result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
+                                   seed=seed, progress=progress, views=views)
+    except ValueError as exc:
+        raise ConfigError(f"eval --model: {exc}") from None
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"model": args.model, "dataset": args.dataset, "split": args.split, "seed": seed,
-                 "algorithm": model.algorithm, "runtime": "numpy"})
+                 "algorithm": model.algorithm, "runtime": "numpy", "views": views})
     return Output(data, f"{args.model} on {args.dataset} [{args.split}], numpy runtime: {result}")

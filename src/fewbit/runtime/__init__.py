@@ -10,7 +10,8 @@ Inputs are float32 `[N, C, H, W]`, preprocessed as the artifact says
 
 from __future__ import annotations
 
-from fewbit.runtime.adapt import AdaptedTask, adapt, class_means
+from fewbit.runtime.adapt import AdaptedTask, ViewedTask, adapt, class_means
 from fewbit.runtime.model import RuntimeModel, load
+from fewbit.runtime.views import VIEWS
 
-__all__ = ["AdaptedTask", "RuntimeModel", "adapt", "class_means", "load"]
+__all__ = ["VIEWS", "AdaptedTask", "RuntimeModel", "ViewedTask", "adapt", "class_means", "load"]

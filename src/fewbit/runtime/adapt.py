@@ -14,6 +14,8 @@ mirroring its evaluation in `fewbit.meta`):
   head is fitted on the support part (the Baseline). `scope` names what may move: `head` (the
   classifier's weight and bias), `bias` (every layer's bias), `norm` (BatchNorm scale and
   shift), joined by "+", or `none`; the runtime never moves quantized weights.
+- `views`: 1, or 4 / 8 test-time views (`fewbit.runtime.views`): the task adapted to and scored
+  in each rotation (and mirror) of its images, the views' logits averaged.
 - `norm_stats`: `batch` (the above: BatchNormOp statistics of the batch being embedded) or
   `support` (statistics of the support set, frozen, each query embedded on its own: the mode of
   the exported C code; `fewbit.runtime.support_stats`). With `support` only the head adapts.
@@ -38,6 +40,7 @@ from fewbit.runtime.settings import (
     settings_for,
 )
 from fewbit.runtime.support_stats import SupportStatistics, frozen_op, static_quant
+from fewbit.runtime.views import view
 
 
 class PlainHead(Op):
@@ -102,8 +105,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class _Classifier:
+    """`predict` and `scores` from a `logits(query_x)`."""
+
+    def logits(self, query_x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, query_x: np.ndarray) -> np.ndarray:
+        """Class indices `[Q]` in 0..ways-1."""
+        return self.logits(query_x).argmax(axis=1)
+
+    def scores(self, query_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices `[Q]`, softmax probability of each `[Q]`)."""
+        logits = self.logits(query_x)
+        pred = logits.argmax(axis=1)
+        return pred, softmax(logits.astype(np.float64))[np.arange(len(pred)), pred]
+
+
 @dataclasses.dataclass
-class AdaptedTask:
+class AdaptedTask(_Classifier):
     """A model adapted to one task: `logits(query_x)`, `predict(query_x)`, `scores(query_x)`.
 
     Query batches are classified as a whole (batch statistics), as PyTorch does; with
@@ -153,15 +173,37 @@ class AdaptedTask:
         assert self.head_ops is not None
         return _run(self.head_ops, self.params, model.embed(query_x, self.params))
 
-    def predict(self, query_x: np.ndarray) -> np.ndarray:
-        """Class indices `[Q]` in 0..ways-1."""
-        return self.logits(query_x).argmax(axis=1)
 
-    def scores(self, query_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class indices `[Q]`, softmax probability of each `[Q]`)."""
-        logits = self.logits(query_x)
-        pred = logits.argmax(axis=1)
-        return pred, softmax(logits.astype(np.float64))[np.arange(len(pred)), pred]
+@dataclasses.dataclass
+class ViewedTask(_Classifier):
+    """A task adapted in each of its test-time views: logits are the mean over the views, each
+    view's queries turned as its support set was."""
+
+    views: list[AdaptedTask]
+
+    @property
+    def method(self) -> str:
+        return self.views[0].method
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The views' adaptation settings, with `views` their number."""
+        return {**self.views[0].settings, "views": len(self.views)}
+
+    @property
+    def ways(self) -> int:
+        return self.views[0].ways
+
+    @property
+    def losses(self) -> list[float]:
+        """The first view's adaptation losses."""
+        return self.views[0].losses
+
+    def logits(self, query_x: np.ndarray) -> np.ndarray:
+        """`[Q, ways]` logits averaged over the views; NumericError when one overflows."""
+        query_x = np.asarray(query_x, dtype=np.float32)
+        total = sum(task.logits(view(query_x, k)).astype(np.float64) for k, task in enumerate(self.views))
+        return (total / len(self.views)).astype(np.float32)
 
 
 def _run(
@@ -198,12 +240,15 @@ def adapt(
     scope: str | None = None,
     head_init: str | None = None,
     norm_stats: str | None = None,
-) -> AdaptedTask:
+    views: int | None = None,
+) -> AdaptedTask | ViewedTask:
     """Adapt `model` to a support set `[N, C, H, W]` with labels `[N]` in 0..ways-1 (>= 2 ways).
 
     Defaults come from the artifact (its `adaptation` block); `scope` may narrow, never widen,
     what the artifact allows. `norm_stats="support"` freezes BatchNorm statistics from the support
-    set and classifies each query on its own (what the exported C code does). ValueError on
+    set and classifies each query on its own (what the exported C code does). `views=4` or `8`
+    adapts to and scores every rotation (and mirror) of the task and averages the scores
+    (`fewbit.runtime.views`): more accurate for glyphs, `views` times the work. ValueError on
     inconsistent arguments.
 
         model = fewbit.runtime.load("model.fewbit")
@@ -213,8 +258,12 @@ def adapt(
     support_x = np.asarray(support_x, dtype=np.float32)
     y, ways = _check_support(support_x, support_y)
     settings = settings_for(
-        model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats
+        model, method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats,
+        views=views,
     )
+    if settings["views"] > 1:
+        one = dict(method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats, views=1)
+        return ViewedTask([adapt(model, view(support_x, k), y, **one) for k in range(settings["views"])])
     moving_body = settings["method"] == SGD and bool(_body_trainable(model, settings["scope"]))
     limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == SGD),
                                  backward=moving_body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fewbit.runtime import limits
+from fewbit.runtime.views import check_views
 
 if TYPE_CHECKING:
     from fewbit.runtime.model import RuntimeModel
@@ -51,6 +52,7 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
         "normalize": False,
         "metric": "euclidean",
         "scale": 1.0,
+        "views": 1,  # test-time views (fewbit.runtime.views)
     }
     base.update({k: v for k, v in model.adaptation.items() if k in base})
     allowed = str(base["scope"])
@@ -71,6 +73,7 @@ def settings_for(model: RuntimeModel, **overrides: Any) -> dict[str, Any]:
     if base["center"] not in CENTERS or base["metric"] not in METRICS or not isinstance(base["normalize"], bool):
         raise ValueError(f"prototypes compare with center in {CENTERS}, metric in {METRICS} and normalize true or "
                          f"false, got {base['center']!r}, {base['metric']!r}, {base['normalize']!r}")
+    base["views"] = check_views(base["views"], model.input_shape)
     base["scale"] = limits.check_lr(base["scale"], "scale")  # a finite number > 0, like a rate
     base["steps"] = limits.check_steps(base["steps"], "steps")
     base["lr"] = limits.check_lr(base["lr"], "lr")
