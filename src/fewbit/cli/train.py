@@ -191,13 +191,13 @@ def run_eval(args: argparse.Namespace) -> Output:
             f"--ways: this {config.algorithm} run classifies {config.ways} ways with its head; "
             f"evaluate it with --ways {config.ways} (protonet and finetune runs take any --ways)"
         )
-    predictor = run.predictor()
+    predictor, views = run.predictor(), args.views or 1
     if dataset is not None:
         try:
-            predictor = with_views(predictor, args.views or 1, run.input_shape)
+            predictor = with_views(predictor, views, run.input_shape)
         except ValueError as exc:
             raise ConfigError(f"--views: {exc}") from None
-    elif (args.views or 1) != 1:
+    elif views != 1:
         raise ConfigError("--views: a regression family has no images to turn; use --views 1")
     result = evaluate(
         predictor, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
@@ -205,7 +205,7 @@ def run_eval(args: argparse.Namespace) -> Output:
     )
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
-                 "checkpoint": args.checkpoint, "step": run.step, "views": args.views or 1})
+                 "checkpoint": args.checkpoint, "step": run.step, "views": views})
     if dataset is not None:
         from fewbit.report.cost import adaptation_memory
 
@@ -232,6 +232,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     from fewbit.errors import ConfigError
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate_artifact
     from fewbit.runtime import load
+    from fewbit.runtime.settings import settings_for
     from fewbit.train.config import check_task_shape
     from fewbit.train.run import eval_dataset
 
@@ -252,7 +253,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
         raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
     seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed
     try:
-        views = model.adaptation.get("views", 1) if args.views is None else args.views
+        views = settings_for(model, views=args.views)["views"]  # the artifact's own unless --views
         result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
                                    seed=seed, progress=progress, views=views)
     except ValueError as exc:

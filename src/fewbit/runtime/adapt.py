@@ -194,11 +194,6 @@ class ViewedTask(_Classifier):
     def ways(self) -> int:
         return self.views[0].ways
 
-    @property
-    def losses(self) -> list[float]:
-        """The first view's adaptation losses."""
-        return self.views[0].losses
-
     def logits(self, query_x: np.ndarray) -> np.ndarray:
         """`[Q, ways]` logits averaged over the views; NumericError when one overflows."""
         query_x = np.asarray(query_x, dtype=np.float32)
