@@ -128,11 +128,11 @@ def main() -> None:
     report: dict[str, Any] = {"benchmark": "omniglot_recipe", "dataset": spec, "recipe": str(RECIPE.relative_to(ROOT)),
                               "test_rule": TEST_RULE, "torch": torch.__version__, "threads": args.threads,
                               "machine": platform.processor() or platform.machine(), "rows": []}
-    if Path(args.out).is_file():  # keep rows of earlier invocations that this one does not redo
-        report["rows"] = [r for r in json.loads(Path(args.out).read_text()).get("rows", [])
-                          if r["row"] not in args.rows.split(",")]
+    earlier = json.loads(Path(args.out).read_text()).get("rows", []) if Path(args.out).is_file() else []
+    # keep rows of earlier invocations that this one does not redo
+    report["rows"] = [r for r in earlier if r["row"] not in args.rows.split(",")]
     if args.rescore:
-        rescore(report, args, test)
+        rescore(report, {r["row"]: r for r in earlier}, args, test)
         return
     for row in args.rows.split(","):
         run_dir = Path(args.workdir) / row
@@ -200,17 +200,17 @@ def view_scores(run: Any, test: Any, tasks: int) -> dict[str, Any]:
     return out
 
 
-def rescore(report: dict[str, Any], args: argparse.Namespace, test: Any) -> None:
-    """Score the kept runs of `args.rows` again, with and without views, keeping their training figures."""
-    earlier = {r["row"]: r for r in json.loads(Path(args.out).read_text())["rows"]} if Path(args.out).is_file() else {}
+def rescore(report: dict[str, Any], earlier: dict[str, dict[str, Any]], args: argparse.Namespace, test: Any) -> None:
+    """Score the kept runs of `args.rows` again, with and without views, keeping the training figures
+    of their `earlier` rows (from --out)."""
     for row in args.rows.split(","):
         run_dir = Path(args.workdir) / row
         if row not in earlier or not (run_dir / "metrics.jsonl").is_file():
             raise SystemExit(f"--rescore: no {row} row in {args.out} or no run in {run_dir}; train it first")
         entry = earlier[row]
-        if entry["steps"] != read_steps(run_dir):
-            raise SystemExit(f"--rescore: {run_dir} is not the run of {args.out}'s {row} row (steps differ)")
         run = load_run(run_dir, checkpoint="last")
+        if entry["steps"] != run.step:
+            raise SystemExit(f"--rescore: {run_dir} is not the run of {args.out}'s {row} row (steps differ)")
         run.test_time(algorithm=TEST_RULE if entry["test_rule"] == TEST_RULE else None)
         entry["5way_1shot"] = score(run, test, 5, args.tasks)
         if "20way_1shot" in entry:
@@ -220,12 +220,6 @@ def rescore(report: dict[str, Any], args: argparse.Namespace, test: Any) -> None
         print(f"{row}: 5-way {100 * entry['5way_1shot']['accuracy']:.2f}%", flush=True)
         report["rows"].append(entry)
         atomic_write_json(args.out, report)
-
-
-def read_steps(run_dir: Path) -> int:
-    """The last training step a run's metrics record."""
-    steps = [json.loads(line).get("step", 0) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return max(steps, default=0)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
