@@ -6,10 +6,16 @@ Rows (each with its training wall time on this machine):
                                the head-free cosine-prototype rule the shipped models use
                                (metabaseline); a checkpoint every --every steps gives the curve.
   long-ink-w4a8                the recipe with `augment: ink` (elastic distortion and thicker
-                               strokes on top of the glyph warp) for LONG_STEPS steps: the longest
-                               budget, within 30 minutes of training.
+                               strokes on top of the glyph warp) for LONG_STEPS steps, within 30
+                               minutes of training.
+  born-again-w4a8              long-ink-w4a8 trained again with that run as its teacher
+                               (`teacher:`, born-again self-distillation: half the loss is the KL
+                               divergence to the teacher's softened scores, T = 4): the longest
+                               budget, teacher and student together.
   anil-w4a8                    configs/omniglot_anil.yaml: ANIL (a head adapted by SGD, the MAML
                                family) meta-trained from recipe-w4a8's weights (`init_from`).
+  anil-fast-w4a8               the same ANIL after a FAST_PRE_STEPS-step pre-training: the MAML
+                               family within the wall time maml-150 takes.
   maml-150                     configs/omniglot_maml.yaml from scratch, float32, 150 steps: the
                                budget of the learn2learn comparison (its MAML: 79.4 +- 0.8%).
 Every row: 600 seeded 5-way 1-shot test tasks (small2-only alphabets) at the end, 20-way 1-shot
@@ -50,6 +56,8 @@ TEST_RULE = "metabaseline"  # cosine to the class means: what `fewbit export --a
 ANIL_RECIPE = ROOT / "configs" / "omniglot_anil.yaml"
 LONG_STEPS = 8000
 VIEWS = 8  # test-time views scored beside the plain rule (fewbit.meta.views)
+FAST_PRE_STEPS = 1500  # anil-fast-w4a8's pre-training: with ANIL's 400 steps, less wall time than maml-150
+BEFORE = {"anil-w4a8": "recipe-w4a8", "born-again-w4a8": "long-ink-w4a8"}  # row: the row whose run it builds on
 
 
 def recipe(spec: str, path: Path = RECIPE, **overrides: Any) -> TrainConfig:
@@ -104,7 +112,8 @@ def artifact_bytes(run_dir: Path, test_rule: str | None) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
-    parser.add_argument("--rows", default="recipe-w4a8,recipe-float32,long-ink-w4a8,anil-w4a8,maml-150")
+    parser.add_argument("--rows",
+                        default="recipe-w4a8,recipe-float32,long-ink-w4a8,born-again-w4a8,anil-w4a8,anil-fast-w4a8,maml-150")
     parser.add_argument("--steps", type=int, help="recipe steps (default: the recipe's)")
     parser.add_argument("--every", type=int, default=500, help="a curve point every this many steps")
     parser.add_argument("--anil-steps", type=int, help="ANIL steps (default: configs/omniglot_anil.yaml's)")
@@ -148,11 +157,25 @@ def main() -> None:
             steps = args.steps or LONG_STEPS
             config = recipe(spec, augment="ink", steps=steps, checkpoint_every=1000, keep_checkpoints=1 + steps // 1000)
             test_rule = TEST_RULE
+        elif row == "born-again-w4a8":
+            steps = args.steps or LONG_STEPS
+            config = recipe(spec, augment="ink", steps=steps, teacher=str(Path(args.workdir) / "long-ink-w4a8"),
+                            checkpoint_every=1000, keep_checkpoints=1 + steps // 1000)
+            test_rule = TEST_RULE
         elif row == "anil-w4a8":
             base = Path(args.workdir) / "recipe-w4a8"
             config = recipe(spec, ANIL_RECIPE, init_from=str(base), val_every=0,
                             checkpoint_every=100, keep_checkpoints=10,
                             **({"steps": args.anil_steps} if args.anil_steps else {}))
+            test_rule = None
+        elif row == "anil-fast-w4a8":  # the MAML family within the wall time of maml-150's 150 steps
+            pre_dir = Path(args.workdir) / f"{row}-pre"
+            shutil.rmtree(pre_dir, ignore_errors=True)
+            start = time.perf_counter()
+            meta_train(recipe(spec, steps=FAST_PRE_STEPS, checkpoint_every=FAST_PRE_STEPS), pre_dir, progress=False)
+            pre_seconds = time.perf_counter() - start
+            config = recipe(spec, ANIL_RECIPE, init_from=str(pre_dir), val_every=0, checkpoint_every=100,
+                            keep_checkpoints=10)
             test_rule = None
         elif row == "maml-150":
             config = recipe(spec, MAML_RECIPE, steps=150, val_every=0, checkpoint_every=50, keep_checkpoints=4)
@@ -167,10 +190,13 @@ def main() -> None:
                                  "steps": config.steps, "train_seconds": round(train_seconds, 1),
                                  "test_rule": test_rule or config.algorithm,
                                  "curve": curve(run_dir, test, args.curve_tasks, test_rule)}
-        if row == "anil-w4a8":
-            entry["init_from"] = "recipe-w4a8"
-            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == "recipe-w4a8"), None)
+        if row in BEFORE:  # trained on top of another row's run: its time counts too
+            entry["init_from" if row == "anil-w4a8" else "teacher"] = BEFORE[row]
+            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == BEFORE[row]), None)
             entry["total_train_seconds"] = round(train_seconds + base_seconds, 1) if base_seconds else None
+        if row == "anil-fast-w4a8":
+            entry.update(pre_train_steps=FAST_PRE_STEPS, pre_train_seconds=round(pre_seconds, 1),
+                         total_train_seconds=round(pre_seconds + train_seconds, 1), learn2learn_150=LEARN2LEARN_150)
         if row == "maml-150":
             entry["learn2learn_150"] = LEARN2LEARN_150
         run = load_run(run_dir, checkpoint="last")
@@ -233,10 +259,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9.6, 4))
     for name, label in (("recipe-float32", "pre-training, float32"), ("recipe-w4a8", "pre-training, w4a8"),
                         ("long-ink-w4a8", "pre-training, w4a8, ink augmentation"),
+                        ("born-again-w4a8", "then born-again from it, w4a8, ink"),
                         ("anil-w4a8", "then ANIL, w4a8")):
         if name not in rows:
             continue
-        offset = rows["recipe-w4a8"]["train_seconds"] if name.startswith("anil") and "recipe-w4a8" in rows else 0.0
+        base = rows.get(BEFORE.get(name, ""))
+        offset = base["train_seconds"] if base else 0.0
         points = sorted(rows[name]["curve"], key=lambda p: p["step"])
         xs = [(offset + p["train_seconds"]) / 60 for p in points]
         ys = [100 * p["accuracy"] for p in points]

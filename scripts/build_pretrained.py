@@ -1,9 +1,10 @@
 """Rebuild the models fewbit ships (src/fewbit/pretrained/<name>.fewbit) and their cards (<name>.json).
 
-Every model is made by the fewbit commands its card records (`commands`): a training run from a
-recipe in configs/, then an export. This script runs exactly those commands (as subprocesses, so
-what it measures is what a user gets), then scores the artifact in the numpy runtime on seeded
-test tasks, times adaptation, and writes the card beside the artifact.
+Every model is made by the fewbit commands its card records (`commands`): training runs from a
+recipe in configs/ (a teacher first, for a model distilled from one), then an export. This script
+runs exactly those commands (as subprocesses, so what it measures is what a user gets), then
+scores the artifact in the numpy runtime on seeded test tasks, times adaptation, and writes the
+card beside the artifact.
 
     python scripts/build_pretrained.py --omniglot ../shared/data/omniglot          # every model
     python scripts/build_pretrained.py --models glyphs-conv4-w4 --work /tmp/pre      # one model
@@ -52,16 +53,21 @@ GLYPHS_DATA = {
     "spec": "glyphs",
 }
 
-# name -> how it is made. `train` and `export` are fewbit command lines; $OMNIGLOT, $WORK and
-# $OUT are filled in. `evals`: (ways, shots, queries, views) rows scored on 600 test tasks each (views:
-# test-time views, `fewbit eval --views`).
+# name -> how it is made. `train` (one command line or a list, run in order; the last one trains the
+# shipped run) and `export` are fewbit command lines; $OMNIGLOT, $WORK and $OUT are filled in.
+# `evals`: (ways, shots, queries, views) rows scored on 600 test tasks each (views: test-time
+# views, `fewbit eval --views`).
 EVALS = [(5, 1, 15, 1), (20, 1, 5, 1), (5, 5, 15, 1), (5, 1, 15, 8), (20, 1, 5, 8)]
 MODELS: dict[str, dict[str, Any]] = {
     "omniglot-conv4-w4": {
         "summary": "Conv-4, 4-bit weights and 8-bit activations, for handwritten characters (28x28 greyscale)",
         "data": OMNIGLOT_DATA,
-        "train": "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
-                 "--augment ink --steps 8000 --out $WORK/omniglot-conv4-w4",
+        "train": [  # the 8,000-step ink recipe, then trained again with that run as its teacher (born-again)
+            "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
+            "--augment ink --steps 8000 --out $WORK/omniglot-conv4-w4-teacher",
+            "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
+            "--augment ink --steps 8000 --teacher $WORK/omniglot-conv4-w4-teacher --out $WORK/omniglot-conv4-w4",
+        ],
         "export": "fewbit export $WORK/omniglot-conv4-w4 --checkpoint last --algorithm metabaseline --out $OUT",
         "evals": EVALS,
     },
@@ -166,7 +172,31 @@ def rescore(name: str, recipe: dict[str, Any], omniglot: Path) -> dict[str, Any]
     return card
 
 
-def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path) -> dict[str, Any]:
+def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], float] | None:
+    """(`fewbit train --json`'s fields, training seconds) of the finished run that `command` would
+    make, when its --out already holds one with exactly the command's config; None when --out is empty.
+    The seconds are the run's own (its metrics' last training record)."""
+    from fewbit.cli import build_parser
+    from fewbit.cli.train import _overrides
+    from fewbit.train import load_config
+    from fewbit.train.run import read_run_config
+
+    argv = [_fill(a, values) for a in shlex.split(command)]
+    args = build_parser().parse_args(argv[1:])
+    out = Path(args.out)
+    if not out.exists():
+        return None
+    wanted = load_config(str(ROOT / args.config) if args.config else None, **_overrides(args))
+    if read_run_config(out) != wanted:
+        sys.exit(f"{out} holds a run of another config than `{command}`; give another --work or remove it")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if r.get("kind") == "train"][-1:]
+    if not last or last[0]["step"] != wanted.steps:
+        sys.exit(f"{out} is not finished; resume it (fewbit train --resume {out}) or remove it")
+    return {"run_dir": str(out), "steps": wanted.steps}, float(last[0]["time"])
+
+
+def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_finished: bool = False) -> dict[str, Any]:
     import fewbit.runtime as rt
     from fewbit.data.sources import DataOptions
     from fewbit.train.run import eval_dataset
@@ -176,10 +206,21 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path) -> dict
     run_dir = work / name
     if run_dir.exists():
         sys.exit(f"{run_dir} exists; give another --work or remove it")
-    trained, train_s = fewbit(recipe["train"], values)
+    train = [recipe["train"]] if isinstance(recipe["train"], str) else list(recipe["train"])
+    runs = []
+    for command in train:  # a teacher before its student: each run's time counts
+        kept = finished_run(command, values) if keep_finished and command != train[-1] else None
+        if kept is not None:
+            trained, seconds = kept
+            print(f"{name}: kept the finished run {trained['run_dir']} ({trained['steps']} steps, {seconds:.0f} s)")
+        else:
+            trained, seconds = fewbit(command, values)
+        runs.append({"command": _fill(command, {"WORK": "runs"}), "steps": trained["steps"],
+                     "train_seconds": round(seconds)})
     exported, _ = fewbit(recipe["export"], values)
-    config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")))
-    config["dataset"] = recipe["data"]["spec"]  # where the data lay on the build machine is no one's business
+    # where the data and the runs lay on the build machine is no one's business
+    config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")).replace(str(work), "runs"))
+    config["dataset"] = recipe["data"]["spec"]
 
     model = rt.load(out)
     spec = _fill(recipe["data"]["spec"], values)
@@ -197,7 +238,7 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path) -> dict
         "algorithm": model.algorithm,
         "adaptation": model.adaptation.get("method"),
         "commands": [
-            _fill(recipe["train"], {"WORK": "runs"}),
+            *(r["command"] for r in runs),
             _fill(recipe["export"], {"WORK": "runs", "OUT": f"{name}.fewbit"}),
             f"fewbit eval --model {name}.fewbit --dataset {recipe['data']['spec']} --ways {head['ways']} "
             f"--shots {head['shots']} --queries {head['queries']} --tasks 600",
@@ -205,7 +246,8 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path) -> dict
         "config": config,
         "seed": config.get("seed"),
         "steps": trained["steps"],
-        "train_seconds": round(train_s),
+        "train_seconds": sum(r["train_seconds"] for r in runs),
+        **({"train_runs": runs} if len(runs) > 1 else {}),
         "machine": f"{os.cpu_count()} CPU cores, torch CPU, {platform.python_implementation()} "
                    f"{platform.python_version()} ({platform.machine()})",
         **{k: measured[k] for k in ("ways", "shots", "queries", "tasks", "accuracy", "ci95", "results", "check")},
@@ -234,6 +276,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--omniglot", type=Path, default=DEFAULT_OMNIGLOT, help="folder of the Omniglot zips")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "pretrained", help="where the runs go")
+    parser.add_argument("--keep-finished", action="store_true",
+                        help="a teacher already trained in --work by its card's command is kept, not trained "
+                             "again (its training time is read from its metrics)")
     parser.add_argument("--rescore", action="store_true",
                         help="no training: score the shipped artifacts again and rewrite their cards' figures")
     args = parser.parse_args()
@@ -243,7 +288,7 @@ def main() -> None:
         if args.rescore:
             card = rescore(name, MODELS[name], args.omniglot.resolve())
         else:
-            card = build(name, MODELS[name], args.omniglot.resolve(), args.work.resolve())
+            card = build(name, MODELS[name], args.omniglot.resolve(), args.work.resolve(), args.keep_finished)
         print(json.dumps({k: card[k] for k in ("name", "bytes", "accuracy", "ci95", "steps", "train_seconds")}))
 
 

@@ -32,7 +32,7 @@ _FLAG_FIELDS = {
     "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
     "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
     "compress": "compress", "augment": "augment", "within_group": "within_group", "init_from": "init_from",
-    "train_on": "train_on",
+    "train_on": "train_on", "teacher": "teacher", "teacher_weight": "teacher_weight",
 }
 
 
@@ -81,6 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--init-from", metavar="RUN_DIR",
                        help="start from a run's weights (those that fit), e.g. a classifier pre-trained with "
                             "--algorithm simpleshot before --algorithm metabaseline")
+    train.add_argument("--teacher", metavar="RUN_DIR",
+                       help="distil a finished supervised run into this one (born-again: train the recipe "
+                            "again with the first run as --teacher)")
+    train.add_argument("--teacher-weight", type=float, metavar="W",
+                       help="the distillation loss's share of the loss, in (0, 1] (default 0.5)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(train, device=True, threads=True)
     train.set_defaults(handler=run_train, device=None)

@@ -136,6 +136,7 @@ class StepOutput:
     loss: torch.Tensor
     accuracy: torch.Tensor | None
     grads: Params | None = None
+    logits: torch.Tensor | None = None  # a supervised step's `[B, classes]` (what a teacher is distilled into)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,7 +53,8 @@ class Finetune(Algorithm):
         z = functional_call(model, params, (x,), {"embed": True})  # [B, D]
         head = {n: params[n] for n in ("head.weight", "head.bias") if n in params}
         logits = self.classify(head, z.unsqueeze(0))  # [1, B, classes]
-        return StepOutput(task_loss(logits, y.unsqueeze(0)).mean(), task_accuracy(logits, y.unsqueeze(0)))
+        return StepOutput(task_loss(logits, y.unsqueeze(0)).mean(), task_accuracy(logits, y.unsqueeze(0)),
+                          logits=logits[0])
 
     def predict(self, model: nn.Module, params: Params, task: Task, extras: Params | None = None) -> torch.Tensor:
         """Fit a new head on each support set (backbone frozen) and score the queries."""

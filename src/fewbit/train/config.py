@@ -63,6 +63,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     compress: str | None = None  # a compression spec applied before training (fewbit.compress.compress_)
     init_from: str | None = None  # a run directory whose weights (those that fit) start this run's model
+    teacher: str | None = None  # a run directory whose model teaches this one (distillation; supervised algorithms)
+    teacher_weight: float = 0.5  # the distillation loss's share of the loss (the rest: cross-entropy)
+    teacher_temperature: float = 4.0  # softens both distributions (Hinton et al. 2015)
 
     def __post_init__(self) -> None:
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
@@ -94,6 +97,12 @@ class TrainConfig:
         check(isinstance(self.device, str), OWNER, "device", f"must be auto, cpu or cuda, got {brief(self.device)}")
         check(self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)), OWNER,
               "init_from", f"must be a run directory or null, got {self.init_from!r}")
+        check(self.teacher is None or (isinstance(self.teacher, str) and bool(self.teacher)), OWNER,
+              "teacher", f"must be a run directory or null, got {self.teacher!r}")
+        check(_positive_float(self.teacher_weight) and self.teacher_weight <= 1, OWNER, "teacher_weight",
+              f"must be a number in (0, 1], got {brief(self.teacher_weight)}")
+        check(_positive_float(self.teacher_temperature), OWNER, "teacher_temperature",
+              f"must be a number > 0, got {brief(self.teacher_temperature)}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
               f"must be a compression spec string or null, got {brief(self.compress)}")
         check(isinstance(self.meta, MetaConfig), OWNER, "meta",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import json
@@ -20,11 +21,13 @@ from tqdm.auto import tqdm
 
 from fewbit._io import finite_or_none
 from fewbit._lock import locked
+from fewbit.compress.distill import kd_loss
 from fewbit.data.sources import RegressionSource, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitError, FewbitFormatError, NotResumableError, TrainingError
 from fewbit.evaluation import evaluate
 from fewbit.meta import ALGORITHMS, build_algorithm
+from fewbit.meta.base import StepOutput
 from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train import checkpoint as ck
 from fewbit.train.config import TrainConfig
@@ -54,6 +57,7 @@ from fewbit.train.run import (
     write_run_config,
 )
 from fewbit.train.samplers import task_sampler, training_sampler
+from fewbit.train.teacher import load_teacher
 
 VAL_SEED = 4321  # validation tasks are the same fixed list at every validation
 
@@ -143,6 +147,14 @@ class _Trainer:
             init_weights(self.model, config.init_from)
         self.algorithm = build_algorithm(config.meta, model=self.model)
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
+        self.teacher: nn.Module | None = None
+        if config.teacher is not None:
+            if self.episodic:
+                raise ConfigError(f"TrainConfig.teacher: {config.algorithm} is episodic; distillation from a teacher "
+                                  "needs a supervised algorithm (finetune)")
+            self.teacher = load_teacher(config.teacher, classes=self.head_ways, preprocessing=self.preprocessing,
+                                        input_shape=input_shape_of(config, self.preprocessing), device=device,
+                                        student_dir=out_dir)
         self.extras: dict[str, nn.Parameter] = dict(self.algorithm.extra_parameters(self.model))
         self.named = [(ck.key(ck.MODEL, n), p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.named += [(ck.key(ck.EXTRAS, n), p) for n, p in self.extras.items()]
@@ -262,6 +274,8 @@ class _Trainer:
             x, y = x[start:stop].to(self.device), y[start:stop].to(self.device)
             share = (stop - start) / config.batch_size
             out = self.algorithm.step_supervised(self.model, params, x, y, self.extras)
+            if self.teacher is not None:
+                out = self._distilled(out, x)
         self.optimizer.zero_grad(set_to_none=True)
         grads = out.grads
         if grads is None:
@@ -291,6 +305,16 @@ class _Trainer:
             nn.utils.clip_grad_norm_([p for _, p in self.named], config.grad_clip)
         self.optimizer.step()
         return loss_value, (float(acc_t) if acc_t is not None else None)
+
+    def _distilled(self, out: StepOutput, x: torch.Tensor) -> StepOutput:
+        """`out` with its loss mixed with the KL divergence to the teacher's softened scores of `x`."""
+        if out.logits is None:  # pragma: no cover - every supervised algorithm returns its logits
+            raise ConfigError(f"TrainConfig.teacher: {self.config.algorithm} does not expose its class scores")
+        with torch.no_grad():
+            target = self.teacher(x)  # type: ignore[misc]
+        w = self.config.teacher_weight
+        loss = (1 - w) * out.loss + w * kd_loss(out.logits, target, self.config.teacher_temperature)
+        return dataclasses.replace(out, loss=loss)
 
     def _grads_finite(self) -> bool:
         norms = [p.grad.detach().abs().max() for _, p in self.named if p.grad is not None and p.grad.numel()]
