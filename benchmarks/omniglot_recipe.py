@@ -57,7 +57,8 @@ ANIL_RECIPE = ROOT / "configs" / "omniglot_anil.yaml"
 LONG_STEPS = 8000
 VIEWS = 8  # test-time views scored beside the plain rule (fewbit.meta.views)
 FAST_PRE_STEPS = 1500  # anil-fast-w4a8's pre-training: with ANIL's 400 steps, less wall time than maml-150
-BEFORE = {"anil-w4a8": "recipe-w4a8", "born-again-w4a8": "long-ink-w4a8"}  # row: the row whose run it builds on
+# row: (how it builds on another row's run, that row)
+BEFORE = {"anil-w4a8": ("init_from", "recipe-w4a8"), "born-again-w4a8": ("teacher", "long-ink-w4a8")}
 
 
 def recipe(spec: str, path: Path = RECIPE, **overrides: Any) -> TrainConfig:
@@ -191,8 +192,9 @@ def main() -> None:
                                  "test_rule": test_rule or config.algorithm,
                                  "curve": curve(run_dir, test, args.curve_tasks, test_rule)}
         if row in BEFORE:  # trained on top of another row's run: its time counts too
-            entry["init_from" if row == "anil-w4a8" else "teacher"] = BEFORE[row]
-            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == BEFORE[row]), None)
+            how, before = BEFORE[row]
+            entry[how] = before
+            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == before), None)
             entry["total_train_seconds"] = round(train_seconds + base_seconds, 1) if base_seconds else None
         if row == "anil-fast-w4a8":
             entry.update(pre_train_steps=FAST_PRE_STEPS, pre_train_seconds=round(pre_seconds, 1),
@@ -263,7 +265,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                         ("anil-w4a8", "then ANIL, w4a8")):
         if name not in rows:
             continue
-        base = rows.get(BEFORE.get(name, ""))
+        base = rows.get(BEFORE[name][1]) if name in BEFORE else None
         offset = base["train_seconds"] if base else 0.0
         points = sorted(rows[name]["curve"], key=lambda p: p["step"])
         xs = [(offset + p["train_seconds"]) / 60 for p in points]

@@ -178,8 +178,8 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
     The seconds are the run's own (its metrics' last training record)."""
     from fewbit.cli import build_parser
     from fewbit.cli.train import _overrides
-    from fewbit.train import load_config
-    from fewbit.train.run import read_run_config
+    from fewbit.train import load_config, load_run
+    from fewbit.train.run import METRICS_NAME, read_run_config
 
     argv = [_fill(a, values) for a in shlex.split(command)]
     args = build_parser().parse_args(argv[1:])
@@ -189,11 +189,11 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
     wanted = load_config(str(ROOT / args.config) if args.config else None, **_overrides(args))
     if read_run_config(out) != wanted:
         sys.exit(f"{out} holds a run of another config than `{command}`; give another --work or remove it")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in records if r.get("kind") == "train"][-1:]
-    if not last or last[0]["step"] != wanted.steps:
+    if load_run(out, checkpoint="last").step != wanted.steps:  # its checkpoint, not its metrics, says how far
         sys.exit(f"{out} is not finished; resume it (fewbit train --resume {out}) or remove it")
-    return {"run_dir": str(out), "steps": wanted.steps}, float(last[0]["time"])
+    records = (json.loads(line) for line in (out / METRICS_NAME).read_text().splitlines())
+    seconds = {r["step"]: r["time"] for r in records if r.get("kind") == "train"}
+    return {"run_dir": str(out), "steps": wanted.steps}, float(seconds[wanted.steps])
 
 
 def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_finished: bool = False) -> dict[str, Any]:
