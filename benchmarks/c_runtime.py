@@ -99,27 +99,16 @@ NUMPY_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 import fewbit.runtime as rt
+from timing import clock  # benchmarks/ is on PYTHONPATH
 
 paths, task_file, repeats = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 data = np.load(task_file)
-
-def clock(fn):
-    for _ in range(3):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return {"wall_ms_median": 1e3 * float(np.median(wall)), "wall_ms_min": 1e3 * min(wall),
-            "cpu_ms_median": 1e3 * float(np.median(cpu)), "cpu_ms_min": 1e3 * min(cpu)}
 
 out = {}
 for name, path in paths.items():
     model = rt.load(path)
     sx, sy, qx = data["sx"], data["sy"], data["qx"]
-    out[name] = {mode: clock(lambda: rt.adapt(model, sx, sy, norm_stats=mode).predict(qx))
+    out[name] = {mode: clock(lambda: rt.adapt(model, sx, sy, norm_stats=mode).predict(qx), repeats)
                  for mode in ("batch", "support")}
     out[name]["support_predictions"] = rt.adapt(model, sx, sy, norm_stats="support").predict(qx).tolist()
 a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
@@ -141,6 +130,7 @@ import numpy as np
 import torch
 from fewbit.models import conv4
 from fewbit.meta.protonet import prototypes, proto_logits
+from timing import clock  # benchmarks/ is on PYTHONPATH
 
 torch.set_num_threads(1)
 data = np.load(sys.argv[2])
@@ -154,17 +144,7 @@ def protonet():
         z = model(torch.cat([sx, qx]), embed=True)
         return proto_logits(z[None, 5:], prototypes(z[None, :5], sy[None], 5))[0].argmax(1)
 
-for _ in range(3):
-    protonet()
-wall, cpu = [], []
-for _ in range(repeats):
-    w, c = time.perf_counter(), time.process_time()
-    protonet()
-    wall.append(time.perf_counter() - w)
-    cpu.append(time.process_time() - c)
-print(json.dumps({"wall_ms_median": 1e3 * float(np.median(wall)), "wall_ms_min": 1e3 * min(wall),
-                  "cpu_ms_median": 1e3 * float(np.median(cpu)), "cpu_ms_min": 1e3 * min(cpu),
-                  "torch": torch.__version__}))
+print(json.dumps({**clock(protonet, repeats), "torch": torch.__version__}))
 """
 
 
@@ -298,6 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     env = dict(os.environ, **ONE_THREAD)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rows = build_variants(folder)

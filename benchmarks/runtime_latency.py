@@ -134,35 +134,24 @@ import json, os, resource, sys, time, tracemalloc
 import numpy as np
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 from runtime_latency import task
+from timing import clock
 import fewbit.runtime as rt
 
 paths, repeats = json.loads(sys.argv[2]), int(sys.argv[3])
 sx, sy, qx, qy = task(0)
-
-def clock(fn):
-    for _ in range(3):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return {"wall_ms_median": 1e3 * float(np.median(wall)), "wall_ms_min": 1e3 * min(wall),
-            "cpu_ms_median": 1e3 * float(np.median(cpu)), "cpu_ms_min": 1e3 * min(cpu)}
 
 out = {}
 for name, path in paths.items():
     t0 = time.perf_counter()
     model = rt.load(path)
     load_ms = 1e3 * (time.perf_counter() - t0)
-    proto = clock(lambda: rt.adapt(model, sx, sy).predict(qx))
-    tune = clock(lambda: rt.adapt(model, sx, sy, method="finetune", steps=5, lr=0.01).predict(qx))
+    proto = clock(lambda: rt.adapt(model, sx, sy).predict(qx), repeats)
+    tune = clock(lambda: rt.adapt(model, sx, sy, method="sgd", steps=5, lr=0.01).predict(qx), repeats)
     tracemalloc.start()
     pred = rt.adapt(model, sx, sy).predict(qx)
     proto_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.reset_peak()
-    tuned = rt.adapt(model, sx, sy, method="finetune", steps=5, lr=0.01).predict(qx)
+    tuned = rt.adapt(model, sx, sy, method="sgd", steps=5, lr=0.01).predict(qx)
     tune_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     out[name] = {"load_ms": load_ms, "protonet": proto, "finetune_5_steps": tune,
@@ -193,6 +182,7 @@ import numpy as np
 import torch
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 from runtime_latency import task
+from timing import clock
 from fewbit.models import conv4
 from fewbit.meta.protonet import prototypes, proto_logits
 
@@ -201,18 +191,6 @@ repeats = int(sys.argv[3])
 torch.manual_seed(0)
 model = conv4(ways=0).eval()
 sx, sy, qx, qy = (torch.from_numpy(a) for a in task(0))
-
-def clock(fn):
-    for _ in range(3):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return {"wall_ms_median": 1e3 * float(np.median(wall)), "wall_ms_min": 1e3 * min(wall),
-            "cpu_ms_median": 1e3 * float(np.median(cpu)), "cpu_ms_min": 1e3 * min(cpu)}
 
 def protonet():
     with torch.no_grad():
@@ -233,7 +211,7 @@ def finetune():
     with torch.no_grad():
         return (zq @ w.T + b).argmax(1)
 
-print(json.dumps({"protonet": clock(protonet), "finetune_5_steps": clock(finetune),
+print(json.dumps({"protonet": clock(protonet, repeats), "finetune_5_steps": clock(finetune, repeats),
                   "threads": torch.get_num_threads(), "torch": torch.__version__}))
 """
 

@@ -33,6 +33,16 @@ def test_data_info_text(capsys, omni_zip):
     assert code == 0 and "classes" in out
 
 
+def test_data_info_joined_split_counts_train_and_val(capsys, omni_zip):
+    infos = {}
+    for split in ("train", "val", "train+val"):
+        code, out, _ = run_cli(capsys, "data", "info", f"omniglot:{omni_zip}", "--split", split, "--json")
+        assert code == 0
+        infos[split] = json.loads(out)
+    assert infos["train+val"]["classes"] == infos["train"]["classes"] + infos["val"]["classes"]
+    assert infos["train+val"]["images"] == infos["train"]["images"] + infos["val"]["images"]
+
+
 def test_data_show_writes_png(capsys, omni_zip, tmp_path):
     png = tmp_path / "task.png"
     code, out, _ = run_cli(capsys, "data", "show", f"omniglot:{omni_zip}", "--split", "all",

@@ -89,3 +89,26 @@ def test_adapt_keeps_a_compressed_models_fast_weights_compressed(name: str) -> N
     torch.testing.assert_close(got, expected)
     unprojected = build_algorithm(config).predict(model, dict(model.named_parameters()), task)[0]
     assert not torch.allclose(unprojected, expected)  # the projection matters here
+
+
+def test_adapt_views_average_the_turned_tasks(conv_model) -> None:
+    from fewbit.data.task import Task
+    from fewbit.meta.views import view
+
+    task = make_task(tasks=1, ways=3, shots=2, queries=4, size=16)
+    config = MetaConfig(algorithm="protonet")
+    support = (task.support_x[0], task.support_y[0])
+    algo = build_algorithm(config)
+    params = dict(conv_model.named_parameters())
+    turned = [algo.predict(conv_model, params, Task(view(task.support_x, k), task.support_y, view(task.query_x, k),
+                                                    task.query_y, task.ways))[0] for k in range(8)]
+    logits = adapt(conv_model, support, config=config, views=8)(task.query_x[0])
+    torch.testing.assert_close(logits, torch.stack(turned).mean(0))
+    plain = adapt(conv_model, support, config=config)(task.query_x[0])
+    assert not torch.allclose(logits, plain)  # the views change the scores of this asymmetric task
+    with pytest.raises(ConfigError, match="views must be one of"):
+        adapt(conv_model, support, config=config, views=3)
+    features = torch.zeros(4, 6)
+    with pytest.raises(ConfigError, match="square images"):
+        adapt(build_backbone("mlp", ways=2, in_features=6), (features, torch.tensor([0, 1, 0, 1])),
+              algorithm="protonet", views=8)

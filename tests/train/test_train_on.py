@@ -10,7 +10,7 @@ import pytest
 from fewbit.cli import main
 from fewbit.data.sources import load_source
 from fewbit.data.synthetic import write_table
-from fewbit.errors import ConfigError
+from fewbit.errors import ConfigError, DataError
 from fewbit.train import TrainConfig, load_config, load_run, meta_train
 
 
@@ -53,3 +53,17 @@ def test_a_classifier_on_train_and_val_has_a_head_over_both(tiny_colour: str, tm
     assert main(["train", "--dataset", tiny_colour, "--train-on", "train+val", "--steps", "1",
                  "--out", str(tmp_path / "cli"), "--quiet"]) == 2
     assert "val_every" in capsys.readouterr().err
+
+
+def test_only_a_run_that_validates_needs_a_val_split_for_its_task_shape(tmp_path: Path) -> None:
+    spec = f"csv:{write_table(tmp_path / 't.csv', classes=10, rows_per_class=6, features=3)}"
+    source = load_source(spec)
+    ways = source.split("val").num_classes + 1  # more ways than the val split has classes
+    assert source.split("train").num_classes >= ways
+    config = dict(dataset=spec, backbone="mlp", algorithm="protonet", ways=ways, shots=1, queries=1, meta_batch=2,
+                  steps=2, device="cpu")
+    with pytest.raises(DataError, match=r"\[val\] has"):
+        meta_train(load_config(None, val_every=1, **config), tmp_path / "validates", progress=False)
+    assert not list((tmp_path / "validates").rglob("*.safetensors"))  # refused before any step
+    run = meta_train(load_config(None, val_every=0, **config), tmp_path / "never", progress=False)
+    assert run.step == 2

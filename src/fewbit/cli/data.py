@@ -16,7 +16,7 @@ from fewbit.cli.common import (
     seed_int,
 )
 from fewbit.data.augment import AUGMENTS
-from fewbit.data.sources import SPEC_HELP, DataOptions, ImageSource, load_source
+from fewbit.data.sources import JOINED_SPLIT, SPEC_HELP, SPLITS, DataOptions, ImageSource, load_source
 from fewbit.errors import DataError
 from fewbit.report.tables import table
 
@@ -29,14 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     info = dsub.add_parser("info", help="groups, classes, images, channels and splits of a source")
     info.add_argument("spec", help=SPEC_HELP)
-    info.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
+    info.add_argument("--split", default="all", choices=(*SPLITS, JOINED_SPLIT))
     add_data_options(info, defaults=True)
     add_common(info)
     info.set_defaults(handler=run_info)
 
     show = dsub.add_parser("show", help="write a picture of one sampled task")
     show.add_argument("spec", help=SPEC_HELP)
-    show.add_argument("--split", default="train", choices=("train", "val", "test", "all"))
+    show.add_argument("--split", default="train", choices=(*SPLITS, JOINED_SPLIT))
     show.add_argument("--ways", type=positive_int, default=5)
     show.add_argument("--shots", type=positive_int, default=1)
     show.add_argument("--queries", type=nonnegative_int, default=3)

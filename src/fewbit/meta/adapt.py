@@ -9,6 +9,7 @@ from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 from fewbit.meta.base import Algorithm, MetaConfig, Params
 from fewbit.meta.build import build_algorithm
+from fewbit.meta.views import with_views
 
 
 class AdaptedPredictor:
@@ -16,11 +17,19 @@ class AdaptedPredictor:
 
     It runs the algorithm's own `predict` (the same inner loop as training and `evaluate`) on
     the stored support set and the given queries, so the queries see the same batch
-    statistics as in evaluation.
+    statistics as in evaluation. With `views` 4 or 8 the task is scored in each rotation (and
+    mirror) of its images and the logits averaged (`fewbit.meta.views`).
     """
 
-    def __init__(self, model: nn.Module, algorithm: Algorithm, params: Params, extras: Params, support: Task) -> None:
+    def __init__(
+        self, model: nn.Module, algorithm: Algorithm, params: Params, extras: Params, support: Task, views: int = 1
+    ) -> None:
         self.model, self.algorithm, self.params, self.extras, self.support = model, algorithm, params, extras, support
+        self._predict = with_views(self._predict_task, views, tuple(support.support_x.shape[2:]))
+        self.views = views
+
+    def _predict_task(self, task: Task) -> torch.Tensor:
+        return self.algorithm.predict(self.model, self.params, task, self.extras)
 
     def predict(self, query_x: torch.Tensor) -> torch.Tensor:
         """Logits `[n, ways]` for queries `[n, ...]` (or `[tasks, n, ways]` for a batched support)."""
@@ -30,7 +39,7 @@ class AdaptedPredictor:
         if self.support.support_y.is_floating_point():
             qy = qx.new_zeros(*qx.shape[:2], *self.support.support_y.shape[2:])
         task = Task(self.support.support_x, self.support.support_y, qx, qy, self.support.ways)
-        out = self.algorithm.predict(self.model, self.params, task, self.extras)
+        out = self._predict(task)
         return out.squeeze(0) if single else out
 
     __call__ = predict
@@ -44,13 +53,16 @@ def adapt(
     config: MetaConfig | None = None,
     params: Params | None = None,
     extras: Params | None = None,
+    views: int = 1,
 ) -> AdaptedPredictor:
     """A predictor adapted to `support`: a Task (its support part) or `(x [n, ...], y [n])`.
 
     `algorithm` (an Algorithm or a name) or `config` chooses the method (default: MAML with the
     default MetaConfig); `params` default to the model's own parameters, `extras` to none
     (Meta-SGD needs its learned rates). Unbatched `(x, y)` support is one task. A compressed
-    model adapts as it ships: its fast weights stay compressed after every inner step.
+    model adapts as it ships: its fast weights stay compressed after every inner step. `views`
+    (1, 4 or 8; square images only) scores each query in the rotations and mirrors of the task,
+    as `fewbit eval --views` and `fewbit.runtime.adapt(views=)` do.
 
         >>> adapted = fewbit.adapt(run.model, (support_x, support_y), config=run.config.meta, extras=run.extras)
         >>> labels = adapted(query_x).argmax(-1)
@@ -74,4 +86,7 @@ def adapt(
     if params is None:
         params = dict(model.named_parameters())
     params = {n: p.detach() for n, p in params.items()}
-    return AdaptedPredictor(model, algo, params, dict(extras or {}), support)
+    try:
+        return AdaptedPredictor(model, algo, params, dict(extras or {}), support, views)
+    except ValueError as exc:
+        raise ConfigError(f"adapt: {exc}") from None

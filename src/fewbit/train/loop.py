@@ -135,7 +135,7 @@ class _Trainer:
         # for more classes than the data has must fail without allocating a head for them.
         self.sample_gen = torch.Generator().manual_seed(config.seed)
         self.sampler: Any = training_sampler(config, self.train_ds, episodic=self.episodic, generator=self.sample_gen)
-        if self.val_ds is not None or config.regression:
+        if config.val_every > 0 and (self.val_ds is not None or config.regression):
             # fail early (not at the first validation) when the val split is too small for the task shape
             task_sampler(self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,
                          rotations=False, generator=torch.Generator())
