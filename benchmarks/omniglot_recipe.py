@@ -11,7 +11,9 @@ Rows (each with its training wall time on this machine):
   born-again-w4a8              long-ink-w4a8 trained again with that run as its teacher
                                (`teacher:`, born-again self-distillation: half the loss is the KL
                                divergence to the teacher's softened scores, T = 4): the longest
-                               budget, teacher and student together.
+                               budget of one generation, teacher and student together.
+  born-again2-w4a8             born-again-w4a8 trained again with that run as its teacher (a second
+                               generation): the longest budget, all three runs together.
   anil-w4a8                    configs/omniglot_anil.yaml: ANIL (a head adapted by SGD, the MAML
                                family) meta-trained from recipe-w4a8's weights (`init_from`).
   anil-fast-w4a8               the same ANIL after a FAST_PRE_STEPS-step pre-training: the MAML
@@ -26,6 +28,7 @@ averaged). Writes JSON and a plot (docs/).
     nice python benchmarks/omniglot_recipe.py --data ../shared/data/omniglot
     nice python benchmarks/omniglot_recipe.py --rows recipe-w4a8 --steps 600 --every 200   # shorter
     nice python benchmarks/omniglot_recipe.py --rows long-ink-w4a8 --rescore   # score the kept run again
+    nice python benchmarks/omniglot_recipe.py --rows born-again2-w4a8 --adopt DIR  # a run trained elsewhere
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ LONG_STEPS = 8000
 VIEWS = 8  # test-time views scored beside the plain rule (fewbit.meta.views)
 FAST_PRE_STEPS = 1500  # anil-fast-w4a8's pre-training: with ANIL's 400 steps, less wall time than maml-150
 # row: (how it builds on another row's run, that row)
-BEFORE = {"anil-w4a8": ("init_from", "recipe-w4a8"), "born-again-w4a8": ("teacher", "long-ink-w4a8")}
+BEFORE = {"anil-w4a8": ("init_from", "recipe-w4a8"), "born-again-w4a8": ("teacher", "long-ink-w4a8"),
+          "born-again2-w4a8": ("teacher", "born-again-w4a8")}
 
 
 def recipe(spec: str, path: Path = RECIPE, **overrides: Any) -> TrainConfig:
@@ -114,7 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
     parser.add_argument("--rows",
-                        default="recipe-w4a8,recipe-float32,long-ink-w4a8,born-again-w4a8,anil-w4a8,anil-fast-w4a8,maml-150")
+                        default="recipe-w4a8,recipe-float32,long-ink-w4a8,born-again-w4a8,born-again2-w4a8,"
+                                "anil-w4a8,anil-fast-w4a8,maml-150")
     parser.add_argument("--steps", type=int, help="recipe steps (default: the recipe's)")
     parser.add_argument("--every", type=int, default=500, help="a curve point every this many steps")
     parser.add_argument("--anil-steps", type=int, help="ANIL steps (default: configs/omniglot_anil.yaml's)")
@@ -125,6 +130,9 @@ def main() -> None:
     parser.add_argument("--plot", default=str(ROOT / "docs" / "learning_curve.png"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --out's JSON")
+    parser.add_argument("--adopt", metavar="DIR",
+                        help="score the finished run in DIR (one row's exact config, trained elsewhere) as that "
+                             "row instead of training it; its training time is the run's own")
     parser.add_argument("--rescore", action="store_true",
                         help="score the rows' kept runs in --workdir again (the views too) without training; "
                              "their training figures stay as --out has them")
@@ -132,6 +140,10 @@ def main() -> None:
     if args.plot_only:
         plot(json.loads(Path(args.out).read_text()), Path(args.plot))
         return
+    if args.adopt and (len(args.rows.split(",")) != 1 or args.rescore):
+        parser.error("--adopt takes one row (--rows NAME) and no --rescore")
+    if args.adopt and Path(args.adopt).resolve() == (Path(args.workdir) / args.rows).resolve():
+        parser.error("--adopt: DIR is the row's own run directory, which the benchmark replaces")
     torch.set_num_threads(args.threads)
     spec = f"omniglot-minimal:{Path(args.data).resolve()}"
     test = eval_dataset(spec, "test")
@@ -158,9 +170,9 @@ def main() -> None:
             steps = args.steps or LONG_STEPS
             config = recipe(spec, augment="ink", steps=steps, checkpoint_every=1000, keep_checkpoints=1 + steps // 1000)
             test_rule = TEST_RULE
-        elif row == "born-again-w4a8":
+        elif row in ("born-again-w4a8", "born-again2-w4a8"):
             steps = args.steps or LONG_STEPS
-            config = recipe(spec, augment="ink", steps=steps, teacher=str(Path(args.workdir) / "long-ink-w4a8"),
+            config = recipe(spec, augment="ink", steps=steps, teacher=str(Path(args.workdir) / BEFORE[row][1]),
                             checkpoint_every=1000, keep_checkpoints=1 + steps // 1000)
             test_rule = TEST_RULE
         elif row == "anil-w4a8":
@@ -184,9 +196,12 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown row {row}")
         print(f"{row}: {config.steps} steps", flush=True)
-        start = time.perf_counter()
-        meta_train(config, run_dir, progress=False)
-        train_seconds = time.perf_counter() - start
+        if args.adopt:
+            train_seconds = adopt(Path(args.adopt), run_dir, config)
+        else:
+            start = time.perf_counter()
+            meta_train(config, run_dir, progress=False)
+            train_seconds = time.perf_counter() - start
         entry: dict[str, Any] = {"row": row, "algorithm": config.algorithm, "compress": config.compress,
                                  "steps": config.steps, "train_seconds": round(train_seconds, 1),
                                  "test_rule": test_rule or config.algorithm,
@@ -194,7 +209,7 @@ def main() -> None:
         if row in BEFORE:  # trained on top of another row's run: its time counts too
             how, before = BEFORE[row]
             entry[how] = before
-            base_seconds = next((r["train_seconds"] for r in report["rows"] if r["row"] == before), None)
+            base_seconds = next((elapsed(r) for r in report["rows"] if r["row"] == before), None)
             entry["total_train_seconds"] = round(train_seconds + base_seconds, 1) if base_seconds else None
         if row == "anil-fast-w4a8":
             entry.update(pre_train_steps=FAST_PRE_STEPS, pre_train_seconds=round(pre_seconds, 1),
@@ -216,6 +231,27 @@ def main() -> None:
         report["rows"].append(entry)
         atomic_write_json(args.out, report)
     plot(report, Path(args.plot))
+
+
+def elapsed(row: dict[str, Any]) -> float:
+    """Training wall seconds of a row's model, the runs it builds on included."""
+    return row.get("total_train_seconds") or row["train_seconds"]
+
+
+def adopt(source: Path, run_dir: Path, config: TrainConfig) -> float:
+    """Copy the finished run `source`, trained elsewhere with exactly `config`, to `run_dir`; its
+    training wall seconds (its metrics' last training record)."""
+    from fewbit.train.run import METRICS_NAME, read_run_config
+
+    if not (source / "config.yaml").is_file():
+        raise SystemExit(f"--adopt: {source} holds no run")
+    if read_run_config(source) != config:
+        raise SystemExit(f"--adopt: {source} was trained with another config than this row's")
+    if load_run(source, checkpoint="last").step != config.steps:
+        raise SystemExit(f"--adopt: {source} is not finished ({config.steps} steps)")
+    shutil.copytree(source, run_dir)
+    records = (json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines())
+    return float({r["step"]: r["time"] for r in records if r.get("kind") == "train"}[config.steps])
 
 
 def view_scores(run: Any, test: Any, tasks: int) -> dict[str, Any]:
@@ -262,11 +298,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for name, label in (("recipe-float32", "pre-training, float32"), ("recipe-w4a8", "pre-training, w4a8"),
                         ("long-ink-w4a8", "pre-training, w4a8, ink augmentation"),
                         ("born-again-w4a8", "then born-again from it, w4a8, ink"),
+                        ("born-again2-w4a8", "then born-again again, w4a8, ink"),
                         ("anil-w4a8", "then ANIL, w4a8")):
         if name not in rows:
             continue
         base = rows.get(BEFORE[name][1]) if name in BEFORE else None
-        offset = base["train_seconds"] if base else 0.0
+        offset = elapsed(base) if base else 0.0
         points = sorted(rows[name]["curve"], key=lambda p: p["step"])
         xs = [(offset + p["train_seconds"]) / 60 for p in points]
         ys = [100 * p["accuracy"] for p in points]

@@ -1,7 +1,7 @@
 """Rebuild the models fewbit ships (src/fewbit/pretrained/<name>.fewbit) and their cards (<name>.json).
 
 Every model is made by the fewbit commands its card records (`commands`): training runs from a
-recipe in configs/ (a teacher first, for a model distilled from one), then an export. This script
+recipe in configs/ (its teachers first, for a model distilled from one), then an export. This script
 runs exactly those commands (as subprocesses, so what it measures is what a user gets), then
 scores the artifact in the numpy runtime on seeded test tasks, times adaptation, and writes the
 card beside the artifact.
@@ -62,11 +62,15 @@ MODELS: dict[str, dict[str, Any]] = {
     "omniglot-conv4-w4": {
         "summary": "Conv-4, 4-bit weights and 8-bit activations, for handwritten characters (28x28 greyscale)",
         "data": OMNIGLOT_DATA,
-        "train": [  # the 8,000-step ink recipe, then trained again with that run as its teacher (born-again)
+        "train": [  # the 8,000-step ink recipe, then twice trained again with the run before as its
+            # teacher (born-again, two generations)
             "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
             "--augment ink --steps 8000 --out $WORK/omniglot-conv4-w4-teacher",
             "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
-            "--augment ink --steps 8000 --teacher $WORK/omniglot-conv4-w4-teacher --out $WORK/omniglot-conv4-w4",
+            "--augment ink --steps 8000 --teacher $WORK/omniglot-conv4-w4-teacher "
+            "--out $WORK/omniglot-conv4-w4-born-again",
+            "fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
+            "--augment ink --steps 8000 --teacher $WORK/omniglot-conv4-w4-born-again --out $WORK/omniglot-conv4-w4",
         ],
         "export": "fewbit export $WORK/omniglot-conv4-w4 --checkpoint last --algorithm metabaseline --out $OUT",
         "evals": EVALS,

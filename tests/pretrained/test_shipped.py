@@ -58,6 +58,23 @@ def test_each_artifact_loads_and_matches_its_card(name):
         card["ways"], card["shots"], card["accuracy"], card["ci95"])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_cards_runs_come_in_training_order(name):
+    """Each run's --teacher (or --init-from) is a run an earlier command made; the times add up."""
+    card = model_card(name)
+    runs = card.get("train_runs", [{"command": card["commands"][0], "train_seconds": card["train_seconds"]}])
+    assert [r["command"] for r in runs] == card["commands"][:len(runs)]
+    assert sum(r["train_seconds"] for r in runs) == card["train_seconds"]
+    made: list[str] = []
+    for run in runs:
+        argv = run["command"].split()
+        for flag in ("--teacher", "--init-from"):
+            if flag in argv:
+                assert argv[argv.index(flag) + 1] in made, f"{flag} names no earlier run of {name}"
+        made.append(argv[argv.index("--out") + 1])
+    assert made[-1] in card["commands"][len(runs)]  # the export reads the last run
+
+
 def _test_split(card: dict) -> object:
     spec = card["data"]["spec"]
     if spec.startswith("omniglot"):
