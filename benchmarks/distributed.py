@@ -12,7 +12,6 @@ used at every world size, so the runs compute the same thing and only the speed 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from fewbit._io import atomic_write_json
+from fewbit.train.run import train_times
 
 WARMUP_STEPS = 2
 
@@ -85,11 +85,7 @@ def measure(args: argparse.Namespace, procs: int, threads: int) -> dict[str, Any
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{procs} process(es) failed:\n{done.stderr[-3000:]}")
-    times = [
-        r["time"]
-        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-        if r["kind"] == "train"
-    ]
+    times = [t for _, t in sorted(train_times(run_dir).items())]
     timed = len(times) - WARMUP_STEPS
     seconds = times[-1] - times[WARMUP_STEPS - 1]
     return {

@@ -49,7 +49,7 @@ from fewbit.evaluation import evaluate
 from fewbit.meta.views import with_views
 from fewbit.train import TrainConfig, load_run, meta_train
 from fewbit.train.checkpoint import EXTRAS, MODEL, load_checkpoint, step_checkpoints
-from fewbit.train.run import eval_dataset
+from fewbit.train.run import eval_dataset, train_times
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "configs" / "omniglot.yaml"
@@ -83,11 +83,7 @@ def score(run: Any, test: Any, ways: int, tasks: int, views: int = 1) -> dict[st
 
 def curve(run_dir: Path, test: Any, tasks: int, test_rule: str | None) -> list[dict[str, Any]]:
     """(step, train wall seconds, 5-way 1-shot accuracy) of every step checkpoint the run kept."""
-    times = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("kind") == "train":
-            times[rec["step"]] = rec["time"]
+    times = train_times(run_dir)
     run = load_run(run_dir, checkpoint="last")
     run.test_time(algorithm=test_rule)
     points = []
@@ -240,18 +236,20 @@ def elapsed(row: dict[str, Any]) -> float:
 
 def adopt(source: Path, run_dir: Path, config: TrainConfig) -> float:
     """Copy the finished run `source`, trained elsewhere with exactly `config`, to `run_dir`; its
-    training wall seconds (its metrics' last training record)."""
-    from fewbit.train.run import METRICS_NAME, read_run_config
+    training wall seconds (its metrics' record of the last step)."""
+    from fewbit.errors import FewbitFormatError
+    from fewbit.train.run import read_run_config
 
-    if not (source / "config.yaml").is_file():
-        raise SystemExit(f"--adopt: {source} holds no run")
-    if read_run_config(source) != config:
+    try:
+        kept = read_run_config(source)
+    except FewbitFormatError as exc:
+        raise SystemExit(f"--adopt: {exc}") from None
+    if kept != config:
         raise SystemExit(f"--adopt: {source} was trained with another config than this row's")
     if load_run(source, checkpoint="last").step != config.steps:
         raise SystemExit(f"--adopt: {source} is not finished ({config.steps} steps)")
     shutil.copytree(source, run_dir)
-    records = (json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines())
-    return float({r["step"]: r["time"] for r in records if r.get("kind") == "train"}[config.steps])
+    return train_times(run_dir)[config.steps]
 
 
 def view_scores(run: Any, test: Any, tasks: int) -> dict[str, Any]:

@@ -183,7 +183,7 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
     from fewbit.cli import build_parser
     from fewbit.cli.train import _overrides
     from fewbit.train import load_config, load_run
-    from fewbit.train.run import METRICS_NAME, read_run_config
+    from fewbit.train.run import read_run_config, train_times
 
     argv = [_fill(a, values) for a in shlex.split(command)]
     args = build_parser().parse_args(argv[1:])
@@ -195,9 +195,7 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
         sys.exit(f"{out} holds a run of another config than `{command}`; give another --work or remove it")
     if load_run(out, checkpoint="last").step != wanted.steps:  # its checkpoint, not its metrics, says how far
         sys.exit(f"{out} is not finished; resume it (fewbit train --resume {out}) or remove it")
-    records = (json.loads(line) for line in (out / METRICS_NAME).read_text().splitlines())
-    seconds = {r["step"]: r["time"] for r in records if r.get("kind") == "train"}
-    return {"run_dir": str(out), "steps": wanted.steps}, float(seconds[wanted.steps])
+    return {"run_dir": str(out), "steps": wanted.steps}, train_times(out)[wanted.steps]
 
 
 def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_finished: bool = False) -> dict[str, Any]:

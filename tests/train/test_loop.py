@@ -12,7 +12,7 @@ from fewbit.evaluation import evaluate
 from fewbit.meta import StepOutput
 from fewbit.train import TrainConfig, load_config, load_run, meta_train
 from fewbit.train import loop as loop_module
-from fewbit.train.run import eval_dataset
+from fewbit.train.run import eval_dataset, train_times
 
 SINE = {"dataset": "sinusoid", "algorithm": "maml", "shots": 10, "queries": 10, "meta_batch": 4, "inner_lr": 0.01,
         "steps": 12, "val_every": 4, "val_tasks": 10, "checkpoint_every": 4, "device": "cpu"}
@@ -49,6 +49,14 @@ def test_run_directory_holds_config_metrics_checkpoints(run_dir):
     assert best.step == run.best["step"]
     result = evaluate(best.predictor(), None, shots=10, queries=10, tasks=8)
     assert result.metric == "mse" and result.tasks == 8
+    times = train_times(run_dir)  # the training records' wall seconds, by step
+    assert sorted(times) == list(range(1, 13)) and times == {r["step"]: r["time"] for r in train}
+    assert all(times[k] <= times[k + 1] for k in range(1, 12))
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 13, "kind": "tr')  # a write torn by an interrupt
+    assert train_times(run_dir) == times
+    with pytest.raises(FewbitFormatError, match="metrics.jsonl"):
+        train_times(run_dir / "checkpoints")
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "finetune", "reptile", "metasgd"])

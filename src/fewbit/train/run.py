@@ -15,6 +15,7 @@ A run's own files are never written by anything but its training (`check_not_run
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,23 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise FewbitFormatError(f"{run_dir / CONFIG_NAME} is not a valid run config: {exc}") from None
 
 
+def train_times(run_dir: str | Path) -> dict[int, float]:
+    """Training wall seconds at each step the run recorded (its metrics' training records; a
+    torn line, as an interrupted write leaves, is skipped)."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        raise FewbitFormatError(f"{run_dir} has no {METRICS_NAME}: it is not a run directory or never trained")
+    times = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "train":
+            times[int(record["step"])] = float(record["time"])
+    return times
+
+
 def write_run_config(run_dir: Path, config: TrainConfig) -> None:
     """Write `config.yaml` atomically."""
     from fewbit._io import atomic_write_text
@@ -423,4 +441,5 @@ __all__ = [
     "load_run",
     "model_ways",
     "read_run_config",
+    "train_times",
 ]
