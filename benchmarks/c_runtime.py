@@ -125,7 +125,7 @@ print(json.dumps(out))
 """
 
 TORCH_SCRIPT = r"""
-import json, sys, time
+import json, sys
 import numpy as np
 import torch
 from fewbit.models import conv4

@@ -177,8 +177,7 @@ print(json.dumps(out))
 """
 
 TORCH_SCRIPT = r"""
-import json, os, sys, time
-import numpy as np
+import json, os, sys
 import torch
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 from runtime_latency import task
