@@ -62,3 +62,45 @@ def test_json_never_holds_nan(tmp_path):
     assert non_finite_path({"a": [1.0, {"b": float("inf")}]}) == "a.1.b"
     assert non_finite_path({"a": [1.0, 2]}) is None
     assert finite_or_none(float("nan")) is None and finite_or_none(1.5) == 1.5 and finite_or_none("x") == "x"
+
+
+def _nodes(tmp_path):
+    """A FIFO, a symbolic link, and (as root) a character device like /dev/null, each in tmp_path."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "target.txt").write_text("keep me")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "target.txt")
+    nodes = {"a FIFO": (fifo, stat.S_ISFIFO), "a symbolic link": (link, stat.S_ISLNK)}
+    if os.geteuid() == 0:
+        dev = tmp_path / "null"
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        nodes["a character device"] = (dev, stat.S_ISCHR)
+    return nodes
+
+
+def test_an_output_that_is_a_device_fifo_or_link_is_refused_and_kept(tmp_path):
+    from fewbit._io import OutputError, atomic_write_bytes
+    from fewbit.errors import FewbitError
+
+    for kind, (path, still) in _nodes(tmp_path).items():
+        with pytest.raises(OutputError, match=f"exists and is {kind}; fewbit writes only new or regular files"):
+            atomic_write_bytes(path, b"replacement")
+        assert still(os.lstat(path).st_mode), kind  # the node itself is untouched
+        assert issubclass(OutputError, FewbitError)
+    assert (tmp_path / "target.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_outputs_that_are_not_regular_files_are_refused_before_any_work(tmp_path, capsys):
+    from fewbit.cli import main
+
+    for kind, (path, still) in _nodes(tmp_path).items():
+        for argv in (["export", "--model", "omniglot-conv4-w2", "--format", "onnx", "--out", str(path)],
+                     ["data", "show", "glyphs", "--out", str(path)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"exists and is {kind}" in err, err
+            assert still(os.lstat(path).st_mode)

@@ -56,3 +56,27 @@ def test_the_lock_is_released_after_the_block_and_taken_again(tmp_path: Path) ->
         pass
     with locked(tmp_path, what="sweep"):
         pass
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo"])
+def test_a_lock_that_is_a_link_or_fifo_is_refused_and_nothing_outside_is_written(tmp_path: Path, kind: str) -> None:
+    """Issue 24: a lock linked to ../../victim.txt was truncated and overwritten; a dangling one created it."""
+    from fewbit.errors import FewbitFormatError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    victim = tmp_path / "victim.txt"
+    if kind == "link":
+        victim.write_text("precious\n")
+        (run / LOCK_NAME).symlink_to("../victim.txt")
+    elif kind == "dangling":
+        (run / LOCK_NAME).symlink_to("../victim.txt")
+    else:
+        os.mkfifo(run / LOCK_NAME)
+    refused = pytest.raises(FewbitFormatError, match=r"\.fewbit\.lock is (a symbolic link|a FIFO); a lock is a regular")
+    with refused, locked(run):
+        pass
+    if kind == "link":
+        assert victim.read_text() == "precious\n"
+    else:
+        assert not victim.exists()

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from fewbit.errors import FewbitError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
@@ -20,6 +22,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     path = Path(path)
     if path.is_dir():  # say so of `path` itself, not of the temp file beside it
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -39,6 +42,39 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Refuse to write `path` when it exists and is not a regular file (a device, FIFO, socket or
+    symbolic link): a rename over it would replace the node itself, such as `/dev/null` for root.
+
+    Raises `OutputError` (an OSError the CLI prints as one line).
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # unreadable parent and the like: the write itself reports it
+    if stat.S_ISREG(info.st_mode):
+        return
+    raise OutputError(
+        f"{path} exists and is {node_kind(info.st_mode)}; fewbit writes only new or regular files: "
+        "remove it or write elsewhere"
+    )
+
+
+class OutputError(FewbitError, FileExistsError):
+    """An output path that names something fewbit must not replace (a device, FIFO, link, folder)."""
+
+
+def node_kind(mode: int) -> str:
+    """What a file mode describes, in words: `a symbolic link`, `a FIFO`, ..."""
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _umask() -> int:
@@ -86,6 +122,24 @@ def non_finite_path(obj: Any) -> str | None:
         elif isinstance(node, (list, tuple)):
             stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
     return None
+
+
+def open_append(path: str | os.PathLike[str]) -> IO[str]:
+    """`path` opened to append UTF-8 text, created if missing; never through a symbolic link, and
+    only a regular file (OutputError otherwise): appends stay inside the folder they were meant for."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OutputError(f"{path} is a symbolic link; fewbit appends only to regular files: remove it") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise OutputError(f"{path} is {node_kind(info.st_mode)}; fewbit appends only to regular files: remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:

@@ -13,11 +13,13 @@ import errno
 import json
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from fewbit.errors import InUseError
+from fewbit._io import node_kind
+from fewbit.errors import FewbitFormatError, InUseError
 
 LOCK_NAME = ".fewbit.lock"
 
@@ -29,9 +31,13 @@ except ImportError:  # pragma: no cover - not POSIX: no advisory locks, nothing 
 
 @contextlib.contextmanager
 def locked(directory: str | os.PathLike[str], *, what: str = "run") -> Iterator[Path]:
-    """Hold the lock of `directory` (which must exist) for the `with` block; InUseError when taken."""
+    """Hold the lock of `directory` (which must exist) for the `with` block; InUseError when taken.
+
+    The lock file is opened without following a link and must be a regular file: a link or FIFO
+    planted in its place is refused (FewbitFormatError) and nothing outside the directory is written.
+    """
     path = Path(directory) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = _open_lock(path)
     try:
         if fcntl is not None:
             try:
@@ -47,6 +53,25 @@ def locked(directory: str | os.PathLike[str], *, what: str = "run") -> Iterator[
         yield path
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise FewbitFormatError(
+            f"{path} is a symbolic link; a lock is a regular file fewbit makes: remove the link and try again"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FewbitFormatError(
+            f"{path} is {node_kind(info.st_mode)}; a lock is a regular file fewbit makes: remove it and try again"
+        )
+    return fd
 
 
 def _write_holder(fd: int) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fewbit.errors import DataError, FewbitFormatError, InUseError, NotResumableError
@@ -203,3 +204,34 @@ def test_a_fifo_or_device_among_the_checkpoints_is_refused_not_read(tmp_path: Pa
     (run / "checkpoints" / BEST_NAME).symlink_to("/dev/zero")  # a read that never ends
     with pytest.warns(UserWarning, match="not a regular file"):
         assert load_run(run).step == 5  # falls back to the newest step checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("header", ["declared", "zeros"])
+def test_a_4gb_sparse_best_checkpoint_is_checked_before_it_is_read(tmp_path: Path, header: str) -> None:
+    """Issue 24: a 4 GB sparse best.safetensors was read whole (MemoryError under a 3 GB limit)."""
+    import struct
+
+    run = _trained(tmp_path / "run", steps=2)
+    best = run / "checkpoints" / BEST_NAME
+    raw = b""
+    if header == "declared":  # the run's own header, plus one declared 4 GiB tensor
+        from fewbit.train.checkpoint import checkpoint_header
+
+        real = checkpoint_header(best)
+        entries: dict = {"__metadata__": {"fewbit.state": json.dumps(real.state), "fewbit.sha256": "0" * 64}}
+        offset = 0
+        for name, shape in {**real.shapes, "model/huge": (1 << 30,)}.items():
+            size = 4 * int(np.prod(shape))
+            entries[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(entries).encode()
+        raw = struct.pack("<Q", len(text)) + text
+    best.unlink()
+    with open(best, "wb") as f:
+        f.write(raw)
+        f.truncate(len(raw) + (4 << 30))
+    done = run_bounded(["eval", str(run), "--tasks", "2", "--json"], tmp_path, memory=3 << 30, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "using the newest step checkpoint instead" in done.stderr and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["step"] == 2

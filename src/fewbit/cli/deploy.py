@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--max-support", type=positive_int, default=100, help="c: most support images")
     exp.add_argument("--ram", type=byte_size, default=256 * 1024, help="c: the target's RAM (default 256K)")
     exp.add_argument("--flash", type=byte_size, default=1024 * 1024, help="c: the target's flash (default 1M)")
+    exp.add_argument("--force", action="store_true",
+                     help="c: write into a folder that holds other files, replacing fewbit's own file names there")
     exp.add_argument("--checkpoint", default="best", choices=("best", "last"))
     exp.add_argument("--algorithm", dest="test_algorithm", metavar="NAME",
                      help="deploy with another algorithm that needs no trained head (e.g. simpleshot for a "
@@ -145,6 +147,7 @@ def _export_c(args: argparse.Namespace) -> Output:
         max_ways=args.max_ways,
         max_support=args.max_support,
         target=CTarget(ram_bytes=args.ram, flash_bytes=args.flash),
+        force=args.force,
     )
     return Output(report, report_text(report))
 

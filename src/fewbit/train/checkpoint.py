@@ -12,9 +12,13 @@ import dataclasses
 import errno
 import hashlib
 import json
+import math
+import os
 import re
+import stat
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,9 @@ FORMAT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
 BEST_NAME = "best.safetensors"
 MAX_CHECKPOINT_BYTES = 8 << 30  # weights, Adam state and RNG of the largest model fewbit builds, with room
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on its JSON header
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 # A checkpoint's tensors are named `<group>/<name>`: the model's state dict, the algorithm's extras
 # (Meta-SGD's rates), the optimizer's slots (`optim/<param index>/<slot>`) and the RNG states.
 MODEL, EXTRAS, OPTIM, RNG = "model", "extras", "optim", "rng"
@@ -52,6 +59,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     state: dict[str, Any]
     path: Path | None = None
+    shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # every tensor's, even unread
 
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under `prefix/`, with the prefix removed."""
@@ -92,7 +100,7 @@ def decode(data: bytes, where: str = "checkpoint") -> Checkpoint:
         raise FewbitFormatError(f"{where} is not a fewbit checkpoint")
     if state["version"] > FORMAT_VERSION:
         raise FewbitFormatError(f"{where} has checkpoint version {state['version']}, newer than this fewbit reads")
-    return Checkpoint(tensors, state)
+    return Checkpoint(tensors, state, shapes={k: tuple(v.shape) for k, v in tensors.items()})
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
@@ -111,17 +119,79 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: d
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and verify one checkpoint file."""
+def checkpoint_header(path: str | Path) -> Checkpoint:
+    """The state and tensor shapes of a checkpoint file, read from its header alone: no tensor data
+    is read (`tensors` is empty), so a file of any size costs at most its header. The tensor
+    entries are checked to lie in the file; the checksum is checked by `load_checkpoint`."""
     path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FewbitFormatError(f"checkpoint {path} does not exist") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FewbitFormatError(f"checkpoint {path} is not a regular file")
+        if info.st_size > MAX_CHECKPOINT_BYTES:
+            raise FewbitFormatError(f"checkpoint {path} is {info.st_size} bytes, more than the "
+                                    f"{MAX_CHECKPOINT_BYTES} a checkpoint may have")
+        head = os.pread(fd, 8, 0)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < length <= min(MAX_HEADER_BYTES, info.st_size - 8):
+            raise FewbitFormatError(f"{path} is not a fewbit checkpoint, or its header is damaged")
+        raw = os.pread(fd, length, 8)
+    finally:
+        os.close(fd)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        state = json.loads(header["__metadata__"]["fewbit.state"])
+        region = info.st_size - 8 - length
+        shapes = {name: _entry_shape(entry, region) for name, entry in header.items() if name != "__metadata__"}
+        if not isinstance(state, dict):
+            raise ValueError("state is not a mapping")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise FewbitFormatError(f"{path} is not a fewbit checkpoint, or its header is damaged") from None
+    return Checkpoint({}, state, path, shapes)
+
+
+def _entry_shape(entry: Any, region: int) -> tuple[int, ...]:
+    """A header entry's shape, checked: a known dtype, and data offsets that fit its shape and the file."""
+    shape, (start, stop) = entry["shape"], entry["data_offsets"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*shape, start, stop)):
+        raise ValueError("bad shape or offsets")
+    if stop - start != math.prod(shape) * _DTYPE_BYTES[entry["dtype"]] or stop > region:
+        raise ValueError("offsets do not fit")
+    return tuple(shape)
+
+
+def load_checkpoint(path: str | Path, *, max_elements: int | None = None) -> Checkpoint:
+    """Read and verify one checkpoint file. With `max_elements` (the most tensor elements the run's
+    model, optimizer state and RNG can hold), a header that declares more is refused before any of
+    the file's data is read."""
+    path = Path(path)
+    header = checkpoint_header(path)
+    declared = sum(math.prod(shape) for shape in header.shapes.values())
+    if max_elements is not None and declared > max_elements:
+        raise FewbitFormatError(
+            f"{path} declares {declared:,} tensor elements, more than a checkpoint of this run's model holds "
+            f"({max_elements:,}); it belongs to another run or is damaged"
+        )
     try:
         data = read_regular_file(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     except FileNotFoundError:
         raise FewbitFormatError(f"checkpoint {path} does not exist") from None
     except ValueError as exc:  # a FIFO, a device, or a file larger than any checkpoint
         raise FewbitFormatError(str(exc)) from None
-    ckpt = decode(data, str(path))
-    return dataclasses.replace(ckpt, path=path)
+    return dataclasses.replace(decode(data, str(path)), path=path)
+
+
+def verifies(path: str | Path) -> bool:
+    """Whether `path` is a checkpoint that reads and verifies (checksum included)."""
+    try:
+        load_checkpoint(path)
+    except FewbitFormatError:
+        return False
+    return True
 
 
 def step_checkpoints(directory: str | Path) -> list[Path]:
@@ -133,20 +203,35 @@ def step_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def latest_checkpoint(directory: str | Path) -> Checkpoint | None:
-    """The newest checkpoint that verifies; each bad newer one is skipped with a warning."""
+def latest_checkpoint(directory: str | Path, *, bound: Callable[[Checkpoint], int] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that verifies; each bad newer one is skipped with a warning. `bound`
+    gives, from a checkpoint's header, the most tensor elements it may declare (see load_checkpoint)."""
     for path in step_checkpoints(directory):
         try:
-            return load_checkpoint(path)
+            return load_checkpoint(path, max_elements=bound(checkpoint_header(path)) if bound else None)
         except FewbitFormatError as exc:
             warnings.warn(f"{exc}; falling back to the previous checkpoint", stacklevel=2)
     return None
 
 
-def prune_checkpoints(directory: str | Path, keep: int) -> None:
-    """Delete all but the `keep` newest resumable checkpoints."""
-    for path in step_checkpoints(directory)[keep:]:
+def prune_checkpoints(directory: str | Path, keep: int, *, newest: Path) -> list[Path]:
+    """Delete all but the `keep` newest step checkpoints that verify; returns what was deleted.
+
+    `newest` (the one just written) is always kept and counted. A file that does not verify (junk, a FIFO, a
+    torn copy, a checkpoint of a higher step that cannot be read) is neither counted nor deleted:
+    it can never push a good checkpoint out.
+    """
+    newest = Path(newest)
+    kept, deleted = 1, []
+    for path in step_checkpoints(directory):
+        if path == newest or not verifies(path):
+            continue
+        if kept < keep:
+            kept += 1
+            continue
         path.unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted
 
 
 def _header(data: bytes) -> dict[str, Any]:

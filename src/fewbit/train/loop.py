@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fewbit._io import finite_or_none
+from fewbit._io import atomic_write_text, finite_or_none, open_append
 from fewbit._lock import locked
 from fewbit.compress.distill import kd_loss
 from fewbit.data.sources import RegressionSource, load_source
@@ -48,12 +48,14 @@ from fewbit.train.run import (
     Run,
     build_model,
     check_model_size,
+    check_run_files,
     checkpoint_progress,
     init_weights,
     input_shape_of,
     is_run_dir,
     model_ways,
     read_run_config,
+    read_run_text,
     write_run_config,
 )
 from fewbit.train.samplers import task_sampler, training_sampler
@@ -207,7 +209,7 @@ class _Trainer:
 
     def _train(self) -> Run:
         config = self.config
-        metrics = (self.out_dir / METRICS_NAME).open("a", encoding="utf-8") if self.world.is_main else None
+        metrics = open_append(self.out_dir / METRICS_NAME) if self.world.is_main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {config.algorithm}", disable=not self.progress,
                    dynamic_ncols=True)
         start_time = time.perf_counter()
@@ -370,6 +372,7 @@ class _Trainer:
     def _prepare_dir(self, resume: bool) -> None:
         """With the lock held: refuse to start a new run over an old one, then write its config."""
         out = self.out_dir
+        check_run_files(out)
         if not resume:
             if is_run_dir(out):
                 raise ConfigError(
@@ -414,7 +417,7 @@ class _Trainer:
         state = self._state()
         state["optim_groups"] = optim["param_groups"]
         path = ck.save_checkpoint(ck.step_path(self.ckpt_dir, self.step), tensors, state)
-        ck.prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
+        ck.prune_checkpoints(self.ckpt_dir, self.config.keep_checkpoints, newest=path)
         self.last_good = path
         return path
 
@@ -462,9 +465,10 @@ class _Trainer:
         """The newest step checkpoint that verifies and holds everything a resume needs, and why
         each newer one was skipped. A checkpoint written with other settings is an error."""
         skipped: list[str] = []
+        bound = 8 * sum(p.numel() for _, p in self.named) + (1 << 20)  # as run.checkpoint_bound
         for path in ck.step_checkpoints(self.ckpt_dir):
             try:
-                found = ck.load_checkpoint(path)
+                found = ck.load_checkpoint(path, max_elements=bound)
             except FewbitFormatError as exc:
                 skipped.append(str(exc))
                 continue
@@ -562,12 +566,10 @@ def _append(metrics: Any, record: dict[str, Any], step: int) -> None:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep the metric lines up to `step` (a torn last line from a kill is dropped)."""
-    from fewbit._io import atomic_write_text
-
-    if not path.exists():
+    if not os.path.lexists(path):
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_run_text(path).splitlines():
         try:
             record = json.loads(line)
             if isinstance(record, dict) and int(record.get("step", 0)) <= step:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import torch
 import yaml
 from torch import nn
 
+from fewbit._io import check_replaceable, read_regular_file
 from fewbit.config import brief, load_yaml
 from fewbit.data.sources import ClassDataset, DataOptions, RegressionSource, load_source, options_for
 from fewbit.device import resolve_device
@@ -31,7 +35,15 @@ from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.meta import build_algorithm
 from fewbit.runtime.preprocess import ImagePreprocessing, Preprocessing, preprocessing_from_dict
-from fewbit.train.checkpoint import BEST_NAME, EXTRAS, MODEL, Checkpoint, latest_checkpoint, load_checkpoint
+from fewbit.train.checkpoint import (
+    BEST_NAME,
+    EXTRAS,
+    MODEL,
+    Checkpoint,
+    checkpoint_header,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from fewbit.train.config import TrainConfig
 
 CONFIG_NAME = "config.yaml"
@@ -253,7 +265,8 @@ def is_run_dir(path: str | Path) -> bool:
 
 def check_not_run_file(path: str | Path, flag: str = "--out") -> None:
     """ConfigError when writing `path` would overwrite a file a run directory owns: its config,
-    metrics, eval result, lock, or anything under its checkpoints or restarted folders."""
+    metrics, eval result, lock, or anything under its checkpoints or restarted folders; OutputError
+    when `path` exists and is not a regular file (a device or FIFO that a rename would replace)."""
     from fewbit._lock import LOCK_NAME
 
     target = Path(path).resolve()
@@ -265,6 +278,39 @@ def check_not_run_file(path: str | Path, flag: str = "--out") -> None:
         if first in owned or first.startswith(RESTARTED_PREFIX):
             raise ConfigError(
                 f"{flag}: {path} is part of the run {run_dir} ({first}); write somewhere else"
+            )
+    check_replaceable(path)
+
+
+MAX_RUN_TEXT_BYTES = 1 << 30  # a metrics file of millions of steps, with room
+
+
+def read_run_text(path: str | Path) -> str:
+    """A run's text file (metrics), read only when it is a regular file of bounded size; a FIFO or
+    device planted in its place is FewbitFormatError, not a read that never ends."""
+    try:
+        return read_regular_file(path, MAX_RUN_TEXT_BYTES, "run file").decode("utf-8", errors="replace")
+    except ValueError as exc:
+        raise FewbitFormatError(f"{exc}; move it away and try again") from None
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """FewbitFormatError when an entry a run keeps is not what fewbit writes there: its config and
+    metrics regular files, its checkpoints a folder. A link, FIFO or device planted in their place
+    would make a write land outside the run, replace the node, or block; nothing is changed."""
+    from fewbit._io import node_kind
+
+    for name, folder in ((CONFIG_NAME, False), (METRICS_NAME, False), (CHECKPOINT_DIR, True),
+                         (f"{CHECKPOINT_DIR}/{BEST_NAME}", False)):
+        try:
+            mode = os.lstat(Path(run_dir) / name).st_mode
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
+            want = "a folder" if folder else "a regular file"
+            raise FewbitFormatError(
+                f"{Path(run_dir) / name} is {node_kind(mode)}, where a run keeps {want} that fewbit wrote; "
+                "move it away and try again"
             )
 
 
@@ -291,7 +337,7 @@ def train_times(run_dir: str | Path) -> dict[int, float]:
     if not path.is_file():
         raise FewbitFormatError(f"{run_dir} has no {METRICS_NAME}: it is not a run directory or never trained")
     times = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_run_text(path).splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -318,7 +364,7 @@ def load_run(
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    ckpt = _pick_checkpoint(run_dir, checkpoint)
+    ckpt = _pick_checkpoint(run_dir, checkpoint, checkpoint_bound(config, model))
     step, best = checkpoint_progress(ckpt)
     preprocessing = read_preprocessing(ckpt.state, config, ckpt.path)
     if model is None:
@@ -354,8 +400,8 @@ def checkpoint_ways(ckpt: Checkpoint, config: TrainConfig) -> int:
     ways = ckpt.state.get("model_ways", config.ways)
     if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
         raise FewbitFormatError(f"{ckpt.path}: model_ways is {brief(ways)}, not a number of classes")
-    head = ckpt.group(MODEL).get("head.weight")
-    stored = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
+    head = ckpt.shapes.get(f"{MODEL}/head.weight")
+    stored = int(head[0]) if head is not None and len(head) == 2 else 0
     if ways != stored:
         raise FewbitFormatError(f"{ckpt.path}: model_ways says {ways} but the stored head has {stored} outputs")
     return ways
@@ -381,7 +427,8 @@ def init_weights(model: nn.Module, run_dir: str | Path) -> list[str]:
     shape fit; returns their names. A classifier pre-trained over many classes starts a meta-learner
     this way (Meta-Baseline): its body fits, its head over the training classes does not.
     ConfigError when nothing fits."""
-    ckpt = _pick_checkpoint(Path(run_dir), "best") if is_run_dir(run_dir) else None
+    ckpt = _pick_checkpoint(Path(run_dir), "best", checkpoint_bound(read_run_config(run_dir))) if is_run_dir(
+        run_dir) else None
     if ckpt is None:
         raise ConfigError(f"TrainConfig.init_from: {run_dir} is not a run directory (it has no {CONFIG_NAME})")
     own = model.state_dict()
@@ -395,17 +442,45 @@ def init_weights(model: nn.Module, run_dir: str | Path) -> list[str]:
     return sorted(fits)
 
 
-def _pick_checkpoint(run_dir: Path, which: str) -> Checkpoint:
+def checkpoint_bound(config: TrainConfig, model: nn.Module | None = None) -> Callable[[Checkpoint], int]:
+    """From a checkpoint's header, the most tensor elements a checkpoint of this run can hold: its
+    model's weights, masks and meta-parameters, Adam's two slots for each, and the RNG states, with
+    room. A file declaring more is refused before its data is read (load_checkpoint)."""
+
+    def bound(header: Checkpoint) -> int:
+        if model is not None:
+            params = sum(p.numel() for p in model.parameters())
+        else:
+            ways = checkpoint_ways(header, config)
+            preprocessing = read_preprocessing(header.state, config, header.path)
+            try:
+                params = check_model_size(config, ways, input_shape_of(config, preprocessing))
+            except ConfigError as exc:
+                raise FewbitFormatError(f"{header.path}: {exc}") from None
+        return 8 * params + (1 << 20)
+
+    return bound
+
+
+def _pick_checkpoint(run_dir: Path, which: str, bound: Callable[[Checkpoint], int]) -> Checkpoint:
     directory = run_dir / CHECKPOINT_DIR
     if which not in ("best", "last"):
         raise ConfigError(f"checkpoint: choose best or last, got {which!r}")
     if which == "best":
+        best = directory / BEST_NAME
         try:
-            return load_checkpoint(directory / BEST_NAME)
+            header: Checkpoint | None = checkpoint_header(best)
         except FewbitFormatError as exc:
-            if (directory / BEST_NAME).exists():
+            header = None
+            if os.path.lexists(best):
                 warnings.warn(f"{exc}; using the newest step checkpoint instead", stacklevel=3)
-    ckpt = latest_checkpoint(directory)
+        if header is not None:
+            limit = bound(header)  # a readable file whose state is malformed is an error, not a fallback
+            try:
+                return load_checkpoint(best, max_elements=limit)
+            except FewbitFormatError as exc:
+                warnings.warn(f"{exc}; using the newest step checkpoint instead", stacklevel=3)
+    ckpt = latest_checkpoint(directory, bound=bound)
     if ckpt is None:
         raise FewbitFormatError(f"{run_dir} is not a finished run: it has no readable checkpoint in {directory}")
     return ckpt

@@ -3,7 +3,6 @@ table, and the head fine-tuning configuration."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from fewbit.artifact.format import Artifact
 from fewbit.artifact.packing import encode_mask, index_bits, packed_nbytes
 from fewbit.artifact.tensor import PackedTensor
+from fewbit.deploy.c_export.literals import float_literal
 from fewbit.errors import ConfigError
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import LinearOp
@@ -59,18 +59,6 @@ def _wrap(body: str, width: int = 110) -> str:
         line += item + ", "
     out.append(line.rstrip().rstrip(","))
     return "\n".join(out)
-
-
-def float_literal(v: float) -> str:
-    if not math.isfinite(v):
-        raise ConfigError("C export: a weight or parameter is not finite")
-    return f"{v.hex()}f" if v != 0 else "0.0f"
-
-
-def double_literal(v: float) -> str:
-    if not math.isfinite(v):
-        raise ConfigError("C export: a parameter is not finite")
-    return v.hex() if v != 0 else "0.0"
 
 
 def weight_arrays(em: Emitter, prefix: str, tensor: Any, fields: dict[str, Any]) -> int:

@@ -13,25 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from fewbit import __version__
-from fewbit._io import atomic_write_bytes
+from fewbit._io import atomic_write_bytes, read_regular_file
 from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
-from fewbit.deploy.c_export.arrays import (
-    Emitter,
-    double_literal,
-    float_literal,
-    head_config,
-    input_table,
-    pixel_major,
-    weight_arrays,
-)
+from fewbit.deploy.c_export.arrays import Emitter, head_config, input_table, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
 from fewbit.deploy.c_export.layout import arena_layout
+from fewbit.deploy.c_export.literals import c_token, comment_text, double_literal, float_literal
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.runtime import fixedpoint
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import InputQuant, LinearOp
 from fewbit.runtime.settings import scope_parts, settings_for
 from fewbit.runtime.support_stats import Stage, accumulator_bound, body_stages, integer_body
+
+REPORT_NAME = "fewbit_report.json"  # also what marks a folder as one the C export wrote
 
 DEFAULT_RAM = 256 * 1024
 
@@ -103,6 +98,12 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
 
 
 def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage]:
+    if len(model.input_shape) != 3:
+        raise ConfigError(
+            f"C export: the C runtime takes images (uint8 pixels, channels x height x width); this model takes "
+            f"{model.input_shape[0] if model.input_shape else 0} table features: use the numpy runtime "
+            "(fewbit.runtime) or --format onnx"
+        )
     try:
         stages = body_stages(model)
     except ValueError as exc:
@@ -133,18 +134,21 @@ def export_c(
     max_support: int = 100,
     target: CTarget | None = None,
     compile_check: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the C library of an artifact (a `.fewbit` path or its bytes) into `out_dir`.
 
     Returns the report (also written as `out_dir/fewbit_report.json`): `flash_bytes` (weights and
     code as compiled for this host with `cc -O2`, None without a compiler), `weight_bytes` (the
     const model arrays), `arena_bytes` (peak activations and adaptation state: the arena),
-    `target` and `fits`, `integer_body`, `method`, `files`.
+    `target` and `fits`, `integer_body`, `method`, `files`. `out_dir` must be new, empty, or a
+    folder this export wrote before, unless `force` (ConfigError, before any work).
 
         report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
         assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
     """
     target = target or CTarget()
+    _check_out_dir(Path(out_dir), force)
     if not (isinstance(max_ways, int) and 2 <= max_ways <= 255):
         raise ConfigError("C export: max_ways must be in 2..255")
     if not (isinstance(max_support, int) and 2 <= max_support <= 65535):
@@ -195,21 +199,21 @@ def export_c(
         "FEWBIT_EMBED_FRAC_BITS": fixedpoint.EMBED_FRAC_BITS,
         "FEWBIT_HEAD_FINETUNE": int(head is not None),
         "FEWBIT_PROTO_COSINE": int(settings["metric"] == "cosine"),  # else minus squared distances
-        "FEWBIT_COSINE_SCALE": repr(float(settings.get("scale", 1.0))),
-        "FEWBIT_ARENA_BYTES": f"{layout['total']}u",
+        "FEWBIT_COSINE_SCALE": double_literal(float(settings.get("scale", 1.0))),
+        "FEWBIT_ARENA_BYTES": f"{int(layout['total'])}u",
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, force)
     header = _template("fewbit_model.h.in")
     ink = "ink is the high value" if model.preprocessing.get("invert", "auto") != "none" else "as photographed"
-    for key, value in {
-        "@PRODUCER@": f"fewbit {__version__}",
-        "@SOURCE@": Path(where).name if where != "artifact bytes" else where,
-        "@ARCH@": model.arch_name,
-        "@ALGORITHM@": model.algorithm,
+    for key, value in {  # read text reaches the C only through comment_text, inside a comment
+        "@PRODUCER@": comment_text(f"fewbit {__version__}"),
+        "@SOURCE@": comment_text(Path(where).name if where != "artifact bytes" else where),
+        "@ARCH@": comment_text(model.arch_name),
+        "@ALGORITHM@": comment_text(model.algorithm),
         "@INK@": ink,
-        "@STEPS@": str(settings["steps"]),
-        "@DEFINES@": "\n".join(f"#define {k} {v}" for k, v in defines.items()),
+        "@STEPS@": c_token(int(settings["steps"]), "adaptation.steps"),
+        "@DEFINES@": "\n".join(f"#define {k} {_define_value(k, v)}" for k, v in defines.items()),
     }.items():
         header = header.replace(key, value)
     source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products)
@@ -220,6 +224,7 @@ def export_c(
         "Makefile": _template("Makefile.in"),
     }
     # Written and compiled beside `out` first, then moved in file by file: no half-written file.
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
@@ -228,7 +233,7 @@ def export_c(
             os.replace(Path(tmp) / name, out / name)
     report: dict[str, Any] = {
         "out": str(out),
-        "files": sorted([*files, "fewbit_report.json"]),
+        "files": sorted([*files, REPORT_NAME]),
         "architecture": model.arch_name,
         "algorithm": model.algorithm,
         "method": "head" if head is not None else "prototypes",
@@ -244,8 +249,47 @@ def export_c(
     report["fits"] = layout["total"] <= target.ram_bytes and (flash if flash is not None else em.weight_bytes) <= (
         target.flash_bytes
     )
-    atomic_write_bytes(out / "fewbit_report.json", (json.dumps(report, indent=2) + "\n").encode())
+    # the shipped report names no path of the building machine: `out` is only in what is returned
+    shipped = {"producer": f"fewbit {__version__}", **{k: v for k, v in report.items() if k != "out"}}
+    atomic_write_bytes(out / REPORT_NAME, (json.dumps(shipped, indent=2) + "\n").encode())
     return report
+
+
+def _define_value(name: str, value: Any) -> str:
+    if name == "FEWBIT_INPUT_BYTES":  # an expression of fewbit's own
+        return str(value)
+    if isinstance(value, str) and value.endswith("u"):
+        return c_token(int(value[:-1]), name) + "u"
+    return c_token(value, name)
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    """Refuse to write the C library into anything but a new or empty folder, or one a C export
+    wrote before (it holds its report), unless `force`: the user's own files there stay theirs."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a folder; the C export writes a folder")
+    if not out.is_dir() or force:
+        return
+    try:
+        present = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"--out: {out} cannot be listed ({exc.strerror})") from None
+    if not present or _written_by_export(out / REPORT_NAME):
+        return
+    shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+    raise ConfigError(
+        f"--out: {out} holds other files ({shown}) and no C export of fewbit's; write into a new or empty "
+        "folder, or add --force to replace fewbit's files there"
+    )
+
+
+def _written_by_export(report: Path) -> bool:
+    """Whether `report` is a C export's report (a regular file, JSON, with the export's fields)."""
+    try:
+        data = json.loads(read_regular_file(report, 1 << 20, "report"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("files"), list) and "weight_bytes" in data
 
 
 def report_text(report: Mapping[str, Any]) -> str:
@@ -366,7 +410,7 @@ def _model_c(
         lines += ["#define FB_INIT_OWN 0", "#define FB_INIT_ZEROS 1", "#define FB_INIT_PROTOTYPES 2"]
         lines += ["#define FB_RULE_NONE 0", "#define FB_RULE_FIXED 1", "#define FB_RULE_MINMAX 2"]
         lines += ["#define FB_RULE_CODEBOOK 3"]
-        lines += [f"#define {k} {v}" for k, v in head.items()]
+        lines += [f"#define {k} {c_token(v, k)}" for k, v in head.items()]
     lines += [
         "",
         "typedef struct {",
@@ -395,8 +439,7 @@ def _model_c(
     lines.append("")
     lines.append("static const fb_stage fb_stages[FB_NUM_STAGES] = {")
     for s in structs:
-        values = []
-        values = [str(s[name]) for name in _STRUCT_FIELDS]
+        values = [c_token(s[name], f"stage field {name}") for name in _STRUCT_FIELDS]
         lines.append("    {" + ", ".join(values) + "},")
     lines.append("};")
     frozen = ", ".join(f"{off[f'FROZEN{i}']}u" for i in range(len(stages)))

@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from fewbit._io import atomic_write_bytes
+from fewbit.errors import ConfigError
+
 
 def pixels_to_input(pixels: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
     """uint8 images `[N, C, H, W]` as the float32 input the runtime takes (scale to [0, 1], then
@@ -45,8 +48,10 @@ def write_task_files(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(support_labels).reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ConfigError("raw task files: support labels must be 0..255 (one byte each, as the C example reads)")
     support = np.asarray(support_pixels, np.uint8).reshape(len(labels), -1)
     records = np.concatenate([labels.astype(np.uint8)[:, None], support], axis=1)
-    (folder / "support.bin").write_bytes(records.tobytes())
-    (folder / "query.bin").write_bytes(np.asarray(query_pixels, np.uint8).tobytes())
+    atomic_write_bytes(folder / "support.bin", records.tobytes())
+    atomic_write_bytes(folder / "query.bin", np.asarray(query_pixels, np.uint8).tobytes())
     return folder / "support.bin", folder / "query.bin"
