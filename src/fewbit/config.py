@@ -19,6 +19,17 @@ MAX_CONFIG_VALUES = 10_000  # values once YAML aliases are expanded (an alias bo
 MAX_MESSAGE_CHARS = 300  # an error message quotes at most this much of a value
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = None, flag: bool = True,
+            default_factory: Any = dataclasses.MISSING, metavar: str | None = None) -> Any:
+    """A config field with what a person reads about it: `help` (and `choices`) become the
+    command-line flag's help, so the CLI derives its flags from the configs instead of repeating
+    them; `flag=False` keeps a field out of the command line (YAML and API only)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A plain dict of a config dataclass, with its `version`."""
     out: dict[str, Any] = {"version": CONFIG_VERSION}

@@ -9,7 +9,7 @@ import torch
 
 from fewbit.data.sinusoid import SinusoidSampler
 from fewbit.errors import ConfigError
-from fewbit.meta import AdaptedPredictor, MetaConfig, adapt, build_algorithm
+from fewbit.meta import AdaptedPredictor, MetaConfig, adapt, build_algorithm, meta_config
 from fewbit.models import build_backbone
 
 from .conftest import make_task
@@ -18,7 +18,7 @@ from .conftest import make_task
 @pytest.mark.parametrize("name", ["maml", "anil", "protonet", "finetune", "reptile"])
 def test_adapt_equals_predict(conv_model, name: str) -> None:
     task = make_task(tasks=1, ways=3, shots=2, queries=4, size=16)
-    config = MetaConfig(algorithm=name, finetune_steps=5)
+    config = meta_config(name, finetune_steps=5) if name == "finetune" else meta_config(name)
     adapted = adapt(conv_model, (task.support_x[0], task.support_y[0]), config=config)
     assert isinstance(adapted, AdaptedPredictor)
     logits = adapted(task.query_x[0])

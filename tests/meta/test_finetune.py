@@ -9,7 +9,7 @@ import torch
 
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from fewbit.meta.inner import task_loss
 
 from .conftest import make_task, tiny_conv
@@ -18,7 +18,7 @@ from .conftest import make_task, tiny_conv
 @pytest.mark.parametrize("classifier", ["linear", "cosine"])
 def test_finetune_supervised_step_over_global_labels(classifier: str) -> None:
     model = tiny_conv(ways=7)  # 7 training classes
-    algo = build_algorithm(MetaConfig(algorithm="finetune", finetune_classifier=classifier))
+    algo = build_algorithm(meta_config("finetune", finetune_classifier=classifier))
     assert not algo.episodic and algo.extra_parameters(model) == {}
     x = torch.randn(10, 1, 16, 16, dtype=torch.float64)
     out = algo.step_supervised(model, dict(model.named_parameters()), x, torch.randint(0, 7, (10,)))
@@ -32,7 +32,7 @@ def test_finetune_fits_a_new_head_per_task_batched_equals_loop(classifier: str) 
     model = tiny_conv(ways=7, width=8)
     params = dict(model.named_parameters())
     task = make_task(tasks=4, ways=3, shots=5, queries=5, size=16)
-    config = MetaConfig(algorithm="finetune", finetune_classifier=classifier, finetune_steps=100)
+    config = meta_config("finetune", finetune_classifier=classifier, finetune_steps=100)
     logits = {
         b: build_algorithm(dataclasses.replace(config, batched=b)).predict(model, params, task) for b in (True, False)
     }

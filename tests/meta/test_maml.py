@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from fewbit.data.task import Task
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from fewbit.meta.inner import task_loss
 
 from .conftest import make_task, tiny_conv, tiny_resnet
@@ -116,7 +116,7 @@ def test_fomaml_is_maml_without_the_second_order_term(conv_model) -> None:
 
 def test_metasgd_learns_its_rates_and_uses_them(conv_model) -> None:
     task = make_task(tasks=2, ways=3, shots=2, queries=2, size=16)
-    algo = build_algorithm(MetaConfig(algorithm="metasgd", metasgd_init_lr=0.25))
+    algo = build_algorithm(meta_config("metasgd", metasgd_init_lr=0.25))
     extras = algo.extra_parameters(conv_model)
     assert set(extras) == {f"inner_lr.{n}" for n, _ in conv_model.named_parameters()}
     assert all(float(v.detach().min()) == float(v.detach().max()) == 0.25 for v in extras.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from fewbit.meta.inner import task_loss
 
 from .conftest import make_task, tiny_conv
@@ -27,7 +27,7 @@ def _close(a, b) -> bool:  # noqa: ANN001
 
 
 def test_first_order_until_the_warm_up_ends_then_second_order() -> None:
-    warm = MetaConfig(algorithm="maml", inner_steps=2, inner_lr=0.3, first_order_steps=10)
+    warm = meta_config("maml", inner_steps=2, inner_lr=0.3, first_order_steps=10)
     _, early = _grads(warm, outer_step=10)
     _, late = _grads(warm, outer_step=11)
     _, fo = _grads(MetaConfig(algorithm="fomaml", inner_steps=2, inner_lr=0.3), outer_step=None)
@@ -36,7 +36,7 @@ def test_first_order_until_the_warm_up_ends_then_second_order() -> None:
 
 
 def test_multi_step_loss_anneals_to_the_last_step() -> None:
-    config = MetaConfig(algorithm="maml", inner_steps=3, inner_lr=0.3, multi_step_loss_steps=100)
+    config = meta_config("maml", inner_steps=3, inner_lr=0.3, multi_step_loss_steps=100)
     algo = build_algorithm(config)
     assert algo._step_weights(1) == pytest.approx([0.33, 0.33, 0.34], abs=0.01)
     assert sum(algo._step_weights(50)) == pytest.approx(1.0) and algo._step_weights(50)[-1] == pytest.approx(2 / 3)
@@ -56,7 +56,7 @@ def test_multi_step_loss_anneals_to_the_last_step() -> None:
 
 
 def test_lslr_learns_a_rate_per_parameter_and_step() -> None:
-    config = MetaConfig(algorithm="maml", inner_steps=3, inner_lr=0.3, lslr=True)
+    config = meta_config("maml", inner_steps=3, inner_lr=0.3, lslr=True)
     model = tiny_conv()
     algo = build_algorithm(config)
     extras = algo.extra_parameters(model)

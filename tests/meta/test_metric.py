@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from fewbit.meta.protonet import embed_tasks, prototypes
 
 from .conftest import make_task, tiny_conv
@@ -14,7 +14,7 @@ from .conftest import make_task, tiny_conv
 def test_metabaseline_scores_by_temperature_times_cosine() -> None:
     model = tiny_conv()
     task = make_task(tasks=2, ways=3, shots=2, queries=4, size=16)
-    algo = build_algorithm(MetaConfig(algorithm="metabaseline", cosine_scale=7.0))
+    algo = build_algorithm(meta_config("metabaseline", cosine_scale=7.0))
     extras = algo.extra_parameters(model)
     assert float(extras["temperature"].detach()) == 7.0
     params = dict(model.named_parameters())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from fewbit.meta.inner import task_loss
 
 from .conftest import make_task
@@ -16,7 +16,7 @@ from .conftest import make_task
 def test_reptile_update_matches_its_formula(conv_model, batched: bool) -> None:
     task = make_task(tasks=3, ways=3, shots=2, queries=2, size=16)
     steps, lr = 3, 0.2
-    algo = build_algorithm(MetaConfig(algorithm="reptile", reptile_steps=steps, reptile_lr=lr, batched=batched))
+    algo = build_algorithm(meta_config("reptile", reptile_steps=steps, reptile_lr=lr, batched=batched))
     params = dict(conv_model.named_parameters())
     out = algo.step(conv_model, params, task)
     assert out.grads is not None and not out.loss.requires_grad

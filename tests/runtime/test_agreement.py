@@ -17,7 +17,7 @@ import torch
 import fewbit.runtime as rt
 from fewbit.data.task import Task
 from fewbit.deploy import export
-from fewbit.meta import MetaConfig, build_algorithm
+from fewbit.meta import MetaConfig, build_algorithm, meta_config
 from tests.deploy.helpers import compressed_conv4, compressed_mlp, fit_head_to_glyphs, glyphs
 
 FLOAT_TOL = 1e-4
@@ -175,7 +175,7 @@ def test_bias_norm_adaptation_through_the_packed_body_matches_fewbit_meta(tmp_pa
 
 def test_baseline_finetune_matches_fewbit_meta(tmp_path: Path) -> None:
     model = compressed_conv4("quant:w4", ways=20)
-    config = MetaConfig(algorithm="finetune", finetune_steps=10, finetune_lr=0.1)
+    config = meta_config("finetune", finetune_steps=10, finetune_lr=0.1)
     runtime = _export(model, tmp_path, algorithm="finetune", meta=config)
     sx, sy, qx, qy = _task(5, 1, 5, seed=6)
     ref = _torch_predict(model, config, sx, sy, qx, qy)
@@ -243,7 +243,7 @@ def test_exported_adaptation_settings_come_from_the_algorithm(tmp_path: Path) ->
 def test_metric_algorithms_deploy_as_the_runtime_prototypes(name: str, tmp_path: Path) -> None:
     """Meta-Baseline's scaled cosine and SimpleShot's centred, unit-length nearest mean, as the artifact says."""
     model = compressed_conv4("quant:w4", ways=0)
-    algo = build_algorithm(MetaConfig(algorithm=name, cosine_scale=12.0), model=model)
+    algo = build_algorithm(meta_config(name, cosine_scale=12.0), model=model)
     extras = algo.extra_parameters(model)
     export(model, tmp_path / "m.fewbit", algorithm=algo, extras=extras)
     runtime = rt.load(tmp_path / "m.fewbit")
@@ -258,7 +258,7 @@ def test_metric_algorithms_deploy_as_the_runtime_prototypes(name: str, tmp_path:
 
 def test_lslr_per_step_rates_travel_in_the_artifact(tmp_path: Path) -> None:
     model = compressed_mlp(None, ways=5)
-    config = MetaConfig(algorithm="maml", scope="head", inner_steps=3, inner_lr=0.1, lslr=True)
+    config = meta_config("maml", scope="head", inner_steps=3, inner_lr=0.1, lslr=True)
     algo = build_algorithm(config, model=model)
     extras = algo.extra_parameters(model)
     with torch.no_grad():

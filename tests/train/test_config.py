@@ -83,7 +83,7 @@ def test_example_configs_load(path):
         ({"inner_lr": float("inf")}, "MetaConfig.inner_lr"),
         ({"inner_steps": 10**8}, "MetaConfig.inner_steps"),
         ({"eval_inner_steps": 10**8}, "MetaConfig.eval_inner_steps"),
-        ({"finetune_steps": 10**8}, "MetaConfig.finetune_steps"),
+        ({"algorithm": "finetune", "finetune_steps": 10**8}, "MetaConfig.finetune_steps"),
     ],
 )
 def test_work_is_bounded_by_the_config(changes, field):

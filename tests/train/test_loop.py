@@ -20,8 +20,9 @@ SINE = {"dataset": "sinusoid", "algorithm": "maml", "shots": 10, "queries": 10, 
 
 def _image_config(spec: str, **changes) -> TrainConfig:
     base = {"dataset": spec, "backbone": "mlp", "ways": 3, "shots": 1, "queries": 3, "meta_batch": 2, "steps": 3,
-            "val_every": 3, "val_tasks": 4, "checkpoint_every": 2, "batch_size": 16, "finetune_steps": 3,
-            "device": "cpu"}
+            "val_every": 3, "val_tasks": 4, "checkpoint_every": 2, "batch_size": 16, "device": "cpu"}
+    if changes.get("algorithm") in ("finetune", "simpleshot"):
+        base["finetune_steps"] = 3  # an algorithm's own setting: only the algorithms that have it take it
     return load_config(None, **{**base, **changes})
 
 

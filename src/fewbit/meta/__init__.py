@@ -14,11 +14,16 @@ from __future__ import annotations
 from fewbit.meta import maml, metasgd, anil, reptile, protonet, finetune, metabaseline, simpleshot  # noqa: F401
 # isort: on
 from fewbit.meta.adapt import AdaptedPredictor, adapt
-from fewbit.meta.base import SCOPES, Algorithm, Deployment, MetaConfig, Params, StepOutput
+from fewbit.meta.base import SCOPES, Algorithm, Deployment, MetaConfig, Params, StepOutput, config_type, meta_config
 from fewbit.meta.build import build_algorithm
+from fewbit.meta.finetune import FinetuneConfig
 from fewbit.meta.functional import batched_forward
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
+from fewbit.meta.maml import MAMLConfig
+from fewbit.meta.metabaseline import MetaBaselineConfig
+from fewbit.meta.metasgd import MetaSGDConfig
 from fewbit.meta.registry import ALGORITHMS, algorithm_names, register_algorithm
+from fewbit.meta.reptile import ReptileConfig
 from fewbit.meta.scopes import is_compression_param, scope_filter
 
 __all__ = [
@@ -27,6 +32,11 @@ __all__ = [
     "AdaptedPredictor",
     "Algorithm",
     "Deployment",
+    "FinetuneConfig",
+    "MAMLConfig",
+    "MetaBaselineConfig",
+    "MetaSGDConfig",
+    "ReptileConfig",
     "MetaConfig",
     "Params",
     "StepOutput",
@@ -34,8 +44,10 @@ __all__ = [
     "algorithm_names",
     "batched_forward",
     "build_algorithm",
+    "config_type",
     "inner_loop",
     "is_compression_param",
+    "meta_config",
     "register_algorithm",
     "scope_filter",
     "task_accuracy",

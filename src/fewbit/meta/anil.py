@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fewbit.meta.maml import MAML
+from fewbit.meta.maml import MAML, MAMLConfig
 from fewbit.meta.registry import register_algorithm
 
 
-@register_algorithm("anil")
+@register_algorithm("anil", config=MAMLConfig)
 class ANIL(MAML):
     """MAML with the `head` scope; the body's embedding is computed once per inner loop."""
 

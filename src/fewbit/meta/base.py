@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewbit.config import brief, check
+from fewbit.config import brief, check, from_dict, setting, to_dict
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 from fewbit.meta.registry import ALGORITHMS, algorithm_names
@@ -20,7 +20,6 @@ Params = dict[str, torch.Tensor]
 Project = Callable[[Params], Params]  # fast weights -> their compressed values (see fewbit.compress)
 
 SCOPES = ("all", "head", "bias_norm", "none")
-CLASSIFIERS = ("linear", "cosine")
 OWNER = "MetaConfig"
 MAX_STEPS = 10_000  # inner/fine-tuning steps per task: a bound on the work one task may ask for
 
@@ -41,36 +40,29 @@ def _is_positive(value: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MetaConfig:
-    """The meta-learning algorithm and its inner loop.
+    """The settings every algorithm shares: which algorithm, and its inner loop.
 
-    Fields used by every gradient-based algorithm: `inner_steps`, `inner_lr`, `scope` (which
-    parameters adapt: all | head | bias_norm | none), `first_order`. `eval_inner_steps` is the
-    number of inner steps at evaluation (None: `inner_steps`, as in training). `batched`
-    chooses the batched meta-batch path (grouped convolutions or vmap) over the per-task
-    reference loop; both give the same numbers. `task_chunk` bounds the memory of the batched
-    path: that many tasks are adapted and differentiated at a time (0: the whole meta-batch).
+    `inner_steps`, `inner_lr`, `scope` (which parameters adapt: all | head | bias_norm | none)
+    and `first_order` drive the gradient-based algorithms; `eval_inner_steps` is the number of
+    inner steps at evaluation (None: `inner_steps`, as in training). `batched` chooses the
+    batched meta-batch path (grouped convolutions or vmap) over the per-task reference loop; both
+    give the same numbers. `task_chunk` bounds the memory of the batched path: that many tasks are
+    adapted and differentiated at a time (0: the whole meta-batch).
+
+    Each algorithm registers its own subclass with its own settings beside it (`MAMLConfig` in
+    maml.py, `FinetuneConfig` in finetune.py, ...); `meta_config(name, **fields)` builds the one
+    an algorithm takes. A plain MetaConfig names any algorithm and takes that algorithm's defaults
+    for the rest when it is built.
     """
 
-    algorithm: str = "protonet"
-    inner_steps: int = 1
-    inner_lr: float = 0.4
-    scope: str = "all"
-    first_order: bool = False
-    eval_inner_steps: int | None = None
-    batched: bool = True
-    task_chunk: int = 0  # batched training: tasks per chunk, each chunk's gradient taken at once (0: all)
-    metasgd_init_lr: float | None = None  # initial per-parameter learning rate (None: inner_lr)
-    reptile_steps: int = 5  # inner SGD steps on support + query while meta-training with Reptile
-    reptile_lr: float | None = None  # their learning rate (None: inner_lr)
-    finetune_classifier: str = "linear"  # linear | cosine ("Baseline" / "Baseline++")
-    finetune_steps: int = 100  # gradient steps fitting a new head on each support set at test time
-    finetune_lr: float = 0.1
-    cosine_scale: float = 10.0  # logit scale of the cosine classifier (Meta-Baseline: its initial temperature)
-    # MAML++ (Antoniou et al. 2019), for the MAML family:
-    first_order_steps: int = 0  # outer steps trained first-order before second order takes over
-    multi_step_loss_steps: int = 0  # outer steps over which the query loss after every inner step counts,
-    #                                 annealed from equal weights to the last step alone (0: last step only)
-    lslr: bool = False  # learn a rate per parameter tensor and inner step (extras `lslr.<name>`)
+    algorithm: str = setting("protonet", "the meta-learning algorithm", choices=algorithm_names)
+    inner_steps: int = setting(1, "inner-loop gradient steps")
+    inner_lr: float = setting(0.4, "inner-loop learning rate")
+    scope: str = setting("all", "which parameters adapt", choices=lambda: SCOPES)
+    first_order: bool = setting(False, "first-order gradients through the inner loop")
+    eval_inner_steps: int | None = setting(None, "inner steps at evaluation (default: inner_steps)", flag=False)
+    batched: bool = setting(True, "batched meta-batch path (grouped convolutions, vmap)", flag=False)
+    task_chunk: int = setting(0, "batched training: tasks per chunk (0: all)", flag=False)
 
     def __post_init__(self) -> None:
         check(
@@ -79,10 +71,11 @@ class MetaConfig:
             "algorithm",
             f"unknown algorithm {brief(self.algorithm)}; choose one of {', '.join(algorithm_names())}",
         )
-        for name in ("inner_steps", "reptile_steps", "finetune_steps", "task_chunk"):
-            value = getattr(self, name)
-            check(_is_int(value) and 0 <= value <= MAX_STEPS, OWNER, name,
-                  f"must be an integer >= 0 (at most {MAX_STEPS}), got {brief(value)}")
+        own = config_type(self.algorithm)
+        check(issubclass(own, type(self)), OWNER, "algorithm",
+              f"{self.algorithm} takes a {own.__name__}, not a {type(self).__name__}")
+        for name in ("inner_steps", "task_chunk"):
+            check_steps(self, name)
         check(
             self.eval_inner_steps is None
             or (_is_int(self.eval_inner_steps) and 0 <= self.eval_inner_steps <= MAX_STEPS),
@@ -90,13 +83,7 @@ class MetaConfig:
             "eval_inner_steps",
             f"must be an integer >= 0 (at most {MAX_STEPS}) or null, got {brief(self.eval_inner_steps)}",
         )
-        for name in ("inner_lr", "finetune_lr", "cosine_scale"):
-            value = getattr(self, name)
-            check(_is_positive(value), OWNER, name, f"must be a number > 0, got {brief(value)}")
-        for name in ("metasgd_init_lr", "reptile_lr"):
-            value = getattr(self, name)
-            check(value is None or _is_positive(value), OWNER, name,
-                  f"must be a number > 0 or null, got {brief(value)}")
+        check_positive(self, "inner_lr")
         check(self.scope in SCOPES, OWNER, "scope",
               f"unknown scope {brief(self.scope)}; choose one of {', '.join(SCOPES)}")
         allowed = ALGORITHMS[self.algorithm].scopes
@@ -106,23 +93,107 @@ class MetaConfig:
             "scope",
             f"{self.algorithm} adapts {' or '.join(allowed or ())} only; got scope {brief(self.scope)}",
         )
-        for name in ("first_order_steps", "multi_step_loss_steps"):
-            value = getattr(self, name)
-            check(_is_int(value) and value >= 0, OWNER, name, f"must be an integer >= 0, got {brief(value)}")
-        for name in ("first_order", "batched", "lslr"):
-            value = getattr(self, name)
-            check(isinstance(value, bool), OWNER, name, f"must be true or false, got {brief(value)}")
-        check(
-            self.finetune_classifier in CLASSIFIERS,
-            OWNER,
-            "finetune_classifier",
-            f"unknown classifier {brief(self.finetune_classifier)}; choose one of {', '.join(CLASSIFIERS)}",
-        )
+        for name in ("first_order", "batched"):
+            check_bool(self, name)
 
     @property
     def test_inner_steps(self) -> int:
         """Inner steps used by `predict` (evaluation)."""
         return self.inner_steps if self.eval_inner_steps is None else self.eval_inner_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict with `version` (this algorithm's fields only)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetaConfig:
+        """The config of the algorithm `data` names, from its fields. Fields of other algorithms
+        (the flat MetaConfig that held every algorithm's settings wrote them all) are dropped when
+        they hold that setting's default, and refused otherwise."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{OWNER}: expected a mapping, got {type(data).__name__}")
+        data = dict(data)
+        name = data.get("algorithm", "protonet")
+        if not isinstance(name, str) or name not in ALGORITHMS:
+            check(False, OWNER, "algorithm",
+                  f"unknown algorithm {brief(name)}; choose one of {', '.join(algorithm_names())}")
+        target = config_type(name)
+        own = {f.name for f in dataclasses.fields(target)}
+        defaults = setting_defaults()
+        for key in sorted(set(data) - own - {"version"}):
+            if key in defaults and data[key] == defaults[key][0]:
+                del data[key]  # another algorithm's setting at its default: it never mattered here
+            elif key in defaults:
+                raise ConfigError(f"{OWNER}.{key}: a setting of {', '.join(defaults[key][1])}, not of {name}; "
+                                  "remove it")
+        return from_dict(target, data)
+
+    def replace(self, **changes: Any) -> MetaConfig:
+        """A copy with `changes`; a new `algorithm` gets its own config type, keeping every setting
+        the two share (a finetune run tested as simpleshot keeps its cosine_scale)."""
+        name = changes.get("algorithm", self.algorithm)
+        target = config_type(name) if isinstance(name, str) and name in ALGORITHMS else type(self)
+        own = {f.name for f in dataclasses.fields(target)}
+        kept = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in own}
+        unknown = sorted(set(changes) - own)
+        if unknown:
+            raise ConfigError(f"{OWNER}: {name} has no setting {', '.join(unknown)}")
+        return target(**{**kept, **changes})
+
+
+def config_type(algorithm: str) -> type[MetaConfig]:
+    """The config class the algorithm `algorithm` takes."""
+    return ALGORITHMS[algorithm].config_type or MetaConfig
+
+
+def meta_config(algorithm: str, **fields: Any) -> MetaConfig:
+    """The config of `algorithm` with `fields` (its own settings and the shared ones).
+
+        >>> meta_config("maml", inner_steps=5, lslr=True)
+        MAMLConfig(algorithm='maml', inner_steps=5, ..., lslr=True)
+    """
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        check(False, OWNER, "algorithm",
+              f"unknown algorithm {brief(algorithm)}; choose one of {', '.join(algorithm_names())}")
+    return from_dict(config_type(algorithm), {**fields, "algorithm": algorithm})
+
+
+def full_config(config: MetaConfig) -> MetaConfig:
+    """`config` as its algorithm's own config type (a plain MetaConfig takes that type's defaults)."""
+    target = config_type(config.algorithm)
+    if type(config) is target:
+        return config
+    return target(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
+def setting_defaults() -> dict[str, tuple[Any, list[str]]]:
+    """Every registered algorithm setting: its default, and the algorithms that have it."""
+    out: dict[str, tuple[Any, list[str]]] = {}
+    for name in algorithm_names():
+        for f in dataclasses.fields(config_type(name)):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            out.setdefault(f.name, (default, []))[1].append(name)
+    return out
+
+
+def check_steps(config: Any, name: str) -> None:
+    """ConfigError unless the field `name` is a number of steps 0..MAX_STEPS."""
+    value = getattr(config, name)
+    check(_is_int(value) and 0 <= value <= MAX_STEPS, OWNER, name,
+          f"must be an integer >= 0 (at most {MAX_STEPS}), got {brief(value)}")
+
+
+def check_positive(config: Any, name: str, *, optional: bool = False) -> None:
+    """ConfigError unless the field `name` is a finite number > 0 (or None when `optional`)."""
+    value = getattr(config, name)
+    ok = (optional and value is None) or _is_positive(value)
+    check(ok, OWNER, name, f"must be a number > 0{' or null' if optional else ''}, got {brief(value)}")
+
+
+def check_bool(config: Any, name: str) -> None:
+    """ConfigError unless the field `name` is true or false."""
+    value = getattr(config, name)
+    check(isinstance(value, bool), OWNER, name, f"must be true or false, got {brief(value)}")
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from fewbit.errors import ConfigError
-from fewbit.meta.base import OWNER, Algorithm, MetaConfig, Project
+from fewbit.meta.base import OWNER, Algorithm, MetaConfig, Project, full_config
 from fewbit.meta.registry import ALGORITHMS, algorithm_names
 
 
@@ -27,6 +27,7 @@ def build_algorithm(
             raise ConfigError(f"{OWNER}.algorithm: unknown algorithm {config!r}; choose one of "
                               f"{', '.join(algorithm_names())}")
         config = MetaConfig(algorithm=config)
+    config = full_config(config)  # a plain MetaConfig takes its algorithm's defaults for the rest
     if project is None and model is not None:
         project = projection_for(model)
     return ALGORITHMS[config.algorithm](config, project=project)

@@ -7,20 +7,45 @@ support set with the shared inner loop (`finetune_steps` full-batch steps, batch
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from fewbit.config import brief, check, setting
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Algorithm, Deployment, Params, StepOutput
+from fewbit.meta.base import OWNER, Algorithm, Deployment, MetaConfig, Params, StepOutput, check_positive, check_steps
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
 from fewbit.meta.protonet import embed_tasks, prototypes
 from fewbit.meta.registry import register_algorithm
 
+CLASSIFIERS = ("linear", "cosine")
 
-@register_algorithm("finetune")
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(MetaConfig):
+    """The fine-tune baseline's settings: the classifier, and the head fitted per task at test time."""
+
+    algorithm: str = "finetune"
+    finetune_classifier: str = setting("linear", "linear (Baseline) or cosine (Baseline++)", choices=CLASSIFIERS,
+                                       flag=False)
+    finetune_steps: int = setting(100, "gradient steps fitting a new head per support set", flag=False)
+    finetune_lr: float = setting(0.1, "their learning rate", flag=False)
+    cosine_scale: float = setting(10.0, "logit scale of the cosine classifier", flag=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_steps(self, "finetune_steps")
+        check_positive(self, "finetune_lr")
+        check_positive(self, "cosine_scale")
+        check(self.finetune_classifier in CLASSIFIERS, OWNER, "finetune_classifier",
+              f"unknown classifier {brief(self.finetune_classifier)}; choose one of {', '.join(CLASSIFIERS)}")
+
+
+@register_algorithm("finetune", config=FinetuneConfig)
 class Finetune(Algorithm):
     """Supervised pre-training, then a new linear or cosine head per task (backbone frozen)."""
 

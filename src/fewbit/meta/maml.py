@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewbit.config import brief, check, setting
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import RUNTIME_SCOPE, Algorithm, Deployment, Params, StepOutput
+from fewbit.meta.base import OWNER, RUNTIME_SCOPE, Algorithm, Deployment, MetaConfig, Params, StepOutput, check_bool
 from fewbit.meta.functional import BatchedForward, batched_forward, expand_params, module_head_forward, single_forward
 from fewbit.meta.inner import LearningRate, inner_loop, task_accuracy, task_loss
 from fewbit.meta.registry import register_algorithm
@@ -22,7 +24,31 @@ LSLR = "lslr."  # extras `lslr.<parameter name>`: a learned rate per inner step
 LR_STEP_TENSOR = "__lrstep."  # an exported per-step rate vector's name: the parameter's name behind it
 
 
-@register_algorithm("maml")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MAMLConfig(MetaConfig):
+    """MAML's settings: the shared inner loop, plus MAML++ (Antoniou et al. 2019).
+
+    `first_order_steps`: outer steps trained first-order before second order takes over.
+    `multi_step_loss_steps`: outer steps over which the query loss after every inner step counts,
+    annealed from equal weights to the last step alone (0: the last step only). `lslr`: learn a
+    rate per parameter tensor and inner step (extras `lslr.<name>`).
+    """
+
+    algorithm: str = "maml"
+    first_order_steps: int = setting(0, "MAML++: outer steps trained first-order first", flag=False)
+    multi_step_loss_steps: int = setting(0, "MAML++: outer steps of the annealed multi-step loss", flag=False)
+    lslr: bool = setting(False, "MAML++: a learned rate per layer and inner step", flag=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("first_order_steps", "multi_step_loss_steps"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, OWNER, name,
+                  f"must be an integer >= 0, got {brief(value)}")
+        check_bool(self, "lslr")
+
+
+@register_algorithm("maml", config=MAMLConfig)
 class MAML(Algorithm):
     """Model-Agnostic Meta-Learning (Finn et al. 2017): the outer loss is the query loss after
     `inner_steps` steps on the support set, differentiated through the steps (unless
@@ -205,7 +231,7 @@ class MAML(Algorithm):
         return per_step[-1] if per_step else score(fast)
 
 
-@register_algorithm("fomaml")
+@register_algorithm("fomaml", config=MAMLConfig)
 class FOMAML(MAML):
     """First-order MAML: the outer gradient is the query gradient at the fast weights."""
 

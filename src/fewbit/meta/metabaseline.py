@@ -8,17 +8,32 @@ starts at `MetaConfig.cosine_scale`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from fewbit.meta.base import Deployment, Params
+from fewbit.config import setting
+from fewbit.meta.base import Deployment, MetaConfig, Params, check_positive
 from fewbit.meta.protonet import ProtoNet, cosine_logits, prototypes
 from fewbit.meta.registry import register_algorithm
 
 TEMPERATURE = "temperature"
 
 
-@register_algorithm("metabaseline")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaBaselineConfig(MetaConfig):
+    """Meta-Baseline's settings: the temperature's starting value."""
+
+    algorithm: str = "metabaseline"
+    cosine_scale: float = setting(10.0, "the logit temperature's initial value", flag=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "cosine_scale")
+
+
+@register_algorithm("metabaseline", config=MetaBaselineConfig)
 class MetaBaseline(ProtoNet):
     """Queries scored by `temperature x cos(query, class mean)` of the jointly embedded task."""
 

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
+from fewbit.config import setting
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Deployment, Params
+from fewbit.meta.base import Deployment, Params, check_positive
 from fewbit.meta.inner import LearningRate
-from fewbit.meta.maml import MAML, runtime_moved
+from fewbit.meta.maml import MAML, MAMLConfig, runtime_moved
 from fewbit.meta.registry import register_algorithm
 
 PREFIX = "inner_lr."
 LR_TENSOR = "__lr."  # an exported rate tensor's name: the parameter's name behind it
 
 
-@register_algorithm("metasgd")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaSGDConfig(MAMLConfig):
+    """Meta-SGD's settings: MAML's, plus the initial value of every learned rate."""
+
+    algorithm: str = "metasgd"
+    metasgd_init_lr: float | None = setting(None, "initial per-parameter learning rate (default: inner_lr)",
+                                            flag=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "metasgd_init_lr", optional=True)
+
+
+@register_algorithm("metasgd", config=MetaSGDConfig)
 class MetaSGD(MAML):
     """Per-parameter inner learning rates, outer-learned: extras `inner_lr.<param name>`."""
 

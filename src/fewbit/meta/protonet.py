@@ -7,7 +7,7 @@ from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
-from fewbit.meta.base import Algorithm, Deployment, Params, StepOutput
+from fewbit.meta.base import Algorithm, Deployment, MetaConfig, Params, StepOutput
 from fewbit.meta.functional import expand_params, grouped_forward, grouped_layers, shared_forward, single_forward
 from fewbit.meta.inner import task_accuracy, task_loss
 from fewbit.meta.registry import register_algorithm
@@ -53,7 +53,7 @@ def cosine_logits(z_query: torch.Tensor, protos: torch.Tensor, scale: torch.Tens
     return scale * (q @ p.transpose(-1, -2))
 
 
-@register_algorithm("protonet")
+@register_algorithm("protonet", config=MetaConfig)
 class ProtoNet(Algorithm):
     """Support and query of a task are embedded together (one batch-norm batch, as in the
     reference implementation); queries are scored against the support class means."""

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
+from fewbit.config import setting
 from fewbit.data.task import Task
-from fewbit.meta.base import Params, StepOutput
+from fewbit.meta.base import Params, StepOutput, check_positive, check_steps
 from fewbit.meta.functional import batched_forward, expand_params, single_forward
 from fewbit.meta.inner import inner_loop, task_accuracy, task_loss
-from fewbit.meta.maml import MAML
+from fewbit.meta.maml import MAML, MAMLConfig
 from fewbit.meta.registry import register_algorithm
 
 
-@register_algorithm("reptile")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReptileConfig(MAMLConfig):
+    """Reptile's settings: the SGD steps on each task's support + query while meta-training."""
+
+    algorithm: str = "reptile"
+    reptile_steps: int = setting(5, "Reptile: inner SGD steps on support + query while meta-training", flag=False)
+    reptile_lr: float | None = setting(None, "Reptile: their learning rate (default: inner_lr)", flag=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_steps(self, "reptile_steps")
+        check_positive(self, "reptile_lr", optional=True)
+
+
+@register_algorithm("reptile", config=ReptileConfig)
 class Reptile(MAML):
     """Training: `reptile_steps` SGD steps (lr `reptile_lr`) on each task's support + query;
     the outer "gradient" is `params - mean(adapted params)` (StepOutput.grads), which an

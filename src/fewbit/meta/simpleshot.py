@@ -16,12 +16,12 @@ from torch import nn
 
 from fewbit.data.task import Task
 from fewbit.meta.base import Deployment, Params
-from fewbit.meta.finetune import Finetune
+from fewbit.meta.finetune import Finetune, FinetuneConfig
 from fewbit.meta.protonet import centred_normalised, embed_tasks, proto_logits, prototypes
 from fewbit.meta.registry import register_algorithm
 
 
-@register_algorithm("simpleshot")
+@register_algorithm("simpleshot", config=FinetuneConfig)
 class SimpleShot(Finetune):
     """Supervised pre-training; CL2N nearest class mean at test time (no head fitted)."""
 

@@ -10,7 +10,7 @@ from typing import Any
 from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError
-from fewbit.meta.base import MetaConfig
+from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 
 SCHEDULES = ("constant", "cosine")
 TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
@@ -107,6 +107,7 @@ class TrainConfig:
               f"must be a compression spec string or null, got {brief(self.compress)}")
         check(isinstance(self.meta, MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
+        object.__setattr__(self, "meta", full_config(self.meta))  # the algorithm's own settings, defaults filled
         from fewbit.data.augment import AUGMENTS
 
         check(self.augment in AUGMENTS, OWNER, "augment",
@@ -204,7 +205,7 @@ def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{OWNER}: expected a mapping, got {type(data).__name__}")
     data = dict(data)
     own = {f.name for f in dataclasses.fields(TrainConfig)}
-    meta_fields = {f.name for f in dataclasses.fields(MetaConfig)} - own
+    meta_fields = set(setting_defaults()) - own
     raw = data.pop("meta", None)
     if raw is None:
         meta_data: dict[str, Any] = {}
@@ -216,7 +217,7 @@ def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{OWNER}.meta: must be a mapping of MetaConfig fields, got {type(raw).__name__}")
     for key in sorted(meta_fields & set(data)):
         meta_data[key] = data.pop(key)
-    data["meta"] = from_dict(MetaConfig, meta_data)
+    data["meta"] = MetaConfig.from_dict(meta_data)
     return data
 
 

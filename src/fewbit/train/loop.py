@@ -472,11 +472,12 @@ class _Trainer:
             except FewbitFormatError as exc:
                 skipped.append(str(exc))
                 continue
-            saved = dict(found.state.get("config") or {})
             now = self.config.to_dict()
-            defaults = TrainConfig(dataset=self.config.dataset).to_dict()
-            for key in set(now) - set(saved):  # a field added since the checkpoint was written
-                saved[key] = defaults[key]
+            saved = dict(found.state.get("config") or {})
+            # in today's form (fields added since take their defaults, old flat forms are folded); one that
+            # does not validate is compared as written: it differs, and the difference is named below
+            with contextlib.suppress(ConfigError):
+                saved = TrainConfig.from_dict({**saved, "steps": self.config.steps}).to_dict()
             for key in ("steps", "device"):
                 saved.pop(key, None)
                 now.pop(key, None)

@@ -92,7 +92,7 @@ class Run:
         if not overrides:
             return
         try:
-            test_config = dataclasses.replace(self.algorithm.config, **overrides)
+            test_config = self.algorithm.config.replace(**overrides)
         except ConfigError as exc:
             raise ConfigError(f"--algorithm/--scope/--inner-steps: {exc}") from None
         algorithm = build_algorithm(test_config, model=self.model)
