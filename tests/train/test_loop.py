@@ -103,7 +103,7 @@ def test_sinusoid_meta_training_beats_a_random_init(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(run_dir, monkeypatch):
     config = load_config(None, **{**SINE, "steps": 10, "checkpoint_every": 0, "val_every": 0})
-    real_init = loop_module._Trainer.__init__
+    real_init = loop_module.Trainer.__init__
 
     def init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
@@ -116,7 +116,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(run_d
 
         self.algorithm.step = step
 
-    monkeypatch.setattr(loop_module._Trainer, "__init__", init)
+    monkeypatch.setattr(loop_module.Trainer, "__init__", init)
     with pytest.raises(TrainingError, match=r"step 6: the loss is nan.*step-00000005"):
         meta_train(config, run_dir, progress=False)
     monkeypatch.undo()

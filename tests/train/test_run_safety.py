@@ -165,14 +165,14 @@ def test_huge_ways_are_refused_under_a_memory_limit(tmp_path: Path) -> None:
 
 
 def test_val_metrics_are_json_without_nan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = loop_module._Trainer._validate
+    real = loop_module.Trainer._validate
 
     def diverged(self, step):
         record = real(self, step)
         record["value"], record["ci95"] = float("nan"), float("inf")
         return record
 
-    monkeypatch.setattr(loop_module._Trainer, "_validate", diverged)
+    monkeypatch.setattr(loop_module.Trainer, "_validate", diverged)
     run = _trained(tmp_path / "run", steps=2)
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}"))

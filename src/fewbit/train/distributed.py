@@ -85,3 +85,19 @@ def barrier(world: World) -> None:
     """Wait for every rank."""
     if world.distributed:
         dist.barrier()
+
+
+def reduce_outer(
+    named: list[tuple[str, torch.Tensor]], loss: torch.Tensor, accuracy: torch.Tensor | None, share: float,
+    world: World,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum every rank's gradients into each parameter's `.grad`, and its share of the loss and
+    accuracy, in one collective; returns the global (loss, accuracy). A single process: as given."""
+    if not world.distributed:
+        return loss, accuracy
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in named]
+    acc = accuracy.to(loss.device) * share if accuracy is not None else loss * 0
+    reduced = all_reduce_sum([*grads, torch.stack([loss * share, acc])], world)
+    for (_, p), g in zip(named, reduced[:-1]):
+        p.grad = g
+    return reduced[-1][0], (reduced[-1][1] if accuracy is not None else None)

@@ -7,12 +7,15 @@ softened class scores over the same training classes (`TrainConfig.teacher`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fewbit.compress.distill import kd_loss
 from fewbit.errors import ConfigError
+from fewbit.meta.base import StepOutput
 from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train.run import is_run_dir, load_run
 
@@ -50,3 +53,20 @@ def load_teacher(
         raise ConfigError(f"{OWNER}: {run_dir} scores {width} classes, this run trains on {classes}; "
                           "the teacher must be a supervised run (finetune) on the same training classes")
     return model
+
+
+class Distillation:
+    """Mixes a supervised step's loss with the KL divergence to a teacher's softened scores:
+    `(1 - weight) * loss + weight * KD(student, teacher; temperature)`."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
+        self.teacher, self.weight, self.temperature = teacher, weight, temperature
+
+    def __call__(self, out: StepOutput, x: torch.Tensor) -> StepOutput:
+        """`out` (a supervised step on inputs `x`) with its loss mixed with the distillation loss."""
+        if out.logits is None:  # pragma: no cover - every supervised algorithm returns its logits
+            raise ConfigError(f"{OWNER}: the algorithm does not expose its class scores")
+        with torch.no_grad():
+            target = self.teacher(x)
+        loss = (1 - self.weight) * out.loss + self.weight * kd_loss(out.logits, target, self.temperature)
+        return dataclasses.replace(out, loss=loss)
