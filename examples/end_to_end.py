@@ -25,6 +25,7 @@ from fewbit.compress import size_report
 from fewbit.data import load_source
 from fewbit.deploy import export
 from fewbit.evaluation import eval_tasks, evaluate
+from fewbit.report import size_table
 from fewbit.train import TrainConfig, meta_train
 
 
@@ -56,7 +57,7 @@ def main() -> None:
 
     # 5. size in real bytes: packed 4-bit codes, scales, activation scales
     report = size_report(run.model)
-    print(report.table())
+    print(size_table(report))
     print(f"{report.bytes:,} bytes as stored, {report.ratio:.1f}x smaller than float32")
 
     # 6. ship: write the artifact, then adapt and predict with numpy alone

@@ -52,10 +52,15 @@ def test_a_second_writer_is_told_who_holds_the_lock_until_it_dies(tmp_path: Path
 
 
 def test_the_lock_is_released_after_the_block_and_taken_again(tmp_path: Path) -> None:
-    with locked(tmp_path):
-        pass
-    with locked(tmp_path, what="sweep"):
-        pass
+    import json
+
+    with locked(tmp_path) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()  # the file names its holder
+        with pytest.raises(InUseError, match=f"sweep {tmp_path} is in use by pid {os.getpid()}"), \
+                locked(tmp_path, what="sweep"):
+            pass  # flock locks conflict between two opens, even in one process
+    with locked(tmp_path, what="sweep") as path:  # released at the end of the block: taken again
+        assert path.exists()
 
 
 @pytest.mark.parametrize("kind", ["link", "dangling", "fifo"])

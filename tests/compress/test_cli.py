@@ -94,7 +94,7 @@ def test_bad_input_is_one_line(
 
 
 def test_compress_and_inspect_a_meta_trained_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    train = pytest.importorskip("fewbit.train")
+    import fewbit.train as train
     sine = {
         "dataset": "sinusoid",
         "algorithm": "maml",

@@ -44,6 +44,22 @@ def test_reptile_regression_runs_and_predict_uses_inner_steps() -> None:
     model = build_backbone("mlp", ways=1, in_features=1, hidden=(8, 8))
     task = SinusoidSampler(shots=5, queries=5).sample(4)
     algo = build_algorithm(MetaConfig(algorithm="reptile", inner_steps=2, inner_lr=0.01))
-    out = algo.step(model, dict(model.named_parameters()), task)
+    params = dict(model.named_parameters())
+    out = algo.step(model, params, task)
     assert out.accuracy is None and set(out.grads) == {n for n, _ in model.named_parameters()}
-    assert algo.predict(model, dict(model.named_parameters()), task).shape == (4, 5, 1)
+    assert all(g.abs().sum() > 0 for g in out.grads.values())  # every parameter moves toward the tasks
+    logits = algo.predict(model, params, task)
+    assert logits.shape == (4, 5, 1)
+    # predict adapts with `inner_steps` steps of the shared inner loop: two MSE steps by hand agree
+    from torch.func import functional_call
+
+    for t in range(task.num_tasks):
+        w = {n: p.detach() for n, p in params.items()}
+        for _ in range(2):
+            w = {n: v.requires_grad_() for n, v in w.items()}
+            pred = functional_call(model, w, (task.support_x[t],))
+            loss = ((pred - task.support_y[t]) ** 2).mean()
+            grads = torch.autograd.grad(loss, list(w.values()))
+            w = {n: (v - 0.01 * g).detach() for (n, v), g in zip(w.items(), grads)}
+        expected = functional_call(model, w, (task.query_x[t],))
+        torch.testing.assert_close(logits[t], expected, rtol=1e-5, atol=1e-6)

@@ -142,7 +142,6 @@ def test_bad_input_gives_one_clear_error(tiny_images, tmp_path):
 
 
 def test_compress_spec_is_applied_and_rebuilt_on_load(tmp_path):
-    pytest.importorskip("fewbit.compress.api")
     config = load_config(None, **{**SINE, "steps": 3, "compress": "quant:w8"})
     run = meta_train(config, tmp_path / "q", progress=False)
     again = load_run(tmp_path / "q", checkpoint="last")

@@ -131,10 +131,11 @@ def _check_skeleton(name: str, args: dict[str, Any], tensors: dict[str, Any], fi
 
 def _report(model: nn.Module, header: str, extra: dict[str, Any]) -> Output:
     from fewbit.compress import size_report
+    from fewbit.report import size_table
 
     report = size_report(model)
     data = {**report.to_dict(), **extra}
-    text = f"{header}\n{report.table()}\n{report.bytes} bytes stored, {report.float32_bytes} in float32"
+    text = f"{header}\n{size_table(report)}\n{report.bytes} bytes stored, {report.float32_bytes} in float32"
     return Output(data, text)
 
 

@@ -76,15 +76,13 @@ class SizeReport:
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
-    def table(self) -> str:
-        """The report as a plain-text table with a total line."""
-        from fewbit.report.tables import table
-
+    def rows(self) -> tuple[list[str], list[list[Any]]]:
+        """(headers, rows): a row per layer and a total row, as `fewbit.report.size_table` prints them."""
         rows = [
             [r.name, r.kind, r.params, r.bits, f"{r.sparsity:.1%}", r.encoding, r.bytes] for r in self.layers
         ]
         rows.append(["total", "", self.params, "", "", f"{self.ratio:.2f}x smaller", self.bytes])
-        return table(["layer", "type", "params", "bits", "sparsity", "encoding", "bytes"], rows)
+        return ["layer", "type", "params", "bits", "sparsity", "encoding", "bytes"], rows
 
 
 def _packed_row(name: str, layer: PackedLayer, kind: str) -> LayerSize:

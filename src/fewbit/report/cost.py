@@ -8,7 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-SCOPES = ("all", "head", "bias_norm", "none")
+from fewbit.meta.base import SCOPES
+from fewbit.meta.scopes import scope_filter
+
 FLOAT_BYTES = 4
 
 
@@ -86,8 +88,6 @@ def adaptation_memory(
         for h in handles:
             h.remove()
     if adapts is None:
-        from fewbit.meta.scopes import scope_filter
-
         adapts = scope_filter(scope, model)
     param_bytes = 2 * FLOAT_BYTES * sum(p.numel() for n, p in model.named_parameters() if adapts(n))
     return AdaptationMemory(scope, param_bytes, peak if scope == "none" else stored)

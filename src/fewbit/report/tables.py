@@ -61,3 +61,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def size_table(report: Any) -> str:
+    """A `fewbit.compress.SizeReport` as a plain-text table with a total line.
+
+        >>> print(size_table(size_report(model)))
+    """
+    headers, rows = report.rows()
+    return table(headers, rows)
