@@ -18,6 +18,7 @@ from fewbit.data.synthetic import write_image_folder
 from fewbit.errors import DataError
 from fewbit.runtime.images import load_image
 from fewbit.runtime.preprocess import ImagePreprocessing
+from tests.data.helpers import rename_to_bytes
 
 pytestmark = pytest.mark.usefixtures("fewbit_cache")
 QUIET = {"progress": False}
@@ -276,3 +277,19 @@ def test_csvsplit_naming_a_missing_file_is_one_line(tmp_path: Path, capsys) -> N
     (root / "train.csv").unlink()
     assert main(["data", "info", f"csvsplit:{root}"]) == 2
     assert "train.csv is missing" in capsys.readouterr().err
+
+
+def test_file_names_that_are_not_utf8_are_read_and_cached(tmp_path: Path, fewbit_cache: Path) -> None:
+    root = write_image_folder(tmp_path / "d", classes=4, images_per_class=3, size=16)
+    rename_to_bytes(next((root / "class000").iterdir()), b"caf\xe9.png")  # Latin-1 names, as old zips hold
+    rename_to_bytes(root / "class001", b"cl\xe4ss")
+    (root / "class002" / "broken.png").write_bytes(b"not an image")
+    rename_to_bytes(root / "class002" / "broken.png", b"br\xffken.png")
+    for cached in (False, True):
+        with pytest.warns(UserWarning, match="br\udcffken") as caught:
+            source = load_source(f"folder:{root}", options=_opts(split_fractions=(0.5, 0.25)))
+        assert ("(as cached)" in " ".join(str(w.message) for w in caught)) is cached
+        assert source.split("all").num_images == 12
+        assert "cl\udce4ss" in source.split("all").classes
+    assert len(list(fewbit_cache.glob("images-*"))) == 1
+
