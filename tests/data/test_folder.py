@@ -293,3 +293,35 @@ def test_file_names_that_are_not_utf8_are_read_and_cached(tmp_path: Path, fewbit
         assert "cl\udce4ss" in source.split("all").classes
     assert len(list(fewbit_cache.glob("images-*"))) == 1
 
+
+def test_csvsplit_rows_naming_one_image_twice_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    root = _csvsplit(tmp_path / "mini", {"train": 3, "val": 3, "test": 3})
+    train = (root / "train.csv").read_text().splitlines()
+    first = train[1].split(",")[0]
+    with open(root / "train.csv", "a") as f:
+        f.write(f"{train[1]}\n./{first},{train[1].split(',')[1]}\n")  # the same file twice more, one spelt ./
+    with open(root / "test.csv", "a") as f:
+        f.write(f"{train[2]}\n")  # a training image listed again for testing
+    with pytest.warns(UserWarning, match=r"dropped 3 row\(s\) naming an image listed before: train\.csv line 11 "
+                      rf"\({first}; first at train\.csv line 2\)"):
+        source = load_source(f"csvsplit:{root}", options=_opts())
+    assert source.split("all").num_images == 27
+    assert {k: source.split(k).num_images for k in ("train", "val", "test")} == {"train": 9, "val": 9, "test": 9}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("x" * 140_000 + ".png,n0class999", "test.csv line 11: a cell longer than the 131,072 characters"),
+        ('"a\0b.png",n0class999', "test.csv line 11: the file name 'a\\x00b.png' holds a NUL character"),
+        ("x" * 5_000 + ".png,n0class999", "test.csv line 11: cannot look up xxx"),
+    ],
+    ids=["long-cell", "nul", "long-name"],
+)
+def test_csvsplit_cells_that_no_file_name_can_be_are_one_line(tmp_path: Path, capsys, row: str, message: str) -> None:
+    root = _csvsplit(tmp_path / "mini", {"train": 3, "val": 3, "test": 3})
+    with open(root / "test.csv", "a") as f:
+        f.write(row + "\n")
+    assert main(["data", "info", f"csvsplit:{root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fewbit: error:") and message in err and err.count("\n") == 1, err[:300]
