@@ -18,6 +18,7 @@ from fewbit.data.synthetic import write_image_folder
 from fewbit.errors import DataError
 from fewbit.runtime.images import load_image
 from fewbit.runtime.preprocess import ImagePreprocessing
+from tests.data.helpers import rename_to_bytes
 
 pytestmark = pytest.mark.usefixtures("fewbit_cache")
 QUIET = {"progress": False}
@@ -276,3 +277,51 @@ def test_csvsplit_naming_a_missing_file_is_one_line(tmp_path: Path, capsys) -> N
     (root / "train.csv").unlink()
     assert main(["data", "info", f"csvsplit:{root}"]) == 2
     assert "train.csv is missing" in capsys.readouterr().err
+
+
+def test_file_names_that_are_not_utf8_are_read_and_cached(tmp_path: Path, fewbit_cache: Path) -> None:
+    root = write_image_folder(tmp_path / "d", classes=4, images_per_class=3, size=16)
+    rename_to_bytes(next((root / "class000").iterdir()), b"caf\xe9.png")  # Latin-1 names, as old zips hold
+    rename_to_bytes(root / "class001", b"cl\xe4ss")
+    (root / "class002" / "broken.png").write_bytes(b"not an image")
+    rename_to_bytes(root / "class002" / "broken.png", b"br\xffken.png")
+    for cached in (False, True):
+        with pytest.warns(UserWarning, match="br\udcffken") as caught:
+            source = load_source(f"folder:{root}", options=_opts(split_fractions=(0.5, 0.25)))
+        assert ("(as cached)" in " ".join(str(w.message) for w in caught)) is cached
+        assert source.split("all").num_images == 12
+        assert "cl\udce4ss" in source.split("all").classes
+    assert len(list(fewbit_cache.glob("images-*"))) == 1
+
+
+def test_csvsplit_rows_naming_one_image_twice_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    root = _csvsplit(tmp_path / "mini", {"train": 3, "val": 3, "test": 3})
+    train = (root / "train.csv").read_text().splitlines()
+    first = train[1].split(",")[0]
+    with open(root / "train.csv", "a") as f:
+        f.write(f"{train[1]}\n./{first},{train[1].split(',')[1]}\n")  # the same file twice more, one spelt ./
+    with open(root / "test.csv", "a") as f:
+        f.write(f"{train[2]}\n")  # a training image listed again for testing
+    with pytest.warns(UserWarning, match=r"dropped 3 row\(s\) naming an image listed before: train\.csv line 11 "
+                      rf"\({first}; first at train\.csv line 2\)"):
+        source = load_source(f"csvsplit:{root}", options=_opts())
+    assert source.split("all").num_images == 27
+    assert {k: source.split(k).num_images for k in ("train", "val", "test")} == {"train": 9, "val": 9, "test": 9}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("x" * 140_000 + ".png,n0class999", "test.csv line 11: a cell longer than the 131,072 characters"),
+        ('"a\0b.png",n0class999', "test.csv line 11: the file name 'a\\x00b.png' holds a NUL character"),
+        ("x" * 5_000 + ".png,n0class999", "test.csv line 11: cannot look up xxx"),
+    ],
+    ids=["long-cell", "nul", "long-name"],
+)
+def test_csvsplit_cells_that_no_file_name_can_be_are_one_line(tmp_path: Path, capsys, row: str, message: str) -> None:
+    root = _csvsplit(tmp_path / "mini", {"train": 3, "val": 3, "test": 3})
+    with open(root / "test.csv", "a") as f:
+        f.write(row + "\n")
+    assert main(["data", "info", f"csvsplit:{root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fewbit: error:") and message in err and err.count("\n") == 1, err[:300]

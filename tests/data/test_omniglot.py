@@ -14,6 +14,7 @@ from fewbit.data import omniglot
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.omniglot import load_omniglot
 from fewbit.errors import DataError
+from tests.data.helpers import rename_to_bytes
 
 pytestmark = pytest.mark.usefixtures("fewbit_cache")
 
@@ -285,3 +286,13 @@ def test_a_member_that_inflates_hugely_is_refused_unread(tmp_path: Path) -> None
     assert path.stat().st_size < 1 << 20
     with pytest.raises(DataError, match=r"0001_02.png inflates to 68,157,440 bytes"):
         load_omniglot(path)
+
+
+def test_an_extracted_folder_with_names_that_are_not_utf8(tmp_path, make_omniglot_folder, fewbit_cache):
+    root = make_omniglot_folder(tmp_path / "data", drawings=2)
+    rename_to_bytes(root / "Alpha" / "character01" / "0101_01.png", b"0101_\xe9.png")
+    rename_to_bytes(root / "Beta", b"B\xeata")  # an alphabet named in Latin-1
+    first = load_omniglot(root)
+    assert "B\udceata/character01" in first.classes and first.num_images == 24
+    _same(first, load_omniglot(root))
+    assert len(list(fewbit_cache.glob("omniglot-*/index.npz"))) == 1

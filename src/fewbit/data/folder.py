@@ -15,9 +15,7 @@ warning that names them.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 import stat
 import warnings
@@ -31,7 +29,8 @@ from fewbit.data.dataset import ImageDataset
 from fewbit.data.image_store import ImageStore, decode_store
 from fewbit.data.splits import hold_out, split_classes
 from fewbit.errors import DataError
-from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name, read_regular_file
+from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name
+from fewbit.runtime.tables import csv_rows
 
 SPLIT_NAMES = ("train", "val", "test")
 MAX_FILES = 5_000_000  # a data folder listing more files than this is refused before anything is read
@@ -271,11 +270,12 @@ def load_csvsplit(root: Path, options: FolderOptions) -> FolderData:
             raise DataError(f"csvsplit:{root}: {path.name} is missing; csvsplit needs train.csv and test.csv "
                             f"(and val.csv) of filename,label rows")
         rows[split] = _read_split_csv(path, image_dir)
-    overlap = set(lab for _, lab in rows["train"]) & set(lab for _, lab in rows["test"])
+    _drop_duplicates(root, rows)
+    overlap = {r.label for r in rows["train"]} & {r.label for r in rows["test"]}
     if overlap:
         warnings.warn(f"csvsplit:{root}: {len(overlap)} label(s) appear in both train.csv and test.csv "
                       f"(e.g. {sorted(overlap)[0]}); few-shot test classes are usually unseen", stacklevel=3)
-    order = [(split, label, "", name) for split in rows for name, label in sorted(rows[split], key=lambda r: r[1])]
+    order = [(split, r.label, "", r.name) for split in rows for r in sorted(rows[split], key=lambda r: r.label)]
     # classes in sorted order within each split, files in CSV order within each class
     order.sort(key=lambda o: (SPLIT_NAMES.index(o[0]), o[1]))
     rel = [os.path.relpath(image_dir / o[3], root) for o in order]
@@ -296,36 +296,77 @@ def load_csvsplit(root: Path, options: FolderOptions) -> FolderData:
     return _finish(splits, store, options, notes)
 
 
-def _read_split_csv(path: Path, image_dir: Path) -> list[tuple[str, str]]:
-    """(file name, label) rows of one split CSV; a header row `filename,label` is optional."""
-    data = read_regular_file(path, MAX_CSV_BYTES)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV of filename,label rows") from None
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SplitRow:
+    """One `filename,label` row of a split CSV, with the image file it names (resolved) and its line."""
+
+    name: str
+    label: str
+    target: str
+    line: int
+
+
+def _read_split_csv(path: Path, image_dir: Path) -> list[_SplitRow]:
+    """The rows of one split CSV; a header row `filename,label` is optional."""
     out = []
-    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    first = True
+    inside = image_dir.resolve()
+    for line_no, row in csv_rows(path, MAX_CSV_BYTES, "save it as a UTF-8 CSV of filename,label rows"):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < 2:
-            raise DataError(f"{path} line {line_no}: expected filename,label, got {','.join(row)!r}")
+            raise DataError(f"{path} line {line_no}: expected filename,label, got {','.join(row)[:80]!r}")
         name, label = row[0].strip(), row[1].strip()
-        if line_no == 1 and name.lower() in ("filename", "file", "image", "path") and label.lower() in (
+        if first and name.lower() in ("filename", "file", "image", "path") and label.lower() in (
             "label", "class", "category"
         ):
+            first = False
             continue
+        first = False
         if not name or not label:
             raise DataError(f"{path} line {line_no}: empty file name or label")
-        target = (image_dir / name).resolve()
-        if not target.is_file():
+        if "\0" in name:
+            raise DataError(f"{path} line {line_no}: the file name {name[:80]!r} holds a NUL character, "
+                            f"which no file name can; fix the CSV")
+        try:
+            target = (image_dir / name).resolve()
+            found = target.is_file()
+        except OSError as exc:
+            raise DataError(f"{path} line {line_no}: cannot look up {name[:80]} in {image_dir} "
+                            f"({exc.strerror or exc}); fix the CSV") from None
+        if not found:
             raise DataError(f"{path} line {line_no}: {name} is not in {image_dir}; put the images there "
                             f"(or fix the CSV)")
-        if image_dir.resolve() not in target.parents:
+        if inside not in target.parents:
             raise DataError(f"{path} line {line_no}: {name} points outside {image_dir}")
-        out.append((name, label))
+        out.append(_SplitRow(name, label, str(target), line_no))
     if not out:
         raise DataError(f"{path} lists no images")
     return out
+
+
+def _drop_duplicates(root: Path, rows: dict[str, list[_SplitRow]]) -> None:
+    """Keep the first row naming each image file (train, then val, then test; CSV order within one),
+    warning about the others: one file is one image, never the support and query of one task."""
+    first_seen: dict[str, str] = {}
+    dropped = []
+    for split, split_rows in rows.items():
+        kept = []
+        for row in split_rows:
+            where = f"{split}.csv line {row.line}"
+            if row.target in first_seen:
+                dropped.append(f"{where} ({row.name}; first at {first_seen[row.target]})")
+            else:
+                first_seen[row.target] = where
+                kept.append(row)
+        if not kept:
+            raise DataError(f"csvsplit:{root}: every image {split}.csv lists is listed earlier "
+                            f"(e.g. {dropped[-1]}); list each image once")
+        rows[split] = kept
+    if dropped:
+        shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+        warnings.warn(f"csvsplit:{root}: dropped {len(dropped)} row(s) naming an image listed before: {shown}",
+                      stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------------ helpers

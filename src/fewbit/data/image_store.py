@@ -66,14 +66,18 @@ class ImageStore:
 
 
 def signature(root: Path, names: Sequence[str]) -> str:
-    """sha256 of each file's name, size and modification time (a change to any file changes it)."""
+    """sha256 of each file's name, size and modification time (a change to any file changes it).
+
+    Names are hashed as the file system's bytes, so a name that is not UTF-8 (listed with
+    surrogate escapes) is hashed as it is on disk.
+    """
     h = hashlib.sha256()
     for name in names:
         try:
             info = os.stat(root / name)
-            h.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(name) + f"\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{name}\0missing\n".encode())
+            h.update(os.fsencode(name) + b"\0missing\n")
     return h.hexdigest()
 
 

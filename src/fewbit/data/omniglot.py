@@ -218,7 +218,7 @@ def _sha256_blobs(blobs: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for name in sorted(blobs):
         data = blobs[name]
-        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(os.fsencode(name) + f"\0{len(data)}\0".encode())  # a name as the file system's bytes
         h.update(data)
     return h.hexdigest()
 

@@ -17,8 +17,8 @@ import torch
 
 from fewbit.data.splits import cut_sizes
 from fewbit.errors import DataError
-from fewbit.runtime.preprocess import TablePreprocessing
-from fewbit.runtime.tables import read_table
+from fewbit.runtime.preprocess import TablePreprocessing, standardize_rows
+from fewbit.runtime.tables import FLOAT32_MAX, read_table
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -89,8 +89,7 @@ class TableDataset:
         """float32 `[len(index), F]` standardised rows."""
         if isinstance(index, torch.Tensor):
             index = index.numpy()
-        x = torch.from_numpy(np.ascontiguousarray(self.take(index), dtype=np.float32))
-        return (x - torch.tensor(self.mean)) / torch.tensor(self.std)
+        return torch.from_numpy(standardize_rows(self.take(index), self.mean, self.std))
 
     def subset_classes(self, class_ids: Sequence[int], name: str | None = None) -> TableDataset:
         class_ids = np.asarray(class_ids, dtype=np.int64)
@@ -148,6 +147,14 @@ def load_table_source(
     train_values = base.values[train_rows].astype(np.float64)
     mean = train_values.mean(axis=0)
     std = np.maximum(train_values.std(axis=0), 1e-6)  # a constant column must not divide by zero
+    # Every row is standardised with the training statistics into float32: it must stay finite there.
+    reach = np.maximum(np.abs(base.values.max(axis=0) - mean), np.abs(base.values.min(axis=0) - mean)) / std
+    far = np.flatnonzero(reach > FLOAT32_MAX)
+    if far.size:
+        name = table.features[int(far[0])]
+        raise DataError(f"csv:{path}: column {name!r} holds values {reach[far[0]]:.3g} training standard "
+                        f"deviations from its training mean, beyond float32's range once standardised; "
+                        f"rescale or drop the column")
     pre = TablePreprocessing(features=table.features, mean=tuple(float(m) for m in mean),
                              std=tuple(float(s) for s in std), label_column=table.label_column)
     splits = {k: v.with_normalization(pre.mean, pre.std) for k, v in splits.items()}

@@ -235,9 +235,17 @@ class TablePreprocessing:
 
     def standardize(self, values: np.ndarray) -> np.ndarray:
         """float `[N, F]` raw values -> float32 standardised features."""
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        return ((np.asarray(values, np.float32) - mean) / std).astype(np.float32)
+        return standardize_rows(values, self.mean, self.std)
+
+
+def standardize_rows(values: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """float32 `[N, F]` features `(values - mean) / std` of raw `values` (first rounded to float32, as tables
+    are stored), the same at training time and in the runtime.
+
+    Worked in float64: a column whose values span float32's range would overflow a float32 difference.
+    """
+    x = np.asarray(values, np.float32).astype(np.float64)
+    return ((x - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)).astype(np.float32)
 
 
 Preprocessing = ImagePreprocessing | TablePreprocessing
