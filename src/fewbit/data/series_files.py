@@ -167,11 +167,11 @@ def read_series_source(path: str | os.PathLike[str], *, label_column: str | None
             raise DataError(f"{path} is a folder: a label column applies to a CSV table only")
         data = _read_archive_folder(path) if _archive_files(path) else read_class_folders(path)
     else:
-        data = read_series_file_collection(path, label_column=label_column)
+        data = read_collection_file(path, label_column=label_column)
     return _finish(data, path)
 
 
-def read_series_file_collection(path: Path, *, label_column: str | None = None) -> SeriesCollection:
+def read_collection_file(path: Path, *, label_column: str | None = None) -> SeriesCollection:
     """The labelled series of one file, read by its suffix (`.ts`, `.txt`/`.tsv`/none, `.csv`); unchecked."""
     suffix = path.suffix.lower()
     if suffix == ".ts":
@@ -561,7 +561,7 @@ def _read_archive_folder(root: Path) -> SeriesCollection:
         if not names:
             continue
         ignored += names[1:]
-        data = read_series_file_collection(root / names[0])
+        data = read_collection_file(root / names[0])
         if series and data.series and data.channels != series[0].shape[0]:
             raise DataError(f"{root}: {names[0]} has {data.channels} channel(s), the other part "
                             f"{series[0].shape[0]}; both parts need the same channels")
