@@ -15,6 +15,7 @@ from typing import Any
 from fewbit import __version__
 from fewbit._io import atomic_write_bytes, read_regular_file
 from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
+from fewbit.deploy.c_export import mcu as mcu_image
 from fewbit.deploy.c_export.arrays import Emitter, head_config, input_table, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
 from fewbit.deploy.c_export.layout import arena_layout
@@ -135,6 +136,8 @@ def export_c(
     target: CTarget | None = None,
     compile_check: bool = True,
     force: bool = False,
+    task: tuple[Any, Any, Any] | None = None,
+    mcu: bool = False,
 ) -> dict[str, Any]:
     """Write the C library of an artifact (a `.fewbit` path or its bytes) into `out_dir`.
 
@@ -144,10 +147,18 @@ def export_c(
     `target` and `fits`, `integer_body`, `method`, `files`. `out_dir` must be new, empty, or a
     folder this export wrote before, unless `force` (ConfigError, before any work).
 
+    The folder also builds a bare-metal image for a Cortex-M4F (`make -C out_dir qemu`, see
+    `fewbit.deploy.c_export.mcu`) that adapts to `task` (uint8 support images, their labels, uint8
+    query images; by default a stroke task `mcu.stroke_task` draws). With `mcu`, the image is built
+    and run on QEMU here and the report gains its measured `mcu_*` figures (ConfigError naming the
+    Debian packages when the cross compiler or QEMU is missing).
+
         report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
         assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
     """
     target = target or CTarget()
+    if mcu:
+        mcu_image.require_tools()
     _check_out_dir(Path(out_dir), force)
     if not (isinstance(max_ways, int) and 2 <= max_ways <= 255):
         raise ConfigError("C export: max_ways must be in 2..255")
@@ -217,17 +228,23 @@ def export_c(
     }.items():
         header = header.replace(key, value)
     source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products)
-    files = {
+    if task is None:
+        task = mcu_image.stroke_task(model.input_shape, ways=min(5, max_ways), shots=1, queries=2)
+    files: dict[str, str | bytes] = {
         "fewbit_model.h": header,
         "fewbit_model.c": source_c,
         "example_main.c": _template("example_main.c"),
-        "Makefile": _template("Makefile.in"),
+        "Makefile": _template("Makefile.in").replace("@STACK_BYTES@", str(mcu_image.STACK_BYTES)),
+        **mcu_image.image_files(target, task, model.input_shape, max_ways, max_support),
     }
     # Written and compiled beside `out` first, then moved in file by file: no half-written file.
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
+            if isinstance(text, bytes):
+                (Path(tmp) / name).write_bytes(text)
+            else:
+                (Path(tmp) / name).write_text(text)
         flash = compiled_flash_bytes(Path(tmp)) if compile_check else None
         for name in files:
             os.replace(Path(tmp) / name, out / name)
@@ -249,6 +266,8 @@ def export_c(
     report["fits"] = layout["total"] <= target.ram_bytes and (flash if flash is not None else em.weight_bytes) <= (
         target.flash_bytes
     )
+    if mcu:
+        report.update(mcu_image.measure(out, model, task, target))
     # the shipped report names no path of the building machine: `out` is only in what is returned
     shipped = {"producer": f"fewbit {__version__}", **{k: v for k, v in report.items() if k != "out"}}
     atomic_write_bytes(out / REPORT_NAME, (json.dumps(shipped, indent=2) + "\n").encode())
@@ -305,7 +324,8 @@ def report_text(report: Mapping[str, Any]) -> str:
         f"{report['weight_bytes']:,} B weights, {flash_text}, {report['arena_bytes']:,} B arena "
         f"(max {report['max_ways']} ways, {report['max_support']} support images)\n"
         f"{verdict} {report['target']['name']}\n"
-        f"build: make -C {report['out']}"
+        f"build: make -C {report['out']}; on an emulated Cortex-M4: make -C {report['out']} qemu"
+        + (f"\n{mcu_text(report)}" if "mcu_flash_bytes" in report else "")
     )
 
 
@@ -453,6 +473,11 @@ def _model_c(
         text += _template("head.c")
     text += _template("api.c")
     return text
+
+
+def mcu_text(report: Mapping[str, Any]) -> str:
+    """The figures measured on the emulated part, for people."""
+    return mcu_image.figures_text(report)
 
 
 def _template(name: str) -> str:
