@@ -21,7 +21,7 @@ from fewbit.artifact.tensor import PackedTensor
 from fewbit.deploy.c_export import mcu as mcu_image
 from fewbit.deploy.c_export.arrays import Emitter, head_config, input_table, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
-from fewbit.deploy.c_export.layout import arena_layout
+from fewbit.deploy.c_export.layout import SPARSE_LANES, arena_layout
 from fewbit.deploy.c_export.literals import c_token, comment_text, double_literal, float_literal
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.runtime import fixedpoint
@@ -371,6 +371,7 @@ def sparse_rows(weight: Any) -> bool:
         and weight.mask_format is not None
         and weight.bits <= 8
         and 2 * weight.kept <= weight.numel
+        and 2 * SPARSE_LANES * int(np.prod(weight.shape[1:])) <= 65535  # positions as uint16 byte offsets
     )
 
 

@@ -265,9 +265,115 @@ typedef int16_t fb_w_t;
 
 FB_UNPACK(fb_unpack_int, fb_w_t, code - zp_row)
 
+/* Products on a core with the Armv7E-M DSP instructions (Cortex-M4, M7, M33...): SMLAD adds two
+ * 16 x 16-bit products to an accumulator in one instruction. Four codes and four weights are
+ * loaded as one word each and widened to pairs of 16-bit lanes (UXTB16 / SXTB16 of the word and of
+ * it rotated by 8: lanes (0, 2) and (1, 3)), so two SMLADs take four products. Written with the
+ * ACLE intrinsics (CMSIS's __SMLAD), with plain C that computes the same where they are missing:
+ * -DFEWBIT_DSP_KERNELS=1 runs these kernels on any compiler, =0 leaves them out. */
+#ifndef FEWBIT_DSP_KERNELS
+#if defined(__ARM_FEATURE_SIMD32) && FB_BYTE_PRODUCTS
+#define FEWBIT_DSP_KERNELS 1
+#else
+#define FEWBIT_DSP_KERNELS 0
+#endif
+#endif
+#if FEWBIT_DSP_KERNELS && !FB_BYTE_PRODUCTS
+#undef FEWBIT_DSP_KERNELS
+#define FEWBIT_DSP_KERNELS 0 /* weights of more than 8 bits take the 16-bit path */
+#endif
+
+#if FEWBIT_DSP_KERNELS
+#if defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#define fb_smlad(a, b, acc) __smlad((int16x2_t)(a), (int16x2_t)(b), (acc))
+#define fb_sxtb16(x) ((uint32_t)__sxtb16((int8x4_t)(x)))
+#define fb_uxtb16(x) ((uint32_t)__uxtb16((uint8x4_t)(x)))
+#if defined(__GNUC__) /* the rotation inside the instruction (ACLE has no such intrinsic) */
+static inline uint32_t fb_sxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t fb_uxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#endif
+#else
+static int32_t fb_lane(uint32_t x) { return (int32_t)(x & 0xFFFFu) - ((x & 0x8000u) ? 0x10000 : 0); }
+static int32_t fb_smlad(uint32_t a, uint32_t b, int32_t acc) {
+    return acc + fb_lane(a) * fb_lane(b) + fb_lane(a >> 16) * fb_lane(b >> 16);
+}
+static uint32_t fb_sxtb16(uint32_t x) {
+    uint32_t lo = (x & 0xFFu) | ((x & 0x80u) ? 0xFF00u : 0u), hi = ((x >> 16) & 0xFFu) | ((x & 0x800000u) ? 0xFF00u : 0u);
+    return lo | (hi << 16);
+}
+static uint32_t fb_uxtb16(uint32_t x) { return x & 0x00FF00FFu; }
+#endif
+#if !defined(__ARM_FEATURE_SIMD32) || !defined(__GNUC__)
+#define fb_sxtb16_ror8(x) fb_sxtb16(((x) >> 8) | ((x) << 24))
+#define fb_uxtb16_ror8(x) fb_uxtb16(((x) >> 8) | ((x) << 24))
+#endif
+
+static uint32_t fb_word(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* acc0[c], acc1[c] = p0 . w[c], p1 . w[c] for `gn` rows of `fan`: two rows and two pixels a step. */
+static void fb_products2_dsp(const uint8_t *p0, const uint8_t *p1, const int8_t *w, int fan, int gn, int32_t *acc0,
+                             int32_t *acc1) {
+    int c, k, end = fan & ~3;
+    for (c = 0; c < gn; c += 2) {
+        const int8_t *w0 = w + (size_t)c * (size_t)fan;
+        const int8_t *w1 = c + 1 < gn ? w0 + fan : w0; /* an odd last row: itself twice */
+        const uint8_t *a = p0, *b = p1, *stop = p0 + end;
+        int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+        const int8_t *u = w0, *v = w1;
+        while (a < stop) {
+            uint32_t x = fb_word(a), y = fb_word(b), wu = fb_word(u), wv = fb_word(v);
+            uint32_t x02 = fb_uxtb16(x), x13 = fb_uxtb16_ror8(x), y02 = fb_uxtb16(y), y13 = fb_uxtb16_ror8(y);
+            uint32_t lo = fb_sxtb16(wu), hi = fb_sxtb16_ror8(wu);
+            a0 = fb_smlad(x13, hi, fb_smlad(x02, lo, a0));
+            b0 = fb_smlad(y13, hi, fb_smlad(y02, lo, b0));
+            lo = fb_sxtb16(wv);
+            hi = fb_sxtb16_ror8(wv);
+            a1 = fb_smlad(x13, hi, fb_smlad(x02, lo, a1));
+            b1 = fb_smlad(y13, hi, fb_smlad(y02, lo, b1));
+            a += 4;
+            b += 4;
+            u += 4;
+            v += 4;
+        }
+        for (k = end; k < fan; k++) {
+            a0 += (int32_t)p0[k] * w0[k];
+            b0 += (int32_t)p1[k] * w0[k];
+            a1 += (int32_t)p0[k] * w1[k];
+            b1 += (int32_t)p1[k] * w1[k];
+        }
+        acc0[c] = a0;
+        acc1[c] = b0;
+        if (c + 1 < gn) {
+            acc0[c + 1] = a1;
+            acc1[c + 1] = b1;
+        }
+    }
+}
+#endif
+
 /* acc[c] = patch . w[c] for `gn` rows of `fan` (four rows share each patch load) */
 static void fb_products(const fb_in_t *patch, const fb_w_t *w, int fan, int gn, int transposed, int32_t *acc) {
     int c, k;
+#if FEWBIT_DSP_KERNELS
+    if (!transposed) { /* the pixel twice: the DSP kernel's second half goes unused */
+        int32_t *spare = acc + gn;
+        fb_products2_dsp(patch, patch, w, fan, gn, acc, spare);
+        return;
+    }
+#endif
     if (transposed) { /* few inputs: accumulate across the output channels */
         for (c = 0; c < gn; c++) acc[c] = 0;
         for (k = 0; k < fan; k++) {
@@ -316,6 +422,10 @@ static void fb_products2(const fb_in_t *p0, const fb_in_t *p1, const fb_w_t *w, 
         }
         return;
     }
+#if FEWBIT_DSP_KERNELS
+    fb_products2_dsp(p0, p1, w, fan, gn, acc0, acc1);
+    return;
+#endif
     if (gn % 4) {
         fb_products(p0, w, fan, gn, transposed, acc0);
         fb_products(p1, w, fan, gn, transposed, acc1);
@@ -537,7 +647,8 @@ static void fb_write_pooled(const fb_stage *st, int last, void *out, int py, int
 /* --------------------------------------------------------------------------------- sparse rows
  * A pruned layer (`sparse`: at most half its weights kept, each of at most 8 bits) is decoded once,
  * by fewbit_init, into a schedule in the arena: per output channel, its kept positions grouped by
- * weight value (chunks of at most FB_CHUNK positions, ascending), and the sum of its weights. Its
+ * weight value (chunks of at most FB_CHUNK positions, ascending, as byte offsets into the lanes
+ * below), and the sum of its weights. Its
  * products are then sums of activation codes and one multiply per chunk, over FB_LANES output
  * pixels at once: their codes lie side by side as 16-bit lanes of 32-bit words (two pixels a
  * word), so one word add sums two pixels; a chunk sums at most 256 codes of 8 bits, which cannot
@@ -599,7 +710,7 @@ static void fb_schedule_build(unsigned char *arena, int s) {
         while (r.next_kept < end) { /* the positions, each after its code's earlier ones */
             u = (int)fb_bits(st->codes, r.kept_i * (uint32_t)st->bits, st->bits);
             if (u * st->code_step + st->code_min != zp_row) {
-                stream[cursor[u]++] = (uint16_t)(r.next_kept - (uint32_t)c * fan);
+                stream[cursor[u]++] = (uint16_t)((r.next_kept - (uint32_t)c * fan) * 4u * FB_LANE_WORDS);
                 if (++counts[u] % FB_CHUNK == 0u) cursor[u] += 2u; /* over the next chunk's header */
             }
             fb_consume(st, &r);
@@ -648,7 +759,7 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
             const uint16_t *pos = q + 2;
             uint32_t i, l0 = 0, l1 = 0, l2 = 0, l3 = 0;
             for (i = 0; i < n; i++) {
-                const uint32_t *w = words + (size_t)pos[i] * FB_LANE_WORDS;
+                const uint32_t *w = (const uint32_t *)(const void *)((const unsigned char *)words + pos[i]);
                 l0 += w[0];
                 l1 += w[1];
                 l2 += w[2];
