@@ -185,14 +185,16 @@ def run_image(folder: str | Path, *make_args: str, timeout: float = RUN_SECONDS)
 
 
 def memory(elf: bytes) -> dict[str, int]:
-    """The linked image's memory by section: flash (text, rodata and the data's load image), static
-    RAM (data, bss, the MPU guards and the fault handlers' stack), the arena and the stack region."""
+    """The linked image's memory by section: flash (text, rodata and the data's load image; the
+    embedded task, test input, apart), static RAM (data, bss, the MPU guards and the fault handlers'
+    stack), the arena and the stack region."""
     sections = {s["name"]: s for s in elf_sections(elf)}
     ram = [s for s in sections.values() if s["alloc"] and 0x20000000 <= s["addr"] < 0x40000000]
-    flash = sum(s["size"] for s in sections.values() if s["alloc"] and not s["nobits"])
+    flash = sum(s["size"] for s in sections.values() if s["alloc"] and not s["nobits"] and s["name"] != ".task")
     static = sum(s["size"] for s in ram if s["name"] not in (".arena", ".stack"))
     return {
         "flash": flash,
+        "task": sections[".task"]["size"] if ".task" in sections else 0,
         "static_ram": static,
         "arena": sections[".arena"]["size"] if ".arena" in sections else 0,
         "stack_region": sections[".stack"]["size"] if ".stack" in sections else 0,
@@ -201,7 +203,9 @@ def memory(elf: bytes) -> dict[str, int]:
 
 def measure(out: str | Path, model: Any, task: tuple[Any, Any, Any], target: Any) -> dict[str, Any]:
     """Build and run the image in `out` on QEMU; its figures as `mcu_*` report keys, and whether its
-    predictions equal the numpy runtime's (support-set statistics) on the embedded task."""
+    predictions equal the numpy runtime's (support-set statistics) on the embedded task. Flash is
+    the image's without the embedded task (`mcu_task_flash_bytes`); total SRAM is static RAM +
+    arena + the stack's measured peak."""
     import fewbit.runtime as rt
     from fewbit.deploy.c_export.pixels import pixels_to_input
 
@@ -221,6 +225,7 @@ def measure(out: str | Path, model: Any, task: tuple[Any, Any, Any], target: Any
         "mcu_part": part_name(target),
         "mcu_board": BOARD,
         "mcu_flash_bytes": mem["flash"],
+        "mcu_task_flash_bytes": mem["task"],
         "mcu_static_ram_bytes": mem["static_ram"],
         "mcu_arena_bytes": mem["arena"],
         "mcu_stack_bytes": figures["stack_peak"],
@@ -245,7 +250,8 @@ def figures_text(report: Mapping[str, Any]) -> str:
     """The measured figures, for people."""
     task = report["mcu_task"]
     return (
-        f"on {report['mcu_board']} as a {report['mcu_part']}: {report['mcu_flash_bytes']:,} B flash, "
+        f"on {report['mcu_board']} as a {report['mcu_part']}: {report['mcu_flash_bytes']:,} B flash "
+        f"(+ {report['mcu_task_flash_bytes']:,} B of embedded task), "
         f"{report['mcu_total_ram_bytes']:,} B SRAM in all ({report['mcu_static_ram_bytes']:,} static + "
         f"{report['mcu_arena_bytes']:,} arena + {report['mcu_stack_bytes']:,} peak stack)"
         f"{'' if report['mcu_fits'] else ': does NOT fit'}\n"

@@ -767,12 +767,20 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
             const uint16_t *pos = q + 2;
             uint32_t i, l0 = 0, l1 = 0, l2 = 0, l3 = 0;
 #if FB_VECTOR_LANES
-            fb_lanes_v sums = {0, 0, 0, 0};
-            for (i = 0; i < n; i++) {
+            fb_lanes_v sums = {0, 0, 0, 0}, more = {0, 0, 0, 0};
+            for (i = 0; i + 1 < n; i += 2) { /* two sums: half the dependency chain */
+                fb_lanes_v w, v;
+                memcpy(&w, (const unsigned char *)words + pos[i], sizeof w);
+                memcpy(&v, (const unsigned char *)words + pos[i + 1], sizeof v);
+                sums += w;
+                more += v;
+            }
+            if (i < n) {
                 fb_lanes_v w;
                 memcpy(&w, (const unsigned char *)words + pos[i], sizeof w);
                 sums += w;
             }
+            sums += more;
             l0 = sums[0];
             l1 = sums[1];
             l2 = sums[2];
