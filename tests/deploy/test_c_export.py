@@ -129,6 +129,22 @@ def test_integer_bodies_match_numpy_bit_for_bit(spec: str, arch: str, algorithm:
     assert (pred_c == pred_np).mean() >= 0.995
 
 
+@needs_cc
+@pytest.mark.parametrize("spec", ["quant:w4a8", "prune:0.75,quant:w4a8:asym"])
+def test_the_cortex_m_dsp_kernels_match_numpy_on_this_host(spec: str, tmp_path: Path) -> None:
+    """The SMLAD products (and the sparse rows beside them) with their plain-C intrinsics, on the host."""
+    flags = STRICT + " -DFEWBIT_DSP_KERNELS=1"
+    report = _build(compressed_conv4(spec, ways=0, width=16), tmp_path, "protonet", cflags=flags)
+    assert report["integer_body"]
+    runtime = _numpy(tmp_path)
+    support, labels, queries, _ = _task(5, 2, 8, seed=7)
+    sx = pixels_to_input(support, runtime.preprocessing)
+    qx = pixels_to_input(queries, runtime.preprocessing)
+    np.testing.assert_array_equal(
+        _embeddings(tmp_path, support, labels, queries), SupportStatistics(runtime, sx).embed_fixed(qx)
+    )
+
+
 def _uncalibrated(arch: str, spec: str, ways: int) -> torch.nn.Module:
     """A compressed model whose activation quantizers take each batch's range (as meta-training leaves it)."""
     from fewbit.compress import compress_

@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--max-support", type=positive_int, default=100, help="c: most support images")
     exp.add_argument("--ram", type=byte_size, default=256 * 1024, help="c: the target's RAM (default 256K)")
     exp.add_argument("--flash", type=byte_size, default=1024 * 1024, help="c: the target's flash (default 1M)")
+    exp.add_argument("--mcu", nargs="?", const="", metavar="TASK_DIR",
+                     help="c: build the bare-metal image and run it on an emulated Cortex-M4 (QEMU), reporting its "
+                          "flash, SRAM, stack and instructions; it adapts to TASK_DIR/support and classifies "
+                          "TASK_DIR/query (as fewbit adapt reads them), or to a drawn stroke task")
     exp.add_argument("--force", action="store_true",
                      help="c: write into a folder that holds other files, replacing fewbit's own file names there")
     exp.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -141,6 +145,13 @@ def _export_c(args: argparse.Namespace) -> Output:
         source = _artifact_bytes(args)
         default = Path(args.run_dir) / "model_c"
     out = Path(args.out) if args.out else default
+    task = None
+    if args.mcu:  # a task of the user's: read before any work, as `fewbit adapt` reads it
+        import fewbit.runtime as rt
+        from fewbit.deploy.c_export import mcu
+
+        mcu.require_tools()
+        task = mcu.folder_task(rt.load(source), args.mcu)
     report = export_c(
         source,
         out,
@@ -148,6 +159,8 @@ def _export_c(args: argparse.Namespace) -> Output:
         max_support=args.max_support,
         target=CTarget(ram_bytes=args.ram, flash_bytes=args.flash),
         force=args.force,
+        task=task,
+        mcu=args.mcu is not None,
     )
     return Output(report, report_text(report))
 

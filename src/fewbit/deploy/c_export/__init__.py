@@ -18,6 +18,11 @@ can be compared: on an integer body (integer weights, static activation quantiza
 requantization (`fewbit.runtime.fixedpoint`), and the Q16 embeddings agree bit for bit; a body
 with float parts runs in float32 and agrees to rounding. Head fine-tuning and distances are float.
 
+`make -C model_c qemu` builds the same code into a bare-metal image for a Cortex-M4F and runs it on
+QEMU's mps2-an386 board; `export_c(..., mcu=True)` does so and reports the flash, SRAM, stack and
+instructions measured there (`fewbit.deploy.c_export.mcu`). Pruned layers run from a schedule of
+their kept weights that `fewbit_init` decodes once; dense byte products use the Cortex-M4's SMLAD.
+
 Work is bounded before it starts: the export refuses (ConfigError, one line) what the C runtime
 cannot reproduce, such as layers beyond conv/linear/batchnorm/relu/maxpool/flatten, activation
 ranges taken per batch, body adaptation, or integer sums that could overflow for `max_support`.

@@ -52,3 +52,28 @@ def elf_alloc_bytes(data: bytes) -> int:
         if sh_flags & 0x2 and sh_type != 8:  # SHF_ALLOC, not SHT_NOBITS
             total += sh_size
     return total
+
+
+def elf_sections(data: bytes) -> list[dict]:
+    """The sections of an ELF file: name, addr, size, and whether each is allocated (`alloc`) and
+    holds no file contents (`nobits`: bss, stacks). ValueError when `data` is not ELF."""
+    if data[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    is64, little = data[4] == 2, data[5] == 1
+    end = "<" if little else ">"
+    if is64:
+        shoff = struct.unpack_from(end + "Q", data, 0x28)[0]
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x3A)
+        fmt = end + "IIQQQQIIQQ"
+    else:
+        shoff = struct.unpack_from(end + "I", data, 0x20)[0]
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x2E)
+        fmt = end + "IIIIIIIIII"
+    headers = [struct.unpack_from(fmt, data, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4] if shstrndx < shnum else 0
+    out = []
+    for name_off, sh_type, flags, addr, _offset, size, *_ in headers:
+        start = names_at + name_off
+        name = data[start : data.index(b"\0", start)].decode("ascii", "replace") if names_at else ""
+        out.append({"name": name, "addr": addr, "size": size, "alloc": bool(flags & 0x2), "nobits": sh_type == 8})
+    return out

@@ -12,12 +12,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fewbit import __version__
 from fewbit._io import atomic_write_bytes, read_regular_file
 from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
+from fewbit.artifact.tensor import PackedTensor
+from fewbit.deploy.c_export import mcu as mcu_image
 from fewbit.deploy.c_export.arrays import Emitter, head_config, input_table, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
-from fewbit.deploy.c_export.layout import arena_layout
+from fewbit.deploy.c_export.layout import SPARSE_LANES, arena_layout
 from fewbit.deploy.c_export.literals import c_token, comment_text, double_literal, float_literal
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.runtime import fixedpoint
@@ -34,6 +38,7 @@ DEFAULT_FLASH = 1024 * 1024
 
 WEIGHT_SCRATCH_BYTES = 72 * 1024  # unpacked weights of one layer (or of a group of its channels)
 
+SCHEDULE_CHUNK = 256  # kept weights of one value summed at a time (kernels.c, FB_CHUNK)
 TRANSPOSE_BELOW = 32  # a layer with fewer inputs per output computes across output channels
 SUPPORT_CACHE_BYTES = 32 * 1024  # support-set activations kept while statistics are frozen
 
@@ -135,6 +140,8 @@ def export_c(
     target: CTarget | None = None,
     compile_check: bool = True,
     force: bool = False,
+    task: tuple[Any, Any, Any] | None = None,
+    mcu: bool = False,
 ) -> dict[str, Any]:
     """Write the C library of an artifact (a `.fewbit` path or its bytes) into `out_dir`.
 
@@ -144,10 +151,18 @@ def export_c(
     `target` and `fits`, `integer_body`, `method`, `files`. `out_dir` must be new, empty, or a
     folder this export wrote before, unless `force` (ConfigError, before any work).
 
+    The folder also builds a bare-metal image for a Cortex-M4F (`make -C out_dir qemu`, see
+    `fewbit.deploy.c_export.mcu`) that adapts to `task` (uint8 support images, their labels, uint8
+    query images; by default a stroke task `mcu.stroke_task` draws). With `mcu`, the image is built
+    and run on QEMU here and the report gains its measured `mcu_*` figures (ConfigError naming the
+    Debian packages when the cross compiler or QEMU is missing).
+
         report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
         assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
     """
     target = target or CTarget()
+    if mcu:
+        mcu_image.require_tools()
     _check_out_dir(Path(out_dir), force)
     if not (isinstance(max_ways, int) and 2 <= max_ways <= 255):
         raise ConfigError("C export: max_ways must be in 2..255")
@@ -182,6 +197,10 @@ def export_c(
     byte_products = integer and max_w <= 127
     for st in structs:  # byte products: weights of one byte, and the group's rows in the scratch
         st["group"] = _group(st["cout"], st["fan"], 1 if byte_products else 2 if integer else 4)
+    for i, st in enumerate(stages):  # pruned layers run from a schedule of their kept weights
+        weight = artifact.tensors[specs[id(st.linop)]["weight"]]
+        structs[i]["sched_bytes"] = schedule_bytes(pixel_major(weight)) if byte_products and sparse_rows(weight) else 0
+        structs[i]["sparse"] = int(structs[i]["sched_bytes"] > 0)
     lut_name = em.array("fb_lut", "float", input_table(model))
     head = head_config(em, model, artifact, settings, max_ways)
     cache = SUPPORT_CACHE_BYTES if integer else 0
@@ -216,18 +235,24 @@ def export_c(
         "@DEFINES@": "\n".join(f"#define {k} {_define_value(k, v)}" for k, v in defines.items()),
     }.items():
         header = header.replace(key, value)
-    source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products)
-    files = {
+    source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products, integer)
+    if task is None:
+        task = mcu_image.stroke_task(model.input_shape, ways=min(5, max_ways), shots=1, queries=2)
+    files: dict[str, str | bytes] = {
         "fewbit_model.h": header,
         "fewbit_model.c": source_c,
         "example_main.c": _template("example_main.c"),
-        "Makefile": _template("Makefile.in"),
+        "Makefile": _template("Makefile.in").replace("@STACK_BYTES@", str(mcu_image.STACK_BYTES)),
+        **mcu_image.image_files(target, task, model.input_shape, max_ways, max_support),
     }
     # Written and compiled beside `out` first, then moved in file by file: no half-written file.
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
+            if isinstance(text, bytes):
+                (Path(tmp) / name).write_bytes(text)
+            else:
+                (Path(tmp) / name).write_text(text)
         flash = compiled_flash_bytes(Path(tmp)) if compile_check else None
         for name in files:
             os.replace(Path(tmp) / name, out / name)
@@ -249,6 +274,8 @@ def export_c(
     report["fits"] = layout["total"] <= target.ram_bytes and (flash if flash is not None else em.weight_bytes) <= (
         target.flash_bytes
     )
+    if mcu:
+        report.update(mcu_image.measure(out, model, task, target))
     # the shipped report names no path of the building machine: `out` is only in what is returned
     shipped = {"producer": f"fewbit {__version__}", **{k: v for k, v in report.items() if k != "out"}}
     atomic_write_bytes(out / REPORT_NAME, (json.dumps(shipped, indent=2) + "\n").encode())
@@ -305,7 +332,8 @@ def report_text(report: Mapping[str, Any]) -> str:
         f"{report['weight_bytes']:,} B weights, {flash_text}, {report['arena_bytes']:,} B arena "
         f"(max {report['max_ways']} ways, {report['max_support']} support images)\n"
         f"{verdict} {report['target']['name']}\n"
-        f"build: make -C {report['out']}"
+        f"build: make -C {report['out']}; on an emulated Cortex-M4: make -C {report['out']} qemu"
+        + (f"\n{mcu_text(report)}" if "mcu_flash_bytes" in report else "")
     )
 
 
@@ -334,6 +362,35 @@ def _stage_fields(
         fields["bias"] = em.array(f"fb_s{i}_bias", "float", params[op.bias_name])
 
 
+def sparse_rows(weight: Any) -> bool:
+    """Whether a layer's weight runs from a schedule of its kept weights (kernels.c, "sparse rows"):
+    integer codes of at most 8 bits with a mask that keeps at most half of them."""
+    return (
+        isinstance(weight, PackedTensor)
+        and weight.encoding == "affine"
+        and weight.mask_format is not None
+        and weight.bits <= 8
+        and 2 * weight.kept <= weight.numel
+        and 2 * SPARSE_LANES * int(np.prod(weight.shape[1:])) <= 65535  # positions as uint16 byte offsets
+    )
+
+
+def schedule_bytes(weight: PackedTensor) -> int:
+    """Arena bytes of a sparse layer's schedule, as fb_schedule_build lays it out: per output channel
+    an int32 weight sum, then uint16s: the chunk count, and per chunk its value, its length and its
+    positions (chunks of at most SCHEDULE_CHUNK kept weights of one nonzero value)."""
+    rows = weight.shape[0]
+    raw = (weight.stored_codes() - weight.code_min) // weight.code_step  # the codes as stored
+    values = weight.integer_weights().reshape(rows, -1)[weight.keep_mask().reshape(rows, -1)]
+    row_of = np.repeat(np.arange(rows), weight.keep_mask().reshape(rows, -1).sum(1))
+    nonzero = values != 0
+    units = rows + int(nonzero.sum())
+    pairs = row_of[nonzero] * (1 << weight.bits) + raw[nonzero]
+    if pairs.size:
+        units += 2 * int(np.sum(-(-np.bincount(pairs) // SCHEDULE_CHUNK)))
+    return 4 * rows + 2 * units
+
+
 def _group(cout: int, fan: int, weight_bytes: int) -> int:
     """Output channels unpacked at a time: all that fit the scratch, else whole blocks of four (the
     kernels compute four channels at a time)."""
@@ -347,7 +404,7 @@ _STRUCT_FIELDS = (  # the order of the C struct fb_stage
     *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
     *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
     *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
-    *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out"),
+    *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out", "sparse"),
 )
 
 
@@ -359,6 +416,7 @@ def _model_c(
     layout: Mapping[str, Any],
     head: dict[str, Any] | None,
     byte_products: bool,
+    integer: bool,
 ) -> str:
     off = layout["offsets"]
     needs_support = any(
@@ -402,6 +460,7 @@ def _model_c(
         "EMBED",
         "PROTOS",
         "COUNTS",
+        "SCHED_TMP",
     ):
         lines.append(f"#define FB_OFF_{name} {off[name]}u")
     if head is not None:
@@ -432,6 +491,7 @@ def _model_c(
         "    const float *gamma, *beta, *bias;",
         "    double eps;",
         "    int chw_out; /* write the output in (C, H, W) order: a linear layer reads it */",
+        "    int sparse; /* runs from the schedule of its kept weights fewbit_init builds */",
         "} fb_stage;",
         "",
     ]
@@ -444,6 +504,9 @@ def _model_c(
     lines.append("};")
     frozen = ", ".join(f"{off[f'FROZEN{i}']}u" for i in range(len(stages)))
     lines.append(f"static const size_t fb_frozen_offset[FB_NUM_STAGES] = {{{frozen}}};")
+    sched = ", ".join(f"{off.get(f'SCHED{i}', 0)}u" for i in range(len(stages)))
+    if integer:
+        lines.append(f"static const size_t fb_sched_offset[FB_NUM_STAGES] = {{{sched}}};")
     lines.append(f"#define fb_lut {lut_name}")
     if head is not None and head.get("FB_HAS_OWN_HEAD"):
         lines.append("static int fb_head_mask_of(int i) { return (fb_head_mask[i >> 3] >> (i & 7)) & 1; }")
@@ -453,6 +516,11 @@ def _model_c(
         text += _template("head.c")
     text += _template("api.c")
     return text
+
+
+def mcu_text(report: Mapping[str, Any]) -> str:
+    """The figures measured on the emulated part, for people."""
+    return mcu_image.figures_text(report)
 
 
 def _template(name: str) -> str:

@@ -9,6 +9,9 @@ import numpy as np
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.support_stats import Stage
 
+SPARSE_LANES = 8  # output pixels a sparse layer computes at once (kernels.c, FB_LANES)
+SCHEDULE_TMP_BYTES = 1536  # code counts and cursors while a schedule is built
+
 
 def arena_layout(
     stages: list[Stage],
@@ -28,13 +31,17 @@ def arena_layout(
     first = int(np.prod(model.input_shape))
     act_elems = max([first] + [g["cout"] * g["hp"] * g["wp"] for g in geo[:-1]])
     dim = model.embedding_dim
+    dense = [g for g in geo if not g.get("sparse")] or [{"group": 0, "fan": 0}]
+    sparse = [g for g in geo if g.get("sparse")] or [{"cout": 0, "fan": 0}]
     parts: list[tuple[str, int]] = [
         ("ACT0", act * act_elems),
         ("ACT1", act * act_elems),
-        ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in geo)),
-        ("PATCH", 2 * w_size * max(g["fan"] for g in geo)),  # two pixels' im2col rows
-        # pooled outputs, two pixels' accumulators, row sums, the window's extremes
-        ("BEST", 24 * max(g["group"] for g in geo)),
+        ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in dense)),
+        # two pixels' im2col rows; a sparse layer's: SPARSE_LANES pixels as 16-bit lanes
+        ("PATCH", max(2 * w_size * max(g["fan"] for g in dense), 2 * SPARSE_LANES * max(g["fan"] for g in sparse))),
+        # pooled outputs, two pixels' accumulators, row sums, the window's extremes; a sparse layer's
+        # pooled outputs, window extremes and SPARSE_LANES pixels' accumulators
+        ("BEST", max(24 * max(g["group"] for g in dense), 4 * (3 + SPARSE_LANES) * max(g["cout"] for g in sparse))),
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
         ("CODES", 256 * model.input_shape[0] if integer else 0),
@@ -59,8 +66,16 @@ def arena_layout(
             ("HEAD_LOGITS", 4 * max_ways),
             ("HEAD_IQ", 8),
         ]
+    for i, g in enumerate(geo):
+        if g.get("sparse"):
+            parts.append((f"SCHED{i}", g["sched_bytes"]))
     offsets, total = {}, 0
     for name, size in parts:
         offsets[name] = total
         total += (size + 7) // 8 * 8
+    # building a schedule (fewbit_init) counts codes in ACT0 and ACT1, or in a region of its own
+    offsets["SCHED_TMP"] = offsets["ACT0"]
+    if any(g.get("sparse") for g in geo) and 2 * act * act_elems < SCHEDULE_TMP_BYTES:
+        offsets["SCHED_TMP"] = total
+        total += SCHEDULE_TMP_BYTES
     return {"offsets": offsets, "total": total, "stages": len(stages), "cache_bytes": cache_bytes}

@@ -265,9 +265,115 @@ typedef int16_t fb_w_t;
 
 FB_UNPACK(fb_unpack_int, fb_w_t, code - zp_row)
 
+/* Products on a core with the Armv7E-M DSP instructions (Cortex-M4, M7, M33...): SMLAD adds two
+ * 16 x 16-bit products to an accumulator in one instruction. Four codes and four weights are
+ * loaded as one word each and widened to pairs of 16-bit lanes (UXTB16 / SXTB16 of the word and of
+ * it rotated by 8: lanes (0, 2) and (1, 3)), so two SMLADs take four products. Written with the
+ * ACLE intrinsics (CMSIS's __SMLAD), with plain C that computes the same where they are missing:
+ * -DFEWBIT_DSP_KERNELS=1 runs these kernels on any compiler, =0 leaves them out. */
+#ifndef FEWBIT_DSP_KERNELS
+#if defined(__ARM_FEATURE_SIMD32) && FB_BYTE_PRODUCTS
+#define FEWBIT_DSP_KERNELS 1
+#else
+#define FEWBIT_DSP_KERNELS 0
+#endif
+#endif
+#if FEWBIT_DSP_KERNELS && !FB_BYTE_PRODUCTS
+#undef FEWBIT_DSP_KERNELS
+#define FEWBIT_DSP_KERNELS 0 /* weights of more than 8 bits take the 16-bit path */
+#endif
+
+#if FEWBIT_DSP_KERNELS
+#if defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#define fb_smlad(a, b, acc) __smlad((int16x2_t)(a), (int16x2_t)(b), (acc))
+#define fb_sxtb16(x) ((uint32_t)__sxtb16((int8x4_t)(x)))
+#define fb_uxtb16(x) ((uint32_t)__uxtb16((uint8x4_t)(x)))
+#if defined(__GNUC__) /* the rotation inside the instruction (ACLE has no such intrinsic) */
+static inline uint32_t fb_sxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t fb_uxtb16_ror8(uint32_t x) {
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#endif
+#else
+static int32_t fb_lane(uint32_t x) { return (int32_t)(x & 0xFFFFu) - ((x & 0x8000u) ? 0x10000 : 0); }
+static int32_t fb_smlad(uint32_t a, uint32_t b, int32_t acc) {
+    return acc + fb_lane(a) * fb_lane(b) + fb_lane(a >> 16) * fb_lane(b >> 16);
+}
+static uint32_t fb_sxtb16(uint32_t x) {
+    uint32_t lo = (x & 0xFFu) | ((x & 0x80u) ? 0xFF00u : 0u), hi = ((x >> 16) & 0xFFu) | ((x & 0x800000u) ? 0xFF00u : 0u);
+    return lo | (hi << 16);
+}
+static uint32_t fb_uxtb16(uint32_t x) { return x & 0x00FF00FFu; }
+#endif
+#if !defined(__ARM_FEATURE_SIMD32) || !defined(__GNUC__)
+#define fb_sxtb16_ror8(x) fb_sxtb16(((x) >> 8) | ((x) << 24))
+#define fb_uxtb16_ror8(x) fb_uxtb16(((x) >> 8) | ((x) << 24))
+#endif
+
+static uint32_t fb_word(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* acc0[c], acc1[c] = p0 . w[c], p1 . w[c] for `gn` rows of `fan`: two rows and two pixels a step. */
+static void fb_products2_dsp(const uint8_t *p0, const uint8_t *p1, const int8_t *w, int fan, int gn, int32_t *acc0,
+                             int32_t *acc1) {
+    int c, k, end = fan & ~3;
+    for (c = 0; c < gn; c += 2) {
+        const int8_t *w0 = w + (size_t)c * (size_t)fan;
+        const int8_t *w1 = c + 1 < gn ? w0 + fan : w0; /* an odd last row: itself twice */
+        const uint8_t *a = p0, *b = p1, *stop = p0 + end;
+        int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+        const int8_t *u = w0, *v = w1;
+        while (a < stop) {
+            uint32_t x = fb_word(a), y = fb_word(b), wu = fb_word(u), wv = fb_word(v);
+            uint32_t x02 = fb_uxtb16(x), x13 = fb_uxtb16_ror8(x), y02 = fb_uxtb16(y), y13 = fb_uxtb16_ror8(y);
+            uint32_t lo = fb_sxtb16(wu), hi = fb_sxtb16_ror8(wu);
+            a0 = fb_smlad(x13, hi, fb_smlad(x02, lo, a0));
+            b0 = fb_smlad(y13, hi, fb_smlad(y02, lo, b0));
+            lo = fb_sxtb16(wv);
+            hi = fb_sxtb16_ror8(wv);
+            a1 = fb_smlad(x13, hi, fb_smlad(x02, lo, a1));
+            b1 = fb_smlad(y13, hi, fb_smlad(y02, lo, b1));
+            a += 4;
+            b += 4;
+            u += 4;
+            v += 4;
+        }
+        for (k = end; k < fan; k++) {
+            a0 += (int32_t)p0[k] * w0[k];
+            b0 += (int32_t)p1[k] * w0[k];
+            a1 += (int32_t)p0[k] * w1[k];
+            b1 += (int32_t)p1[k] * w1[k];
+        }
+        acc0[c] = a0;
+        acc1[c] = b0;
+        if (c + 1 < gn) {
+            acc0[c + 1] = a1;
+            acc1[c + 1] = b1;
+        }
+    }
+}
+#endif
+
 /* acc[c] = patch . w[c] for `gn` rows of `fan` (four rows share each patch load) */
 static void fb_products(const fb_in_t *patch, const fb_w_t *w, int fan, int gn, int transposed, int32_t *acc) {
     int c, k;
+#if FEWBIT_DSP_KERNELS
+    if (!transposed) { /* the pixel twice: the DSP kernel's second half goes unused */
+        int32_t *spare = acc + gn;
+        fb_products2_dsp(patch, patch, w, fan, gn, acc, spare);
+        return;
+    }
+#endif
     if (transposed) { /* few inputs: accumulate across the output channels */
         for (c = 0; c < gn; c++) acc[c] = 0;
         for (k = 0; k < fan; k++) {
@@ -316,6 +422,10 @@ static void fb_products2(const fb_in_t *p0, const fb_in_t *p1, const fb_w_t *w, 
         }
         return;
     }
+#if FEWBIT_DSP_KERNELS
+    fb_products2_dsp(p0, p1, w, fan, gn, acc0, acc1);
+    return;
+#endif
     if (gn % 4) {
         fb_products(p0, w, fan, gn, transposed, acc0);
         fb_products(p1, w, fan, gn, transposed, acc1);
@@ -518,6 +628,235 @@ static void fb_freeze_stage(unsigned char *arena, int s, int64_t count, const in
     }
 }
 
+/* Pooled output (py, px) of channels g0..g0+gn-1: codes (uint8) pixel-major, or in (C, H, W) order
+ * when flattened into a linear layer, or, from the last stage, the Q16 embedding (int32, C, H, W). */
+static void fb_write_pooled(const fb_stage *st, int last, void *out, int py, int px, int g0, int gn, const int32_t *best) {
+    int c;
+    if (last) {
+        for (c = 0; c < gn; c++)
+            ((int32_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = best[c];
+    } else if (st->chw_out) {
+        for (c = 0; c < gn; c++)
+            ((uint8_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = (uint8_t)best[c];
+    } else {
+        uint8_t *o = (uint8_t *)out + (size_t)(py * st->wp + px) * (size_t)st->cout + (size_t)g0;
+        for (c = 0; c < gn; c++) o[c] = (uint8_t)best[c];
+    }
+}
+
+/* --------------------------------------------------------------------------------- sparse rows
+ * A pruned layer (`sparse`: at most half its weights kept, each of at most 8 bits) is decoded once,
+ * by fewbit_init, into a schedule in the arena: per output channel, its kept positions grouped by
+ * weight value (chunks of at most FB_CHUNK positions, ascending, as byte offsets into the lanes
+ * below), and the sum of its weights. Its
+ * products are then sums of activation codes and one multiply per chunk, over FB_LANES output
+ * pixels at once: their codes lie side by side as 16-bit lanes of 32-bit words (two pixels a
+ * word), so one word add sums two pixels; a chunk sums at most 256 codes of 8 bits, which cannot
+ * carry across lanes. Nothing is decoded per image or per output pixel. */
+#define FB_LANES 8
+#define FB_LANE_WORDS (FB_LANES / 2)
+#define FB_CHUNK 256u
+
+/* On a core with 128-bit vectors the four words of a position are one load and one add. */
+#if defined(__GNUC__) && (defined(__SSE2__) || defined(__ARM_NEON))
+#define FB_VECTOR_LANES 1
+typedef uint32_t fb_lanes_v __attribute__((vector_size(16)));
+#else
+#define FB_VECTOR_LANES 0
+#endif
+
+static int32_t *fb_sched_rowsum(unsigned char *arena, int s) {
+    return (int32_t *)(void *)(arena + fb_sched_offset[s]);
+}
+
+static uint16_t *fb_sched_stream(unsigned char *arena, int s) {
+    return (uint16_t *)(void *)(arena + fb_sched_offset[s] + 4u * (size_t)fb_stages[s].cout);
+}
+
+static int32_t fb_i16(uint16_t v) { return (int32_t)v - ((v & 0x8000u) ? 0x10000 : 0); }
+
+/* Stage s's schedule: [chunks] then per chunk [value, n, n positions] for each output channel. */
+static void fb_schedule_build(unsigned char *arena, int s) {
+    const fb_stage *st = &fb_stages[s];
+    uint16_t *counts = (uint16_t *)(void *)(arena + FB_OFF_SCHED_TMP);
+    uint32_t *cursor = (uint32_t *)(void *)(arena + FB_OFF_SCHED_TMP + 512u);
+    int32_t *rowsum = fb_sched_rowsum(arena, s);
+    uint16_t *stream = fb_sched_stream(arena, s);
+    uint32_t at = 0, fan = (uint32_t)st->fan;
+    fb_reader r, row_start;
+    int c, u, codes = 1 << st->bits;
+    fb_reader_start(st, &r);
+    for (c = 0; c < st->cout; c++) {
+        const int32_t zp_row = st->zp ? st->zp[st->zp_n > 1 ? c : 0] : 0;
+        uint32_t end = (uint32_t)(c + 1) * fan, chunks = 0, head = at++;
+        int32_t sum = 0;
+        row_start = r;
+        for (u = 0; u < codes; u++) counts[u] = 0;
+        while (r.next_kept < end) { /* how many kept weights of each code (zeros are skipped) */
+            u = (int)fb_bits(st->codes, r.kept_i * (uint32_t)st->bits, st->bits);
+            if (u * st->code_step + st->code_min != zp_row) counts[u]++;
+            fb_consume(st, &r);
+        }
+        for (u = 0; u < codes; u++) { /* the chunks' headers, in code order */
+            int32_t value = u * st->code_step + st->code_min - zp_row;
+            uint32_t left = counts[u];
+            cursor[u] = at + 2u;
+            sum += value * (int32_t)counts[u];
+            while (left) {
+                uint32_t n = left < FB_CHUNK ? left : FB_CHUNK;
+                stream[at] = (uint16_t)(value & 0xFFFF);
+                stream[at + 1u] = (uint16_t)n;
+                at += 2u + n;
+                left -= n;
+                chunks++;
+            }
+        }
+        stream[head] = (uint16_t)chunks;
+        rowsum[c] = sum;
+        r = row_start;
+        for (u = 0; u < codes; u++) counts[u] = 0;
+        while (r.next_kept < end) { /* the positions, each after its code's earlier ones */
+            u = (int)fb_bits(st->codes, r.kept_i * (uint32_t)st->bits, st->bits);
+            if (u * st->code_step + st->code_min != zp_row) {
+                stream[cursor[u]++] = (uint16_t)((r.next_kept - (uint32_t)c * fan) * 4u * FB_LANE_WORDS);
+                if (++counts[u] % FB_CHUNK == 0u) cursor[u] += 2u; /* over the next chunk's header */
+            }
+            fb_consume(st, &r);
+        }
+    }
+}
+
+/* The codes of FB_LANES output pixels (oy[p], ox[p]) in lanes: word k * FB_LANE_WORDS + j holds
+ * pixel 2j's code at im2col position k in its low half, pixel 2j+1's in its high half; the zero
+ * point's code outside the image. */
+static void fb_patch_lanes(const fb_stage *st, int zero, const uint8_t *in, const int *oy, const int *ox, uint32_t *words) {
+    int j, ky, kx, ci, cin = st->cin;
+    for (j = 0; j < FB_LANE_WORDS; j++) {
+        uint32_t *w = words + j;
+        for (ky = 0; ky < st->kh; ky++) {
+            int y0 = oy[2 * j] * st->stride + ky - st->pad, y1 = oy[2 * j + 1] * st->stride + ky - st->pad;
+            for (kx = 0; kx < st->kw; kx++) {
+                int x0 = ox[2 * j] * st->stride + kx - st->pad, x1 = ox[2 * j + 1] * st->stride + kx - st->pad;
+                int in0 = y0 >= 0 && y0 < st->hin && x0 >= 0 && x0 < st->win;
+                int in1 = y1 >= 0 && y1 < st->hin && x1 >= 0 && x1 < st->win;
+                const uint8_t *a = in + ((size_t)(in0 ? y0 : 0) * (size_t)st->win + (size_t)(in0 ? x0 : 0)) * (size_t)cin;
+                const uint8_t *b = in + ((size_t)(in1 ? y1 : 0) * (size_t)st->win + (size_t)(in1 ? x1 : 0)) * (size_t)cin;
+                if (in0 && in1) {
+                    for (ci = 0; ci < cin; ci++, w += FB_LANE_WORDS) *w = (uint32_t)a[ci] | ((uint32_t)b[ci] << 16);
+                } else {
+                    for (ci = 0; ci < cin; ci++, w += FB_LANE_WORDS)
+                        *w = (uint32_t)(in0 ? a[ci] : zero) | ((uint32_t)(in1 ? b[ci] : zero) << 16);
+                }
+            }
+        }
+    }
+}
+
+/* acc[p * cout + c]: pixel p's accumulator of channel c, sum over k of (code - zero) * w[c][k]. */
+static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, const uint32_t *words, int cout, int zero,
+                               int32_t *acc) {
+    const uint16_t *q = stream;
+    int c, j;
+    for (c = 0; c < cout; c++) {
+        int32_t a[FB_LANES];
+        uint32_t chunks = *q++;
+        for (j = 0; j < FB_LANES; j++) a[j] = -zero * rowsum[c];
+        while (chunks--) {
+            const int32_t value = fb_i16(q[0]);
+            const uint32_t n = q[1];
+            const uint16_t *pos = q + 2;
+            uint32_t i, l0 = 0, l1 = 0, l2 = 0, l3 = 0;
+#if FB_VECTOR_LANES
+            fb_lanes_v sums = {0, 0, 0, 0}, more = {0, 0, 0, 0};
+            for (i = 0; i + 1 < n; i += 2) { /* two sums: half the dependency chain */
+                fb_lanes_v w, v;
+                memcpy(&w, (const unsigned char *)words + pos[i], sizeof w);
+                memcpy(&v, (const unsigned char *)words + pos[i + 1], sizeof v);
+                sums += w;
+                more += v;
+            }
+            if (i < n) {
+                fb_lanes_v w;
+                memcpy(&w, (const unsigned char *)words + pos[i], sizeof w);
+                sums += w;
+            }
+            sums += more;
+            l0 = sums[0];
+            l1 = sums[1];
+            l2 = sums[2];
+            l3 = sums[3];
+#else
+            for (i = 0; i < n; i++) {
+                const uint32_t *w = (const uint32_t *)(const void *)((const unsigned char *)words + pos[i]);
+                l0 += w[0];
+                l1 += w[1];
+                l2 += w[2];
+                l3 += w[3];
+            }
+#endif
+            a[0] += value * (int32_t)(l0 & 0xFFFFu);
+            a[1] += value * (int32_t)(l0 >> 16);
+            a[2] += value * (int32_t)(l1 & 0xFFFFu);
+            a[3] += value * (int32_t)(l1 >> 16);
+            a[4] += value * (int32_t)(l2 & 0xFFFFu);
+            a[5] += value * (int32_t)(l2 >> 16);
+            a[6] += value * (int32_t)(l3 & 0xFFFFu);
+            a[7] += value * (int32_t)(l3 >> 16);
+            q = pos + n;
+        }
+        for (j = 0; j < FB_LANES; j++) acc[(size_t)j * (size_t)cout + (size_t)c] = a[j];
+    }
+}
+
+/* fb_stage_int for a sparse stage: output pixels in blocks of FB_LANES, taken in the order of
+ * their pooling windows (or of the image, for statistics), every channel at once. */
+static void fb_stage_sparse(unsigned char *arena, int s, const uint8_t *in, void *out, int64_t *sum1, int64_t *sum2) {
+    const fb_stage *st = &fb_stages[s];
+    const int cout = st->cout, pool = sum1 ? 1 : st->pool, window = pool * pool, cols = sum1 ? st->wout : st->wp;
+    const long total = sum1 ? (long)st->hout * st->wout : (long)st->hp * st->wp * window;
+    uint32_t *words = (uint32_t *)(void *)(arena + FB_OFF_PATCH);
+    int32_t *best = (int32_t *)(void *)(arena + FB_OFF_BEST);
+    int32_t *win_high = best + cout, *win_low = win_high + cout, *acc = win_low + cout;
+    const int32_t *rowsum = fb_sched_rowsum(arena, s);
+    const uint16_t *stream = fb_sched_stream(arena, s);
+    fb_frozen f = fb_frozen_of(arena, s);
+    const fb_live *live = fb_live_of(arena, s);
+    int32_t *low = sum2 ? (int32_t *)(void *)(sum2 + cout) : 0, *high = low ? low + cout : 0;
+    int oy[FB_LANES], ox[FB_LANES], p, c;
+    long t0;
+    for (t0 = 0; t0 < total; t0 += FB_LANES) {
+        int n = total - t0 < FB_LANES ? (int)(total - t0) : FB_LANES;
+        for (p = 0; p < FB_LANES; p++) { /* past the end: the last pixel again (its lanes are not read) */
+            long t = t0 + (p < n ? p : n - 1), cell = t / window;
+            int inner = (int)(t % window);
+            oy[p] = (int)(cell / cols) * pool + inner / pool;
+            ox[p] = (int)(cell % cols) * pool + inner % pool;
+        }
+        fb_patch_lanes(st, live->iq_zero, in, oy, ox, words);
+        fb_products_sparse(stream, rowsum, words, cout, live->iq_zero, acc);
+        for (p = 0; p < n; p++) {
+            const int32_t *a = acc + (size_t)p * (size_t)cout;
+            int inner = (int)((t0 + p) % window);
+            if (sum1) {
+                for (c = 0; c < cout; c++) {
+                    sum1[c] += a[c];
+                    sum2[c] += (int64_t)a[c] * a[c];
+                    if (a[c] < low[c]) low[c] = a[c];
+                    if (a[c] > high[c]) high[c] = a[c];
+                }
+                continue;
+            }
+            fb_window(a, cout, inner == 0, win_high, win_low);
+            if (inner == window - 1) {
+                long cell = (t0 + p) / window;
+                fb_requant(win_high, win_low, f.mult, f.shift, f.offset, f.half, cout, live->out_zero, live->out_lo,
+                           live->out_hi, best);
+                fb_write_pooled(st, s == FB_NUM_STAGES - 1, out, (int)(cell / cols), (int)(cell % cols), 0, cout, best);
+            }
+        }
+    }
+}
+
 /* Runs stage `s` on codes `in`. With sums: adds every output position's accumulator to sum1 and
  * its square to sum2 (no output). Otherwise writes codes (uint8) or, for the last stage, Q16
  * int32 to `out`, pooled. */
@@ -536,6 +875,10 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
     fb_reader r;
     int g0, c, py, px, dy, dx;
     int last = (s == FB_NUM_STAGES - 1), transposed = st->fan < FB_TRANSPOSE_BELOW;
+    if (st->sparse) {
+        fb_stage_sparse(arena, s, in, out, sum1, sum2);
+        return;
+    }
     fb_reader_start(st, &r);
     for (g0 = 0; g0 < st->cout; g0 += st->group) {
         int gn = st->cout - g0 < st->group ? st->cout - g0 : st->group;
@@ -593,17 +936,7 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
                 }
                 fb_requant(win_high, win_low, mult, shift, offset, half, gn, live->out_zero, live->out_lo, live->out_hi,
                            best);
-                if (last) { /* the embedding, flattened in (C, H, W) order */
-                    for (c = 0; c < gn; c++)
-                        ((int32_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] = best[c];
-                } else if (st->chw_out) { /* flattened into a linear layer */
-                    for (c = 0; c < gn; c++)
-                        ((uint8_t *)out)[(size_t)(g0 + c) * (size_t)(st->hp * st->wp) + (size_t)(py * st->wp + px)] =
-                            (uint8_t)best[c];
-                } else {
-                    uint8_t *o = (uint8_t *)out + (size_t)(py * st->wp + px) * (size_t)st->cout + (size_t)g0;
-                    for (c = 0; c < gn; c++) o[c] = (uint8_t)best[c];
-                }
+                fb_write_pooled(st, last, out, py, px, g0, gn, best);
             }
         }
     }
@@ -705,6 +1038,8 @@ static void fb_prepare(unsigned char *arena) {
         fb_live_of(arena, s)->iq_scale = fb_stages[s].iq_scale;
         fb_live_of(arena, s)->iq_zero = fb_stages[s].iq_zero;
     }
+    for (s = 0; s < FB_NUM_STAGES; s++)
+        if (fb_stages[s].sparse) fb_schedule_build(arena, s);
     if (!fb_stages[0].iq_dynamic) fb_build_codes(arena);
 }
 

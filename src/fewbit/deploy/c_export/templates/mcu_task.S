@@ -1,0 +1,16 @@
+/* mcu_task.S: the task the bare-metal image adapts to and classifies, as bytes in flash:
+ * FB_MCU_SUPPORT (1 label byte + the pixels, per image) and FB_MCU_QUERY (the pixels, per
+ * image), the formats of `fewbit adapt --raw-out` (set by `make qemu SUPPORT=... QUERY=...`). */
+    .section .fewbit_task, "a"
+    .balign 4
+    .global fb_task_support
+fb_task_support:
+    .incbin FB_MCU_SUPPORT
+    .global fb_task_support_end
+fb_task_support_end:
+    .balign 4
+    .global fb_task_query
+fb_task_query:
+    .incbin FB_MCU_QUERY
+    .global fb_task_query_end
+fb_task_query_end:
