@@ -40,7 +40,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def sample_ms(config: TrainConfig, draws: int) -> float:
-    source = load_source(config.dataset, options=config.data_options(False))
+    source = load_source(config.dataset, options=config.data, progress=False)
     train = source.split("train")
     episodic = ALGORITHMS[config.algorithm].episodic
     sampler = training_sampler(config, train, episodic=episodic, generator=torch.Generator().manual_seed(0))

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from fewbit._io import atomic_write_json
-from fewbit.data.sources import DataOptions, load_source
+from fewbit.data import ImageOptions, load_source
 from fewbit.data.synthetic import write_image_folder
 from fewbit.evaluation import evaluate
 from fewbit.train import TrainConfig, load_run, meta_train
@@ -45,14 +45,14 @@ def train_and_eval(spec: str, out: Path, steps: int, tasks: int, **settings: Any
     meta_train(config, out, progress=False)
     seconds = time.perf_counter() - start
     run = load_run(out)
-    test = load_source(spec, options=config.data_options(progress=False)).split("test")
+    test = load_source(spec, options=config.data, progress=False).split("test")
     result = evaluate(run.predictor(), test, ways=5, shots=1, queries=15, tasks=tasks)
     return {"accuracy": result.value, "ci95": result.ci95, "tasks": result.tasks, "steps": steps,
             "train_seconds": round(seconds, 1), "compress": settings.get("compress"),
             "per_task": list(result.per_task)}
 
 
-def decode_rate(spec: str, options: DataOptions, cache: Path) -> dict[str, Any]:
+def decode_rate(spec: str, options: ImageOptions, cache: Path) -> dict[str, Any]:
     """Images per second decoding `spec` into an empty cache."""
     os.environ["FEWBIT_CACHE"] = str(cache)
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def main() -> None:
         colour = write_image_folder(tmp / "colour", classes=60, images_per_class=20, size=48,
                                     formats=("png", "jpg"), seed=1)
         spec = f"folder:{colour}"
-        report["colour_decode"] = decode_rate(spec, DataOptions(image_size=32, progress=False), tmp / "cache-1")
+        report["colour_decode"] = decode_rate(spec, ImageOptions(image_size=32), tmp / "cache-1")
         report["colour"] = {}
         for name, compress in (("float32", None), ("w4a8", "quant:w4a8")):
             report["colour"][name] = train_and_eval(spec, tmp / f"colour-{name}", steps, tasks, image_size=32,
@@ -118,7 +118,7 @@ def main() -> None:
             ink = {"invert": True, "normalize": False, "rotations": True}
             fspec = f"folder:{folder}"
             report["omniglot_decode"] = decode_rate(
-                fspec, DataOptions(invert=True, normalize=False, progress=False), tmp / "cache-2")
+                fspec, ImageOptions(invert=True, normalize=False), tmp / "cache-2")
             os.environ["FEWBIT_CACHE"] = str(tmp / "cache-3")
             report["omniglot_folder"] = {}
             for name, compress in (("float32", None), ("w4a8", "quant:w4a8")):

@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from fewbit.data import DataOptions, load_source
+from fewbit.data import ImageOptions, load_source
 from fewbit.data.synthetic import write_image_folder
 from fewbit.deploy import export
 from fewbit.evaluation import evaluate
@@ -32,7 +32,7 @@ def main() -> None:
     #    has train/, val/ and test/ sub-folders; colour is detected; images are resized to 32x32.
     data = write_image_folder(out / "photos", classes=40, images_per_class=10, size=48, formats=("png", "jpg"))
     spec = f"folder:{data}"
-    source = load_source(spec, options=DataOptions(image_size=32))
+    source = load_source(spec, options=ImageOptions(image_size=32))
     print({k: v for k, v in source.info().items() if k in ("classes", "images", "channels", "splits")})
 
     # 2. Meta-train Conv-4 ProtoNet with 4-bit weights and 8-bit activations inside the loop.

@@ -109,9 +109,9 @@ def test_table_learns_and_ships(tmp_path: Path, capsys) -> None:
 def test_omniglot_read_as_a_folder_equals_omniglot(tmp_path: Path, make_omniglot_folder) -> None:
     root = make_omniglot_folder(tmp_path, root="images_background", alphabets=5, characters=3, drawings=6)
     a = load_source(f"omniglot:{root}")
-    from fewbit.data.sources import DataOptions
+    from fewbit.data import ImageOptions
 
-    b = load_source(f"folder:{root}", options=DataOptions(invert=True, normalize=False, progress=False))
+    b = load_source(f"folder:{root}", options=ImageOptions(invert=True, normalize=False), progress=False)
     for split in ("train", "val", "test", "all"):
         da, db = a.split(split), b.split(split)
         assert da.classes == db.classes and da.class_alphabet == db.class_alphabet

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fewbit.cli import main
-from fewbit.data.sources import DataOptions, load_source
+from fewbit.data import ImageOptions, load_source
 from fewbit.data.synthetic import write_image_folder
 from fewbit.errors import DataError
 from fewbit.runtime.images import load_image
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("fewbit_cache")
 QUIET = {"progress": False}
 
 
-def _opts(**kw: object) -> DataOptions:
-    return DataOptions(**{"image_size": 16, **QUIET, **kw})  # type: ignore[arg-type]
+def _opts(**kw: object) -> ImageOptions:
+    return ImageOptions(**{"image_size": 16, **kw})  # type: ignore[arg-type]
 
 
 def _info(capsys: pytest.CaptureFixture[str], *args: str) -> dict:

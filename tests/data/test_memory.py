@@ -38,11 +38,11 @@ SCRIPT = textwrap.dedent(
     import json, resource, sys
     import torch
     torch.set_num_threads(1)  # per-thread scratch of the convolutions is not what is measured
-    from fewbit.data.sources import DataOptions, load_source
+    from fewbit.data import ImageOptions, load_source
     from fewbit.train import TrainConfig, meta_train
 
     spec, out = sys.argv[1], sys.argv[2]
-    source = load_source(spec, options=DataOptions(image_size=84, progress=False))
+    source = load_source(spec, options=ImageOptions(image_size=84), progress=False)
     train = source.split("train")
     config = TrainConfig(dataset=spec, image_size=84, ways=5, shots=1, queries=3, meta_batch=1, steps=3,
                          val_every=0, checkpoint_every=0, device="cpu")

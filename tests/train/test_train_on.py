@@ -47,7 +47,7 @@ def test_a_classifier_on_train_and_val_has_a_head_over_both(tiny_colour: str, tm
     config = load_config(None, dataset=tiny_colour, image_size=16, backbone="conv4", algorithm="finetune",
                          batch_size=16, steps=2, val_every=0, device="cpu", train_on="train+val")
     run = meta_train(config, tmp_path / "tv", progress=False)
-    source = load_source(tiny_colour, options=config.data_options(False))
+    source = load_source(tiny_colour, options=config.data, progress=False)
     assert run.model.head.out_features == source.split("train+val").num_classes == 12
     assert load_run(tmp_path / "tv").config.train_on == "train+val"
     assert main(["train", "--dataset", tiny_colour, "--train-on", "train+val", "--steps", "1",

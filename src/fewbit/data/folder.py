@@ -8,7 +8,7 @@ and `csvsplit:PATH` (mini-ImageNet's layout: images plus train/val/test CSV file
     PATH/train|val|test/<...as above...>    explicit splits (val may be left out: it is then held out of train)
 
 Without explicit splits the classes (or groups) are split by a seeded shuffle, cut by
-`DataOptions.split_fractions`. Hidden files (`.x`, macOS `._x` forks, `__MACOSX`) are skipped
+`split_fractions` (fewbit.data.ImageOptions). Hidden files (`.x`, macOS `._x` forks, `__MACOSX`) are skipped
 silently; other files that are not images, and images outside class folders, are skipped with a
 warning that names them.
 """
@@ -27,6 +27,9 @@ import numpy as np
 
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.image_store import ImageStore, decode_store
+from fewbit.data.options import ImageOptions
+from fewbit.data.registry import register_source
+from fewbit.data.sources import ImageSource
 from fewbit.data.splits import hold_out, split_classes
 from fewbit.errors import DataError
 from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name
@@ -36,18 +39,6 @@ SPLIT_NAMES = ("train", "val", "test")
 MAX_FILES = 5_000_000  # a data folder listing more files than this is refused before anything is read
 MAX_DEPTH = 8
 MAX_CSV_BYTES = 512 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderOptions:
-    """How to read image files: the decoding rule, whether to detect channels, and how to split."""
-
-    preprocessing: ImagePreprocessing
-    detect_channels: bool
-    normalize: bool
-    fractions: tuple[float, float]
-    seed: int
-    progress: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +150,13 @@ def _tree(files: Sequence[str], prefix: str, where: str) -> _Tree:
 # ------------------------------------------------------------------------------------------- folder
 
 
-def load_folder(root: Path, options: FolderOptions) -> FolderData:
+def _rule(options: ImageOptions) -> ImagePreprocessing:
+    """How `options` decode a file (RGB until the channels are detected)."""
+    return ImagePreprocessing(image_size=options.image_size, channels=options.channels or 3, invert=options.invert,
+                              resize=options.resize, resample="lanczos")
+
+
+def load_folder(root: Path, options: ImageOptions, *, progress: bool = True) -> FolderData:
     """The splits of the image folder `root` (see the module docstring)."""
     root = Path(root).expanduser()
     _check_root(root, "folder")
@@ -194,32 +191,32 @@ def load_folder(root: Path, options: FolderOptions) -> FolderData:
         for cls in sorted(tree.classes):
             group, members = tree.classes[cls]
             order += [(split, cls, group, f) for f in sorted(members)]
-    store = decode_store(root, [o[3] for o in order], options.preprocessing,
-                         detect_channels=options.detect_channels, label=f"folder:{root}", progress=options.progress)
+    store = decode_store(root, [o[3] for o in order], _rule(options),
+                         detect_channels=options.channels is None, label=f"folder:{root}", progress=progress)
     base = _dataset_from(store, order, f"folder:{root.name}")
+    fractions, seed = options.split_fractions, options.split_seed
     if explicit:
         splits = {s: base.subset_classes([i for i, c in enumerate(base.classes) if c.startswith(s + "/")],
                                          f"{base.name}[{s}]") for s in explicit}
         if "val" not in splits:
-            splits["train"], splits["val"] = hold_out(splits["train"], options.fractions[1] / sum(options.fractions),
-                                                      options.seed)
-            notes["split_rule"] = f"explicit train/test; val held out of train (seed {options.seed})"
+            splits["train"], splits["val"] = hold_out(splits["train"], fractions[1] / sum(fractions), seed)
+            notes["split_rule"] = f"explicit train/test; val held out of train (seed {seed})"
         else:
             notes["split_rule"] = "explicit train/val/test folders"
         splits["all"] = base
     else:
-        splits = split_classes(base, options.fractions, options.seed)
+        splits = split_classes(base, fractions, seed)
         kind = "group" if trees["all"].grouped else "class"
-        notes["split_rule"] = (f"seeded {kind}-disjoint split, fractions {options.fractions[0]:g}/"
-                               f"{options.fractions[1]:g}/{1 - sum(options.fractions):g} (seed {options.seed})")
+        notes["split_rule"] = (f"seeded {kind}-disjoint split, fractions {fractions[0]:g}/"
+                               f"{fractions[1]:g}/{1 - sum(fractions):g} (seed {seed})")
     return _finish(splits, store, options, notes)
 
 
 def _finish(
-    splits: dict[str, ImageDataset], store: ImageStore, options: FolderOptions, notes: dict[str, Any]
+    splits: dict[str, ImageDataset], store: ImageStore, options: ImageOptions, notes: dict[str, Any]
 ) -> FolderData:
     """Normalise every split with the training split's statistics and record the preprocessing."""
-    pre = options.preprocessing.replace(channels=store.channels)
+    pre = _rule(options).replace(channels=store.channels)
     if options.normalize:
         train = splits["train"]
         mean, std = store.channel_stats(train.rows if train.rows is not None else np.arange(train.num_images))
@@ -255,7 +252,7 @@ def _dataset_from(store: ImageStore, order: Sequence[tuple[str, str, str, str]],
 # ----------------------------------------------------------------------------------------- csvsplit
 
 
-def load_csvsplit(root: Path, options: FolderOptions) -> FolderData:
+def load_csvsplit(root: Path, options: ImageOptions, *, progress: bool = True) -> FolderData:
     """mini-ImageNet's layout: `root/{train,val,test}.csv` of `filename,label` rows, images in
     `root/images/` (or `root/` itself)."""
     root = Path(root).expanduser()
@@ -279,16 +276,16 @@ def load_csvsplit(root: Path, options: FolderOptions) -> FolderData:
     # classes in sorted order within each split, files in CSV order within each class
     order.sort(key=lambda o: (SPLIT_NAMES.index(o[0]), o[1]))
     rel = [os.path.relpath(image_dir / o[3], root) for o in order]
-    store = decode_store(root, rel, options.preprocessing, detect_channels=options.detect_channels,
-                         label=f"csvsplit:{root}", progress=options.progress)
+    store = decode_store(root, rel, _rule(options), detect_channels=options.channels is None,
+                         label=f"csvsplit:{root}", progress=progress)
     base = _dataset_from(store, order, f"csvsplit:{root.name}")
     splits = {s: base.subset_classes([i for i, c in enumerate(base.classes) if c.startswith(s + "/")],
                                      f"{base.name}[{s}]") for s in rows}
     notes: dict[str, Any] = {"layout": f"csvsplit ({', '.join(f'{s}.csv' for s in rows)})"}
     if "val" not in splits:
-        splits["train"], splits["val"] = hold_out(splits["train"], options.fractions[1] / sum(options.fractions),
-                                                  options.seed)
-        notes["split_rule"] = f"train.csv/test.csv; val held out of train (seed {options.seed})"
+        fractions, seed = options.split_fractions, options.split_seed
+        splits["train"], splits["val"] = hold_out(splits["train"], fractions[1] / sum(fractions), seed)
+        notes["split_rule"] = f"train.csv/test.csv; val held out of train (seed {seed})"
     else:
         notes["split_rule"] = "train.csv / val.csv / test.csv"
     splits["all"] = base
@@ -384,3 +381,20 @@ def _warn_skipped(root: Path, ignored: list[str], loose: list[str]) -> None:
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             warnings.warn(f"folder:{root}: skipped {len(names)} {what}: {shown}", stacklevel=3)
+
+
+@register_source("folder", options=ImageOptions, kind="images", path=True,
+                 help="your images: PATH/<class>/<image>, PATH/<group>/<class>/<image>, or either under "
+                      "train/, val/, test/")
+def folder_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
+    """`folder:PATH`: a user's image folder."""
+    data = load_folder(Path(arg), options, progress=progress)
+    return ImageSource(f"folder:{arg}", data.splits, data.preprocessing, data.notes)
+
+
+@register_source("csvsplit", options=ImageOptions, kind="images", path=True,
+                 help="mini-ImageNet's layout: images plus train.csv, val.csv, test.csv of filename,label rows")
+def csvsplit_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
+    """`csvsplit:PATH`: images listed by split CSVs."""
+    data = load_csvsplit(Path(arg), options, progress=progress)
+    return ImageSource(f"csvsplit:{arg}", data.splits, data.preprocessing, data.notes)

@@ -19,13 +19,16 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFont
 
 from fewbit.data.cache import cached_arrays
 from fewbit.data.dataset import ImageDataset
+from fewbit.data.options import InkOptions
+from fewbit.data.registry import register_source
+from fewbit.data.sources import ImageSource, ink_preprocessing
+from fewbit.data.splits import split_by_alphabet
 from fewbit.errors import DataError
 
 NAME = "glyphs"
@@ -156,6 +159,8 @@ class GlyphClass:
 @functools.lru_cache(maxsize=1)
 def font_dir() -> Path:
     """The folder of TrueType fonts that matplotlib ships."""
+    import matplotlib  # deferred: heavy, and only the font files are wanted (registering glyphs must be cheap)
+
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
@@ -487,6 +492,8 @@ def build_glyph_arrays(
 
 def cache_key(*, image_size: int, seed: int, drawings: int) -> str:
     """The cache file stem for these arguments and the installed fonts' provenance."""
+    import matplotlib  # deferred: heavy (see font_dir)
+
     parts = [VERSION, image_size, seed, drawings, matplotlib.__version__, PIL.__version__]
     return f"{NAME}-{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}"
 
@@ -509,3 +516,13 @@ def load_glyphs(*, image_size: int = 28, seed: int = 0, drawings: int = 20, cach
         classes=tuple(str(c) for c in arrays["classes"]),
         class_alphabet=tuple(str(a) for a in arrays["alphabets"]),
     )
+
+
+@register_source("glyphs", options=InkOptions, kind="images", path=False,
+                 help="the embedded default: characters from matplotlib's fonts, 20 distorted drawings per class, "
+                      "alphabet-disjoint splits")
+def glyphs_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:
+    """`glyphs`: the embedded handwriting-like family."""
+    ds = load_glyphs(image_size=options.image_size)
+    splits = split_by_alphabet(ds, options.split_fractions, options.split_seed)
+    return ImageSource("glyphs", splits, ink_preprocessing(options.image_size))

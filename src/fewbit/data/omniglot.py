@@ -20,8 +20,18 @@ import numpy as np
 
 from fewbit.data.cache import cached_arrays
 from fewbit.data.dataset import ImageDataset
+from fewbit.data.options import InkOptions
+from fewbit.data.registry import register_source
+from fewbit.data.sources import ImageSource, ink_preprocessing
+from fewbit.data.splits import split_by_alphabet
 from fewbit.errors import DataError
-from fewbit.runtime.preprocess import MAX_IMAGE_FILE_BYTES, ImagePreprocessing, read_regular_file
+from fewbit.runtime.preprocess import (
+    MAX_IMAGE_FILE_BYTES,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    ImagePreprocessing,
+    read_regular_file,
+)
 
 NAME = "omniglot"
 OMNIGLOT_HELP = "give an Omniglot background zip (e.g. images_background_small1.zip) or its extracted folder"
@@ -224,9 +234,63 @@ def _sha256_blobs(blobs: dict[str, bytes]) -> str:
 
 
 def _check_image_size(image_size: int) -> None:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 512:
-        raise DataError(f"image size {image_size!r} is out of range; use a whole number of pixels, 8..512")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not (
+            MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
+        raise DataError(f"image size {image_size!r} is out of range; use a whole number of pixels, "
+                        f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}")
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# Omniglot minimal protocol: meta-test on the small2 alphabets that small1 lacks.
+MINIMAL_SMALL1 = "images_background_small1.zip"
+MINIMAL_SMALL2 = "images_background_small2.zip"
+MINIMAL_VAL_EVERY = 5  # every 5th character of each small1 alphabet is held out for validation
+
+
+@register_source("omniglot", options=InkOptions, kind="images", path=True,
+                 help="an Omniglot background zip (read in place) or its extracted folder")
+def omniglot_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:
+    """`omniglot:PATH`: one Omniglot set, split by alphabet."""
+    ds = load_omniglot(Path(arg).expanduser(), image_size=options.image_size)
+    splits = split_by_alphabet(ds, options.split_fractions, options.split_seed)
+    return ImageSource(f"omniglot:{arg}", splits, ink_preprocessing(options.image_size))
+
+
+@register_source("omniglot-minimal", options=InkOptions, kind="images", path=None,
+                 help="the Omniglot challenge's minimal protocol: meta-train on small1 (some characters held out "
+                      "for validation), meta-test on the small2 alphabets small1 lacks")
+def omniglot_minimal_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:
+    """`omniglot-minimal:DIR`: the folder holding both background-small zips (or their folders)."""
+    root = Path(arg or ".").expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"omniglot-minimal:{arg}: {root} is not a folder; give the folder holding both background-small zips"
+        )
+    paths = []
+    for name in (MINIMAL_SMALL1, MINIMAL_SMALL2):
+        p = root / name
+        if not p.exists() and (root / name[: -len(".zip")]).is_dir():
+            p = root / name[: -len(".zip")]
+        if not p.exists():
+            raise DataError(f"omniglot-minimal:{arg}: {name} (or its extracted folder) is missing from {root}")
+        paths.append(p)
+    small1 = load_omniglot(paths[0], image_size=options.image_size)
+    small2 = load_omniglot(paths[1], image_size=options.image_size)
+    test_alphabets = [a for a in small2.alphabets if a not in set(small1.alphabets)]
+    val_ids = [i for i, c in enumerate(small1.classes) if _char_number(c) % MINIMAL_VAL_EVERY == 0]
+    train_ids = [i for i in range(small1.num_classes) if i not in set(val_ids)]
+    splits = {
+        "train": small1.subset_classes(train_ids, "omniglot-minimal[train]"),
+        "val": small1.subset_classes(val_ids, "omniglot-minimal[val]"),
+        "test": small2.subset_alphabets(test_alphabets, "omniglot-minimal[test]"),
+    }
+    splits["all"] = small1
+    return ImageSource(f"omniglot-minimal:{arg}", splits, ink_preprocessing(options.image_size))
+
+
+def _char_number(class_name: str) -> int:
+    digits = "".join(ch for ch in class_name.rsplit("/", 1)[-1] if ch.isdigit())
+    return int(digits) if digits else 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import torch
 
+from fewbit.data.registry import register_source
+from fewbit.data.sources import RegressionSource
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 
@@ -42,3 +46,21 @@ class SinusoidSampler:
             "phase": list(PHASE),
             "x_range": list(X_RANGE),
         }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SinusoidOptions:
+    """The sinusoid family has no reading options."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    def for_preprocessing(self, preprocessing: Any) -> SinusoidOptions:
+        return self
+
+
+@register_source("sinusoid", options=SinusoidOptions, kind="regression", path=False,
+                 help="MAML's regression family (amplitude U[0.1, 5], phase U[0, pi], x in U[-5, 5])")
+def sinusoid_source(arg: str, options: SinusoidOptions, *, progress: bool = True) -> RegressionSource:
+    """`sinusoid`: a task family drawn on demand (no splits)."""
+    return RegressionSource("sinusoid")

@@ -1,7 +1,7 @@
 """Tables as data sources: `csv:PATH`, rows of numeric features with a label column.
 
 Tasks are N-way K-shot over the label values; the label values are split class-disjoint
-(seeded, by `DataOptions.split_fractions`). Features are standardised with the training
+(seeded, by `TableOptions.split_fractions`). Features are standardised with the training
 split's mean and standard deviation, which the artifact carries to the runtime.
 """
 
@@ -11,10 +11,15 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from fewbit.config import brief, check, setting
+from fewbit.data.options import SplitOptions
+from fewbit.data.registry import register_source
+from fewbit.data.sources import TableSource
 from fewbit.data.splits import cut_sizes
 from fewbit.errors import DataError
 from fewbit.runtime.preprocess import TablePreprocessing, standardize_rows
@@ -162,3 +167,27 @@ def load_table_source(
              "split_rule": f"seeded class-disjoint split, fractions {fractions[0]:g}/{fractions[1]:g}/"
                            f"{1 - sum(fractions):g} (seed {seed})"}
     return splits, pre, notes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TableOptions(SplitOptions):
+    """How a CSV table is read: its label column (None: the last) and the class split."""
+
+    label_column: str | None = setting(None, "a csv: table's label column (default: the last)", metavar="NAME")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.label_column is None or (isinstance(self.label_column, str) and bool(self.label_column)),
+              self.owner, "label_column", f"must be a column name or null, got {brief(self.label_column)}")
+
+    def for_preprocessing(self, preprocessing: Any) -> TableOptions:
+        return dataclasses.replace(self, label_column=preprocessing.label_column)
+
+
+@register_source("csv", options=TableOptions, kind="table", path=True,
+                 help="your table: numeric features and a label column (--label-column, default the last)")
+def table_source(arg: str, options: TableOptions, *, progress: bool = True) -> TableSource:
+    """`csv:PATH`: a CSV table's rows as examples of their label's class."""
+    splits, pre, notes = load_table_source(Path(arg), label_column=options.label_column,
+                                           fractions=options.split_fractions, seed=options.split_seed)
+    return TableSource(f"csv:{arg}", splits, pre, notes)

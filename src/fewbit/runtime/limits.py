@@ -18,9 +18,9 @@ from typing import Any
 
 from fewbit._io import non_finite_path
 from fewbit.errors import FewbitFormatError, LimitError
-from fewbit.runtime.preprocess import MAX_TABLE_FEATURES
+from fewbit.runtime.preprocess import MAX_IMAGE_SIZE, MAX_TABLE_FEATURES
 
-MAX_IMAGE_SIDE = 512  # pixels of the model's input, per side
+MAX_IMAGE_SIDE = MAX_IMAGE_SIZE  # pixels of the model's input, per side
 MAX_INPUT_CHANNELS = 16
 MAX_LAYERS = 512
 MAX_WIDTH = 16_384  # channels (or features) of any activation

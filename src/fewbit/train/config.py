@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from fewbit.config import brief, check, from_dict, load_yaml, to_dict
+from fewbit.data.registry import option_defaults, parse_spec
 from fewbit.data.sources import JOINED_SPLIT
-from fewbit.errors import ConfigError
+from fewbit.errors import ConfigError, DataError
 from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 
 SCHEDULES = ("constant", "cosine")
+DEFAULT_BACKBONES = {"images": "conv4", "table": "mlp", "regression": "mlp", "series": "conv1d"}
 TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
-MAX_IMAGE_SIZE = 512  # pixels per side; Omniglot is drawn at 105
 MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
 MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
@@ -26,9 +27,12 @@ SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 class TrainConfig:
     """One meta-training run: data, model, task shape, outer loop, validation, checkpoints.
 
-    `meta` is the algorithm's `fewbit.meta.MetaConfig` (algorithm, inner steps, inner lr, ...).
-    In YAML it is a nested mapping; its fields may also be given at the top level
-    (`algorithm: maml`), which is what the command-line flags do.
+    `meta` is the algorithm's config (`fewbit.meta.MetaConfig`, or the algorithm's own subclass:
+    algorithm, inner steps, inner lr, ...); `data` is the reading options of the `dataset`'s kind
+    (`fewbit.data.ImageOptions` for `folder:`, `TableOptions` for `csv:`, ...; None: its
+    defaults). In YAML both are nested mappings; their fields may also be given at the top level
+    (`algorithm: maml`, `image_size: 84`), which is what the command-line flags do, and which is
+    the flat form of configs written before the options were nested.
     """
 
     dataset: str = ""  # a data spec: glyphs | sinusoid | omniglot:PATH | omniglot-minimal:DIR | folder:PATH | ...
@@ -43,16 +47,9 @@ class TrainConfig:
     grad_clip: float | None = None  # max global norm of the outer gradient; None: no clipping
     seed: int = 0
     meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
+    data: Any = None  # the dataset kind's reading options (fewbit.data.registry); None: its defaults
     batch_size: int = 64  # images per step for non-episodic algorithms (finetune)
     rotations: bool = False  # 90-degree rotations count as new classes (training tasks only)
-    image_size: int = 28  # images are resized to image_size x image_size
-    channels: int | None = None  # 1 | 3 | null: detect (RGB when any image holds colour)
-    invert: bool = False  # invert image files (dark strokes on light paper read through folder:)
-    normalize: bool = True  # folder/csvsplit data: standardise channels with the training split's statistics
-    resize: str = "crop"  # crop (shorter side, then the centre) | stretch
-    split_fractions: tuple[float, float] = (0.6, 0.2)  # train and val shares of a seeded class-disjoint split
-    split_seed: int = 0
-    label_column: str | None = None  # csv tables: the label column (null: the last)
     augment: str = "none"  # none | auto | photo | glyph (seeded, training tasks only)
     within_group: bool = False  # draw each training task's classes from one group (alphabet)
     train_on: str = "train"  # train | train+val: a final model on the validation classes too (needs val_every 0)
@@ -75,13 +72,11 @@ class TrainConfig:
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
               f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
-                          ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
+                          ("batch_size", 1), ("val_every", 0), ("val_tasks", 1),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {brief(value)}")
-        check(self.image_size <= MAX_IMAGE_SIZE, OWNER, "image_size",
-              f"must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         check_seed(OWNER, "seed", self.seed)
         check_task_shape(OWNER, ways=1 if self.regression else self.ways, shots=self.shots, queries=self.queries,
                          tasks=self.meta_batch)
@@ -119,17 +114,13 @@ class TrainConfig:
         check(self.train_on == "train" or self.val_every == 0, OWNER, "train_on",
               "train+val leaves no unseen classes to validate on; set val_every: 0 (--val-every 0)")
         try:
-            self.data_options()
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("DataOptions.", f"{OWNER}.", 1)) from None
-
-    def data_options(self, progress: bool = True) -> Any:
-        """The `fewbit.data.DataOptions` this run reads its data with."""
-        from fewbit.data.sources import DataOptions
-
-        return DataOptions(image_size=self.image_size, channels=self.channels, invert=self.invert,
-                           normalize=self.normalize, resize=self.resize, split_fractions=self.split_fractions,
-                           split_seed=self.split_seed, label_column=self.label_column, progress=progress)
+            source = parse_spec(self.dataset)
+        except DataError as exc:
+            raise ConfigError(f"{OWNER}.dataset: {exc}") from None
+        data = source.source.options() if self.data is None else self.data
+        check(type(data) is source.source.options, OWNER, "data",
+              f"{source.token} data reads with {source.source.options.__name__}, got {type(data).__name__}")
+        object.__setattr__(self, "data", data)
 
     @property
     def algorithm(self) -> str:
@@ -137,21 +128,26 @@ class TrainConfig:
         return str(self.meta.algorithm)
 
     @property
+    def data_kind(self) -> str:
+        """What the data spec's kind holds: images, table, series or regression."""
+        return parse_spec(self.dataset).kind
+
+    @property
     def regression(self) -> bool:
         """Whether the data spec names a regression family (sinusoid)."""
-        return self.dataset.partition(":")[0] == "sinusoid"
+        return self.data_kind == "regression"
 
     @property
     def table(self) -> bool:
         """Whether the data spec names a table (`csv:PATH`)."""
-        return self.dataset.partition(":")[0] == "csv"
+        return self.data_kind == "table"
 
     @property
     def resolved_backbone(self) -> str:
-        """The backbone name with `auto` resolved (mlp for regression and tables, conv4 for images)."""
+        """The backbone name with `auto` resolved (the default backbone of the data's kind)."""
         if self.backbone != "auto":
             return self.backbone
-        return "mlp" if self.regression or self.table else "conv4"
+        return DEFAULT_BACKBONES[self.data_kind]
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-ready dict (with `version`); `meta` nested."""
@@ -159,8 +155,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; MetaConfig fields may sit at the top level or under `meta`."""
-        return from_dict(cls, _fold_meta(data))
+        """Build from a dict; the algorithm's and the data's fields may sit at the top level or
+        under `meta` and `data`."""
+        return from_dict(cls, _fold_data(_fold_meta(data)))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (MetaConfig field names go to `meta`); validated again."""
@@ -219,6 +216,52 @@ def _fold_meta(data: dict[str, Any]) -> dict[str, Any]:
         meta_data[key] = data.pop(key)
     data["meta"] = MetaConfig.from_dict(meta_data)
     return data
+
+
+def _fold_data(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with top-level reading options moved into `data`, and `data` built into the options
+    of the dataset's kind. An option the kind has not is dropped when it holds its default (a config
+    of the old flat form wrote every option for every kind) and refused otherwise."""
+    data = dict(data)
+    raw = data.pop("data", None)
+    if raw is None:
+        options: dict[str, Any] = {}
+    elif dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+        options = {f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)}
+    elif isinstance(raw, dict):
+        options = dict(raw)
+    else:
+        raise ConfigError(f"{OWNER}.data: must be a mapping of reading options, got {type(raw).__name__}")
+    defaults = option_defaults()
+    for key in sorted(set(defaults) & set(data)):
+        options[key] = data.pop(key)
+    spec = data.get("dataset")
+    if not isinstance(spec, str) or not spec:
+        return data  # the missing dataset is reported by TrainConfig itself
+    try:
+        source = parse_spec(spec)
+    except DataError as exc:
+        raise ConfigError(f"{OWNER}.dataset: {exc}") from None
+    own = {f.name for f in dataclasses.fields(source.source.options)}
+    options.pop("version", None)
+    for key in sorted(set(options) - own):
+        if key in defaults and _same(options[key], defaults[key][0]):
+            del options[key]  # another kind's option at its default: it never mattered here
+        else:
+            kinds = ", ".join(defaults[key][1]) if key in defaults else "no kind of data"
+            raise ConfigError(f"{OWNER}.data.{key}: {source.token} data has no option {key} (an option of {kinds}); "
+                              "remove it")
+    try:
+        data["data"] = from_dict(source.source.options, options)
+    except ConfigError as exc:
+        raise ConfigError(f"{OWNER}.data: {exc}") from None
+    return data
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) == list(default)
+    return bool(value == default)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:

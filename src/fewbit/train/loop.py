@@ -143,7 +143,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         config = self.config
-        source = load_source(config.dataset, options=config.data_options(self.progress))
+        source = load_source(config.dataset, options=config.data, progress=self.progress)
         self.preprocessing: Preprocessing | None = None
         if not isinstance(source, RegressionSource):
             self.train_ds = source.split(config.train_on)

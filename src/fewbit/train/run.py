@@ -29,12 +29,13 @@ from torch import nn
 
 from fewbit._io import check_replaceable, read_regular_file
 from fewbit.config import brief, load_yaml
-from fewbit.data.sources import ClassDataset, DataOptions, RegressionSource, load_source, options_for
+from fewbit.data.registry import parse_spec
+from fewbit.data.sources import ClassDataset, RegressionSource, ink_preprocessing, load_source
 from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.meta import build_algorithm
-from fewbit.runtime.preprocess import ImagePreprocessing, Preprocessing, preprocessing_from_dict
+from fewbit.runtime.preprocess import Preprocessing, preprocessing_from_dict
 from fewbit.train.checkpoint import (
     BEST_NAME,
     EXTRAS,
@@ -131,14 +132,15 @@ def input_shape_of(config: TrainConfig, preprocessing: Preprocessing | None) -> 
         return (1,)
     if preprocessing is not None:
         return tuple(preprocessing.input_shape)
-    return (config.channels or 1, config.image_size, config.image_size)
+    return tuple(default_preprocessing(config).input_shape)  # type: ignore[union-attr]
 
 
 def default_preprocessing(config: TrainConfig) -> Preprocessing | None:
     """The preprocessing of a run whose checkpoints predate its recording (ink data, greyscale)."""
     if config.regression:
         return None
-    return ImagePreprocessing(image_size=config.image_size, channels=1, invert="auto", resize="stretch")
+    # only image runs predate it: their options have an image size (ink data: greyscale, inverted as drawn)
+    return ink_preprocessing(int(getattr(config.data, "image_size", 28)))
 
 
 def build_model(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -229,22 +231,21 @@ def compress_model_(model: nn.Module, spec: str) -> None:
 
 
 def eval_dataset(
-    spec: str, split: str, config: TrainConfig | DataOptions | int = 28, preprocessing: Preprocessing | None = None,
+    spec: str, split: str, config: TrainConfig | None = None, preprocessing: Preprocessing | None = None,
     progress: bool = True,
 ) -> ClassDataset | None:
     """The split to evaluate on (None for a regression family), read as the run read its data.
 
-    With `preprocessing` (the run's or an artifact's), the data are decoded and normalised as the
-    model's training data were, so a model evaluated on another source sees inputs prepared exactly
-    as in training.
+    The run's reading options apply when `spec` is of its dataset's kind (its split, its label
+    column, ...). With `preprocessing` (the run's or an artifact's), the data are decoded and
+    normalised as the model's training data were, so a model evaluated on another source sees
+    inputs prepared exactly as in training.
     """
-    if isinstance(config, int):  # an image size alone
-        source = load_source(spec, image_size=config)
-    else:
-        options = config.data_options(progress) if isinstance(config, TrainConfig) else config
-        if preprocessing is not None:
-            options = options_for(preprocessing, options)
-        source = load_source(spec, options=options)
+    kind = parse_spec(spec).source.options
+    options = config.data if config is not None and type(config.data) is kind else kind()
+    if preprocessing is not None:
+        options = options.for_preprocessing(preprocessing)
+    source = load_source(spec, options=options, progress=progress)
     if isinstance(source, RegressionSource):
         return None
     dataset = source.split(split)
