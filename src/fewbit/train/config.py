@@ -75,11 +75,14 @@ class TrainConfig:
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
               f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
-                          ("batch_size", 1), ("image_size", 8), ("val_every", 0), ("val_tasks", 1),
+                          ("batch_size", 1), ("image_size", 8), ("val_every", 0),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {brief(value)}")
+        from fewbit.evaluation import check_task_count
+
+        check_task_count(self.val_tasks, f"{OWNER}.val_tasks", ConfigError)
         check(self.image_size <= MAX_IMAGE_SIZE, OWNER, "image_size",
               f"must be at most {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         check_seed(OWNER, "seed", self.seed)
