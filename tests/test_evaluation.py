@@ -1,9 +1,14 @@
 import math
+from pathlib import Path
 
+import pytest
 import torch
 
-from fewbit.evaluation import eval_tasks, evaluate, pixel_prototypes
+from fewbit.cli import main
+from fewbit.errors import ConfigError, LimitError
+from fewbit.evaluation import EvalResult, eval_tasks, evaluate, pixel_prototypes
 from fewbit.report.metrics import mean_ci
+from tests.conftest import make_omniglot_folder
 from tests.data.synthetic import synthetic_dataset
 
 
@@ -43,3 +48,67 @@ def test_regression_reports_mse():
     assert res.metric == "mse"
     # E[(A sin)^2] = E[A^2]/2 with A ~ U[0.1, 5]: about 4.2
     assert 2.5 < res.value < 6.0
+
+
+HUGE = 10**20
+MAX_TASKS = 100_000  # docs/bad-input.md
+TASKS_MESSAGE = f"must be a number of tasks in 1..{MAX_TASKS:,}, got {HUGE}"
+
+
+def test_every_task_count_has_one_bound_and_one_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`eval RUN --tasks 99999999999999999999` and a sweep's `eval_tasks: 1e20` ran for ever, and
+    `eval --model --tasks` was refused as a `meta_batch`: one bound, one message, everywhere."""
+    for flag, argv in (
+        ("--tasks", ["eval", str(tmp_path / "run"), "--tasks", str(HUGE)]),
+        ("--tasks", ["eval", "--model", "glyphs-conv4-w4", "--dataset", "glyphs", "--tasks", str(HUGE)]),
+        ("--eval-tasks", ["sweep", "--out", str(tmp_path / "s"), "--eval-tasks", str(HUGE)]),
+        ("--val-tasks", ["train", "--dataset", "glyphs", "--steps", "0", "--val-every", "0", "--val-tasks", str(HUGE),
+                         "--out", str(tmp_path / "r")]),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"argument {flag}: {TASKS_MESSAGE}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "r").exists()
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"eval_tasks: {HUGE}\nbase: {{dataset: glyphs}}\n")
+    assert main(["sweep", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == f"fewbit: error: SweepConfig.eval_tasks: {TASKS_MESSAGE}\n"
+    from fewbit.sweep.grid import SweepConfig
+    from fewbit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=f"TrainConfig.val_tasks: {TASKS_MESSAGE}"):
+        TrainConfig(dataset="glyphs", val_tasks=HUGE)
+    with pytest.raises(ConfigError, match=f"SweepConfig.latency_tasks: {TASKS_MESSAGE}"):
+        SweepConfig(latency_tasks=HUGE)
+    ds = synthetic_dataset(alphabets=2, classes_per_alphabet=5, per_class=6)
+    with pytest.raises(LimitError, match=TASKS_MESSAGE):
+        evaluate(pixel_prototypes, ds, ways=5, shots=1, queries=3, tasks=HUGE)
+    from fewbit.evaluation import MAX_TASKS as limit
+    from fewbit.evaluation import check_task_count
+
+    assert limit == MAX_TASKS and check_task_count(MAX_TASKS) == MAX_TASKS
+    for bad in (0, MAX_TASKS + 1, 2.5, True, "600"):
+        with pytest.raises(LimitError):
+            check_task_count(bad)
+
+
+def test_eval_of_an_artifact_draws_large_tasks_a_few_at_a_time(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """20-way tasks of 16 images, 1,000 of them, were refused: `1000 tasks of 320 examples are ...
+    examples at once; lower --meta-batch` (a flag eval does not have). They are drawn a batch at a time."""
+    import fewbit.evaluation
+
+    seen = {}
+
+    def spy(model, dataset, **kwargs):  # noqa: ANN001, ANN003  (stands in for the scoring)
+        seen.update(kwargs)
+        shape = kwargs["tasks"], kwargs["ways"], kwargs["shots"], kwargs["queries"]
+        return EvalResult("accuracy", 0.5, 0.01, *shape, ())
+
+    monkeypatch.setattr(fewbit.evaluation, "evaluate_artifact", spy)
+    images = make_omniglot_folder(tmp_path, root="bg", alphabets=5, characters=2, drawings=2, seed=0)
+    code = main(["eval", "--model", "glyphs-conv4-w4", "--dataset", f"omniglot:{images}", "--ways", "20",
+                 "--tasks", "1000", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert seen["tasks"] == 1000 and seen["ways"] == 20 and 1 <= seen["batch"] <= 25

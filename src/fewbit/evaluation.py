@@ -9,10 +9,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from fewbit.config import brief
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.sinusoid import SinusoidSampler
 from fewbit.data.task import Task
+from fewbit.errors import LimitError, shown
 from fewbit.report.metrics import mean_ci
 
 # A predictor takes a batch of tasks and returns query predictions: logits
@@ -20,6 +22,20 @@ from fewbit.report.metrics import mean_ci
 Predictor = Callable[[Task], torch.Tensor]
 
 DEFAULT_EVAL_SEED = 1234
+# Documented limit (docs/bad-input.md): the tasks one evaluation or validation scores. 600 is the
+# field's custom; 100,000 gives a 95% interval a few hundredths of a point wide.
+MAX_TASKS = 100_000
+
+
+def check_task_count(value: Any, what: str = "tasks", error: type[Exception] = LimitError) -> int:
+    """`value` as a task count (an int in 1..MAX_TASKS), else `error` naming `what` (when given).
+    Every flag and config field that takes a number of tasks (`eval --tasks`, `train --val-tasks`,
+    `sweep --eval-tasks`, `TrainConfig.val_tasks`, `SweepConfig.eval_tasks` and `latency_tasks`)
+    and `evaluate`/`evaluate_artifact` check it here."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TASKS:
+        prefix = f"{what}: " if what else ""
+        raise error(f"{prefix}must be a number of tasks in 1..{MAX_TASKS:,}, got {shown(brief(value), 60)}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +89,19 @@ def eval_tasks(
 ) -> Iterator[Task]:
     """The fixed list of `tasks` test tasks for `seed`, in batches (same seed -> same tasks).
 
-    `dataset=None` means sinusoid regression.
+    `dataset=None` means sinusoid regression. LimitError when `tasks` is beyond MAX_TASKS.
     """
+    check_task_count(tasks)
     g = torch.Generator().manual_seed(seed)
     sampler: EpisodeSampler | SinusoidSampler
     if dataset is None:
         sampler = SinusoidSampler(shots=shots, queries=queries, generator=g)
     else:
         sampler = EpisodeSampler(dataset, ways=ways, shots=shots, queries=queries, generator=g)
+    return _batches(sampler, tasks, batch)
+
+
+def _batches(sampler: EpisodeSampler | SinusoidSampler, tasks: int, batch: int) -> Iterator[Task]:
     done = 0
     while done < tasks:
         n = min(batch, tasks - done)
@@ -101,11 +122,13 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> EvalResult:
-    """Score `predictor` on the seeded test tasks of `dataset` (None: sinusoid regression)."""
+    """Score `predictor` on the seeded test tasks of `dataset` (None: sinusoid regression);
+    LimitError when `tasks` is beyond MAX_TASKS."""
     per_task: list[float] = []
     regression = dataset is None
+    batches = eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch)
     bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
-    for task in eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch):
+    for task in batches:
         task = task.to(device)
         out = predictor(task)
         if regression:
@@ -149,6 +172,7 @@ def evaluate_artifact(
     queries: int = 15,
     tasks: int = 600,
     seed: int = DEFAULT_EVAL_SEED,
+    batch: int = 25,
     progress: bool = False,
     **adapt_options: Any,
 ) -> EvalResult:
@@ -156,7 +180,8 @@ def evaluate_artifact(
 
     The same task list as `evaluate` for the same seed; each task is adapted to and classified by
     `fewbit.runtime.adapt` (with `adapt_options`, e.g. `norm_stats="support"`). `dataset` must be
-    prepared as the artifact says (its image size, channels and normalisation).
+    prepared as the artifact says (its image size, channels and normalisation). Tasks are drawn
+    `batch` at a time (fewer for large tasks); LimitError when `tasks` is beyond MAX_TASKS.
 
         >>> model = fewbit.runtime.load("omniglot-conv4-w4")
         >>> evaluate_artifact(model, test_split, ways=5, shots=1, tasks=600)
@@ -164,14 +189,15 @@ def evaluate_artifact(
     import fewbit.runtime as rt
 
     per_task: list[float] = []
+    batches = eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch)
     bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
-    for batch in eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed):
-        for t in range(batch.num_tasks):
-            sx, sy = batch.support_x[t].numpy(), batch.support_y[t].numpy()
-            qx, qy = batch.query_x[t].numpy(), batch.query_y[t].numpy()
+    for drawn in batches:
+        for t in range(drawn.num_tasks):
+            sx, sy = drawn.support_x[t].numpy(), drawn.support_y[t].numpy()
+            qx, qy = drawn.query_x[t].numpy(), drawn.query_y[t].numpy()
             predicted = rt.adapt(model, sx, sy, **adapt_options).predict(qx)
             per_task.append(float((predicted == qy).mean()))
-        bar.update(batch.num_tasks)
+        bar.update(drawn.num_tasks)
         bar.set_postfix(acc=f"{sum(per_task) / len(per_task):.3f}")
     bar.close()
     stats = mean_ci(per_task)

@@ -55,3 +55,41 @@ def test_folder_labels_follow_sorted_class_names(tmp_path: Path) -> None:
     assert folder.x.shape == (2, 1, 28, 28)
     with pytest.raises(DataError, match="does not exist"):
         load_image_folder(tmp_path / "missing", PRE)
+
+
+def test_adapt_and_folder_data_skip_the_same_entries(tmp_path: Path) -> None:
+    """`adapt` took a macOS zip's `__MACOSX/` for a class, where `folder:` data skipped it: one rule."""
+    from fewbit.data.folder import list_files
+
+    for name in ("a", "b", "__MACOSX", ".git", "._c"):
+        (tmp_path / name).mkdir()
+        _stroke(255, 0).save(tmp_path / name / "x.png")
+    _stroke(255, 0).save(tmp_path / "a" / "._x.png")  # a resource fork beside its image
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"\0")
+    folder = load_image_folder(tmp_path, PRE)
+    assert folder.classes == ("a", "b") and len(folder.files) == 2
+    assert list_files(tmp_path).files == ["a/x.png", "b/x.png"]  # the training folder's listing agrees
+    from fewbit.runtime.images import is_skipped_entry
+
+    assert [n for n in ("__MACOSX", ".git", "._c", ".DS_Store", "a", "Thumbs.db") if is_skipped_entry(n)] == [
+        "__MACOSX", ".git", "._c", ".DS_Store"]
+
+
+def test_a_folder_is_listed_before_any_image_is_read_and_its_size_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewbit.errors import LimitError
+    from fewbit.runtime import images
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"{i}.png").write_bytes(b"never read")  # listing opens no file
+    listing = images.list_image_folder(tmp_path, what="query")
+    assert listing.classes == ("a", "b") and listing.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert [Path(f).name for f in listing.files] == ["0.png", "1.png", "2.png"] * 2
+    monkeypatch.setattr(images, "MAX_FOLDER_FILES", 7)  # 2 class folders + 6 files = 8 entries
+    with pytest.raises(LimitError, match="holds more than 7 files"):
+        images.list_image_folder(tmp_path, what="query")
+    with pytest.raises(LimitError, match="holds more than 2 files"):
+        images.list_images(tmp_path / "a", limit=2)

@@ -80,6 +80,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def task_count(text: str) -> int:
+    """argparse type: a number of tasks to score, 1..`fewbit.evaluation.MAX_TASKS`."""
+    from fewbit.evaluation import check_task_count
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+    return check_task_count(value, "", argparse.ArgumentTypeError)
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:

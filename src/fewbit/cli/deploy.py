@@ -8,13 +8,17 @@ and `fewbit adapt model.fewbit --support DIR --query DIR [--json]` (the torch-fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
-from fewbit.errors import ConfigError, DataError
+from fewbit.errors import ConfigError, DataError, LimitError, shown
 from fewbit.report.tables import table
 from fewbit.runtime.views import VIEWS
 
@@ -66,7 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="prototypes (class means) or sgd (fine-tune the head); default: the artifact's")
     ad.add_argument("--steps", type=nonnegative_int, help="fine-tuning SGD steps (default: the artifact's)")
     ad.add_argument("--lr", type=finite_float, help="fine-tuning learning rate (default: the artifact's)")
-    ad.add_argument("--batch", type=positive_int, default=100, help="queries per forward batch (default 100)")
+    ad.add_argument("--batch", type=positive_int, default=100,
+                    help="queries read and classified at a time (default 100); with --norm-stats batch a batch "
+                         "shares BatchNorm statistics, so a prediction depends on the queries beside it")
     ad.add_argument(
         "--norm-stats",
         choices=("batch", "support"),
@@ -211,6 +217,10 @@ def run_export(args: argparse.Namespace) -> Output:
     from fewbit.train.run import check_not_run_file
 
     args.run_dir = model_source(args.run_dir, args.model, "export")
+    if args.format == "onnx":
+        from fewbit.deploy.onnx_export import require_onnx
+
+        require_onnx()  # before any work: an optional extra
     if args.format == "c":
         return _export_c(args)
     if Path(args.run_dir).is_file():
@@ -226,28 +236,42 @@ def run_export(args: argparse.Namespace) -> Output:
     return Output(info, text)
 
 
-def _query_folder(path: Path, preprocessing: Any) -> tuple[np.ndarray, list[str], list[str | None]]:
-    """(x, files, true class names or None) of a query folder of class folders or of image files."""
-    from fewbit.runtime.images import list_images, load_image, load_image_folder
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """What `fewbit adapt` works on: the support set (read), and the queries listed by name, read a
+    batch at a time by `queries(start, stop)` (float32 `[n, ...]` as the model takes them)."""
+
+    support: Any  # an ImageFolder: x, labels, classes, files
+    names: list[str]
+    truth: list[str | None]
+    queries: Callable[[int, int], np.ndarray]
+
+
+def _query_listing(path: Path) -> tuple[list[str], list[str | None]]:
+    """(files, true class names or None) of a query folder of class folders or of image files,
+    listed without reading an image."""
+    from fewbit.runtime import images
+    from fewbit.runtime.images import is_skipped_entry, list_image_folder, list_images
 
     if not path.is_dir():
         raise DataError(f"query folder {path} does not exist")
-    if any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
-        folder = load_image_folder(path, preprocessing, what="query")
-        return folder.x, list(folder.files), [folder.classes[i] for i in folder.labels]
+    entries = itertools.islice(path.iterdir(), images.MAX_FOLDER_FILES + 1)  # more: refused by the listing
+    if any(p.is_dir() and not is_skipped_entry(p.name) for p in entries):
+        folder = list_image_folder(path, what="query")
+        return list(folder.files), [folder.classes[i] for i in folder.labels]
     files, _ = list_images(path)
     if not files:
         raise DataError(f"query folder {path} has no class folders and no images")
-    return (
-        np.stack([load_image(p, preprocessing) for p in files]),
-        [str(p) for p in files],
-        [None] * len(files),
-    )
+    return [str(p) for p in files], [None] * len(files)
 
 
-def _support_and_query(model: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray, list[str], list[str | None]]:
-    """(support set with x/labels/classes, query x, query names, true query classes or None)."""
-    from fewbit.runtime.images import ImageFolder, load_image_folder
+def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -> _Task:
+    """The support set and the queries of `fewbit adapt`, the size of the work checked before
+    any image is read: the support set against the adaptation limits, a query batch against the
+    memory limit. Queries are read `--batch` at a time, never all at once."""
+    from fewbit.runtime import limits
+    from fewbit.runtime.adapt import check_support_size
+    from fewbit.runtime.images import ImageFolder, list_image_folder, load_images
     from fewbit.runtime.preprocess import TablePreprocessing
     from fewbit.runtime.tables import read_table
 
@@ -259,59 +283,74 @@ def _support_and_query(model: Any, args: argparse.Namespace) -> tuple[Any, np.nd
                 raise DataError(f"--{name} {path}: this is a table model; give a CSV file of its columns")
         table = read_table(args.support, label_column=pre.label_column, features=pre.features)
         classes = tuple(sorted(set(table.labels)))
-        labels = np.array([classes.index(v) for v in table.labels], np.int64)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[v] for v in table.labels], np.int64)
         support = ImageFolder(pre.standardize(table.values), labels, classes,
                               tuple(f"row {i + 1}" for i in range(len(labels))))
+        _check_classes(support.classes, args.support)
         query = read_table(args.query, label_column=pre.label_column, features=pre.features, labelled=False)
+        query_x = pre.standardize(query.values)
         names = [f"{Path(args.query).name} row {i + 1}" for i in range(len(query.values))]
         truth: list[str | None] = list(query.labels) if query.labels else [None] * len(names)
-        return support, pre.standardize(query.values), names, truth
+        return _Task(support, names, truth, lambda start, stop: query_x[start:stop])
     if Path(args.support).is_file():
         raise DataError(f"--support {args.support}: this is an image model; give a folder with one folder per class")
-    support = load_image_folder(args.support, pre, what="support")
-    query_x, files, truth = _query_folder(Path(args.query), pre)
-    return support, query_x, files, truth
-
-
-def run_adapt(args: argparse.Namespace) -> Output:
-    import fewbit.runtime as rt
-
-    model = rt.load(model_source(args.artifact, args.model, "adapt"))
-    support, query_x, files, truth = _support_and_query(model, args)
-    if len(support.classes) < 2:
-        raise DataError(
-            f"support set {args.support} has one class ({support.classes[0]}); a task needs at least two"
-        )
+    listing = list_image_folder(args.support, what="support")
+    _check_classes(listing.classes, args.support)
+    files, truth = _query_listing(Path(args.query))
     try:
-        adapted = rt.adapt(
-            model,
-            support.x,
-            support.labels,
-            method=args.method,
-            steps=args.steps,
-            lr=args.lr,
-            norm_stats=args.norm_stats,
-            views=args.views,
-        )
-        preds, scores = [], []
-        for start in range(0, len(query_x), args.batch):
-            p, s = adapted.scores(query_x[start : start + args.batch])
-            preds.append(p)
-            scores.append(s)
+        check_support_size(model, len(listing.files), **options)
+        limits.check_batch(model.cost, min(args.batch, len(files)), what="a query batch (--batch)")
     except ValueError as exc:
         raise ConfigError(f"adapt: {exc}") from None
     if args.raw_out:
-        from fewbit.deploy.c_export import input_to_pixels, write_task_files
+        need = len(files) * math.prod(model.input_shape)
+        if need > limits.MAX_BATCH_BYTES:
+            raise LimitError(f"adapt: --raw-out: {len(files):,} query images are {need / (1 << 30):.1f} GiB of "
+                             f"pixels, more than the limit {limits.MAX_BATCH_BYTES >> 30} GiB; use fewer queries")
+    support = ImageFolder(load_images(listing.files, pre), listing.labels, listing.classes, listing.files)
+    return _Task(support, files, truth, lambda start, stop: load_images(files[start:stop], pre))
 
+
+def _check_classes(classes: tuple[str, ...], where: str) -> None:
+    if len(classes) < 2:
+        raise DataError(f"support set {where} has one class ({classes[0]}); a task needs at least two")
+
+
+def run_adapt(args: argparse.Namespace) -> Output:
+    """Adapt to the support set and classify the queries, `--batch` at a time: with batch
+    statistics (`--norm-stats batch`) the queries of a batch are embedded together (with the
+    support set where the artifact embeds them jointly), as they always were, so a prediction
+    depends on its batch; with `--norm-stats support` each query is classified on its own."""
+    import fewbit.runtime as rt
+
+    source = model_source(args.artifact, args.model, "adapt")
+    if not Path(source).exists():  # a typo may be long: say so without echoing all of it
+        raise DataError(f"{shown(source)}: no such file")
+    model = rt.load(source)
+    options = {"method": args.method, "steps": args.steps, "lr": args.lr, "norm_stats": args.norm_stats,
+               "views": args.views}
+    task = _adapt_task(model, args, options)
+    support, files, truth = task.support, task.names, task.truth
+    try:
+        adapted = rt.adapt(model, support.x, support.labels, **options)
+    except ValueError as exc:
+        raise ConfigError(f"adapt: {exc}") from None
+    preds, scores, pixels = [], [], []
+    for start in range(0, len(files), args.batch):
+        query_x = task.queries(start, start + args.batch)
         try:
-            write_task_files(
-                args.raw_out,
-                input_to_pixels(support.x, model.preprocessing),
-                support.labels,
-                input_to_pixels(query_x, model.preprocessing),
-            )
+            p, s = adapted.scores(query_x)
         except ValueError as exc:
-            raise DataError(f"adapt: --raw-out: {exc}") from None
+            raise ConfigError(f"adapt: {exc}") from None
+        preds.append(p)
+        scores.append(s)
+        if args.raw_out:
+            pixels.append(_raw_pixels(query_x, model))
+    if args.raw_out:
+        from fewbit.deploy.c_export import write_task_files
+
+        write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels))
     labels = [support.classes[i] for i in np.concatenate(preds)]
     score = np.concatenate(scores)
     predictions = [
@@ -330,7 +369,8 @@ def run_adapt(args: argparse.Namespace) -> Output:
         "query_images": len(files),
     }
     rows = [
-        [Path(f).name if t is None or model.prep.kind == "table" else f"{t}/{Path(f).name}", lab, f"{s:.3f}"]
+        [shown(Path(f).name if t is None or model.prep.kind == "table" else f"{t}/{Path(f).name}", None), lab,
+         f"{s:.3f}"]
         for f, lab, s, t in zip(files, labels, score, truth)
     ]
     text = table(["file", "label", "score"], rows)
@@ -341,3 +381,13 @@ def run_adapt(args: argparse.Namespace) -> Output:
     elif any(t is not None for t in truth):
         text += "\naccuracy: n/a (query folders are not all named like support classes)"
     return Output(data, text)
+
+
+def _raw_pixels(x: np.ndarray, model: Any) -> np.ndarray:
+    """`x` as the C example program's uint8 pixels (`--raw-out`)."""
+    from fewbit.deploy.c_export import input_to_pixels
+
+    try:
+        return input_to_pixels(x, model.preprocessing)
+    except ValueError as exc:
+        raise DataError(f"adapt: --raw-out: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int
+from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int, task_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algorithms", help="e.g. protonet,anil")
     p.add_argument("--modes", help="aware,posthoc")
     p.add_argument("--act-bits", type=nonnegative_int, help="activation bits of compressed cells (0: float)")
-    p.add_argument("--eval-tasks", type=positive_int)
+    p.add_argument("--eval-tasks", type=task_count, help="test tasks each cell is scored on (default 600)")
     p.add_argument("--posthoc-finetune-steps", type=nonnegative_int)
     # the train settings every cell shares (override the file's `base:`)
     p.add_argument("--dataset")

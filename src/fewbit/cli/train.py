@@ -15,6 +15,7 @@ from fewbit.cli.common import (
     nonnegative_int,
     positive_int,
     seed_int,
+    task_count,
 )
 from fewbit.data.augment import AUGMENTS
 from fewbit.data.sources import SPEC_HELP
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=nonnegative_int, help="outer steps")
     train.add_argument("--seed", type=seed_int)
     train.add_argument("--val-every", type=nonnegative_int, help="validate every N steps (0: never)")
-    train.add_argument("--val-tasks", type=positive_int)
+    train.add_argument("--val-tasks", type=task_count, help="validation tasks (default 100)")
     train.add_argument("--checkpoint-every", type=nonnegative_int)
     train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
     train.add_argument("--schedule", choices=SCHEDULES,
@@ -95,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", metavar="NAME|FILE",
                     help="score a shipped model (`fewbit models`) or a .fewbit artifact in the numpy runtime "
                          "instead; needs --dataset")
-    ev.add_argument("--tasks", type=positive_int, default=600)
+    ev.add_argument("--tasks", type=task_count, default=600, help="test tasks to score (default 600)")
     ev.add_argument("--ways", type=positive_int, help="default: the run's")
     ev.add_argument("--shots", type=positive_int, help="default: the run's")
     ev.add_argument("--queries", type=positive_int, help="default: the run's")
@@ -232,13 +233,16 @@ def run_eval(args: argparse.Namespace) -> Output:
 
 def _eval_artifact(args: argparse.Namespace) -> Output:
     """`fewbit eval --model NAME|FILE --dataset SPEC`: the artifact scored in the numpy runtime (what ships)."""
+    import os
+
     from fewbit._io import finite_or_none
     from fewbit.data.sources import DataOptions
-    from fewbit.errors import ConfigError
+    from fewbit.errors import ConfigError, shown
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate_artifact
+    from fewbit.pretrained import is_model_name
     from fewbit.runtime import load
     from fewbit.runtime.settings import settings_for
-    from fewbit.train.config import check_task_shape
+    from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
     from fewbit.train.run import eval_dataset
 
     if args.dataset is None:
@@ -248,11 +252,15 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     given += ["--algorithm"] * (args.test_algorithm is not None)
     if given:
         raise ConfigError(f"eval --model: an artifact adapts as its manifest says; {', '.join(given)} apply to runs")
+    if not os.path.exists(args.model) and not is_model_name(args.model):
+        raise ConfigError(f"eval --model: '{shown(args.model)}' is neither a .fewbit file nor a shipped model "
+                          "(see fewbit models)")
     model = load(args.model)
     progress = not (args.quiet or args.json)
     ways = args.ways or (model.ways if model.adaptation.get("method") == "sgd" and model.ways else 5)
     shots, queries = args.shots or 1, args.queries or 15
-    check_task_shape("eval", ways=ways, shots=shots, queries=queries, tasks=args.tasks)
+    check_task_shape("eval", ways=ways, shots=shots, queries=queries, tasks=1)  # tasks are drawn a batch at a time
+    batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // (ways * (shots + queries))))
     dataset = eval_dataset(args.dataset, args.split, DataOptions(progress=progress), model.prep, progress)
     if dataset is None:
         raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
@@ -260,7 +268,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     try:
         views = settings_for(model, views=args.views)["views"]  # the artifact's own unless --views
         result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
-                                   seed=seed, progress=progress, views=views)
+                                   seed=seed, batch=batch, progress=progress, views=views)
     except ValueError as exc:
         raise ConfigError(f"eval --model: {exc}") from None
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}

@@ -32,6 +32,7 @@ from fewbit.data.registry import register_source
 from fewbit.data.sources import ImageSource
 from fewbit.data.splits import hold_out, split_classes
 from fewbit.errors import DataError
+from fewbit.runtime.images import is_skipped_entry
 from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name
 from fewbit.runtime.tables import csv_rows
 
@@ -80,7 +81,7 @@ def list_files(root: Path) -> _Listing:
             raise DataError(f"cannot list {folder} ({exc.strerror or exc})") from None
         for entry in entries:
             name = entry.name
-            if name.startswith(".") or name == "__MACOSX":
+            if is_skipped_entry(name):
                 continue
             path = f"{rel}{name}"
             try:

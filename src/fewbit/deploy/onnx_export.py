@@ -18,15 +18,26 @@ import numpy as np
 
 from fewbit.artifact.format import Tensor
 from fewbit.artifact.tensor import PackedTensor
+from fewbit.errors import FewbitError
 
 OPSET = 17
+INSTALL = "pip install 'fewbit[onnx]'"
+
+
+def require_onnx() -> Any:
+    """The `onnx` module; FewbitError saying how to install it when it cannot be imported (ONNX
+    export is an optional extra)."""
+    try:
+        import onnx
+    except ImportError:
+        raise FewbitError(f"ONNX export needs the onnx package, an optional extra: {INSTALL}") from None
+    return onnx
 
 
 class _Graph:
     def __init__(self) -> None:
-        from onnx import helper, numpy_helper
-
-        self.helper, self.numpy_helper = helper, numpy_helper
+        onnx = require_onnx()
+        self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
@@ -190,9 +201,10 @@ def _emit(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str, Ten
 
 
 def build_onnx(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Any:
-    """The `onnx.ModelProto` of an artifact's manifest and tensors."""
-    import onnx
-    from onnx import TensorProto, helper
+    """The `onnx.ModelProto` of an artifact's manifest and tensors; FewbitError naming the extra to
+    install when `onnx` is missing."""
+    onnx = require_onnx()
+    TensorProto, helper = onnx.TensorProto, onnx.helper  # noqa: N806  (onnx's own names)
 
     g = _Graph()
     arch = manifest["architecture"]

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fewbit.errors import FewbitError
+from fewbit.errors import FewbitError, shown
 
 HERE = Path(__file__).resolve().parent
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -37,7 +37,7 @@ def model_path(name: str) -> Path:
     """The artifact of the shipped model `name`; FewbitError naming the models that exist."""
     if not is_model_name(name):
         shipped = ", ".join(model_names()) or "none"
-        raise FewbitError(f"no shipped model {name!r}; fewbit ships: {shipped} (see `fewbit models`)")
+        raise FewbitError(f"no shipped model '{shown(name)}'; fewbit ships: {shipped} (see `fewbit models`)")
     return HERE / f"{name}.fewbit"
 
 

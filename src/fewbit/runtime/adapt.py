@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fewbit.errors import NumericError
+from fewbit.errors import LimitError, NumericError
 from fewbit.runtime import limits
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import BatchNormOp, Conv2dOp, LinearOp, Op, Params, walk_ops
@@ -41,6 +41,8 @@ from fewbit.runtime.settings import (
 )
 from fewbit.runtime.support_stats import SupportStatistics, frozen_op, static_quant
 from fewbit.runtime.views import view
+
+SCORE_BYTES = 2 * 8  # a support image's logit per class, float64, and its softmax
 
 
 class PlainHead(Op):
@@ -213,14 +215,33 @@ def _run(
 
 
 def _check_support(support_x: np.ndarray, support_y: Any) -> tuple[np.ndarray, int]:
-    y = np.asarray(support_y).astype(np.int64).reshape(-1)
-    if y.size != len(support_x) or y.size == 0:
-        raise ValueError(f"{len(support_x)} support images but {y.size} labels")
-    ways = int(y.max()) + 1
-    if y.min() < 0 or np.any(np.bincount(y, minlength=ways) == 0):
+    """(labels as int64 `[N]`, ways), or ValueError. Labels are checked before anything is sized by
+    them: every class has a support image, so no label is N or more (a label of 1e9 would make
+    1e9 classes)."""
+    raw = np.asarray(support_y).reshape(-1)
+    if raw.size != len(support_x) or raw.size == 0:
+        raise ValueError(f"{len(support_x)} support images but {raw.size} labels")
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"support labels must be integers 0..ways-1, got {raw.dtype} values")
+    low, high = raw.min(), raw.max()
+    if raw.dtype.kind == "f" and not (np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+        raise ValueError("support labels must be integers 0..ways-1, got fractions or non-finite numbers")
+    if low < 0:
+        raise ValueError(f"support labels must cover 0..ways-1, each at least once; got label {low:g}")
+    if high >= raw.size:
+        raise ValueError(f"support labels must cover 0..ways-1, each at least once; got label {high:g}, more "
+                         f"classes than the {raw.size} support images")
+    y = raw.astype(np.int64)
+    ways = int(high) + 1
+    if np.any(np.bincount(y, minlength=ways) == 0):
         raise ValueError("support labels must cover 0..ways-1, each at least once")
     if ways < 2:
         raise ValueError("a task needs at least two classes")
+    scores = y.size * ways * SCORE_BYTES  # the support set's logits and their softmax, [N, ways] float64
+    if scores > limits.MAX_BATCH_BYTES:
+        raise LimitError(f"a task of {ways} classes and {y.size} support images needs {scores / (1 << 30):.1f} GiB "
+                         f"for its scores, more than the limit {limits.MAX_BATCH_BYTES / (1 << 30):.0f} GiB; "
+                         "use fewer classes")
     return y, ways
 
 
@@ -259,9 +280,7 @@ def adapt(
     if settings["views"] > 1:
         one = dict(method=method, steps=steps, lr=lr, scope=scope, head_init=head_init, norm_stats=norm_stats, views=1)
         return ViewedTask([adapt(model, view(support_x, k), y, **one) for k in range(settings["views"])])
-    moving_body = settings["method"] == SGD and bool(_body_trainable(model, settings["scope"]))
-    limits.check_adaptation_work(model.cost, len(support_x), settings["steps"] * (settings["method"] == SGD),
-                                 backward=moving_body)
+    _check_work(model, len(support_x), settings)
     adapted = AdaptedTask(model, ways, support_x, y, settings)
     if settings["norm_stats"] == "support":
         adapted.statistics = SupportStatistics(model, support_x)
@@ -283,6 +302,19 @@ def adapt(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging loss is an error
             adapted.params, adapted.head_ops = _fit(model, support_x, y, ways, settings, adapted.losses)
     return adapted
+
+
+def check_support_size(model: RuntimeModel, images: int, **options: Any) -> None:
+    """LimitError when adapting `model` to `images` support images, as `adapt(model, ...,
+    **options)` would, needs more memory or multiply-adds than the limits allow: asked before
+    any image is read. ValueError on inconsistent options."""
+    _check_work(model, images, settings_for(model, **options))
+
+
+def _check_work(model: RuntimeModel, images: int, settings: Mapping[str, Any]) -> None:
+    moving_body = settings["method"] == SGD and bool(_body_trainable(model, settings["scope"]))
+    limits.check_adaptation_work(model.cost, images, settings["steps"] * (settings["method"] == SGD),
+                                 backward=moving_body)
 
 
 def _init_head(

@@ -1,20 +1,41 @@
 """Image folders for `fewbit adapt`: one folder per class, images of any size and format Pillow reads,
-prepared as the artifact says (`fewbit.runtime.preprocess`). Needs Pillow, not torch."""
+prepared as the artifact says (`fewbit.runtime.preprocess`). Needs Pillow, not torch.
+
+A folder is listed first (`list_image_folder`, no pixel read) and decoded after (`load_images`),
+so that a caller can check the size of the work, or decode a large query folder a batch at a
+time, before holding any image. `is_skipped_entry` is the one rule, shared with `folder:` data
+(`fewbit.data.folder`), for the entries every listing leaves out silently.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fewbit.errors import DataError
+from fewbit.errors import DataError, LimitError, shown
 from fewbit.runtime.preprocess import IMAGE_SUFFIXES, ImagePreprocessing, is_image_name
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "list_images", "load_image", "load_image_folder", "preprocess"]
+__all__ = [
+    "IMAGE_SUFFIXES", "MAX_FOLDER_FILES", "FolderListing", "ImageFolder", "is_skipped_entry", "list_image_folder",
+    "list_images", "load_image", "load_image_folder", "load_images", "preprocess",
+]
+
+# Documented limit (docs/bad-input.md): files listed in one support or query folder of `fewbit adapt`
+# (class folders and their files together), before any image is read.
+MAX_FOLDER_FILES = 100_000
+SKIPPED_NAMES = frozenset({"__MACOSX"})  # the folder of resource forks macOS puts in the zips it makes
+
+
+def is_skipped_entry(name: str) -> bool:
+    """Whether a folder entry is left out of a listing silently: hidden files and folders (`.x`,
+    macOS `._x` resource forks) and `__MACOSX`. One rule for `fewbit adapt` and `folder:` data."""
+    return name.startswith(".") or name in SKIPPED_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +46,15 @@ class ImageFolder:
     labels: np.ndarray
     classes: tuple[str, ...]
     files: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderListing:
+    """The image files of a class-per-folder tree, not yet read: files, `labels [N]`, class names."""
+
+    files: tuple[str, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
 
 
 def _rule(preprocessing: Mapping[str, Any] | ImagePreprocessing) -> ImagePreprocessing:
@@ -50,52 +80,82 @@ def load_image(path: Path, preprocessing: Mapping[str, Any] | ImagePreprocessing
         raise DataError(f"{exc}; replace or remove it") from None
 
 
-def list_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """(image files, names of other visible files) directly in `folder`; hidden files are left out."""
+def load_images(files: Sequence[str | Path], preprocessing: Mapping[str, Any] | ImagePreprocessing) -> np.ndarray:
+    """Image files preprocessed to float32 `[N, C, H, W]`, in order (N >= 1)."""
+    rule = _rule(preprocessing)
+    return np.stack([load_image(Path(p), rule) for p in files])
+
+
+def list_images(folder: Path, limit: int | None = None) -> tuple[list[Path], list[str]]:
+    """(image files, names of other entries that are not folders) directly in `folder`, sorted;
+    skipped entries (`is_skipped_entry`) are left out. LimitError beyond `limit` entries
+    (default MAX_FOLDER_FILES)."""
+    limit = MAX_FOLDER_FILES if limit is None else limit
     images, others = [], []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue  # hidden files and macOS `._x` resource forks
-        if p.is_file() and is_image_name(p.name):
-            images.append(p)
-        elif not p.is_dir():
-            others.append(p.name)
-    return images, others
+    with os.scandir(folder) as entries:
+        for count, entry in enumerate(entries, 1):
+            if count > limit:
+                raise LimitError(f"folder {shown(folder)} holds more than {limit:,} files, the limit of a "
+                                 "folder fewbit adapt reads; split it")
+            if is_skipped_entry(entry.name):
+                continue
+            p = Path(entry.path)
+            if p.is_file() and is_image_name(p.name):
+                images.append(p)
+            elif not p.is_dir():
+                others.append(p.name)
+    return sorted(images), sorted(others)
+
+
+def list_image_folder(root: str | Path, *, what: str = "images", limit: int | None = None) -> FolderListing:
+    """Every class folder under `root` (sorted by name), each holding at least one image, listed
+    without reading an image; LimitError when the tree holds more than `limit` files (default
+    MAX_FOLDER_FILES).
+
+    Files beside the class folders and non-image files inside them are skipped with a warning
+    that names them; skipped entries (`is_skipped_entry`) are left out silently.
+    """
+    limit = MAX_FOLDER_FILES if limit is None else limit
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{what} folder {root} does not exist")
+    loose_images, loose_other = list_images(root, limit)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_skipped_entry(p.name))
+    if not class_dirs:
+        raise DataError(
+            f"{what} folder {root} has no class folders; put each class's images in its own folder"
+        )
+    skipped = [f"{root.name}/{p.name}" for p in loose_images] + [f"{root.name}/{n}" for n in loose_other]
+    labels: list[int] = []
+    files: list[str] = []
+    listed = len(class_dirs) + len(loose_images) + len(loose_other)
+    for label, d in enumerate(class_dirs):
+        images, others = list_images(d, limit)
+        listed += len(images) + len(others)
+        if listed > limit:
+            raise LimitError(f"{what} folder {shown(root)} holds more than {limit:,} files, the limit of a folder "
+                             "fewbit adapt reads; split it")
+        skipped += [f"{d.name}/{n}" for n in others]
+        if not images:
+            raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        files += [str(p) for p in images]
+        labels += [label] * len(images)
+    if skipped:
+        listed_names = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        warnings.warn(f"{what} folder {root}: skipped {len(skipped)} file(s) that are not class images: "
+                      f"{listed_names}", stacklevel=2)
+    return FolderListing(tuple(files), np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs))
 
 
 def load_image_folder(
     root: str | Path, preprocessing: Mapping[str, Any] | ImagePreprocessing, *, what: str = "images"
 ) -> ImageFolder:
-    """Every class folder under `root` (sorted by name), each holding at least one image.
+    """Every class folder under `root` (sorted by name), each holding at least one image, read
+    and preprocessed (`list_image_folder`, then `load_images`).
 
     Files beside the class folders and non-image files inside them are skipped with a warning
-    that names them; hidden files are skipped silently.
+    that names them; skipped entries (`is_skipped_entry`) are left out silently.
     """
     rule = _rule(preprocessing)
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{what} folder {root} does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(
-            f"{what} folder {root} has no class folders; put each class's images in its own folder"
-        )
-    loose_images, loose_other = list_images(root)
-    skipped = [f"{root.name}/{p.name}" for p in loose_images] + [f"{root.name}/{n}" for n in loose_other]
-    xs, labels, files = [], [], []
-    for label, d in enumerate(class_dirs):
-        images, others = list_images(d)
-        skipped += [f"{d.name}/{n}" for n in others]
-        if not images:
-            raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)})")
-        for p in images:
-            xs.append(load_image(p, rule))
-            labels.append(label)
-            files.append(str(p))
-    if skipped:
-        shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-        warnings.warn(f"{what} folder {root}: skipped {len(skipped)} file(s) that are not class images: {shown}",
-                      stacklevel=2)
-    return ImageFolder(
-        np.stack(xs), np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs), tuple(files)
-    )
+    listing = list_image_folder(root, what=what)
+    return ImageFolder(load_images(listing.files, rule), listing.labels, listing.classes, listing.files)

@@ -13,6 +13,9 @@ from fewbit.errors import ConfigError
 OWNER = "SweepConfig"
 MODES = ("aware", "posthoc")
 FLOAT_BITS = 32
+# Documented limit (docs/bad-input.md): cells of one grid, counted as bits x sparsity x algorithms
+# x modes before duplicates are merged. Each cell trains a model; a thousand already take days.
+MAX_CELLS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,20 +90,30 @@ class SweepConfig:
         check(isinstance(self.base, dict), OWNER, "base", "must be a mapping of TrainConfig fields")
         for name in ("bits", "sparsity", "algorithms", "modes"):
             check(len(getattr(self, name)) > 0, OWNER, name, "must not be empty")
-        for name, low in (("eval_tasks", 1), ("eval_queries", 1), ("posthoc_finetune_steps", 0),
-                          ("calibration_batches", 0), ("latency_tasks", 1)):
+        size = len(self.bits) * len(self.sparsity) * len(self.algorithms) * len(self.modes)
+        if size > MAX_CELLS:
+            raise ConfigError(
+                f"{OWNER}: the grid of {len(self.bits):,} bits x {len(self.sparsity):,} sparsities x "
+                f"{len(self.algorithms):,} algorithms x {len(self.modes):,} modes has {size:,} cells, more than the "
+                f"limit of {MAX_CELLS:,}; sweep fewer values")
+        for name, low in (("eval_queries", 1), ("posthoc_finetune_steps", 0), ("calibration_batches", 0)):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {brief(value)}")
+        from fewbit.evaluation import check_task_count
+
+        for name in ("eval_tasks", "latency_tasks"):
+            check_task_count(getattr(self, name), f"{OWNER}.{name}", ConfigError)
         check(self.act_bits is None or (isinstance(self.act_bits, int) and 1 <= self.act_bits <= 8), OWNER,
               "act_bits", f"must be 1..8 or null, got {brief(self.act_bits)}")
         self.cells()  # every cell is checked before any work starts
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid; the float reference once per algorithm. Invalid cells raise ConfigError."""
+        """Every cell of the grid, each once, in grid order; the float reference once per algorithm.
+        Invalid cells raise ConfigError."""
         from fewbit.meta import ALGORITHMS
 
-        out: list[Cell] = []
+        out: dict[Cell, None] = {}  # an ordered set: merging duplicates stays linear in the grid's size
         for alg in self.algorithms:
             for bits in self.bits:
                 for s in self.sparsity:
@@ -109,12 +122,10 @@ class SweepConfig:
                         _check_cell(cell, ALGORITHMS)
                         if not cell.compressed:
                             cell = Cell(alg, bits, s, "float")
-                        if cell not in out:
-                            out.append(cell)
-            ref = Cell(alg, FLOAT_BITS, 0.0, "float")
-            if "posthoc" in self.modes and ref not in out:
-                out.append(ref)  # post-hoc cells start from the float model
-        return out
+                        out.setdefault(cell)
+            if "posthoc" in self.modes:
+                out.setdefault(Cell(alg, FLOAT_BITS, 0.0, "float"))  # post-hoc cells start from the float model
+        return list(out)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -11,6 +11,7 @@ from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.data.registry import option_defaults, parse_spec
 from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError, DataError
+from fewbit.evaluation import check_task_count
 from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 
 SCHEDULES = ("constant", "cosine")
@@ -72,11 +73,12 @@ class TrainConfig:
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
               f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
-                          ("batch_size", 1), ("val_every", 0), ("val_tasks", 1),
+                          ("batch_size", 1), ("val_every", 0),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {brief(value)}")
+        check_task_count(self.val_tasks, f"{OWNER}.val_tasks", ConfigError)
         check_seed(OWNER, "seed", self.seed)
         check_task_shape(OWNER, ways=1 if self.regression else self.ways, shots=self.shots, queries=self.queries,
                          tasks=self.meta_batch)
