@@ -160,7 +160,6 @@ def rescore(name: str, recipe: dict[str, Any], omniglot: Path) -> dict[str, Any]
     """Score a shipped artifact again and rewrite its card's measured fields; its training fields stay."""
     import fewbit.runtime as rt
     from fewbit._io import atomic_write_json
-    from fewbit.data.sources import DataOptions
     from fewbit.train.run import eval_dataset
 
     path = PRETRAINED / f"{name}.json"
@@ -170,7 +169,7 @@ def rescore(name: str, recipe: dict[str, Any], omniglot: Path) -> dict[str, Any]
         sys.exit(f"{name}.fewbit is not the artifact its card describes; rebuild it (without --rescore)")
     model = rt.load(PRETRAINED / f"{name}.fewbit")
     spec = _fill(recipe["data"]["spec"], {"OMNIGLOT": str(omniglot)})
-    test = eval_dataset(spec, "test", DataOptions(progress=False), model.prep, progress=False)
+    test = eval_dataset(spec, "test", None, model.prep, progress=False)
     card.update(scores(name, recipe, model, test))
     atomic_write_json(path, card)
     return card
@@ -200,7 +199,6 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
 
 def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_finished: bool = False) -> dict[str, Any]:
     import fewbit.runtime as rt
-    from fewbit.data.sources import DataOptions
     from fewbit.train.run import eval_dataset
 
     out = PRETRAINED / f"{name}.fewbit"
@@ -226,7 +224,7 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_fi
 
     model = rt.load(out)
     spec = _fill(recipe["data"]["spec"], values)
-    test = eval_dataset(spec, "test", DataOptions(progress=False), model.prep, progress=False)
+    test = eval_dataset(spec, "test", None, model.prep, progress=False)
     measured = scores(name, recipe, model, test)
     head = measured["results"][0]
     blob = out.read_bytes()

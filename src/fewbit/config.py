@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +20,8 @@ MAX_CONFIG_VALUES = 10_000  # values once YAML aliases are expanded (an alias bo
 MAX_MESSAGE_CHARS = 300  # an error message quotes at most this much of a value
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = None, flag: bool = True,
-            default_factory: Any = dataclasses.MISSING, metavar: str | None = None) -> Any:
+def setting(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "", *, choices: Any = None,
+            flag: bool = True, default_factory: Any = dataclasses.MISSING, metavar: str | None = None) -> Any:
     """A config field with what a person reads about it: `help` (and `choices`) become the
     command-line flag's help, so the CLI derives its flags from the configs instead of repeating
     them; `flag=False` keeps a field out of the command line (YAML and API only)."""

@@ -71,12 +71,14 @@ def test_image_size_12_works_where_the_backbone_allows_it(capsys, tmp_path: Path
 
 def test_seeds_beyond_what_torch_takes(capsys, tmp_path: Path) -> None:
     huge = "99999999999999999999999"
-    for command in (["train", "--dataset", "glyphs", "--out", str(tmp_path / "r")], ["eval", str(tmp_path)],
-                    ["data", "show", "glyphs"], ["sweep", "--out", str(tmp_path / "s")]):
+    for command in (["eval", str(tmp_path)], ["data", "show", "glyphs"], ["sweep", "--out", str(tmp_path / "s")]):
         with pytest.raises(SystemExit) as info:
             main([*command, "--seed", huge])
         assert info.value.code == 2
         assert "--seed: must be in [-2**63, 2**64 - 1]" in capsys.readouterr().err
+    # train's flags come from TrainConfig, which checks the seed before anything is read
+    line = error_line(capsys, "train", "--dataset", "glyphs", "--out", str(tmp_path / "r"), "--seed", huge)
+    assert "TrainConfig.seed: must be an integer in [-2**63, 2**64 - 1]" in line
     config = tmp_path / "c.yaml"
     config.write_text(f"dataset: glyphs\nseed: {huge}\n")
     assert "TrainConfig.seed" in error_line(capsys, "train", "--config", str(config), "--out", str(tmp_path / "r"))
@@ -149,12 +151,15 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     assert child.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err
 
 
-def test_the_image_size_limits_agree() -> None:
-    from fewbit.cli.data import MAX_IMAGE_SIZE as data_limit
+def test_the_image_size_limit_is_one_value() -> None:
+    from fewbit.data import ImageOptions, InkOptions
+    from fewbit.errors import ConfigError
     from fewbit.runtime.limits import MAX_IMAGE_SIDE
-    from fewbit.train.config import MAX_IMAGE_SIZE
 
-    assert data_limit == MAX_IMAGE_SIZE == MAX_IMAGE_SIDE  # every trained model exports a loadable artifact
+    for options in (ImageOptions, InkOptions):  # every size a model trains at exports a loadable artifact
+        assert options(image_size=MAX_IMAGE_SIDE).image_size == MAX_IMAGE_SIDE
+        with pytest.raises(ConfigError, match="image_size"):
+            options(image_size=MAX_IMAGE_SIDE + 1)
 
 
 def test_sweep_config_values_of_the_wrong_type(capsys, tmp_path: Path) -> None:
@@ -169,10 +174,11 @@ def test_sweep_config_values_of_the_wrong_type(capsys, tmp_path: Path) -> None:
 
 def test_a_huge_image_size_for_data_commands_is_refused_before_loading(tmp_path: Path) -> None:
     result = run_bounded(["data", "info", "glyphs", "--image-size", "100000"], tmp_path, timeout=60)
-    assert result.returncode == 2 and "must be in 1..512" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "InkOptions.image_size: must be a whole number of pixels 8..512, got 100000" in result.stderr
     line = one_line_error(run_bounded(["train", "--dataset", "glyphs", "--image-size", "100000", "--out", "r"],
                                       tmp_path, timeout=60))
-    assert "at most 512 pixels" in line
+    assert "TrainConfig.data: InkOptions.image_size: must be a whole number of pixels 8..512" in line
 
 
 def test_an_artifact_path_that_is_a_fifo_or_a_device(capsys, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fewbit.data.dataset import ImageDataset, concat
-from fewbit.data.sources import split_by_alphabet
+from fewbit.data.splits import split_by_alphabet
 from fewbit.errors import DataError
 from tests.data.synthetic import synthetic_dataset
 

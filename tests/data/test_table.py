@@ -10,7 +10,7 @@ import pytest
 
 from fewbit.cli import main
 from fewbit.data.episodes import EpisodeSampler
-from fewbit.data.sources import DataOptions, load_source
+from fewbit.data.sources import load_source
 from fewbit.data.synthetic import write_table
 from fewbit.errors import DataError
 from fewbit.runtime.tables import read_table
@@ -77,7 +77,7 @@ def test_non_utf8_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not UTF-8"):
         read_table(tmp_path / "t.csv")
     with pytest.raises(DataError, match="is not a file"):
-        load_source(f"csv:{tmp_path / 'nothing.csv'}", options=DataOptions())
+        load_source(f"csv:{tmp_path / 'nothing.csv'}", )
 
 
 def test_a_header_without_rows_is_one_line(tmp_path: Path) -> None:

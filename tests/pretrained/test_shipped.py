@@ -12,7 +12,6 @@ import pytest
 
 import fewbit.runtime as rt
 from fewbit.cli import main
-from fewbit.data.sources import DataOptions
 from fewbit.errors import FewbitError
 from fewbit.evaluation import evaluate_artifact
 from fewbit.pretrained import HERE, model_card, model_cards, model_names, model_path
@@ -82,7 +81,7 @@ def _test_split(card: dict) -> object:
             pytest.skip("needs ../shared/data/omniglot")
         spec = spec.replace("$OMNIGLOT", str(SHARED_OMNIGLOT.resolve()))
     model = rt.load(card["name"])
-    return model, eval_dataset(spec, "test", DataOptions(progress=False), model.prep, progress=False)
+    return model, eval_dataset(spec, "test", None, model.prep, progress=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -173,7 +172,7 @@ def test_eval_with_a_shipped_model_scores_what_the_runtime_scores(capsys):
     assert code == 0, err
     result = json.loads(out)
     model = rt.load(GLYPHS)
-    test = eval_dataset("glyphs", "test", DataOptions(progress=False), model.prep, progress=False)
+    test = eval_dataset("glyphs", "test", None, model.prep, progress=False)
     want = evaluate_artifact(model, test, ways=5, shots=1, queries=15, tasks=20)
     assert (result["tasks"], result["ways"], result["runtime"]) == (20, 5, "numpy")
     assert result["accuracy"] == pytest.approx(want.value)

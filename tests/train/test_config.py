@@ -75,7 +75,7 @@ def test_example_configs_load(path):
         ({"dataset": "sinusoid", "meta_batch": 100_000_000}, "TrainConfig.meta_batch"),
         ({"ways": 20_000_000}, "TrainConfig.ways"),
         ({"batch_size": 10**9}, "TrainConfig.batch_size"),
-        ({"image_size": 100_000}, "TrainConfig.image_size"),
+        ({"image_size": 100_000}, "TrainConfig.data: InkOptions.image_size"),
         ({"seed": 2**64}, "TrainConfig.seed"),
         ({"seed": -(2**63) - 1}, "TrainConfig.seed"),
         ({"outer_lr": 10**400}, "TrainConfig.outer_lr"),  # an int no float holds

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fewbit.data.registry import option_defaults, option_fields
 from fewbit.device import DEVICE_CHOICES
 
 
@@ -114,31 +116,77 @@ def fractions(text: str) -> tuple[float, float]:
     return values  # type: ignore[return-value]
 
 
-def add_data_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """The flags of `fewbit.data.DataOptions` (how a source is read). With `defaults=False` an absent
-    flag is None, so that a config file's value stands."""
-    # Commands that read data check the size here; a training config checks it as it validates.
-    parser.add_argument("--image-size", type=bounded_int(1, 512) if defaults else positive_int,
-                        default=28 if defaults else None, help="resize images to N x N pixels (default 28)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                        help="1 (greyscale) or 3 (RGB); default: detected (RGB when any image holds colour)")
-    parser.add_argument("--invert", action="store_const", const=True, default=None,
-                        help="invert images (dark strokes on light paper, like Omniglot's files)")
-    parser.add_argument("--no-normalize", dest="normalize", action="store_const", const=False, default=None,
-                        help="keep pixels in [0, 1] (default: standardise each channel with training statistics)")
-    parser.add_argument("--resize", choices=("crop", "stretch"), default=None,
-                        help="crop: shorter side to the size, then the centre (default); stretch: both sides")
-    parser.add_argument("--split-fractions", type=fractions, default=None, metavar="TRAIN,VAL",
-                        help="shares of classes (groups) for train and val when the data has no split folders "
-                             "(default 0.6,0.2; test takes the rest)")
-    parser.add_argument("--split-seed", type=seed_int, default=None, help="seed of that split (default 0)")
-    parser.add_argument("--label-column", default=None, help="a csv: table's label column (default: the last)")
+def add_config_flags(parser: argparse.ArgumentParser, fields: Iterable[dataclasses.Field[Any]],
+                     *, where: Mapping[str, Sequence[str]] | None = None) -> None:
+    """One flag per config field (`--image-size` for `image_size`), typed from the field's type and
+    default, with the help, choices and metavar its `fewbit.config.setting` gives; fields marked
+    `flag=False` get none. An absent flag is None, so a config file's value or the default stands;
+    the config validates what is given. `where` names, per field, the kinds it belongs to (shown in
+    the help)."""
+    for f in fields:
+        meta = f.metadata
+        if not meta.get("flag", True) or f"--{f.name.replace('_', '-')}" in parser._option_string_actions:
+            continue
+        choices = meta.get("choices")
+        choices = choices() if callable(choices) else choices
+        help_text = meta.get("help") or None
+        help_text = help_text() if callable(help_text) else help_text
+        if help_text and where and f.name in where:
+            help_text += f" [{', '.join(where[f.name])}]"
+        name = f.name.replace("_", "-")
+        kind = str(f.type)
+        if kind == "bool":
+            if f.default is True:
+                parser.add_argument(f"--no-{name}", dest=f.name, action="store_const", const=False, default=None,
+                                    help=help_text and f"do not {help_text[0].lower()}{help_text[1:]}")
+            else:
+                parser.add_argument(f"--{name}", dest=f.name, action="store_const", const=True, default=None,
+                                    help=help_text)
+            continue
+        parse: Any = str
+        if kind.startswith("int"):
+            parse = integer
+        elif kind.startswith("float"):
+            parse = finite_float
+        elif kind.startswith("tuple[float"):
+            parse = fractions
+        if choices is not None:
+            parse = _choice(parse, tuple(choices))
+        parser.add_argument(f"--{name}", dest=f.name, type=parse, default=None, help=help_text,
+                            metavar=meta.get("metavar") or (None if choices is None else "{" + ",".join(
+                                str(c) for c in choices) + "}"))
 
 
-DATA_OPTION_FIELDS = ("image_size", "channels", "invert", "normalize", "resize", "split_fractions", "split_seed",
-                      "label_column")
+def config_flag_values(args: argparse.Namespace, fields: Iterable[dataclasses.Field[Any]]) -> dict[str, Any]:
+    """The config fields given as flags (absent ones left out)."""
+    return {f.name: getattr(args, f.name) for f in fields if getattr(args, f.name, None) is not None}
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of every registered data kind's reading options (`fewbit.data.registry`)."""
+    add_config_flags(parser, option_fields().values(),
+                     where={name: kinds for name, (_, kinds) in option_defaults().items()})
 
 
 def data_option_values(args: argparse.Namespace) -> dict[str, Any]:
     """The data options given on the command line (absent ones left out)."""
-    return {f: getattr(args, f) for f in DATA_OPTION_FIELDS if getattr(args, f, None) is not None}
+    return config_flag_values(args, option_fields().values())
+
+
+def integer(text: str) -> int:
+    """argparse type: an integer (its range is the config's to check)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+
+
+def _choice(parse: Any, choices: tuple[Any, ...]) -> Any:
+    def parse_choice(text: str) -> Any:
+        value = parse(text)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"choose one of {', '.join(str(c) for c in choices)}, got {text[:40]!r}")
+        return value
+
+    parse_choice.__name__ = getattr(parse, "__name__", "value")
+    return parse_choice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
@@ -16,11 +17,10 @@ from fewbit.cli.common import (
     seed_int,
 )
 from fewbit.data.augment import AUGMENTS
-from fewbit.data.sources import JOINED_SPLIT, SPEC_HELP, SPLITS, DataOptions, ImageSource, load_source
+from fewbit.data.registry import spec_help
+from fewbit.data.sources import JOINED_SPLIT, SPLITS, ImageSource, load_source
 from fewbit.errors import DataError
 from fewbit.report.tables import table
-
-MAX_IMAGE_SIZE = 512  # TrainConfig's and the runtime's limit (tests/cli/test_hostile_cli.py keeps them equal)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,14 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     info = dsub.add_parser("info", help="groups, classes, images, channels and splits of a source")
-    info.add_argument("spec", help=SPEC_HELP)
+    info.add_argument("spec", help=spec_help())
     info.add_argument("--split", default="all", choices=(*SPLITS, JOINED_SPLIT))
-    add_data_options(info, defaults=True)
+    add_data_options(info)
     add_common(info)
     info.set_defaults(handler=run_info)
 
     show = dsub.add_parser("show", help="write a picture of one sampled task")
-    show.add_argument("spec", help=SPEC_HELP)
+    show.add_argument("spec", help=spec_help())
     show.add_argument("--split", default="train", choices=(*SPLITS, JOINED_SPLIT))
     show.add_argument("--ways", type=positive_int, default=5)
     show.add_argument("--shots", type=positive_int, default=1)
@@ -45,17 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="show the task as training augments it")
     show.add_argument("--seed", type=seed_int, default=0)
     show.add_argument("--out", default="task.png", help="PNG to write (default task.png)")
-    add_data_options(show, defaults=True)
+    add_data_options(show)
     add_common(show)
     show.set_defaults(handler=run_show)
 
 
-def _options(args: argparse.Namespace) -> DataOptions:
-    return DataOptions(progress=not args.json, **data_option_values(args))
+def _source(args: argparse.Namespace) -> Any:
+    return load_source(args.spec, progress=not args.json, **data_option_values(args))
 
 
 def run_info(args: argparse.Namespace) -> Output:
-    source = load_source(args.spec, options=_options(args))
+    source = _source(args)
     info = source.info(args.split)
     if source.kind == "regression":
         return Output(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
@@ -84,7 +84,7 @@ def run_show(args: argparse.Namespace) -> Output:
 
     check_not_run_file(args.out, "--out")
 
-    source = load_source(args.spec, options=_options(args))
+    source = _source(args)
     if not isinstance(source, ImageSource):
         raise DataError(f"{args.spec} is a {source.kind} source; `data show` draws image tasks")
     ds = source.split(args.split)

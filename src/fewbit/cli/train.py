@@ -3,38 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from fewbit.cli.common import (
     Output,
     add_common,
+    add_config_flags,
     add_data_options,
+    config_flag_values,
     data_option_values,
-    finite_float,
     nonnegative_int,
     positive_int,
     seed_int,
     task_count,
 )
-from fewbit.data.augment import AUGMENTS
-from fewbit.data.sources import SPEC_HELP
+from fewbit.data.registry import spec_help
+from fewbit.meta import ALGORITHMS, SCOPES, algorithm_names
+from fewbit.meta.base import setting_defaults, setting_fields
 from fewbit.runtime.views import VIEWS
-from fewbit.train.config import SCHEDULES, TRAIN_ON
+from fewbit.train.config import TrainConfig
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
-ALGORITHM_HELP = "maml | fomaml | metasgd | anil | reptile | protonet | finetune | metabaseline | simpleshot"
 
-# flag -> TrainConfig / MetaConfig field (None-valued flags leave the config file's value alone)
-_FLAG_FIELDS = {
-    "dataset": "dataset", "algorithm": "algorithm", "backbone": "backbone", "ways": "ways", "shots": "shots",
-    "queries": "queries", "meta_batch": "meta_batch", "inner_steps": "inner_steps", "inner_lr": "inner_lr",
-    "outer_lr": "outer_lr", "steps": "steps", "seed": "seed", "val_every": "val_every", "val_tasks": "val_tasks",
-    "schedule": "schedule", "grad_clip": "grad_clip", "first_order": "first_order", "scope": "scope",
-    "checkpoint_every": "checkpoint_every", "batch_size": "batch_size", "rotations": "rotations",
-    "compress": "compress", "augment": "augment", "within_group": "within_group", "init_from": "init_from",
-    "train_on": "train_on", "teacher": "teacher", "teacher_weight": "teacher_weight",
-}
+
+def _train_fields() -> list[dataclasses.Field[Any]]:
+    """TrainConfig's own fields (its nested `meta` and `data` give their own flags; `device` is common)."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("meta", "data", "device")]
+
+
+def _algorithms_having() -> dict[str, list[str]]:
+    """For each algorithm setting that not every algorithm has: the algorithms that have it."""
+    every = set(algorithm_names())
+    return {name: algos for name, (_, algos) in setting_defaults().items() if set(algos) != every}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,48 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--restart", action="store_true",
                        help="with --resume: train the run again from step 0 (its old checkpoints and metrics "
                        "move to RUN_DIR/restarted-<time>/)")
-    train.add_argument("--dataset", help=SPEC_HELP)
-    train.add_argument("--algorithm", help=ALGORITHM_HELP)
-    train.add_argument("--backbone", help="mlp | conv4 | resnet12 | auto")
-    train.add_argument("--ways", type=positive_int)
-    train.add_argument("--shots", type=positive_int)
-    train.add_argument("--queries", type=positive_int)
-    train.add_argument("--meta-batch", type=positive_int, help="tasks per outer step")
-    train.add_argument("--inner-steps", type=int, help="inner-loop gradient steps")
-    train.add_argument("--inner-lr", type=finite_float)
-    train.add_argument("--outer-lr", type=finite_float)
-    train.add_argument("--steps", type=nonnegative_int, help="outer steps")
-    train.add_argument("--seed", type=seed_int)
-    train.add_argument("--val-every", type=nonnegative_int, help="validate every N steps (0: never)")
-    train.add_argument("--val-tasks", type=task_count, help="validation tasks (default 100)")
-    train.add_argument("--checkpoint-every", type=nonnegative_int)
-    train.add_argument("--batch-size", type=positive_int, help="images per step for finetune")
-    train.add_argument("--schedule", choices=SCHEDULES,
-                       help="outer learning rate: cosine decay to 0 (default) or constant")
-    train.add_argument("--grad-clip", type=finite_float)
-    train.add_argument("--scope", help="which parameters adapt: all | head | bias_norm | none")
-    train.add_argument("--first-order", action="store_const", const=True, default=None)
-    train.add_argument("--rotations", action="store_const", const=True, default=None,
-                       help="count 90-degree rotations as new classes")
-    train.add_argument("--augment", choices=AUGMENTS,
-                       help="seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) for "
-                            "colour data, glyph (small affine) for greyscale; ink = glyph plus elastic "
-                            "distortion and thicker strokes (handwriting)")
-    train.add_argument("--within-group", action="store_const", const=True, default=None,
-                       help="draw each training task's classes from one group (alphabet)")
-    train.add_argument("--train-on", choices=TRAIN_ON,
-                       help="train on the training classes (default), or on the validation classes too for a "
-                            "final model once validation has chosen the recipe (needs --val-every 0)")
-    add_data_options(train, defaults=False)
-    train.add_argument("--compress", metavar="SPEC", help="compress the model before meta-training")
-    train.add_argument("--init-from", metavar="RUN_DIR",
-                       help="start from a run's weights (those that fit), e.g. a classifier pre-trained with "
-                            "--algorithm simpleshot before --algorithm metabaseline")
-    train.add_argument("--teacher", metavar="RUN_DIR",
-                       help="distil a finished supervised run into this one (born-again: train the recipe "
-                            "again with the first run as --teacher)")
-    train.add_argument("--teacher-weight", type=float, metavar="W",
-                       help="the distillation loss's share of the loss, in (0, 1] (default 0.5)")
+    add_config_flags(train, _train_fields())
+    add_config_flags(train, setting_fields().values(), where=_algorithms_having())
+    add_data_options(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(train, device=True, threads=True)
     train.set_defaults(handler=run_train, device=None)
@@ -101,15 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--shots", type=positive_int, help="default: the run's")
     ev.add_argument("--queries", type=positive_int, help="default: the run's")
     ev.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    ev.add_argument("--dataset", help=f"evaluate on another data source ({SPEC_HELP})")
+    ev.add_argument("--dataset", help=f"evaluate on another data source ({spec_help()})")
     ev.add_argument("--seed", type=seed_int, help="seed of the test task list (default: the evaluation seed)")
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    ev.add_argument("--scope", choices=("all", "head", "bias_norm", "none"),
+    ev.add_argument("--scope", choices=SCOPES,
                     help="which parameters adapt at test time (default: the run's)")
     ev.add_argument("--inner-steps", type=nonnegative_int, help="inner steps at test time (default: the run's)")
     ev.add_argument("--algorithm", dest="test_algorithm", metavar="NAME",
-                    help="adapt at test time with another algorithm that needs no trained head "
-                         "(protonet, simpleshot, ...; default: the run's)")
+                    help="adapt at test time with another algorithm that needs no trained head ("
+                         + ", ".join(n for n in algorithm_names() if not ALGORITHMS[n].uses_trained_head)
+                         + "; default: the run's)")
     ev.add_argument("--views", type=int, choices=VIEWS,
                     help="test-time views: score each task in its 4 rotations or its 8 rotations and mirrors, "
                          "averaging the logits (square images; that many times the work; default 1, or an "
@@ -120,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None}
+    out = config_flag_values(args, _train_fields())
+    out.update(config_flag_values(args, setting_fields().values()))
     out.update(data_option_values(args))
     if args.device is not None:
         out["device"] = args.device
@@ -236,7 +201,6 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     import os
 
     from fewbit._io import finite_or_none
-    from fewbit.data.sources import DataOptions
     from fewbit.errors import ConfigError, shown
     from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate_artifact
     from fewbit.pretrained import is_model_name
@@ -261,7 +225,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     shots, queries = args.shots or 1, args.queries or 15
     check_task_shape("eval", ways=ways, shots=shots, queries=queries, tasks=1)  # tasks are drawn a batch at a time
     batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // (ways * (shots + queries))))
-    dataset = eval_dataset(args.dataset, args.split, DataOptions(progress=progress), model.prep, progress)
+    dataset = eval_dataset(args.dataset, args.split, None, model.prep, progress)
     if dataset is None:
         raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
     seed = DEFAULT_EVAL_SEED if args.seed is None else args.seed

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from fewbit.data.registry import register_source
-from fewbit.data.sources import RegressionSource
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError
 
@@ -46,6 +45,17 @@ class SinusoidSampler:
             "phase": list(PHASE),
             "x_range": list(X_RANGE),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionSource:
+    """A regression task family (sinusoid)."""
+
+    spec: str
+    kind: str = "regression"
+
+    def info(self, split: str = "all") -> dict[str, object]:
+        return {"spec": self.spec, **SinusoidSampler.info()}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fewbit.data.dataset import ImageDataset, concat
 from fewbit.data.registry import parse_spec, spec_kind
+from fewbit.data.sinusoid import RegressionSource
 from fewbit.errors import ConfigError, DataError
 from fewbit.runtime.preprocess import ImagePreprocessing, TablePreprocessing
 
@@ -89,19 +90,6 @@ class TableSource:
                    preprocessing={k: v for k, v in self.preprocessing.to_dict().items() if k not in ("mean", "std")})
         out.update(self.notes)
         return out
-
-
-@dataclasses.dataclass(frozen=True)
-class RegressionSource:
-    """A regression task family (sinusoid)."""
-
-    spec: str
-    kind: str = "regression"
-
-    def info(self, split: str = "all") -> dict[str, object]:
-        from fewbit.data.sinusoid import SinusoidSampler
-
-        return {"spec": self.spec, **SinusoidSampler.info()}
 
 
 Source = ImageSource | TableSource | RegressionSource

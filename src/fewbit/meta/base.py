@@ -166,6 +166,15 @@ def full_config(config: MetaConfig) -> MetaConfig:
     return target(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
 
 
+def setting_fields() -> dict[str, dataclasses.Field[Any]]:
+    """Every registered algorithm setting's field, by name (the shared ones first)."""
+    out: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(MetaConfig)}
+    for name in algorithm_names():
+        for f in dataclasses.fields(config_type(name)):
+            out.setdefault(f.name, f)
+    return out
+
+
 def setting_defaults() -> dict[str, tuple[Any, list[str]]]:
     """Every registered algorithm setting: its default, and the algorithms that have it."""
     out: dict[str, tuple[Any, list[str]]] = {}

@@ -30,11 +30,10 @@ class FinetuneConfig(MetaConfig):
     """The fine-tune baseline's settings: the classifier, and the head fitted per task at test time."""
 
     algorithm: str = "finetune"
-    finetune_classifier: str = setting("linear", "linear (Baseline) or cosine (Baseline++)", choices=CLASSIFIERS,
-                                       flag=False)
-    finetune_steps: int = setting(100, "gradient steps fitting a new head per support set", flag=False)
-    finetune_lr: float = setting(0.1, "their learning rate", flag=False)
-    cosine_scale: float = setting(10.0, "logit scale of the cosine classifier", flag=False)
+    finetune_classifier: str = setting("linear", "linear (Baseline) or cosine (Baseline++)", choices=CLASSIFIERS)
+    finetune_steps: int = setting(100, "gradient steps fitting a new head per support set")
+    finetune_lr: float = setting(0.1, "their learning rate")
+    cosine_scale: float = setting(10.0, "logit scale of the cosine classifier")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -35,9 +35,9 @@ class MAMLConfig(MetaConfig):
     """
 
     algorithm: str = "maml"
-    first_order_steps: int = setting(0, "MAML++: outer steps trained first-order first", flag=False)
-    multi_step_loss_steps: int = setting(0, "MAML++: outer steps of the annealed multi-step loss", flag=False)
-    lslr: bool = setting(False, "MAML++: a learned rate per layer and inner step", flag=False)
+    first_order_steps: int = setting(0, "MAML++: outer steps trained first-order first")
+    multi_step_loss_steps: int = setting(0, "MAML++: outer steps of the annealed multi-step loss")
+    lslr: bool = setting(False, "MAML++: a learned rate per layer and inner step")
 
     def __post_init__(self) -> None:
         super().__post_init__()

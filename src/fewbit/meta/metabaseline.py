@@ -26,7 +26,7 @@ class MetaBaselineConfig(MetaConfig):
     """Meta-Baseline's settings: the temperature's starting value."""
 
     algorithm: str = "metabaseline"
-    cosine_scale: float = setting(10.0, "the logit temperature's initial value", flag=False)
+    cosine_scale: float = setting(10.0, "the logit temperature's initial value")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,8 +23,7 @@ class MetaSGDConfig(MAMLConfig):
     """Meta-SGD's settings: MAML's, plus the initial value of every learned rate."""
 
     algorithm: str = "metasgd"
-    metasgd_init_lr: float | None = setting(None, "initial per-parameter learning rate (default: inner_lr)",
-                                            flag=False)
+    metasgd_init_lr: float | None = setting(None, "initial per-parameter learning rate (default: inner_lr)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,8 +21,8 @@ class ReptileConfig(MAMLConfig):
     """Reptile's settings: the SGD steps on each task's support + query while meta-training."""
 
     algorithm: str = "reptile"
-    reptile_steps: int = setting(5, "Reptile: inner SGD steps on support + query while meta-training", flag=False)
-    reptile_lr: float | None = setting(None, "Reptile: their learning rate (default: inner_lr)", flag=False)
+    reptile_steps: int = setting(5, "Reptile: inner SGD steps on support + query while meta-training")
+    reptile_lr: float | None = setting(None, "Reptile: their learning rate (default: inner_lr)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

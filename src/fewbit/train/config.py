@@ -7,12 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewbit.config import brief, check, from_dict, load_yaml, to_dict
-from fewbit.data.registry import option_defaults, parse_spec
+from fewbit.config import brief, check, from_dict, load_yaml, setting, to_dict
+from fewbit.data.augment import AUGMENTS
+from fewbit.data.registry import option_defaults, parse_spec, spec_help
 from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError, DataError
 from fewbit.evaluation import check_task_count
 from fewbit.meta.base import MetaConfig, full_config, setting_defaults
+from fewbit.models import BACKBONES
 
 SCHEDULES = ("constant", "cosine")
 DEFAULT_BACKBONES = {"images": "conv4", "table": "mlp", "regression": "mlp", "series": "conv1d"}
@@ -36,40 +38,49 @@ class TrainConfig:
     the flat form of configs written before the options were nested.
     """
 
-    dataset: str = ""  # a data spec: glyphs | sinusoid | omniglot:PATH | omniglot-minimal:DIR | folder:PATH | ...
-    backbone: str = "auto"  # mlp | conv4 | resnet12 | auto (mlp for regression and tables, conv4 for images)
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    meta_batch: int = 16  # tasks per outer step (split across ranks when distributed)
-    steps: int = 1000  # outer steps
-    outer_lr: float = 1e-3  # Adam
-    schedule: str = "cosine"  # cosine (decays the outer lr to 0 at `steps`: MAML++, Meta-Baseline) | constant
-    grad_clip: float | None = None  # max global norm of the outer gradient; None: no clipping
-    seed: int = 0
-    meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
-    data: Any = None  # the dataset kind's reading options (fewbit.data.registry); None: its defaults
-    batch_size: int = 64  # images per step for non-episodic algorithms (finetune)
-    rotations: bool = False  # 90-degree rotations count as new classes (training tasks only)
-    augment: str = "none"  # none | auto | photo | glyph (seeded, training tasks only)
-    within_group: bool = False  # draw each training task's classes from one group (alphabet)
-    train_on: str = "train"  # train | train+val: a final model on the validation classes too (needs val_every 0)
-    val_every: int = 100  # validate on the val split every N steps (0: never; the last step is kept)
-    val_tasks: int = 100
-    checkpoint_every: int = 50  # write a resumable checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2  # resumable checkpoints kept; older ones are the fallback for a torn newest
-    device: str = "auto"  # auto | cpu | cuda
-    compress: str | None = None  # a compression spec applied before training (fewbit.compress.compress_)
-    init_from: str | None = None  # a run directory whose weights (those that fit) start this run's model
-    teacher: str | None = None  # a run directory whose model teaches this one (distillation; supervised algorithms)
-    teacher_weight: float = 0.5  # the distillation loss's share of the loss (the rest: cross-entropy)
-    teacher_temperature: float = 4.0  # softens both distributions (Hinton et al. 2015)
+    dataset: str = setting("", lambda: f"the data: {spec_help()}", metavar="SPEC")
+    backbone: str = setting("auto", "the backbone (auto: the data kind's default: conv4 for images, conv1d for "
+                            "series, mlp for tables and regression)", choices=lambda: ("auto", *BACKBONES))
+    ways: int = setting(5, "classes per task")
+    shots: int = setting(1, "labelled examples per class in a task's support set")
+    queries: int = setting(15, "examples per class a task is scored on")
+    meta_batch: int = setting(16, "tasks per outer step (split across ranks when distributed)")
+    steps: int = setting(1000, "outer steps")
+    outer_lr: float = setting(1e-3, "Adam's learning rate")
+    schedule: str = setting("cosine", "outer learning rate: cosine decay to 0 at the last step, or constant",
+                            choices=lambda: SCHEDULES)
+    grad_clip: float | None = setting(None, "max global norm of the outer gradient (default: no clipping)")
+    seed: int = setting(0, "seed of the model's initialisation and of the training tasks")
+    meta: MetaConfig = setting(default_factory=MetaConfig, flag=False)
+    data: Any = setting(None, "the dataset kind's reading options (None: its defaults)", flag=False)
+    batch_size: int = setting(64, "examples per step for non-episodic algorithms (finetune)")
+    rotations: bool = setting(False, "count 90-degree rotations as new classes (training tasks only)")
+    augment: str = setting("none", "seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) "
+                           "for colour data, glyph (small affine) for greyscale; ink = glyph plus elastic "
+                           "distortion and thicker strokes (handwriting)", choices=lambda: AUGMENTS)
+    within_group: bool = setting(False, "draw each training task's classes from one group (alphabet)")
+    train_on: str = setting("train", "train on the training classes, or on the validation classes too for a "
+                            "final model once validation has chosen the recipe (needs --val-every 0)",
+                            choices=lambda: TRAIN_ON)
+    val_every: int = setting(100, "validate on the val split every N steps (0: never; the last step is kept)")
+    val_tasks: int = setting(100, "tasks per validation")
+    checkpoint_every: int = setting(50, "write a resumable checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = setting(2, "resumable checkpoints kept (the older ones are the fallback for a "
+                                    "torn newest)")
+    device: str = setting("auto", "auto | cpu | cuda", flag=False)
+    compress: str | None = setting(None, "compress the model before meta-training (a compression spec)",
+                                   metavar="SPEC")
+    init_from: str | None = setting(None, "start from a run's weights (those that fit), e.g. a classifier "
+                                    "pre-trained with --algorithm simpleshot before --algorithm metabaseline",
+                                    metavar="RUN_DIR")
+    teacher: str | None = setting(None, "distil a finished supervised run into this one (born-again: train the "
+                                  "recipe again with the first run as --teacher)", metavar="RUN_DIR")
+    teacher_weight: float = setting(0.5, "the distillation loss's share of the loss, in (0, 1]")
+    teacher_temperature: float = setting(4.0, "softens both distributions (Hinton et al. 2015)")
 
     def __post_init__(self) -> None:
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
               "required: give a data spec (--dataset SPEC), e.g. sinusoid or omniglot-minimal:DIR")
-        from fewbit.models import BACKBONES
-
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
               f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
@@ -105,8 +116,6 @@ class TrainConfig:
         check(isinstance(self.meta, MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
         object.__setattr__(self, "meta", full_config(self.meta))  # the algorithm's own settings, defaults filled
-        from fewbit.data.augment import AUGMENTS
-
         check(self.augment in AUGMENTS, OWNER, "augment",
               f"must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         check(isinstance(self.within_group, bool), OWNER, "within_group",
