@@ -16,7 +16,7 @@ from fewbit.runtime.preprocess import (
     ImagePreprocessing,
     TablePreprocessing,
     preprocessing_from_dict,
-    read_regular_file,
+    read_input_file,
 )
 
 
@@ -79,14 +79,14 @@ def test_large_jpegs_decode_in_draft_mode() -> None:
 def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(DataError, match="not a regular file"):
-        read_regular_file(tmp_path / "pipe", 100)  # returns at once: a FIFO is never opened blocking
+        read_input_file(tmp_path / "pipe", 100)  # returns at once: a FIFO is never opened blocking
     with pytest.raises(DataError, match="not a regular file"):
-        read_regular_file("/dev/zero", 100)
+        read_input_file("/dev/zero", 100)
     (tmp_path / "big").write_bytes(b"x" * 101)
     with pytest.raises(DataError, match="101 bytes"):
-        read_regular_file(tmp_path / "big", 100)
+        read_input_file(tmp_path / "big", 100)
     with pytest.raises(DataError, match="cannot read"):
-        read_regular_file(tmp_path / "missing", 100)
+        read_input_file(tmp_path / "missing", 100)
     assert MAX_IMAGE_FILE_BYTES >= 16 << 20
 
 

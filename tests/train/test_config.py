@@ -91,3 +91,37 @@ def test_work_is_bounded_by_the_config(changes, field):
 
     with pytest.raises(ConfigError, match=field):
         TrainConfig.from_dict({"dataset": "glyphs", **changes})
+
+
+OLD_FLAT = {  # a config.yaml as fewbit wrote it before data options and algorithm settings were nested per kind
+    "version": 1, "dataset": "glyphs", "backbone": "conv4", "ways": 5, "shots": 1, "queries": 15, "meta_batch": 16,
+    "steps": 8000, "outer_lr": 0.002, "schedule": "cosine", "grad_clip": None, "seed": 0,
+    "meta": {"version": 1, "algorithm": "finetune", "inner_steps": 1, "inner_lr": 0.4, "scope": "all",
+             "first_order": False, "eval_inner_steps": None, "batched": True, "task_chunk": 0, "metasgd_init_lr": None,
+             "reptile_steps": 5, "reptile_lr": None, "finetune_classifier": "linear", "finetune_steps": 100,
+             "finetune_lr": 0.1, "cosine_scale": 10.0, "first_order_steps": 0, "multi_step_loss_steps": 0,
+             "lslr": False},
+    "batch_size": 128, "rotations": True, "image_size": 28, "channels": None, "invert": False, "normalize": True,
+    "resize": "crop", "split_fractions": [0.6, 0.2], "split_seed": 0, "label_column": None, "augment": "ink",
+    "within_group": False, "train_on": "train", "val_every": 0, "val_tasks": 100, "checkpoint_every": 500,
+    "keep_checkpoints": 2, "device": "auto", "compress": "quant:w4a8:lsq", "init_from": None, "teacher": None,
+    "teacher_weight": 0.5, "teacher_temperature": 4.0,
+}
+
+
+def test_an_old_flat_config_reads_as_the_nested_one() -> None:
+    """Issue 25: every data option and algorithm setting sat at one level; now each nests with its kind."""
+    from fewbit.data import InkOptions
+    from fewbit.meta import FinetuneConfig
+    from fewbit.train import TrainConfig
+
+    config = TrainConfig.from_dict(OLD_FLAT)
+    assert config.data == InkOptions(image_size=28) and type(config.meta) is FinetuneConfig
+    nested = config.to_dict()
+    assert "image_size" not in nested and nested["data"]["image_size"] == 28 and "reptile_steps" not in nested["meta"]
+    assert TrainConfig.from_dict(nested) == config
+    # an option the kind has not, at a value that mattered, is refused rather than dropped
+    with pytest.raises(ConfigError, match="TrainConfig.data.label_column: glyphs data has no option label_column"):
+        TrainConfig.from_dict({**OLD_FLAT, "label_column": "activity"})
+    with pytest.raises(ConfigError, match="reptile_steps: a setting of reptile, not of finetune"):
+        TrainConfig.from_dict({**OLD_FLAT, "meta": {**OLD_FLAT["meta"], "reptile_steps": 9}})

@@ -138,3 +138,39 @@ def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pat
     resumed = _python("resume", str(tmp_path / "cut"))
     assert resumed.wait(timeout=180) == 0
     assert _equal(_final(tmp_path / "whole"), _final(tmp_path / "cut")), f"killed after ~{kill_after} metric lines"
+
+
+def _old_flat(config: dict) -> dict:
+    """A config dict in the flat form fewbit wrote before options nested per kind (issue 25): the data
+    options at the top level with every kind's defaults, the meta mapping with every algorithm's settings."""
+    from fewbit.data.registry import option_defaults
+    from fewbit.meta.base import setting_defaults
+
+    flat = {k: v for k, v in config.items() if k != "data"}
+    flat.update({name: default for name, (default, _) in option_defaults().items()})
+    flat.update({k: v for k, v in config["data"].items() if k != "version"})
+    flat["meta"] = {**{name: d for name, (d, _) in setting_defaults().items()}, **config["meta"]}
+    return flat
+
+
+def test_a_run_written_in_the_old_flat_form_loads_and_resumes_bit_for_bit(tmp_path):
+    """Run directories written before issue 25 (flat config.yaml and checkpoint state) still load and resume."""
+    import yaml
+
+    from fewbit.train.checkpoint import encode, load_checkpoint
+
+    config = load_config(None, **SINE)
+    meta_train(config, tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(config, tmp_path / "old", progress=False, on_step=_interrupt_at(7))
+    old = tmp_path / "old"
+    flat = _old_flat(config.to_dict())
+    (old / "config.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
+    for path in [*step_checkpoints(old / "checkpoints"), old / "checkpoints" / "best.safetensors"]:
+        ckpt = load_checkpoint(path)
+        state = {k: v for k, v in ckpt.state.items() if k not in ("format", "version")}
+        state["config"] = _old_flat(state["config"])
+        path.write_bytes(encode(ckpt.tensors, state))
+    assert load_run(old).config == config
+    resume_training(old, progress=False)
+    assert _equal(_final(tmp_path / "whole"), _final(old))

@@ -30,7 +30,7 @@ from fewbit.runtime.preprocess import (
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
     ImagePreprocessing,
-    read_regular_file,
+    read_input_file,
 )
 
 NAME = "omniglot"
@@ -82,7 +82,7 @@ def open_archive(path: Path, *, what: str = OMNIGLOT_HELP) -> Iterator[Archive]:
         raise DataError(f"{path} does not exist; {what}")
     if path.is_dir():
         yield Archive(path, _folder_names(path), False,
-                      lambda name: read_regular_file(path / name, MAX_IMAGE_FILE_BYTES))
+                      lambda name: read_input_file(path / name, MAX_IMAGE_FILE_BYTES))
         return
     if not stat.S_ISREG(path.stat().st_mode):
         raise DataError(f"{path} is neither a zip file nor a folder (a device, pipe or socket); {what}")

@@ -74,7 +74,7 @@ import numpy as np
 
 from fewbit.data.folder import SPLIT_NAMES, _tree, list_files
 from fewbit.errors import DataError
-from fewbit.runtime.preprocess import read_regular_file
+from fewbit.runtime.preprocess import read_input_file
 from fewbit.runtime.series import (
     MAX_SERIES_CHANNELS,
     MAX_SERIES_LENGTH,
@@ -779,7 +779,7 @@ def _label(cell: str) -> str:
 
 
 def _text(path: Path) -> str:
-    data = read_regular_file(path, MAX_SOURCE_BYTES)
+    data = read_input_file(path, MAX_SOURCE_BYTES)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -6,9 +6,10 @@ import math
 import os
 from typing import Any
 
-from fewbit._io import non_finite_path, read_regular_file
-from fewbit.artifact.format import HEADER_BYTES, MAX_FILE_BYTES, decode_artifact
+from fewbit._io import non_finite_path
+from fewbit.artifact.format import HEADER_BYTES, decode_artifact
 from fewbit.errors import FewbitFormatError
+from fewbit.runtime.model import read_artifact_file
 
 _PARTS = ("data", "codes", "scale", "zero_point", "codebook")
 
@@ -28,7 +29,7 @@ def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     rows of `name`, `kind`, `params`, `bits`, `sparsity`, `encoding`, `mask_format`,
     `act_bits`, `bytes`, `float32_bytes` (the keys of `fewbit.compress.size_report` rows).
     """
-    art = decode_artifact(_read(path), where=str(path))
+    art = decode_artifact(read_artifact_file(path), where=str(path))
     bad = non_finite_path(art.manifest)
     if bad is not None:
         raise FewbitFormatError(f"{path}: malformed manifest: {bad} is not a finite number")
@@ -36,16 +37,6 @@ def inspect_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
         return _inspection(path, art)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise FewbitFormatError(f"{path}: malformed manifest ({type(exc).__name__}: {str(exc)[:100]})") from None
-
-
-def _read(path: str | os.PathLike[str]) -> bytes:
-    """The artifact's bytes; only a regular file is read (a FIFO or /dev/zero never ends)."""
-    try:
-        return read_regular_file(path, MAX_FILE_BYTES, "artifact")
-    except ValueError as exc:
-        raise FewbitFormatError(str(exc)) from None
-    except OSError as exc:
-        raise FewbitFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _row(layer: dict[str, Any], table: dict[str, Any]) -> dict[str, Any] | None:

@@ -16,15 +16,14 @@ import dataclasses
 import io
 import math
 import os
-import stat
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fewbit._io import read_regular_file
 from fewbit.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -174,7 +173,7 @@ class ImagePreprocessing:
 
     def load(self, path: str | os.PathLike[str]) -> np.ndarray:
         """float32 `[channels, image_size, image_size]` of an image file, scaled and normalised."""
-        return self.normalize(self.decode_bytes(read_regular_file(path, MAX_IMAGE_FILE_BYTES), str(path))[None])[0]
+        return self.normalize(self.decode_bytes(read_input_file(path, MAX_IMAGE_FILE_BYTES), str(path))[None])[0]
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 `[N, C, H, W]` -> float32 `[N, C, H, W]` in [0, 1], then `(x - mean) / std` per channel."""
@@ -266,39 +265,15 @@ def preprocessing_from_dict(data: Mapping[str, Any]) -> Preprocessing:
 # ------------------------------------------------------------------------------------- reading files
 
 
-def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`; DataError (naming it) for anything else.
-
-    FIFOs, devices and sockets (or links to them) are refused without a blocking open: the file
-    is opened non-blocking and checked on its descriptor, so a swap between check and read
-    cannot slip one in.
-    """
-    path = Path(path)
+def read_input_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of an input file (an image, a table, a series) read by `fewbit._io.read_regular_file`:
+    a regular file of at most `max_bytes`, opened without blocking; DataError naming it otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_regular_file(path, max_bytes, "input file")
+    except ValueError as exc:  # a FIFO, device or socket, or a file over the limit
+        raise DataError(f"{exc}; remove it from the data") from None
     except OSError as exc:
         raise DataError(f"cannot read {path} ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DataError(f"{path} is not a regular file (a pipe, device or socket); remove it from the data")
-        if info.st_size > max_bytes:
-            raise DataError(f"{path} is {info.st_size:,} bytes, more than the {max_bytes:,} an input file may hold")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:  # the file grew while being read
-                raise DataError(f"{path} holds more than the {max_bytes:,} bytes an input file may hold")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise DataError(f"cannot read {path} ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
-
 
 def is_image_name(name: str) -> bool:
     """Whether a file name has an image suffix and is not hidden (`.x`, macOS `._x` resource forks)."""
@@ -372,7 +347,7 @@ def decode_into(
     sums = np.zeros((len(paths), pre.channels, 2), np.float64)
     for i, path in enumerate(paths):
         try:
-            pixels = pre.decode_bytes(read_regular_file(path, max_bytes), path)
+            pixels = pre.decode_bytes(read_input_file(path, max_bytes), path)
         except DataError as exc:
             errors.append(str(exc))
             continue
@@ -405,7 +380,7 @@ def image_is_colour(path: str, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bool | 
     from PIL import Image
 
     try:
-        data = read_regular_file(path, max_bytes)
+        data = read_input_file(path, max_bytes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))

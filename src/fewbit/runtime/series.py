@@ -51,7 +51,7 @@ import numpy as np
 
 from fewbit.errors import DataError
 from fewbit.runtime.limits import MIN_STD
-from fewbit.runtime.preprocess import read_regular_file
+from fewbit.runtime.preprocess import read_input_file
 
 LENGTH_RULES = ("resample", "crop", "pad")
 SERIES_NORMS = ("zscore", "none", "global")
@@ -301,7 +301,7 @@ def read_series_file(path: str | os.PathLike[str]) -> np.ndarray:
     if suffix not in SERIES_FILE_SUFFIXES:
         raise DataError(f"{path}: a series file must be .csv (rows = time steps) or .npy ([T] or [T, C]), "
                         f"not {suffix or 'a file without a suffix'}")
-    data = read_regular_file(path, MAX_SERIES_FILE_BYTES)
+    data = read_input_file(path, MAX_SERIES_FILE_BYTES)
     values = _read_npy(data, path) if suffix == ".npy" else _read_csv(data, path)
     return values
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fewbit.errors import DataError
-from fewbit.runtime.preprocess import MAX_TABLE_FEATURES, read_regular_file
+from fewbit.runtime.preprocess import MAX_TABLE_FEATURES, read_input_file
 
 MAX_TABLE_BYTES = 1 << 30
 MAX_TABLE_ROWS = 10_000_000
@@ -127,7 +127,7 @@ def csv_rows(path: Path, max_bytes: int, hint: str) -> Iterator[tuple[int, list[
     characters, or anything else the csv module refuses is a DataError naming the file (and line);
     `hint` ends the message for text that is not UTF-8 (what to do).
     """
-    data = read_regular_file(path, max_bytes)
+    data = read_input_file(path, max_bytes)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:  # offsets count from after a byte-order mark
