@@ -18,13 +18,22 @@ SHARED_OMNIGLOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 ALPHABET_NAMES = ("Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "Eta", "Theta")
 
 
-def draw_character(rng: random.Random, size: int = 105) -> Image.Image:
-    """A random stroke drawing in the Omniglot convention: 1-bit, black strokes on white."""
+def character_strokes(rng: random.Random, size: int = 105) -> list[list[tuple[int, int]]]:
+    """A character: 2-4 random strokes of three points each."""
+    margin = max(2, size // 10)
+    return [[(rng.randint(margin, size - margin), rng.randint(margin, size - margin)) for _ in range(3)]
+            for _ in range(rng.randint(2, 4))]
+
+
+def draw_character(rng: random.Random, size: int = 105,
+                   strokes: list[list[tuple[int, int]]] | None = None) -> Image.Image:
+    """A stroke drawing in the Omniglot convention (1-bit, black strokes on white): `strokes` drawn
+    by a hand that wanders a few pixels, or a random character when none are given."""
     im = Image.new("L", (size, size), 255)
     draw = ImageDraw.Draw(im)
-    margin = max(2, size // 10)
-    for _ in range(rng.randint(2, 4)):
-        points = [(rng.randint(margin, size - margin), rng.randint(margin, size - margin)) for _ in range(3)]
+    wobble = max(1, size // 8)
+    for stroke in strokes or character_strokes(rng, size):
+        points = [(x + rng.randint(-wobble, wobble), y + rng.randint(-wobble, wobble)) for x, y in stroke]
         draw.line(points, fill=0, width=max(1, size // 30))
     return im.convert("1")
 
@@ -52,9 +61,10 @@ def omniglot_files(
     for alphabet in names:
         for c in range(1, characters + 1):
             char_id += 1
+            strokes = character_strokes(rng, size)  # every drawing of a character draws its strokes
             for d in range(1, drawings + 1):
                 name = f"{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png"
-                files[name] = png_bytes(draw_character(rng, size))
+                files[name] = png_bytes(draw_character(rng, size, strokes))
     return files
 
 

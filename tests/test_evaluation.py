@@ -99,7 +99,7 @@ def test_eval_of_an_artifact_draws_large_tasks_a_few_at_a_time(capsys: pytest.Ca
                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """20-way tasks of 16 images, 1,000 of them, were refused: `1000 tasks of 320 examples are ...
     examples at once; lower --meta-batch` (a flag eval does not have). They are drawn a batch at a time."""
-    import fewbit.evaluation
+    import fewbit.cli.train
 
     seen = {}
 
@@ -108,7 +108,7 @@ def test_eval_of_an_artifact_draws_large_tasks_a_few_at_a_time(capsys: pytest.Ca
         shape = kwargs["tasks"], kwargs["ways"], kwargs["shots"], kwargs["queries"]
         return EvalResult("accuracy", 0.5, 0.01, *shape, ())
 
-    monkeypatch.setattr(fewbit.evaluation, "evaluate_artifact", spy)
+    monkeypatch.setattr(fewbit.cli.train, "evaluate_artifact", spy)
     images = make_omniglot_folder(tmp_path, root="bg", alphabets=5, characters=2, drawings=2, seed=0)
     code = main(["eval", "--model", "glyphs-conv4-w4", "--dataset", f"omniglot:{images}", "--ways", "20",
                  "--tasks", "1000", "--quiet"])

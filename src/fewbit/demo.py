@@ -10,10 +10,15 @@ from typing import Any
 
 import torch
 
+from fewbit.compress import size_report
+from fewbit.evaluation import eval_tasks
 from fewbit.recipes import load_recipe
 from fewbit.report.document import Section, write_report
+from fewbit.report.plots import plot_task
 from fewbit.sweep.grid import SweepConfig
 from fewbit.sweep.runner import MD_COLUMNS, format_row, run_sweep
+from fewbit.train import load_run
+from fewbit.train.run import eval_dataset
 
 COMPRESSION = "quant:w4a8"
 
@@ -48,11 +53,6 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
              progress: bool = True, threads: int | None = None) -> dict[str, Any]:
     """Train, evaluate and report; returns the result rows and the report paths (`threads`: CPU
     threads to compute with, default the ones this process already uses)."""
-    from fewbit.compress import size_report
-    from fewbit.evaluation import eval_tasks
-    from fewbit.report.plots import plot_task
-    from fewbit.train import load_run
-    from fewbit.train.run import eval_dataset
 
     out = Path(out_dir)
     budget = QUICK if quick else FULL

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+import fewbit.runtime as rt
 from fewbit.config import brief
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.episodes import EpisodeSampler
@@ -186,7 +187,6 @@ def evaluate_artifact(
         >>> model = fewbit.runtime.load("omniglot-conv4-w4")
         >>> evaluate_artifact(model, test_split, ways=5, shots=1, tasks=600)
     """
-    import fewbit.runtime as rt
 
     per_task: list[float] = []
     batches = eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch)

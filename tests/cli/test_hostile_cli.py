@@ -116,12 +116,12 @@ def test_export_into_another_runs_files_and_through_a_symlink(capsys, image_run:
 
 def test_eval_on_a_read_only_run_prints_the_result_and_warns(capsys, image_run: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import fewbit._io
+    import fewbit.cli.train
 
     def read_only(path, obj):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(fewbit._io, "atomic_write_json", read_only)
+    monkeypatch.setattr(fewbit.cli.train, "atomic_write_json", read_only)
     code, out, err = run_cli(capsys, "eval", str(image_run), "--tasks", "3", "--json")
     assert code == 0, err
     result = json.loads(out)

@@ -58,7 +58,7 @@ def test_compressed_meta_training_beats_compressed_random_init(tmp_path):
         "compress": "quant:w4a8",
     })
     run = meta_train(config, tmp_path / "run", progress=False)
-    test = eval_dataset(config.dataset, "test", 28)
+    test = eval_dataset(config.dataset, "test", config)
     trained = evaluate(run.predictor(), test, ways=5, shots=1, queries=5, tasks=60)
     torch.manual_seed(0)
     random_model = compress(build_backbone("conv4", ways=5), "quant:w4a8")

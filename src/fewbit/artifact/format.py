@@ -144,7 +144,7 @@ def write_artifact(
     path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]
 ) -> int:
     """Write an artifact atomically; returns its size in bytes."""
-    from fewbit._io import atomic_write_bytes
+    from fewbit._io import atomic_write_bytes  # deferred: artifact/ imports nothing of fewbit's when loaded
 
     data = encode_artifact(manifest, tensors)
     atomic_write_bytes(path, data)

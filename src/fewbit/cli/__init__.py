@@ -19,8 +19,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
+from fewbit import __version__
+from fewbit._io import non_finite_path
 from fewbit.cli.common import Output
-from fewbit.errors import shown
+from fewbit.errors import FewbitError, shown
+from fewbit.threads import bounded_threads, limited
 
 # One module per command group, each with a `register(subparsers)`.
 COMMAND_MODULES = ("data", "train", "compress", "deploy", "sweep", "demo")
@@ -69,19 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from fewbit.errors import FewbitError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from fewbit import __version__
 
         _print(__version__, sys.stdout)
         return 0
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    from fewbit.threads import bounded_threads, limited
 
     try:
         with warnings.catch_warnings():
@@ -125,12 +125,10 @@ def _print(text: str, stream: TextIO) -> None:
 def _json_text(data: object) -> str:
     """`data` as JSON (ASCII, every string valid Unicode); a NaN or infinity (which JSON lacks) is a
     FewbitError naming where it is."""
-    from fewbit.errors import FewbitError
 
     try:
         return json.dumps(_valid_unicode(data), default=_jsonable, allow_nan=False)
     except ValueError:
-        from fewbit._io import non_finite_path
 
         where = non_finite_path(data) or "?"
         raise FewbitError(f"the result holds a non-finite number at {where}; this is a bug, please report it") from None

@@ -10,6 +10,7 @@ from typing import Any
 
 from fewbit.data.registry import option_defaults, option_fields
 from fewbit.device import DEVICE_CHOICES
+from fewbit.evaluation import check_task_count
 
 
 @dataclasses.dataclass
@@ -84,7 +85,6 @@ def positive_int(text: str) -> int:
 
 def task_count(text: str) -> int:
     """argparse type: a number of tasks to score, 1..`fewbit.evaluation.MAX_TASKS`."""
-    from fewbit.evaluation import check_task_count
 
     try:
         value = int(text)

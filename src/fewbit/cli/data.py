@@ -17,10 +17,13 @@ from fewbit.cli.common import (
     seed_int,
 )
 from fewbit.data.augment import AUGMENTS
+from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.registry import spec_help
 from fewbit.data.sources import JOINED_SPLIT, SPLITS, ImageSource, load_source
 from fewbit.errors import DataError
+from fewbit.report.plots import plot_task
 from fewbit.report.tables import table
+from fewbit.train.run import check_not_run_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,9 +81,6 @@ def run_info(args: argparse.Namespace) -> Output:
 
 
 def run_show(args: argparse.Namespace) -> Output:
-    from fewbit.data.episodes import EpisodeSampler
-    from fewbit.report.plots import plot_task
-    from fewbit.train.run import check_not_run_file
 
     check_not_run_file(args.out, "--out")
 

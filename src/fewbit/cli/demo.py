@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fewbit.cli.common import Output, add_common
+from fewbit.demo import run_demo
 from fewbit.report.tables import table
 
 
@@ -17,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Output:
-    from fewbit.demo import run_demo
 
     result = run_demo(args.out, quick=args.quick, device=args.device, progress=not args.json, threads=args.threads)
     text = table(result["summary_headers"], result["summary"])

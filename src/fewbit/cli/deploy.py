@@ -17,10 +17,24 @@ from typing import Any
 
 import numpy as np
 
+import fewbit.runtime as rt
+from fewbit.artifact.format import encode_artifact, read_artifact
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
+from fewbit.deploy import artifact_from_model, export
+from fewbit.deploy.c_export import CTarget, export_c, input_to_pixels, mcu, report_text, write_task_files
+from fewbit.deploy.onnx_export import require_onnx, write_onnx
 from fewbit.errors import ConfigError, DataError, LimitError, shown
+from fewbit.pretrained import model_cards, model_path
 from fewbit.report.tables import table
+from fewbit.runtime import images, limits
+from fewbit.runtime.adapt import check_support_size
+from fewbit.runtime.images import ImageFolder, is_skipped_entry, list_image_folder, list_images, load_images
+from fewbit.runtime.preprocess import TablePreprocessing
+from fewbit.runtime.settings import scope_parts
+from fewbit.runtime.tables import read_table
 from fewbit.runtime.views import VIEWS
+from fewbit.train import load_run
+from fewbit.train.run import check_not_run_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +107,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def model_source(given: str | None, name: str | None, what: str) -> str:
     """The artifact a command works on: a path given, or a shipped model's; exactly one of them."""
-    from fewbit.pretrained import model_path
 
     if (given is None) == (name is None):
         raise ConfigError(f"{what}: give a .fewbit file or --model NAME (one of them)")
@@ -101,7 +114,6 @@ def model_source(given: str | None, name: str | None, what: str) -> str:
 
 
 def run_models(args: argparse.Namespace) -> Output:
-    from fewbit.pretrained import model_cards
 
     cards = model_cards()
     rows = [[c["name"], f"{c['bytes']:,}", f"{100 * c['accuracy']:.2f} +- {100 * c['ci95']:.2f}",
@@ -127,9 +139,6 @@ def byte_size(text: str) -> int:
 
 def _export_artifact_onnx(args: argparse.Namespace) -> Output:
     """An artifact (a shipped model or a .fewbit file) as an ONNX graph: the same manifest and tensors."""
-    from fewbit.artifact.format import read_artifact
-    from fewbit.deploy.onnx_export import write_onnx
-    from fewbit.train.run import check_not_run_file
 
     if not args.out:
         raise ConfigError("export: give --out FILE.onnx for an artifact")
@@ -141,7 +150,6 @@ def _export_artifact_onnx(args: argparse.Namespace) -> Output:
 
 
 def _export_c(args: argparse.Namespace) -> Output:
-    from fewbit.deploy.c_export import CTarget, export_c, report_text
 
     source: str | bytes
     if Path(args.run_dir).is_file():
@@ -153,8 +161,6 @@ def _export_c(args: argparse.Namespace) -> Output:
     out = Path(args.out) if args.out else default
     task = None
     if args.mcu:  # a task of the user's: read before any work, as `fewbit adapt` reads it
-        import fewbit.runtime as rt
-        from fewbit.deploy.c_export import mcu
 
         mcu.require_tools()
         task = mcu.folder_task(rt.load(source), args.mcu)
@@ -173,10 +179,8 @@ def _export_c(args: argparse.Namespace) -> Output:
 
 def _exportable_run(args: argparse.Namespace) -> Any:
     """The run to export, checked: a classifier, and a `--scope` the runtime follows."""
-    from fewbit.train import load_run
 
     if args.scope is not None:
-        from fewbit.runtime.settings import scope_parts
 
         try:
             scope_parts(args.scope)  # what the runtime will accept from the artifact
@@ -204,8 +208,6 @@ def _export_args(run: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _artifact_bytes(args: argparse.Namespace) -> bytes:
     """A run's artifact, in memory (what `fewbit export RUN` would write)."""
-    from fewbit.artifact.format import encode_artifact
-    from fewbit.deploy import artifact_from_model
 
     run = _exportable_run(args)
     manifest, tensors = artifact_from_model(run.model, **_export_args(run, args))
@@ -213,12 +215,9 @@ def _artifact_bytes(args: argparse.Namespace) -> bytes:
 
 
 def run_export(args: argparse.Namespace) -> Output:
-    from fewbit.deploy import export
-    from fewbit.train.run import check_not_run_file
 
     args.run_dir = model_source(args.run_dir, args.model, "export")
     if args.format == "onnx":
-        from fewbit.deploy.onnx_export import require_onnx
 
         require_onnx()  # before any work: an optional extra
     if args.format == "c":
@@ -250,8 +249,6 @@ class _Task:
 def _query_listing(path: Path) -> tuple[list[str], list[str | None]]:
     """(files, true class names or None) of a query folder of class folders or of image files,
     listed without reading an image."""
-    from fewbit.runtime import images
-    from fewbit.runtime.images import is_skipped_entry, list_image_folder, list_images
 
     if not path.is_dir():
         raise DataError(f"query folder {path} does not exist")
@@ -269,11 +266,6 @@ def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -
     """The support set and the queries of `fewbit adapt`, the size of the work checked before
     any image is read: the support set against the adaptation limits, a query batch against the
     memory limit. Queries are read `--batch` at a time, never all at once."""
-    from fewbit.runtime import limits
-    from fewbit.runtime.adapt import check_support_size
-    from fewbit.runtime.images import ImageFolder, list_image_folder, load_images
-    from fewbit.runtime.preprocess import TablePreprocessing
-    from fewbit.runtime.tables import read_table
 
     pre = model.prep
     if isinstance(pre, TablePreprocessing):
@@ -322,7 +314,6 @@ def run_adapt(args: argparse.Namespace) -> Output:
     statistics (`--norm-stats batch`) the queries of a batch are embedded together (with the
     support set where the artifact embeds them jointly), as they always were, so a prediction
     depends on its batch; with `--norm-stats support` each query is classified on its own."""
-    import fewbit.runtime as rt
 
     source = model_source(args.artifact, args.model, "adapt")
     if not Path(source).exists():  # a typo may be long: say so without echoing all of it
@@ -348,7 +339,6 @@ def run_adapt(args: argparse.Namespace) -> Output:
         if args.raw_out:
             pixels.append(_raw_pixels(query_x, model))
     if args.raw_out:
-        from fewbit.deploy.c_export import write_task_files
 
         write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels))
     labels = [support.classes[i] for i in np.concatenate(preds)]
@@ -385,7 +375,6 @@ def run_adapt(args: argparse.Namespace) -> Output:
 
 def _raw_pixels(x: np.ndarray, model: Any) -> np.ndarray:
     """`x` as the C example program's uint8 pixels (`--raw-out`)."""
-    from fewbit.deploy.c_export import input_to_pixels
 
     try:
         return input_to_pixels(x, model.preprocessing)

@@ -6,6 +6,12 @@ import argparse
 from typing import Any
 
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int, task_count
+from fewbit.config import load_yaml
+from fewbit.errors import ConfigError
+from fewbit.report.tables import table
+from fewbit.sweep.grid import SweepConfig, parse_list
+from fewbit.sweep.runner import format_row, run_sweep
+from fewbit.train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,9 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def sweep_config(args: argparse.Namespace) -> Any:
     """The SweepConfig from `--config` and the flags (flags win)."""
-    from fewbit.config import load_yaml
-    from fewbit.errors import ConfigError
-    from fewbit.sweep.grid import SweepConfig, parse_list
 
     data: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if not isinstance(data.get("base") or {}, dict):
@@ -67,9 +70,6 @@ def sweep_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> Output:
-    from fewbit.report.tables import table
-    from fewbit.sweep.runner import format_row, run_sweep
-    from fewbit.train import TrainConfig
 
     sweep = sweep_config(args)
     TrainConfig.from_dict(dict(sweep.base))  # a bad base fails here, before any work starts

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from fewbit._io import atomic_write_json, finite_or_none
 from fewbit.cli.common import (
     Output,
     add_common,
@@ -20,10 +21,19 @@ from fewbit.cli.common import (
     task_count,
 )
 from fewbit.data.registry import spec_help
+from fewbit.errors import ConfigError, shown
+from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate, evaluate_artifact
 from fewbit.meta import ALGORITHMS, SCOPES, algorithm_names
 from fewbit.meta.base import setting_defaults, setting_fields
+from fewbit.meta.views import with_views
+from fewbit.pretrained import is_model_name
+from fewbit.report.cost import adaptation_memory
+from fewbit.runtime import load
+from fewbit.runtime.settings import settings_for
 from fewbit.runtime.views import VIEWS
-from fewbit.train.config import TrainConfig
+from fewbit.train import load_config, load_run, meta_train, resume_training
+from fewbit.train.config import MAX_STEP_IMAGES, TrainConfig, check_task_shape
+from fewbit.train.run import EVAL_NAME, eval_dataset
 
 EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
 
@@ -93,8 +103,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> Output:
-    from fewbit.errors import ConfigError
-    from fewbit.train import load_config, meta_train, resume_training
 
     progress = not (args.quiet or args.json)
     if args.restart and not args.resume:
@@ -131,13 +139,6 @@ def run_eval(args: argparse.Namespace) -> Output:
 
     import torch
 
-    from fewbit._io import atomic_write_json, finite_or_none
-    from fewbit.errors import ConfigError
-    from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate
-    from fewbit.meta.views import with_views
-    from fewbit.train import load_run
-    from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
-    from fewbit.train.run import EVAL_NAME, eval_dataset
 
     if (args.run_dir is None) == (args.model is None):
         raise ConfigError("eval: give a run directory or --model NAME|FILE (one of them)")
@@ -178,7 +179,6 @@ def run_eval(args: argparse.Namespace) -> Output:
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
                  "checkpoint": args.checkpoint, "step": run.step, "views": views})
     if dataset is not None:
-        from fewbit.report.cost import adaptation_memory
 
         example = torch.zeros(ways * shots, *run.input_shape, device=run.device)
         memory = adaptation_memory(run.model, run.algorithm.test_scope, example)
@@ -200,14 +200,6 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     """`fewbit eval --model NAME|FILE --dataset SPEC`: the artifact scored in the numpy runtime (what ships)."""
     import os
 
-    from fewbit._io import finite_or_none
-    from fewbit.errors import ConfigError, shown
-    from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate_artifact
-    from fewbit.pretrained import is_model_name
-    from fewbit.runtime import load
-    from fewbit.runtime.settings import settings_for
-    from fewbit.train.config import MAX_STEP_IMAGES, check_task_shape
-    from fewbit.train.run import eval_dataset
 
     if args.dataset is None:
         raise ConfigError("eval --model: give the data to score it on with --dataset SPEC "

@@ -24,7 +24,7 @@ from torch import nn
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.compress.cluster import Codebook
 from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, set_submodule
-from fewbit.compress.quantize import ActQuant, WeightQuant, dequantize, quantize_codes, weight_qparams
+from fewbit.compress.quantize import ActQuant, WeightQuant, dequantize, quantize_codes, scale_zero_point, weight_qparams
 from fewbit.models.layers import BatchNorm
 
 
@@ -112,7 +112,6 @@ class PackedAct:
                 torch.tensor(float(self.zero_point), dtype=x.dtype),
             )
         else:
-            from fewbit.compress.quantize import scale_zero_point
 
             scale, zp = scale_zero_point(x.amin().clamp(max=0.0), x.amax().clamp(min=0.0), self.bits, False)
         return dequantize(quantize_codes(x, scale, zp, self.bits, False), scale, zp, self.bits, False)

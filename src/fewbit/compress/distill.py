@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewbit.errors import ConfigError
+
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
@@ -64,7 +66,6 @@ def distill(
     must be re-iterable when `epochs > 1`. Adam with `lr` unless `optimizer` is given.
     """
     if mode not in ("logits", "features"):
-        from fewbit.errors import ConfigError
 
         raise ConfigError(f"distill.mode: must be logits or features, got {mode!r}")
     teacher.eval()

@@ -9,6 +9,7 @@ from typing import Any
 from fewbit._io import non_finite_path
 from fewbit.artifact.format import HEADER_BYTES, decode_artifact
 from fewbit.errors import FewbitFormatError
+from fewbit.report.tables import table
 from fewbit.runtime.model import read_artifact_file
 
 _PARTS = ("data", "codes", "scale", "zero_point", "codebook")
@@ -90,7 +91,6 @@ def _inspection(path: str | os.PathLike[str], art: Any) -> dict[str, Any]:
 
 def inspection_text(info: dict[str, Any]) -> str:
     """A per-layer table of `inspect_artifact(...)` for people."""
-    from fewbit.report.tables import table
 
     rows = []
     for r in info["layers"]:

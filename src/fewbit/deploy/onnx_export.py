@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fewbit._io import atomic_write_bytes
 from fewbit.artifact.format import Tensor
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitError
@@ -243,7 +244,6 @@ def write_onnx(
     path: str | os.PathLike[str], manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]
 ) -> int:
     """Write the ONNX graph atomically; returns its size in bytes."""
-    from fewbit._io import atomic_write_bytes
 
     data = build_onnx(manifest, tensors).SerializeToString()
     atomic_write_bytes(path, data)

@@ -22,7 +22,9 @@ from fewbit import __version__
 from fewbit.artifact.format import Tensor, write_artifact
 from fewbit.compress.convert import PackedLayer, pack_layer
 from fewbit.compress.layers import CompressedMixin, is_compression_name
+from fewbit.deploy.onnx_export import write_onnx
 from fewbit.errors import ConfigError
+from fewbit.meta import Algorithm, MetaConfig, build_algorithm
 from fewbit.models.layers import BatchNorm, Flatten
 from fewbit.models.resnet12 import ResidualStage
 from fewbit.runtime.preprocess import preprocessing_from_dict
@@ -228,7 +230,6 @@ def _layer_spec(
 
 def _algorithm(algorithm: Any, meta: Any, model: nn.Module) -> Any:
     """The Algorithm to ask how the runtime adapts: given, built from `meta`, or from a name."""
-    from fewbit.meta import Algorithm, MetaConfig, build_algorithm
 
     if isinstance(algorithm, Algorithm):
         return algorithm
@@ -363,7 +364,6 @@ def export(
         extra=extra,
     )
     if format == "onnx":
-        from fewbit.deploy.onnx_export import write_onnx
 
         nbytes = write_onnx(path, manifest, tensors)
     elif format == "fewbit":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from fewbit.compress import compressed_layers, project_params
 from fewbit.errors import ConfigError
 from fewbit.meta.base import OWNER, Algorithm, MetaConfig, Project, full_config
 from fewbit.meta.registry import ALGORITHMS, algorithm_names
@@ -37,7 +38,6 @@ def projection_for(model: nn.Module) -> Project | None:
     """`params -> project_params(model, params)` for a compressed model; None for a plain one."""
     import functools
 
-    from fewbit.compress import compressed_layers, project_params
 
     if not compressed_layers(model):
         return None

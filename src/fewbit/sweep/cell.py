@@ -14,7 +14,14 @@ from typing import Any
 import torch
 
 from fewbit._io import atomic_write_json
+from fewbit.compress import calibrate, compress, size_report
+from fewbit.data.episodes import EpisodeSampler
+from fewbit.errors import ConfigError, FewbitFormatError, NotResumableError
+from fewbit.evaluation import eval_tasks, evaluate
+from fewbit.report.cost import adaptation_memory
 from fewbit.sweep.grid import FLOAT_BITS, Cell, SweepConfig
+from fewbit.train import TrainConfig, load_run, meta_train
+from fewbit.train.run import eval_dataset, is_run_dir
 
 RESULT_NAME = "result.json"
 
@@ -36,10 +43,6 @@ def finished(root: Path, cell: Cell) -> dict[str, Any] | None:
 
 def run_cell(sweep: SweepConfig, cell: Cell, root: Path, *, progress: bool = False) -> dict[str, Any]:
     """Run `cell` into its run dir under `root/cells/` and return (and store) its result row."""
-    from fewbit.compress import compress, size_report
-    from fewbit.evaluation import evaluate
-    from fewbit.train import TrainConfig, load_run, meta_train
-    from fewbit.train.run import eval_dataset
 
     done = finished(root, cell)
     if done is not None:
@@ -97,9 +100,6 @@ def _resumed(config: Any, run_dir: Path, progress: bool) -> bool:
 
     A run that another process is training (InUseError) is left alone and the error raised.
     """
-    from fewbit.errors import ConfigError, FewbitFormatError, NotResumableError
-    from fewbit.train import meta_train
-    from fewbit.train.run import is_run_dir
 
     if not run_dir.exists():
         return False
@@ -124,9 +124,6 @@ def _resumed(config: Any, run_dir: Path, progress: bool) -> bool:
 
 def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) -> None:
     """Post-training calibration: a few training tasks set the freshly compressed model's activation scales."""
-    from fewbit.compress import calibrate
-    from fewbit.data.episodes import EpisodeSampler
-    from fewbit.train.run import eval_dataset
 
     cfg = reference.config
     train = eval_dataset(cfg.dataset, "train", cfg, reference.preprocessing, progress=False)
@@ -144,7 +141,6 @@ def _calibrate(model: torch.nn.Module, reference: Any, batches: int, seed: int) 
 
 def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
     """Median milliseconds to adapt to one task and predict its queries."""
-    from fewbit.evaluation import eval_tasks
 
     predict = run.predictor()
     times = []
@@ -160,7 +156,6 @@ def _latency_ms(run: Any, test: Any, config: Any, n: int) -> float:
 
 
 def _adaptation_memory(run: Any, test: Any, config: Any) -> dict[str, Any]:
-    from fewbit.report.cost import adaptation_memory
 
     example = torch.zeros(config.ways * config.shots, *run.input_shape, device=run.device)
     return adaptation_memory(run.model, run.algorithm.test_scope, example).to_dict()

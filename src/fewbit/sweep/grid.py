@@ -9,6 +9,8 @@ from typing import Any
 
 from fewbit.config import brief, check, from_dict, load_yaml, to_dict
 from fewbit.errors import ConfigError
+from fewbit.evaluation import check_task_count
+from fewbit.meta import ALGORITHMS, MetaConfig
 
 OWNER = "SweepConfig"
 MODES = ("aware", "posthoc")
@@ -56,7 +58,6 @@ class Cell:
 
 
 def _default_algorithm() -> str:
-    from fewbit.meta import MetaConfig
 
     return MetaConfig().algorithm
 
@@ -100,7 +101,6 @@ class SweepConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and value >= low, OWNER, name,
                   f"must be an integer >= {low}, got {brief(value)}")
-        from fewbit.evaluation import check_task_count
 
         for name in ("eval_tasks", "latency_tasks"):
             check_task_count(getattr(self, name), f"{OWNER}.{name}", ConfigError)
@@ -111,7 +111,6 @@ class SweepConfig:
     def cells(self) -> list[Cell]:
         """Every cell of the grid, each once, in grid order; the float reference once per algorithm.
         Invalid cells raise ConfigError."""
-        from fewbit.meta import ALGORITHMS
 
         out: dict[Cell, None] = {}  # an ordered set: merging duplicates stays linear in the grid's size
         for alg in self.algorithms:

@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from fewbit._io import atomic_write_json, atomic_write_text
 from fewbit._lock import locked
 from fewbit.errors import ConfigError
+from fewbit.report.pareto import plot_pareto
+from fewbit.report.tables import csv_text, markdown_table
 from fewbit.sweep.cell import finished, run_cell
 from fewbit.sweep.grid import Cell, SweepConfig
 from fewbit.threads import default_threads, limited, set_threads
@@ -106,8 +108,6 @@ def _report(bar: Any, row: dict[str, Any], on_result: Callable[[dict[str, Any]],
 
 def write_outputs(rows: list[dict[str, Any]], root: Path) -> dict[str, Path]:
     """`results.csv`, `results.json`, `results.md` and `pareto.png` in `root`."""
-    from fewbit.report.pareto import plot_pareto
-    from fewbit.report.tables import csv_text, markdown_table
 
     table_rows = [[r.get(k, "") for k in COLUMNS] for r in rows]
     atomic_write_text(root / "results.csv", csv_text(COLUMNS, table_rows))

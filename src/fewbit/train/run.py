@@ -27,7 +27,9 @@ import torch
 import yaml
 from torch import nn
 
-from fewbit._io import check_replaceable, read_regular_file
+from fewbit._io import atomic_write_text, check_replaceable, node_kind, read_regular_file
+from fewbit._lock import LOCK_NAME
+from fewbit.compress import compress_
 from fewbit.config import brief, load_yaml
 from fewbit.data.registry import parse_spec
 from fewbit.data.sources import ClassDataset, RegressionSource, ink_preprocessing, load_source
@@ -35,6 +37,7 @@ from fewbit.device import resolve_device
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.meta import build_algorithm
+from fewbit.models import build_backbone
 from fewbit.runtime.preprocess import Preprocessing, preprocessing_from_dict
 from fewbit.train.checkpoint import (
     BEST_NAME,
@@ -150,7 +153,6 @@ def build_model(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | N
     Its shapes are first worked out on the meta device (no memory, no compute), so an image too
     small for the backbone or a model too large is a ConfigError before anything is allocated.
     """
-    from fewbit.models import build_backbone
 
     name, args = _backbone_args(config, ways, input_shape)
     check_model_size(config, ways, input_shape)
@@ -182,12 +184,12 @@ def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...
     name, args = _backbone_args(config, ways, input_shape)
     if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
         raise ConfigError(f"model ways: must be an integer >= 0, got {ways!r}")
-    skeleton = _skeleton(name, args)
+    skeleton = meta_skeleton(name, args)
     if skeleton is None:
         if "image_size" not in args:
             raise ConfigError(f"model: the {name} backbone does not fit its {args.get('in_features')} inputs")
         size = args["image_size"]
-        fits = next((s for s in range(size + 1, 4 * size + 1) if _skeleton(name, {**args, "image_size": s})), None)
+        fits = next((s for s in range(size + 1, 4 * size + 1) if meta_skeleton(name, {**args, "image_size": s})), None)
         hint = f"use --image-size {fits} or more" if fits else "use a larger --image-size"
         raise ConfigError(
             f"TrainConfig.image_size: {size}x{size} images are too small for the {name} backbone "
@@ -202,9 +204,8 @@ def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...
     return params
 
 
-def _skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
+def meta_skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
     """The backbone built on the meta device (shapes only), or None when its layers do not fit the input."""
-    from fewbit.models import build_backbone
 
     try:
         with torch.device("meta"):
@@ -222,7 +223,6 @@ def _skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
 
 def compress_model_(model: nn.Module, spec: str) -> None:
     """Apply the compression spec `spec` in place through `fewbit.compress.compress_`."""
-    from fewbit.compress import compress_
 
     try:
         compress_(model, spec)
@@ -268,7 +268,6 @@ def check_not_run_file(path: str | Path, flag: str = "--out") -> None:
     """ConfigError when writing `path` would overwrite a file a run directory owns: its config,
     metrics, eval result, lock, or anything under its checkpoints or restarted folders; OutputError
     when `path` exists and is not a regular file (a device or FIFO that a rename would replace)."""
-    from fewbit._lock import LOCK_NAME
 
     target = Path(path).resolve()
     owned = {CONFIG_NAME, METRICS_NAME, EVAL_NAME, LOCK_NAME, CHECKPOINT_DIR}
@@ -299,7 +298,6 @@ def check_run_files(run_dir: str | Path) -> None:
     """FewbitFormatError when an entry a run keeps is not what fewbit writes there: its config and
     metrics regular files, its checkpoints a folder. A link, FIFO or device planted in their place
     would make a write land outside the run, replace the node, or block; nothing is changed."""
-    from fewbit._io import node_kind
 
     for name, folder in ((CONFIG_NAME, False), (METRICS_NAME, False), (CHECKPOINT_DIR, True),
                          (f"{CHECKPOINT_DIR}/{BEST_NAME}", False)):
@@ -350,7 +348,6 @@ def train_times(run_dir: str | Path) -> dict[int, float]:
 
 def write_run_config(run_dir: Path, config: TrainConfig) -> None:
     """Write `config.yaml` atomically."""
-    from fewbit._io import atomic_write_text
 
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write_text(run_dir / CONFIG_NAME, text)

@@ -15,6 +15,7 @@ from fewbit.deploy.c_export.literals import float_literal
 from fewbit.errors import ConfigError
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.ops import LinearOp
+from fewbit.runtime.requant import qrange
 from fewbit.runtime.settings import SGD, scope_parts
 
 _MASKS = {None: 0, "bitmap": 1, "indices": 2, "rice": 3}
@@ -123,14 +124,11 @@ def pixel_major(tensor: Any) -> Any:
 
 
 def input_table(model: RuntimeModel) -> np.ndarray:
-    """Per input channel, the normalised value of each pixel value 0..255, computed with the float32
-    arithmetic of `fewbit.runtime.images.preprocess` (the C code quantizes it as the first layer does)."""
-    pre = model.preprocessing
+    """Per input channel, the normalised value of each pixel value 0..255: the artifact's own
+    `ImagePreprocessing.normalize` of the 256 values (the C code quantizes it as the first layer does)."""
     channels = model.input_shape[0]
-    mean = np.broadcast_to(np.asarray(pre.get("mean", 0.0), np.float32).reshape(-1), (channels,))
-    std = np.broadcast_to(np.asarray(pre.get("std", 1.0), np.float32).reshape(-1), (channels,))
-    pixels = np.arange(256, dtype=np.float32) / np.float32(255.0)
-    return ((pixels[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)  # [C, 256]
+    pixels = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, channels, 1, 256))
+    return model.prep.normalize(pixels)[0, :, 0, :].astype(np.float32)  # [C, 256]
 
 
 def head_config(
@@ -182,7 +180,6 @@ def head_config(
 
 
 def head_rule(em: Emitter, rule: Mapping[str, Any], stored: PackedTensor) -> dict[str, Any]:
-    from fewbit.runtime.requant import qrange
 
     kind = rule.get("rule")
     if kind == "fixed" and stored.scale is not None:

@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
+import fewbit.runtime as rt
 from fewbit.deploy.c_export.elf import elf_sections
 from fewbit.deploy.c_export.literals import c_token, comment_text
-from fewbit.errors import ConfigError
+from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input
+from fewbit.errors import ConfigError, DataError
+from fewbit.runtime.images import list_images, load_image, load_image_folder
 
 PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
@@ -91,9 +94,6 @@ def stroke_task(
 def folder_task(model: Any, task_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The task in `task_dir/support` (one folder per class) and `task_dir/query` (class folders or
     images), read as `fewbit adapt` reads them, as uint8 pixels."""
-    from fewbit.deploy.c_export.pixels import input_to_pixels
-    from fewbit.errors import DataError
-    from fewbit.runtime.images import list_images, load_image, load_image_folder
 
     root = Path(task_dir)
     support = load_image_folder(root / "support", model.preprocessing, what="support")
@@ -206,8 +206,6 @@ def measure(out: str | Path, model: Any, task: tuple[Any, Any, Any], target: Any
     predictions equal the numpy runtime's (support-set statistics) on the embedded task. Flash is
     the image's without the embedded task (`mcu_task_flash_bytes`); total SRAM is static RAM +
     arena + the stack's measured peak."""
-    import fewbit.runtime as rt
-    from fewbit.deploy.c_export.pixels import pixels_to_input
 
     code, figures, output = run_image(out)
     if code != 0 or "instructions_adapt" not in figures:

@@ -11,26 +11,29 @@ import numpy as np
 
 from fewbit._io import atomic_write_bytes
 from fewbit.errors import ConfigError
+from fewbit.runtime.preprocess import ImagePreprocessing
 
 
 def pixels_to_input(pixels: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """uint8 images `[N, C, H, W]` as the float32 input the runtime takes (scale to [0, 1], then
-    (x - mean) / std), the arithmetic of `fewbit.runtime.images.preprocess`."""
-    pixels = np.asarray(pixels)
-    channels = pixels.shape[1]
-    mean = np.broadcast_to(np.asarray(preprocessing.get("mean", 0.0), np.float32).reshape(-1), (channels,))
-    std = np.broadcast_to(np.asarray(preprocessing.get("std", 1.0), np.float32).reshape(-1), (channels,))
-    x = pixels.astype(np.float32) / np.float32(255.0)
-    return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    """uint8 images `[N, C, H, W]` as the float32 input the runtime takes: the artifact's own
+    `ImagePreprocessing.normalize` (scale to [0, 1], then (x - mean) / std)."""
+    return _rule(preprocessing).normalize(np.asarray(pixels, np.uint8))
+
+
+def _rule(preprocessing: Mapping[str, Any]) -> ImagePreprocessing:
+    try:
+        return ImagePreprocessing.from_dict(preprocessing)
+    except ValueError as exc:
+        raise ConfigError(f"C export: {exc}") from None
 
 
 def input_to_pixels(x: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
     """The uint8 images whose `pixels_to_input` is `x` (ValueError when `x` did not come from pixels)."""
     x = np.asarray(x, np.float32)
-    channels = x.shape[1]
-    mean = np.broadcast_to(np.asarray(preprocessing.get("mean", 0.0), np.float32).reshape(-1), (channels,))
-    std = np.broadcast_to(np.asarray(preprocessing.get("std", 1.0), np.float32).reshape(-1), (channels,))
-    pixels = np.rint((x * std[None, :, None, None] + mean[None, :, None, None]) * 255.0)
+    rule = _rule(preprocessing)
+    mean = np.asarray(rule.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(rule.std, np.float32).reshape(1, -1, 1, 1)
+    pixels = np.rint((x * std + mean) * 255.0)
     pixels = np.clip(pixels, 0, 255).astype(np.uint8)
     if not np.array_equal(pixels_to_input(pixels, preprocessing), x):
         raise ValueError("these images are not 8-bit pixels under the artifact's preprocessing")
