@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fewbit.data.augment import augment, resolve
 from fewbit.errors import DataError
 
 
@@ -103,6 +104,17 @@ class ImageDataset:
         if isinstance(index, torch.Tensor):
             index = index.numpy()
         return torch.from_numpy(np.ascontiguousarray(self.take(index))).to(torch.float32).div_(255.0)
+
+    rotatable = True  # a square image turned by 90 degrees is a new class (`rotations`, test-time views)
+
+    def augment_recipe(self, recipe: str) -> str:
+        """The augmentation `recipe` (see `fewbit.data.augment`) resolved for these images: `auto`
+        is photo for colour, glyph for greyscale."""
+        return resolve(recipe, self.channels)
+
+    def augmented(self, index: np.ndarray | torch.Tensor, recipe: str, generator: torch.Generator) -> torch.Tensor:
+        """Like `tensor`, each image warped by the resolved `recipe` with `generator`."""
+        return self.normalize(augment(self.scaled(index), recipe, generator))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """`(x - mean) / std` per channel of `x [..., C, H, W]` (nothing when mean 0 and std 1)."""

@@ -7,8 +7,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewbit.data.augment import augment as augment_images
-from fewbit.data.augment import resolve
 from fewbit.data.task import Task
 from fewbit.errors import ConfigError, DataError
 
@@ -44,11 +42,11 @@ class EpisodeSampler:
         for field, value, low in (("ways", ways, 1), ("shots", shots, 1), ("queries", queries, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"episodes.{field}: must be an integer >= {low}, got {value!r}")
-        image_data = dataset.channels is not None
-        if rotations and not image_data:
-            raise ConfigError(f"episodes.rotations: {dataset.name} is a table; rotations apply to images only")
+        if rotations and not dataset.rotatable:
+            raise ConfigError(f"episodes.rotations: {dataset.name} has no orientation to turn; rotations apply to "
+                              "square images only")
         try:
-            self.augment = resolve(augment, dataset.channels)
+            self.augment = dataset.augment_recipe(augment)
         except ValueError as exc:
             raise ConfigError(f"episodes.augment: {exc}") from None
         copies = 4 if rotations else 1
@@ -118,7 +116,7 @@ class EpisodeSampler:
         if self.augment == "none":
             x = self.dataset.tensor(flat)
         else:
-            x = self.dataset.normalize(augment_images(self.dataset.scaled(flat), self.augment, self.generator))
+            x = self.dataset.augmented(flat, self.augment, self.generator)
         shape = x.shape[1:]
         x = x.reshape(tasks, n, per, *shape)
         if self.rotations:

@@ -384,7 +384,7 @@ def _warn_skipped(root: Path, ignored: list[str], loose: list[str]) -> None:
             warnings.warn(f"folder:{root}: skipped {len(names)} {what}: {shown}", stacklevel=3)
 
 
-@register_source("folder", options=ImageOptions, kind="images", path=True,
+@register_source("folder", options=ImageOptions, kind="images", path=True, backbone="conv4",
                  help="your images: PATH/<class>/<image>, PATH/<group>/<class>/<image>, or either under "
                       "train/, val/, test/")
 def folder_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
@@ -393,7 +393,7 @@ def folder_source(arg: str, options: ImageOptions, *, progress: bool = True) -> 
     return ImageSource(f"folder:{arg}", data.splits, data.preprocessing, data.notes)
 
 
-@register_source("csvsplit", options=ImageOptions, kind="images", path=True,
+@register_source("csvsplit", options=ImageOptions, kind="images", path=True, backbone="conv4",
                  help="mini-ImageNet's layout: images plus train.csv, val.csv, test.csv of filename,label rows")
 def csvsplit_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
     """`csvsplit:PATH`: images listed by split CSVs."""

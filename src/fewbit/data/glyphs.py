@@ -518,7 +518,7 @@ def load_glyphs(*, image_size: int = 28, seed: int = 0, drawings: int = 20, cach
     )
 
 
-@register_source("glyphs", options=InkOptions, kind="images", path=False,
+@register_source("glyphs", options=InkOptions, kind="images", path=False, backbone="conv4",
                  help="the embedded default: characters from matplotlib's fonts, 20 distorted drawings per class, "
                       "alphabet-disjoint splits")
 def glyphs_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:

@@ -250,7 +250,7 @@ MINIMAL_SMALL2 = "images_background_small2.zip"
 MINIMAL_VAL_EVERY = 5  # every 5th character of each small1 alphabet is held out for validation
 
 
-@register_source("omniglot", options=InkOptions, kind="images", path=True,
+@register_source("omniglot", options=InkOptions, kind="images", path=True, backbone="conv4",
                  help="an Omniglot background zip (read in place) or its extracted folder")
 def omniglot_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:
     """`omniglot:PATH`: one Omniglot set, split by alphabet."""
@@ -259,7 +259,7 @@ def omniglot_source(arg: str, options: InkOptions, *, progress: bool = True) -> 
     return ImageSource(f"omniglot:{arg}", splits, ink_preprocessing(options.image_size))
 
 
-@register_source("omniglot-minimal", options=InkOptions, kind="images", path=None,
+@register_source("omniglot-minimal", options=InkOptions, kind="images", path=None, backbone="conv4",
                  help="the Omniglot challenge's minimal protocol: meta-train on small1 (some characters held out "
                       "for validation), meta-test on the small2 alphabets small1 lacks")
 def omniglot_minimal_source(arg: str, options: InkOptions, *, progress: bool = True) -> ImageSource:

@@ -28,7 +28,8 @@ class SourceKind:
     `token`: the spec's kind (`folder` in `folder:PATH`); `options`: the frozen dataclass of its
     reading options; `load(arg, options, progress=...)`: the loader; `kind`: what it holds
     (images, table, series, regression); `path`: whether the spec takes a path (True: required,
-    False: none, None: optional); `usage` and `help`: what a person reads.
+    False: none, None: optional); `backbone`: the backbone `auto` means for it; `usage` and
+    `help`: what a person reads.
     """
 
     token: str
@@ -36,6 +37,7 @@ class SourceKind:
     load: Loader
     kind: str
     path: bool | None
+    backbone: str
     usage: str
     help: str
 
@@ -43,13 +45,13 @@ class SourceKind:
 SOURCES: dict[str, SourceKind] = {}
 
 
-def register_source(token: str, *, options: type, kind: str, path: bool | None, help: str) -> Callable[[Loader],
-                                                                                                       Loader]:
+def register_source(token: str, *, options: type, kind: str, path: bool | None, backbone: str,
+                    help: str) -> Callable[[Loader], Loader]:
     """Decorator registering `load` as the loader of the spec kind `token`."""
 
     def wrap(load: Loader) -> Loader:
         usage = {True: f"{token}:PATH", False: token, None: f"{token}[:PATH]"}[path]
-        SOURCES[token] = SourceKind(token, options, load, kind, path, usage, help)
+        SOURCES[token] = SourceKind(token, options, load, kind, path, backbone, usage, help)
         return load
 
     return wrap

@@ -69,7 +69,7 @@ class SinusoidOptions:
         return self
 
 
-@register_source("sinusoid", options=SinusoidOptions, kind="regression", path=False,
+@register_source("sinusoid", options=SinusoidOptions, kind="regression", path=False, backbone="mlp",
                  help="MAML's regression family (amplitude U[0.1, 5], phase U[0, pi], x in U[-5, 5])")
 def sinusoid_source(arg: str, options: SinusoidOptions, *, progress: bool = True) -> RegressionSource:
     """`sinusoid`: a task family drawn on demand (no splits)."""

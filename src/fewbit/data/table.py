@@ -76,6 +76,15 @@ class TableDataset:
     def channels(self) -> None:
         return None
 
+    rotatable = False  # a row has no orientation
+
+    def augment_recipe(self, recipe: str) -> str:
+        """Rows are not augmented: every recipe is none (a table has no pixels to warp)."""
+        return "none"
+
+    def augmented(self, index: np.ndarray | torch.Tensor, recipe: str, generator: torch.Generator) -> torch.Tensor:
+        return self.tensor(index)
+
     def images_per_class(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
@@ -184,7 +193,7 @@ class TableOptions(SplitOptions):
         return dataclasses.replace(self, label_column=preprocessing.label_column)
 
 
-@register_source("csv", options=TableOptions, kind="table", path=True,
+@register_source("csv", options=TableOptions, kind="table", path=True, backbone="mlp",
                  help="your table: numeric features and a label column (--label-column, default the last)")
 def table_source(arg: str, options: TableOptions, *, progress: bool = True) -> TableSource:
     """`csv:PATH`: a CSV table's rows as examples of their label's class."""

@@ -10,6 +10,7 @@ artifact never silently disagrees with its model.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -264,7 +265,7 @@ def artifact_from_model(
         raise ConfigError("export: the model must be a fewbit Backbone (`.features` then `.head`)")
     pre = dict(DEFAULT_PREPROCESSING)
     pre.update(preprocessing or {})
-    if pre.get("kind") == "table":
+    if pre.get("kind", "image") != "image":  # image defaults are no part of another kind's record
         pre = dict(preprocessing or {})
     tensors: dict[str, Tensor] = {}
     layers = _layer_specs(list(_walk(features, "features")), tensors)
@@ -302,25 +303,29 @@ def _input_shape(layers: list[dict[str, Any]], tensors: Mapping[str, Tensor], pr
     first = next((lay for lay in layers if lay["op"] in ("conv2d", "linear", "residual")), None)
     if first is not None and first["op"] == "residual":
         first = first["main"][0]
-    if pre.get("kind") == "table":
-        shape = [len(pre.get("features") or ())]
-        fan = int(tensors[first["weight"]].shape[1]) if first is not None and first["op"] == "linear" else None
-        if first is None or first["op"] != "linear" or fan != shape[0]:
-            raise ConfigError(f"preprocessing.features: a table model's first layer must be linear over the "
-                              f"{shape[0]} features, got {first and first['op']} with {fan} inputs")
-    else:
-        size = int(pre["image_size"])
-        if first is not None and first["op"] == "conv2d":
-            pre["channels"] = int(tensors[first["weight"]].shape[1])
-        elif first is not None:
-            fan = int(tensors[first["weight"]].shape[1])
-            channels = max(1, fan // (size * size))
-            if channels * size * size != fan:
-                raise ConfigError(
-                    f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}"
-                )
-            pre["channels"] = channels
-        shape = [int(pre["channels"]), size, size]
+    if pre.get("kind", "image") != "image":  # a table, a series: the preprocessing says the input shape
+        try:
+            shape = list(preprocessing_from_dict(pre).input_shape)
+        except ValueError as exc:
+            raise ConfigError(f"export: {exc}") from None
+        fan = int(tensors[first["weight"]].shape[1]) if first is not None else None
+        want = math.prod(shape) if first is not None and first["op"] == "linear" else shape[0]
+        if first is None or fan != want:
+            raise ConfigError(f"preprocessing: the model's first layer ({first and first['op']}) takes {fan} inputs, "
+                              f"its {pre.get('kind')} inputs {shape} give {want}")
+        return shape
+    size = int(pre["image_size"])
+    if first is not None and first["op"] == "conv2d":
+        pre["channels"] = int(tensors[first["weight"]].shape[1])
+    elif first is not None:
+        fan = int(tensors[first["weight"]].shape[1])
+        channels = max(1, fan // (size * size))
+        if channels * size * size != fan:
+            raise ConfigError(
+                f"preprocessing.image_size: {size} does not give the {fan} inputs of layer {first['name']}"
+            )
+        pre["channels"] = channels
+    shape = [int(pre["channels"]), size, size]
     try:
         pre.update(preprocessing_from_dict(pre).to_dict())
     except ValueError as exc:

@@ -10,6 +10,7 @@ Inputs are float32 `[N, C, H, W]`, preprocessed as the artifact says
 
 from __future__ import annotations
 
+from fewbit.runtime import series  # noqa: F401  (registers the series preprocessing)
 from fewbit.runtime.adapt import AdaptedTask, ViewedTask, adapt, class_means
 from fewbit.runtime.model import RuntimeModel, load
 from fewbit.runtime.views import VIEWS

@@ -18,7 +18,7 @@ from typing import Any
 
 from fewbit._io import non_finite_path
 from fewbit.errors import FewbitFormatError, LimitError
-from fewbit.runtime.preprocess import MAX_IMAGE_SIZE, MAX_TABLE_FEATURES
+from fewbit.runtime.preprocess import MAX_IMAGE_SIZE, MAX_TABLE_FEATURES, preprocessing_from_dict
 
 MAX_IMAGE_SIDE = MAX_IMAGE_SIZE  # pixels of the model's input, per side
 MAX_INPUT_CHANNELS = 16
@@ -69,7 +69,11 @@ def check_manifest(manifest: Mapping[str, Any]) -> None:
     shape = arch.get("input_shape")
     if not (isinstance(shape, list) and len(shape) in (1, 3) and all(isinstance(d, int) for d in shape)):
         raise FewbitFormatError(f"malformed manifest: input_shape {_short(shape)}")
-    if len(shape) == 1:  # a table's rows
+    pre = manifest.get("preprocessing")
+    kind = pre.get("kind", "image") if isinstance(pre, dict) else None
+    if kind not in (None, "image", "table"):  # another kind checks its own fields and limits
+        _check_other_preprocessing(pre, shape)
+    elif len(shape) == 1:  # a table's rows
         if not _int(shape[0], 1, MAX_TABLE_FEATURES):
             raise FewbitFormatError(
                 f"artifact input_shape {shape} is beyond the limit of {MAX_TABLE_FEATURES} features")
@@ -86,10 +90,22 @@ def check_manifest(manifest: Mapping[str, Any]) -> None:
         raise FewbitFormatError(f"malformed manifest: architecture needs 1..{MAX_LAYERS} layers, each a mapping")
     if not _int(arch.get("embedding_layers"), 1, len(layers)):
         raise FewbitFormatError(f"malformed manifest: embedding_layers={_short(arch.get('embedding_layers'))}")
-    _check_preprocessing(manifest.get("preprocessing"), shape)
+    if kind in (None, "image", "table"):
+        _check_preprocessing(pre, shape)
     _check_adaptation(manifest.get("adaptation"))
     if not isinstance(manifest.get("algorithm", ""), str):
         raise FewbitFormatError(f"malformed manifest: algorithm={_short(manifest.get('algorithm'))}")
+
+
+def _check_other_preprocessing(pre: dict[str, Any], shape: Sequence[int]) -> None:
+    """A registered kind of preprocessing (series, ...): its own validation, and its input shape."""
+    try:
+        rule = preprocessing_from_dict(pre)
+    except ValueError as exc:
+        raise FewbitFormatError(f"artifact {exc}") from None
+    if list(rule.input_shape) != list(shape):
+        raise FewbitFormatError(f"artifact preprocessing gives inputs {list(rule.input_shape)}, but its input shape "
+                                f"is {list(shape)}")
 
 
 def _check_preprocessing(pre: Any, shape: Sequence[int]) -> None:

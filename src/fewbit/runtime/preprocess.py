@@ -250,16 +250,26 @@ def standardize_rows(values: np.ndarray, mean: Sequence[float], std: Sequence[fl
 Preprocessing = ImagePreprocessing | TablePreprocessing
 
 
+# The kinds of preprocessing an artifact may record, by their `kind`; another module registers its
+# own with `register_preprocessing` (fewbit.runtime.series: "series"; the runtime package imports it).
+PREPROCESSING_KINDS: dict[str, Any] = {"image": ImagePreprocessing, "table": TablePreprocessing}
+
+
+def register_preprocessing(cls: type) -> type:
+    """Class decorator: make `cls` (with `kind`, `input_shape`, `to_dict`, `from_dict`) readable
+    from a manifest's `preprocessing` block of that kind."""
+    PREPROCESSING_KINDS[cls.kind] = cls  # type: ignore[attr-defined]
+    return cls
+
+
 def preprocessing_from_dict(data: Mapping[str, Any]) -> Preprocessing:
     """The preprocessing a manifest (or a run) records; ValueError naming the field when invalid."""
     if not isinstance(data, Mapping):
         raise ValueError(f"preprocessing: must be a mapping, got {type(data).__name__}")
     kind = data.get("kind", "image")
-    if kind == "table":
-        return TablePreprocessing.from_dict(data)
-    if kind != "image":
-        raise ValueError(f"preprocessing.kind: must be image or table, got {kind!r}")
-    return ImagePreprocessing.from_dict(data)
+    if kind not in PREPROCESSING_KINDS:
+        raise ValueError(f"preprocessing.kind: must be one of {', '.join(PREPROCESSING_KINDS)}, got {kind!r}")
+    return PREPROCESSING_KINDS[kind].from_dict(data)
 
 
 # ------------------------------------------------------------------------------------- reading files

@@ -51,7 +51,7 @@ import numpy as np
 
 from fewbit.errors import DataError
 from fewbit.runtime.limits import MIN_STD
-from fewbit.runtime.preprocess import read_input_file
+from fewbit.runtime.preprocess import read_input_file, register_preprocessing
 
 LENGTH_RULES = ("resample", "crop", "pad")
 SERIES_NORMS = ("zscore", "none", "global")
@@ -76,6 +76,7 @@ def _whole(value: Any, field: str, high: int) -> int:
     return int(value)
 
 
+@register_preprocessing
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SeriesPreprocessing:
     """Series `[C, T]` -> float32 `[channels, 1, length]`: the length rule, then the norm (module docstring).

@@ -17,7 +17,6 @@ from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 from fewbit.models import BACKBONES
 
 SCHEDULES = ("constant", "cosine")
-DEFAULT_BACKBONES = {"images": "conv4", "table": "mlp", "regression": "mlp", "series": "conv1d"}
 TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
@@ -158,7 +157,7 @@ class TrainConfig:
         """The backbone name with `auto` resolved (the default backbone of the data's kind)."""
         if self.backbone != "auto":
             return self.backbone
-        return DEFAULT_BACKBONES[self.data_kind]
+        return parse_spec(self.dataset).source.backbone
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-ready dict (with `version`); `meta` nested."""

@@ -175,7 +175,7 @@ def _backbone_args(
         if name != "mlp":
             raise ConfigError(f"TrainConfig.backbone: a table's rows need the mlp backbone, got {name!r}")
         return "mlp", {"ways": ways, "in_features": int(shape[0])}
-    return name, {"ways": ways, "in_channels": int(shape[0]), "image_size": int(shape[1])}
+    return name, {"ways": ways, "input_shape": tuple(int(v) for v in shape)}
 
 
 def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...] | None = None) -> int:
@@ -185,11 +185,14 @@ def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...
     if not isinstance(ways, int) or isinstance(ways, bool) or ways < 0:
         raise ConfigError(f"model ways: must be an integer >= 0, got {ways!r}")
     skeleton = meta_skeleton(name, args)
+    shape = args.get("input_shape")
     if skeleton is None:
-        if "image_size" not in args:
-            raise ConfigError(f"model: the {name} backbone does not fit its {args.get('in_features')} inputs")
-        size = args["image_size"]
-        fits = next((s for s in range(size + 1, 4 * size + 1) if meta_skeleton(name, {**args, "image_size": s})), None)
+        if shape is None or len(shape) != 3 or shape[1] != shape[2]:
+            raise ConfigError(f"model: the {name} backbone does not fit its inputs "
+                              f"{list(shape) if shape else args.get('in_features')}")
+        size = shape[1]
+        fits = next((s for s in range(size + 1, 4 * size + 1)
+                     if meta_skeleton(name, {**args, "input_shape": (shape[0], s, s)})), None)
         hint = f"use --image-size {fits} or more" if fits else "use a larger --image-size"
         raise ConfigError(
             f"TrainConfig.image_size: {size}x{size} images are too small for the {name} backbone "
@@ -198,7 +201,7 @@ def check_model_size(config: TrainConfig, ways: int, input_shape: tuple[int, ...
     params = sum(p.numel() for p in skeleton.parameters())
     if params > MAX_MODEL_PARAMS:
         raise ConfigError(
-            f"model: a {name} with {ways} outputs at image size {args.get('image_size', '-')} has {params:,} "
+            f"model: a {name} with {ways} outputs for inputs {list(shape) if shape else '-'} has {params:,} "
             f"parameters, more than the {MAX_MODEL_PARAMS:,} fewbit builds"
         )
     return params
@@ -210,9 +213,10 @@ def meta_skeleton(name: str, args: dict[str, Any]) -> nn.Module | None:
     try:
         with torch.device("meta"):
             model = build_backbone(name, **args)
-            size = args.get("image_size")
-            if size:
-                example = torch.zeros(2, args.get("in_channels", 1), size, size)
+            if "input_shape" in args:
+                example = torch.zeros(2, *args["input_shape"])
+            elif args.get("image_size"):
+                example = torch.zeros(2, args.get("in_channels", 1), args["image_size"], args["image_size"])
             else:  # rows of `in_features` values (a table, or regression's one input)
                 example = torch.zeros(2, args.get("in_features", 1))
             model(example)  # shapes only: the layers must fit the input (some backbones pool it away)

@@ -6,8 +6,6 @@ from typing import Any
 
 import torch
 
-from fewbit.data.augment import augment as augment_images
-from fewbit.data.augment import resolve
 from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.sinusoid import SinusoidSampler
 from fewbit.errors import ConfigError, DataError
@@ -28,10 +26,14 @@ class LabelledBatchSampler:
             raise ConfigError(f"TrainConfig.batch_size: must be >= 1, got {batch_size}")
         if dataset.num_images == 0:
             raise DataError(f"{dataset.name} holds no images")
-        if rotations and dataset.channels is None:
-            raise ConfigError(f"TrainConfig.rotations: {dataset.name} is a table; rotations apply to images only")
+        if rotations and not dataset.rotatable:
+            raise ConfigError(f"TrainConfig.rotations: {dataset.name} has no orientation to turn; rotations apply to "
+                              "square images only")
         self.dataset, self.batch_size, self.rotations, self.generator = dataset, batch_size, rotations, generator
-        self.augment = resolve(augment, dataset.channels)
+        try:
+            self.augment = dataset.augment_recipe(augment)
+        except ValueError as exc:
+            raise ConfigError(f"TrainConfig.augment: {exc}") from None
         self._labels = torch.from_numpy(dataset.labels).long()  # [n]
         self.num_classes = dataset.num_classes * (4 if rotations else 1)
 
@@ -41,7 +43,7 @@ class LabelledBatchSampler:
         if self.augment == "none":
             x = self.dataset.tensor(idx)  # [B, C, H, W]
         else:
-            x = self.dataset.normalize(augment_images(self.dataset.scaled(idx), self.augment, self.generator))
+            x = self.dataset.augmented(idx, self.augment, self.generator)
         y = self._labels[idx]  # [B]
         if self.rotations:
             rot = torch.randint(4, (self.batch_size,), generator=self.generator)
