@@ -91,7 +91,7 @@ def test_resume_continues_and_refuses_other_settings(capsys, tmp_path):
     ("argv", "message"),
     [
         (["--algorithm", "magic"], "choose one of maml, fomaml, metasgd, anil, reptile, protonet, finetune"),
-        (["--backbone", "vgg"], "choose one of auto, mlp, conv4, resnet12, got 'vgg'"),
+        (["--backbone", "vgg"], "choose one of auto, mlp, conv4, conv1d, resnet12, got 'vgg'"),
         (["--inner-steps", "-1"], "inner_steps: must be an integer >= 0"),
         (["--dataset", "nowhere"], "unknown data source"),
     ],

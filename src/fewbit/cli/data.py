@@ -19,7 +19,7 @@ from fewbit.cli.common import (
 from fewbit.data.augment import AUGMENTS
 from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.registry import spec_help
-from fewbit.data.sources import JOINED_SPLIT, SPLITS, ImageSource, load_source
+from fewbit.data.sources import JOINED_SPLIT, SPLITS, load_source
 from fewbit.errors import DataError
 from fewbit.report.plots import plot_task
 from fewbit.report.tables import table
@@ -62,20 +62,19 @@ def run_info(args: argparse.Namespace) -> Output:
     info = source.info(args.split)
     if source.kind == "regression":
         return Output(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
-    keys = ("groups", "classes", "images", "channels", "image_size", "images_per_class_min")
-    if source.kind == "table":
-        keys = ("classes", "rows", "features", "images_per_class_min")
-    rows = [[k, info[k]] for k in keys]
+    rows = [[k, info[k]] for k in source.summary]
     rows.append(["splits (classes / images)", ", ".join(
         f"{k}={v}/{info['split_images'][k]}" for k, v in info["splits"].items())])
     for key in ("layout", "split_rule", "ignored_files", "unreadable_images"):
         if key in info:
             rows.append([key.replace("_", " "), info[key]])
     pre = info.get("preprocessing", {})
-    if source.kind == "images":
+    if pre.get("mean") and len(pre["mean"]) <= 16:  # per-channel statistics (a table's are per feature)
         mean = ", ".join(f"{v:.3f}" for v in pre["mean"])
         std = ", ".join(f"{v:.3f}" for v in pre["std"])
         rows.append(["normalisation (mean / std)", f"{mean} / {std}"])
+    elif pre.get("norm"):
+        rows.append(["preprocessing", f"length {pre['length']} ({pre['length_rule']}), norm {pre['norm']}"])
     text = f"{info['spec']} [{args.split}]\n" + table(["", "value"], rows, left=True)
     return Output(info, text)
 
@@ -85,9 +84,9 @@ def run_show(args: argparse.Namespace) -> Output:
     check_not_run_file(args.out, "--out")
 
     source = _source(args)
-    if not isinstance(source, ImageSource):
-        raise DataError(f"{args.spec} is a {source.kind} source; `data show` draws image tasks")
-    ds = source.split(args.split)
+    ds = source.split(args.split) if hasattr(source, "split") else None
+    if ds is None or len(ds.input_shape) != 3:
+        raise DataError(f"{args.spec} is a {source.kind} source; `data show` draws image and series tasks")
     sampler = EpisodeSampler(
         ds, ways=args.ways, shots=args.shots, queries=args.queries, rotations=args.rotations,
         augment=args.augment, generator=torch.Generator().manual_seed(args.seed),

@@ -20,6 +20,7 @@ import numpy as np
 import fewbit.runtime as rt
 from fewbit.artifact.format import encode_artifact, read_artifact
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
+from fewbit.data.series_files import read_series_source
 from fewbit.deploy import artifact_from_model, export
 from fewbit.deploy.c_export import CTarget, export_c, input_to_pixels, mcu, report_text, write_task_files
 from fewbit.deploy.onnx_export import require_onnx, write_onnx
@@ -30,6 +31,7 @@ from fewbit.runtime import images, limits
 from fewbit.runtime.adapt import check_support_size
 from fewbit.runtime.images import ImageFolder, is_skipped_entry, list_image_folder, list_images, load_images
 from fewbit.runtime.preprocess import TablePreprocessing
+from fewbit.runtime.series import SERIES_FILE_SUFFIXES, SeriesPreprocessing, read_series_file
 from fewbit.runtime.settings import scope_parts
 from fewbit.runtime.tables import read_table
 from fewbit.runtime.views import VIEWS
@@ -268,6 +270,8 @@ def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -
     memory limit. Queries are read `--batch` at a time, never all at once."""
 
     pre = model.prep
+    if isinstance(pre, SeriesPreprocessing):
+        return _series_task(model, args, options, pre)
     if isinstance(pre, TablePreprocessing):
         for name in ("support", "query"):
             path = Path(getattr(args, name))
@@ -302,6 +306,49 @@ def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -
                              f"pixels, more than the limit {limits.MAX_BATCH_BYTES >> 30} GiB; use fewer queries")
     support = ImageFolder(load_images(listing.files, pre), listing.labels, listing.classes, listing.files)
     return _Task(support, files, truth, lambda start, stop: load_images(files[start:stop], pre))
+
+
+def _series_task(model: Any, args: argparse.Namespace, options: dict[str, Any], pre: SeriesPreprocessing) -> _Task:
+    """`fewbit adapt` on series: support and queries as class folders of .csv/.npy samples (queries
+    also as a folder of samples), or as labelled files (`.ts`, UCR text, a labelled CSV)."""
+    if args.raw_out:
+        raise ConfigError("adapt: --raw-out writes images for the C example program; a series model's C example "
+                          "reads the task it was exported with (fewbit export --format c --mcu)")
+    support_path, query_path = Path(args.support), Path(args.query)
+    if support_path.is_file():
+        data = read_series_source(support_path)
+        classes = data.classes
+        index = {c: i for i, c in enumerate(classes)}
+        support = ImageFolder(pre.prepare(data.series), np.array([index[v] for v in data.labels], np.int64),
+                              classes, tuple(f"{support_path.name} series {i + 1}" for i in range(len(data))))
+    else:
+        listing = list_image_folder(support_path, what="support", suffixes=SERIES_FILE_SUFFIXES)
+        support = ImageFolder(pre.prepare([read_series_file(f) for f in listing.files], names=listing.files),
+                              listing.labels, listing.classes, listing.files)
+    _check_classes(support.classes, args.support)
+    try:
+        check_support_size(model, len(support.files), **options)
+    except ValueError as exc:
+        raise ConfigError(f"adapt: {exc}") from None
+    if query_path.is_file():
+        data = read_series_source(query_path)
+        names = [f"{query_path.name} series {i + 1}" for i in range(len(data))]
+        query_x = pre.prepare(data.series)
+        return _Task(support, names, list(data.labels), lambda start, stop: query_x[start:stop])
+    if not query_path.is_dir():
+        raise DataError(f"query {query_path} does not exist")
+    entries = itertools.islice(query_path.iterdir(), images.MAX_FOLDER_FILES + 1)
+    if any(p.is_dir() and not is_skipped_entry(p.name) for p in entries):
+        listing = list_image_folder(query_path, what="query", suffixes=SERIES_FILE_SUFFIXES)
+        files, truth = list(listing.files), [listing.classes[i] for i in listing.labels]
+    else:
+        found, _ = list_images(query_path, suffixes=SERIES_FILE_SUFFIXES)
+        files, truth = [str(p) for p in found], [None] * len(found)
+    if not files:
+        raise DataError(f"query folder {query_path} has no class folders and no series (.csv, .npy)")
+    return _Task(support, files, truth,
+                 lambda start, stop: pre.prepare([read_series_file(f) for f in files[start:stop]],
+                                                 names=files[start:stop]))
 
 
 def _check_classes(classes: tuple[str, ...], where: str) -> None:

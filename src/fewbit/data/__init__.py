@@ -7,12 +7,13 @@ package imports every built-in kind here (the registry imports none of them).
 
 # The built-in kinds register themselves on import, in this order (the order `spec_help` lists them).
 # isort: off
-from fewbit.data import glyphs, sinusoid, omniglot, folder, table  # noqa: F401
+from fewbit.data import glyphs, sinusoid, omniglot, folder, table, series  # noqa: F401
 # isort: on
 from fewbit.data.dataset import ImageDataset
 from fewbit.data.episodes import EpisodeSampler
 from fewbit.data.options import ImageOptions, InkOptions, SplitOptions
 from fewbit.data.registry import SOURCES, parse_spec, register_source, spec_help
+from fewbit.data.series import SeriesDataset, SeriesOptions, SeriesSource
 from fewbit.data.sinusoid import SinusoidOptions, SinusoidSampler
 from fewbit.data.sources import ImageSource, RegressionSource, TableSource, data_options, load_source, load_split
 from fewbit.data.table import TableDataset, TableOptions
@@ -26,6 +27,9 @@ __all__ = [
     "ImageSource",
     "InkOptions",
     "RegressionSource",
+    "SeriesDataset",
+    "SeriesOptions",
+    "SeriesSource",
     "SinusoidOptions",
     "SinusoidSampler",
     "SplitOptions",

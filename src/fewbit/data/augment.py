@@ -11,8 +11,13 @@ warp per image (`affine_grid` + `grid_sample`), plus colour jitter for photograp
   up to `INK_ELASTIC` of the side, as for handwritten digits in Simard et al. 2003) and thicker
   strokes on a share `INK_THICKEN` of the images (a 3x3 max of the strokes at `INK_HALO` strength).
 - `auto`: `photo` for colour data, `glyph` for greyscale; `none`: off.
+- `series` (signals, `[C, 1, L]` one-row images; `auto` there): a random window of `SERIES_WINDOW`
+  of the series, time-warped by a smooth monotone curve (`SERIES_TIME_WARP`), stretched back to
+  the length; then a smooth magnitude warp (`SERIES_MAGNITUDE_WARP`), a scaling per channel
+  (`SERIES_SCALE`) and Gaussian jitter (`SERIES_JITTER`) (Um et al. 2017; Iwana & Uchida 2021).
 
-Augmentation works on [0, 1] pixel values, before normalisation.
+Image augmentation works on [0, 1] pixel values, before normalisation; series augmentation on the
+prepared (normalised) series.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "auto", "photo", "glyph", "ink")
+AUGMENTS = ("none", "auto", "photo", "glyph", "ink", "series")
 CROP_AREA = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 FLIP = 0.5
@@ -35,12 +40,20 @@ INK_ELASTIC = 1.5 / 28  # the coarse field's largest displacement, of the image 
 INK_FIELD = 5  # the displacement field is drawn on a 5 x 5 grid, then smoothly upsampled
 INK_THICKEN = 0.3
 INK_HALO = 0.6
+SERIES_WINDOW = (0.8, 1.0)  # the share of the series a window keeps
+SERIES_TIME_WARP = 0.25  # std of the local speed of the time warp (knots' speeds ~ N(1, this), clipped)
+SERIES_MAGNITUDE_WARP = 0.15  # std of the smooth magnitude curve (~ N(1, this) at its knots)
+SERIES_SCALE = 0.1  # std of each channel's scale factor (~ N(1, this))
+SERIES_JITTER = 0.03  # std of the added noise, in normalised units
+SERIES_KNOTS = 4  # knots of the warping curves, smoothly interpolated over the series
 
 
 def resolve(recipe: str, channels: int | None) -> str:
     """The recipe `auto` stands for on data with `channels` (None for tables: none)."""
     if recipe not in AUGMENTS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {recipe!r}")
+    if recipe == "series":
+        raise ValueError("series augments series; images take photo, glyph, ink, auto or none")
     if channels is None:
         return "none"
     if recipe == "auto":
@@ -139,3 +152,24 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
         return x
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
+
+
+def augment_series(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`x [m, C, 1, L]` (prepared series) warped in time and magnitude, scaled and jittered with `generator`."""
+    m, c, _, length = x.shape
+    if m == 0 or length < 2:
+        return x
+    width = _uniform(m, *SERIES_WINDOW, generator)  # [m]
+    start = torch.rand(m, generator=generator) * (1 - width)
+    speed = (1 + SERIES_TIME_WARP * torch.randn(m, SERIES_KNOTS, generator=generator)).clamp(0.5, 1.5)
+    speed = F.interpolate(speed[:, None], size=length, mode="linear", align_corners=True)[:, 0]  # [m, L]
+    warp = torch.cumsum(speed, dim=1)
+    warp = (warp - warp[:, :1]) / (warp[:, -1:] - warp[:, :1])  # monotone 0..1
+    where = (start[:, None] + width[:, None] * warp) * 2 - 1  # [-1, 1] over the series
+    grid = torch.stack([where, torch.zeros_like(where)], dim=-1)[:, None]  # [m, 1, L, 2]
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    curve = 1 + SERIES_MAGNITUDE_WARP * torch.randn(m, c, SERIES_KNOTS, generator=generator)
+    curve = F.interpolate(curve, size=length, mode="linear", align_corners=True)[:, :, None]  # [m, C, 1, L]
+    scale = 1 + SERIES_SCALE * torch.randn(m, c, 1, 1, generator=generator)
+    noise = SERIES_JITTER * torch.randn(x.shape, generator=generator)
+    return x * curve * scale + noise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,6 +165,14 @@ class ImageDataset:
     def with_normalization(self, mean: Sequence[float], std: Sequence[float]) -> ImageDataset:
         """The same images drawn with another per-channel normalisation."""
         return dataclasses.replace(self, mean=tuple(mean), std=tuple(std))
+
+    def prepared_as(self, preprocessing: Any) -> ImageDataset:
+        """The same images drawn the way `preprocessing` (a trained model's) normalises them;
+        DataError when the model takes another input shape."""
+        if tuple(self.input_shape) != tuple(preprocessing.input_shape):
+            raise DataError(f"{self.name}: its inputs are {list(self.input_shape)}, the model takes "
+                            f"{list(preprocessing.input_shape)}")
+        return self.with_normalization(preprocessing.mean, preprocessing.std)
 
     def info(self) -> dict[str, object]:
         """Counts a user wants to see: groups (alphabets), classes, images, channels, image size."""

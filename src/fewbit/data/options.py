@@ -55,6 +55,10 @@ class SplitOptions:
         """These options, changed to read new data the way `preprocessing` (a trained model's) says."""
         return self
 
+    def input_shape_hint(self) -> tuple[int, ...] | None:
+        """The input shape these options give, where it is known before the data is read (None)."""
+        return None
+
 
 def check_image_size(owner: str, size: Any) -> None:
     """ConfigError naming `owner.image_size` unless `size` is a whole number of pixels in range."""
@@ -75,6 +79,9 @@ class InkOptions(SplitOptions):
 
     def for_preprocessing(self, preprocessing: Any) -> InkOptions:
         return dataclasses.replace(self, image_size=int(preprocessing.image_size))
+
+    def input_shape_hint(self) -> tuple[int, ...] | None:
+        return (1, self.image_size, self.image_size)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,3 +117,6 @@ class ImageOptions(SplitOptions):
         invert = preprocessing.invert if isinstance(preprocessing.invert, bool) else self.invert
         return dataclasses.replace(self, image_size=int(preprocessing.image_size), channels=preprocessing.channels,
                                    invert=invert, resize=preprocessing.resize)
+
+    def input_shape_hint(self) -> tuple[int, ...] | None:
+        return (self.channels or 1, self.image_size, self.image_size)

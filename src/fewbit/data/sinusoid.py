@@ -68,6 +68,9 @@ class SinusoidOptions:
     def for_preprocessing(self, preprocessing: Any) -> SinusoidOptions:
         return self
 
+    def input_shape_hint(self) -> tuple[int, ...] | None:
+        return (1,)
+
 
 @register_source("sinusoid", options=SinusoidOptions, kind="regression", path=False, backbone="mlp",
                  help="MAML's regression family (amplitude U[0.1, 5], phase U[0, pi], x in U[-5, 5])")

@@ -42,6 +42,7 @@ class ImageSource:
     )
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
     kind: str = "images"
+    summary = ("groups", "classes", "images", "channels", "image_size", "images_per_class_min")  # for data info
 
     def split(self, name: str) -> ImageDataset:
         """The split `name` (train, val, test, all, or train+val: the training and validation classes)."""
@@ -73,6 +74,7 @@ class TableSource:
     preprocessing: TablePreprocessing
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
     kind: str = "table"
+    summary = ("classes", "rows", "features", "images_per_class_min")  # for data info
 
     def split(self, name: str) -> Any:
         """The split `name` (train, val, test, all, or train+val: the training and validation classes)."""

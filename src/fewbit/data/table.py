@@ -128,6 +128,13 @@ class TableDataset:
     def with_normalization(self, mean: Sequence[float], std: Sequence[float]) -> TableDataset:
         return dataclasses.replace(self, mean=tuple(mean), std=tuple(std))
 
+    def prepared_as(self, preprocessing: Any) -> TableDataset:
+        """The same rows standardised the way `preprocessing` (a trained model's) says."""
+        if tuple(self.input_shape) != tuple(preprocessing.input_shape):
+            raise DataError(f"{self.name}: its inputs are {list(self.input_shape)}, the model takes "
+                            f"{list(preprocessing.input_shape)}")
+        return self.with_normalization(preprocessing.mean, preprocessing.std)
+
     def info(self) -> dict[str, object]:
         per_class = self.images_per_class()
         return {"name": self.name, "classes": self.num_classes, "images": self.num_images, "rows": self.num_images,

@@ -44,7 +44,8 @@ def plot_task(
 
     With `predictions` (`[N*Q]` labels for the first task), query frames are green when
     right and red when wrong. `mean`/`std` undo the inputs' normalisation; greyscale data that
-    was not normalised is ink (strokes = 1) and is drawn dark on white.
+    was not normalised is ink (strokes = 1) and is drawn dark on white. Series (one-row inputs
+    `[C, 1, L]`) are drawn as line plots, one panel each, their channels overlaid.
     """
     ink = all(m == 0.0 for m in mean) and all(v == 1.0 for v in std)
     plt = _pyplot()
@@ -55,7 +56,9 @@ def plot_task(
     shots = int((sy == 0).sum())
     nq = min(max_queries_per_class, int((qy == 0).sum()))
     cols = shots + nq
-    fig, axes = plt.subplots(ways, cols, figsize=(1.1 * cols + 0.6, 1.1 * ways + 0.4), squeeze=False)
+    series = sx.dim() == 4 and sx.shape[2] == 1  # [n, C, 1, L]: a series per panel
+    width = 1.8 if series else 1.1
+    fig, axes = plt.subplots(ways, cols, figsize=(width * cols + 0.6, 1.1 * ways + 0.4), squeeze=False)
     for c in range(ways):
         sup = sx[sy == c]
         qidx = torch.nonzero(qy == c).flatten()[:nq]
@@ -75,7 +78,11 @@ def plot_task(
                     pred = int(predictions[i])
                     color = "#1a9c3a" if pred == c else "#c62828"
                     label = f"pred {pred}"
-            ax.imshow(_picture(img, mean, std, ink), cmap="gray", vmin=0, vmax=1)
+            if series:
+                for channel in img[:, 0]:
+                    ax.plot(channel.numpy(), linewidth=0.8)
+            else:
+                ax.imshow(_picture(img, mean, std, ink), cmap="gray", vmin=0, vmax=1)
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(2.5)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fewbit.errors import DataError, LimitError, shown
-from fewbit.runtime.preprocess import IMAGE_SUFFIXES, ImagePreprocessing, is_image_name
+from fewbit.runtime.preprocess import IMAGE_SUFFIXES, ImagePreprocessing
 
 __all__ = [
     "IMAGE_SUFFIXES", "MAX_FOLDER_FILES", "FolderListing", "ImageFolder", "is_skipped_entry", "list_image_folder",
@@ -86,10 +86,11 @@ def load_images(files: Sequence[str | Path], preprocessing: Mapping[str, Any] | 
     return np.stack([load_image(Path(p), rule) for p in files])
 
 
-def list_images(folder: Path, limit: int | None = None) -> tuple[list[Path], list[str]]:
-    """(image files, names of other entries that are not folders) directly in `folder`, sorted;
-    skipped entries (`is_skipped_entry`) are left out. LimitError beyond `limit` entries
-    (default MAX_FOLDER_FILES)."""
+def list_images(folder: Path, limit: int | None = None,
+                suffixes: Sequence[str] = IMAGE_SUFFIXES) -> tuple[list[Path], list[str]]:
+    """(sample files: images, or files ending in `suffixes`; names of other entries that are not
+    folders) directly in `folder`, sorted; skipped entries (`is_skipped_entry`) are left out.
+    LimitError beyond `limit` entries (default MAX_FOLDER_FILES)."""
     limit = MAX_FOLDER_FILES if limit is None else limit
     images, others = [], []
     with os.scandir(folder) as entries:
@@ -100,17 +101,18 @@ def list_images(folder: Path, limit: int | None = None) -> tuple[list[Path], lis
             if is_skipped_entry(entry.name):
                 continue
             p = Path(entry.path)
-            if p.is_file() and is_image_name(p.name):
+            if p.is_file() and p.suffix.lower() in suffixes:
                 images.append(p)
             elif not p.is_dir():
                 others.append(p.name)
     return sorted(images), sorted(others)
 
 
-def list_image_folder(root: str | Path, *, what: str = "images", limit: int | None = None) -> FolderListing:
-    """Every class folder under `root` (sorted by name), each holding at least one image, listed
-    without reading an image; LimitError when the tree holds more than `limit` files (default
-    MAX_FOLDER_FILES).
+def list_image_folder(root: str | Path, *, what: str = "images", limit: int | None = None,
+                      suffixes: Sequence[str] = IMAGE_SUFFIXES) -> FolderListing:
+    """Every class folder under `root` (sorted by name), each holding at least one sample (an image,
+    or a file ending in `suffixes`), listed without reading one; LimitError when the tree holds
+    more than `limit` files (default MAX_FOLDER_FILES).
 
     Files beside the class folders and non-image files inside them are skipped with a warning
     that names them; skipped entries (`is_skipped_entry`) are left out silently.
@@ -119,7 +121,7 @@ def list_image_folder(root: str | Path, *, what: str = "images", limit: int | No
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{what} folder {root} does not exist")
-    loose_images, loose_other = list_images(root, limit)
+    loose_images, loose_other = list_images(root, limit, suffixes)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_skipped_entry(p.name))
     if not class_dirs:
         raise DataError(
@@ -130,14 +132,15 @@ def list_image_folder(root: str | Path, *, what: str = "images", limit: int | No
     files: list[str] = []
     listed = len(class_dirs) + len(loose_images) + len(loose_other)
     for label, d in enumerate(class_dirs):
-        images, others = list_images(d, limit)
+        images, others = list_images(d, limit, suffixes)
         listed += len(images) + len(others)
         if listed > limit:
             raise LimitError(f"{what} folder {shown(root)} holds more than {limit:,} files, the limit of a folder "
                              "fewbit adapt reads; split it")
         skipped += [f"{d.name}/{n}" for n in others]
         if not images:
-            raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            noun = "images" if suffixes == IMAGE_SUFFIXES else "samples"
+            raise DataError(f"class folder {d} has no {noun} ({', '.join(suffixes)})")
         files += [str(p) for p in images]
         labels += [label] * len(images)
     if skipped:

@@ -114,8 +114,9 @@ class Trainer:
             )
         torch.manual_seed(config.seed)  # model initialisation
         self.episodic = ALGORITHMS[config.meta.algorithm].episodic
-        if model is None:
-            check_model_size(config, 1)  # an image size the backbone pools away fails before the data loads
+        hint = config.data.input_shape_hint()
+        if model is None and hint is not None:  # an input the backbone pools away fails before the data loads
+            check_model_size(config, 1, hint)
         self._load_data()
         # The samplers check the task shape against the data before the model is built: a request
         # for more classes than the data has must fail without allocating a head for them.

@@ -34,7 +34,7 @@ from fewbit.config import brief, load_yaml
 from fewbit.data.registry import parse_spec
 from fewbit.data.sources import ClassDataset, RegressionSource, ink_preprocessing, load_source
 from fewbit.device import resolve_device
-from fewbit.errors import ConfigError, FewbitFormatError
+from fewbit.errors import ConfigError, DataError, FewbitFormatError
 from fewbit.evaluation import Predictor
 from fewbit.meta import build_algorithm
 from fewbit.models import build_backbone
@@ -254,10 +254,10 @@ def eval_dataset(
         return None
     dataset = source.split(split)
     if preprocessing is not None:
-        if tuple(dataset.input_shape) != tuple(preprocessing.input_shape):
-            raise ConfigError(f"{spec}: its inputs are {list(dataset.input_shape)}, the run's model takes "
-                              f"{list(preprocessing.input_shape)}")
-        dataset = dataset.with_normalization(preprocessing.mean, preprocessing.std)
+        try:
+            dataset = dataset.prepared_as(preprocessing)
+        except DataError as exc:
+            raise ConfigError(f"{spec}: {exc}") from None
     return dataset
 
 
