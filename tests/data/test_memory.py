@@ -44,8 +44,8 @@ SCRIPT = textwrap.dedent(
     spec, out = sys.argv[1], sys.argv[2]
     source = load_source(spec, options=ImageOptions(image_size=84), progress=False)
     train = source.split("train")
-    config = TrainConfig(dataset=spec, data=ImageOptions(image_size=84), ways=5, shots=1, queries=3, meta_batch=1, steps=3,
-                         val_every=0, checkpoint_every=0, device="cpu")
+    config = TrainConfig(dataset=spec, data=ImageOptions(image_size=84), ways=5, shots=1, queries=3, meta_batch=1,
+                         steps=3, val_every=0, checkpoint_every=0, device="cpu")
     meta_train(config, out, progress=False)
     # VmHWM: the peak RSS of this process's own memory. (ru_maxrss would not do: exec keeps the
     # high-water mark of the image it replaced, so it reports the pytest process when that is larger.)
