@@ -85,3 +85,24 @@ def test_a_lock_that_is_a_link_or_fifo_is_refused_and_nothing_outside_is_written
         assert victim.read_text() == "precious\n"
     else:
         assert not victim.exists()
+
+
+def test_the_holders_text_is_echoed_escaped_and_short(tmp_path: Path) -> None:
+    """Issue 24: the lock file's text (ANSI escapes included) was echoed raw into the refusal."""
+    import fcntl
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"pid": 7, "host": "h\x1b[2J", "command": "x" * 3_000 + "\x1b]0;pwned\x07",
+                                 "since": "\x1b[31mnow"}).encode())
+        with pytest.raises(InUseError) as info, locked(run):
+            pass
+    finally:
+        os.close(fd)
+    message = str(info.value)
+    assert "\x1b" not in message and "\x07" not in message and len(message) < 600
+    assert message.startswith(f"run {run} is in use by pid 7 on host h")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fewbit._io import node_kind
-from fewbit.errors import FewbitFormatError, InUseError
+from fewbit.errors import FewbitFormatError, InUseError, shown
 
 LOCK_NAME = ".fewbit.lock"
 
@@ -90,9 +90,9 @@ def _holder(fd: int) -> str:
     """Who holds the lock, as its file says (it is written right after the lock is taken)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        text = f"pid {int(info['pid'])} on host {info['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
+        text = f"pid {int(info['pid'])} on host {shown(str(info['host']), 64)}"
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return "another process"
-    if info.get("command"):
-        text += f" ({info['command']}, since {info.get('since', '?')})"
+    if info.get("command"):  # the file is anyone's to write: its text is echoed escaped and short
+        text += f" ({shown(str(info['command']), 120)}, since {shown(str(info.get('since', '?')), 40)})"
     return text
