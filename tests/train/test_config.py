@@ -21,7 +21,7 @@ def test_defaults_and_meta_fields_at_top_level():
 
 def test_yaml_round_trip(tmp_path):
     config = TrainConfig.from_dict({"dataset": "omniglot:x", "algorithm": "anil", "scope": "head", "ways": 3,
-                                    "schedule": "cosine", "grad_clip": 5.0, "compress": "int8"})
+                                    "schedule": "cosine", "grad_clip": 5.0, "compress": "quant:w8"})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     again = load_config(path)
@@ -125,3 +125,16 @@ def test_an_old_flat_config_reads_as_the_nested_one() -> None:
         TrainConfig.from_dict({**OLD_FLAT, "label_column": "activity"})
     with pytest.raises(ConfigError, match="reptile_steps: a setting of reptile, not of finetune"):
         TrainConfig.from_dict({**OLD_FLAT, "meta": {**OLD_FLAT["meta"], "reptile_steps": 9}})
+
+
+def test_nested_configs_are_validated_when_the_config_is_made() -> None:
+    """Issue 25: `compress: int8` was saved and reloaded, and failed only when the model was built."""
+    from fewbit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="TrainConfig.compress: spec: unknown method 'int8'"):
+        TrainConfig.from_dict({"dataset": "glyphs", "compress": "int8"})
+    with pytest.raises(ConfigError, match="TrainConfig.data: InkOptions.image_size"):
+        TrainConfig.from_dict({"dataset": "glyphs", "data": {"image_size": 3}})
+    with pytest.raises(ConfigError, match="MetaConfig.inner_lr"):
+        TrainConfig.from_dict({"dataset": "glyphs", "meta": {"algorithm": "maml", "inner_lr": -1}})
+    assert TrainConfig.from_dict({"dataset": "glyphs", "compress": "prune:0.5,quant:w4a8"}).compress

@@ -8,6 +8,7 @@ from typing import Any
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int, seed_int, task_count
 from fewbit.config import load_yaml
 from fewbit.errors import ConfigError
+from fewbit.meta import algorithm_names
 from fewbit.report.tables import table
 from fewbit.sweep.grid import SweepConfig, parse_list
 from fewbit.sweep.runner import format_row, run_sweep
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="parallel worker processes (--threads is per worker; default: the cores divided among them)")
     p.add_argument("--bits", help="weight bits, e.g. 32,8,4,2 (32 = float)")
     p.add_argument("--sparsity", help="e.g. 0,0.5,0.75")
-    p.add_argument("--algorithms", help="e.g. protonet,anil")
+    p.add_argument("--algorithms", help=f"comma-separated, of {', '.join(algorithm_names())}")
     p.add_argument("--modes", help="aware,posthoc")
     p.add_argument("--act-bits", type=nonnegative_int, help="activation bits of compressed cells (0: float)")
     p.add_argument("--eval-tasks", type=task_count, help="test tasks each cell is scored on (default 600)")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fewbit.compress.spec import load_spec
 from fewbit.config import brief, check, from_dict, load_yaml, setting, to_dict
 from fewbit.data.augment import AUGMENTS
 from fewbit.data.registry import option_defaults, parse_spec, spec_help
@@ -112,6 +113,11 @@ class TrainConfig:
               f"must be a number > 0, got {brief(self.teacher_temperature)}")
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
               f"must be a compression spec string or null, got {brief(self.compress)}")
+        if self.compress is not None:  # parsed now, not when the model is built: a typo costs nothing
+            try:
+                load_spec(self.compress)
+            except ConfigError as exc:
+                raise ConfigError(f"{OWNER}.compress: {exc}") from None
         check(isinstance(self.meta, MetaConfig), OWNER, "meta",
               f"must be a fewbit.meta.MetaConfig, got {type(self.meta).__name__}")
         object.__setattr__(self, "meta", full_config(self.meta))  # the algorithm's own settings, defaults filled
