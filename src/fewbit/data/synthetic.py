@@ -2,9 +2,11 @@
 
 `write_image_folder` writes colour images whose classes differ by colour and texture (stripes of
 some angle and frequency, checks or dots, on a tinted ground) in the `folder:` layout;
-`write_table` writes a CSV table whose classes differ by where their rows cluster. Every image or
-row is drawn with the class's own seeded variation (shift, phase, noise), so tasks are learnable
-but no two examples are equal.
+`write_table` writes a CSV table whose classes differ by where their rows cluster;
+`write_series_folder` writes recordings of a 3-axis motion sensor (one `.csv` or `.npy` file per
+recording) whose classes are gestures: smooth movements of their own shape. Every image, row or
+recording is drawn with the class's own seeded variation (shift, phase, speed, noise), so tasks are
+learnable but no two examples are equal.
 """
 
 from __future__ import annotations
@@ -104,3 +106,41 @@ def write_table(
                 row = centres[c] + rng.normal(0, spread, features) * scale
                 writer.writerow([f"{v:.5g}" for v in row] + [f"kind{c:02d}"])
     return path
+
+
+def write_series_folder(
+    folder: str | Path,
+    *,
+    classes: int = 20,
+    per_class: int = 10,
+    channels: int = 3,
+    lengths: tuple[int, int] = (80, 160),
+    seed: int = 0,
+) -> Path:
+    """Write `folder/<gesture>/<n>.csv|.npy`: recordings of `channels` sensor axes (rows = time steps,
+    columns = axes, a header of axis names in the CSVs), `lengths` steps long; returns `folder`.
+
+    A gesture is 2-4 smooth strokes (Gaussian velocity bumps) on each axis, at its own times,
+    widths and signs; each recording plays it at its own speed and start, with sensor noise.
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        strokes = [(rng.uniform(0.15, 0.85), rng.uniform(0.04, 0.15), rng.normal(0, 1), a)
+                   for a in range(channels) for _ in range(rng.integers(2, 5))]
+        out = folder / f"gesture{c:02d}"
+        out.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            length = int(rng.integers(lengths[0], lengths[1] + 1))
+            u = np.linspace(0, 1, length)
+            warp = u + rng.uniform(-0.05, 0.05) + 0.05 * np.sin(2 * np.pi * u) * rng.normal()
+            x = np.zeros((length, channels))
+            for centre, width, amp, axis in strokes:
+                x[:, axis] += amp * np.exp(-0.5 * ((warp - centre) / width) ** 2)
+            x += rng.normal(0, 0.08, x.shape) + rng.normal(0, 0.2, (1, channels))  # noise, sensor offset
+            if i % 3 == 2:
+                np.save(out / f"{i:03d}.npy", x.astype(np.float32))
+            else:
+                np.savetxt(out / f"{i:03d}.csv", x, delimiter=",", fmt="%.5f",
+                           header=",".join("xyzuvw"[a] if a < 6 else f"a{a}" for a in range(channels)), comments="")
+    return folder

@@ -1,0 +1,208 @@
+"""Signals: fewbit's recipe on real series it never trained on, side by side with what a
+practitioner would use instead, on the same seeded tasks.
+
+fewbit meta-trains the 1-D Conv-4 on the embedded, generated `signals` family only
+(configs/signals.yaml, one run per channel count the held-out sets need; w4a8 and float32), ships
+it with cosine prototypes, and is scored in the numpy runtime. The held-out sets are the UCR/UEA
+classification sets aeon's wheel bundles (read with fewbit's own `series:` readers from aeon's
+files; never trained on): ACSF1 (power), ArrowHead and OSULeaf (outlines), BasicMotions (IMU, 6
+channels), GunPoint (motion), ItalyPowerDemand (load), JapaneseVowels (12 channels, unequal
+lengths), PickupGestureWiimoteZ (accelerometer, unequal lengths). Each set's TRAIN and TEST files
+are one pool of classes; tasks are N-way (N = min(5, its classes)) K-shot, K in {1, 5}.
+
+The peers are fitted on each task's support set only, on the series at their own length
+(z-normalised per series; unequal lengths resampled to the set's longest): 1-NN Euclidean, 1-NN
+DTW (full window) and MiniRocket + ridge (aeon). Needs the benchmark extra:
+
+    pip install 'fewbit[signals-bench]'        # aeon: its data files and the DTW / MiniRocket peers
+    nice python benchmarks/signals.py           # -> benchmarks/results/signals.json
+    nice python benchmarks/signals.py --sets GunPoint,ArrowHead --tasks 100 --steps 300   # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewbit._io import atomic_write_json
+from fewbit.data.series import SeriesDataset
+from fewbit.data.series_files import SeriesCollection, read_collection_file
+from fewbit.deploy import export
+from fewbit.evaluation import DEFAULT_EVAL_SEED, eval_tasks, evaluate_artifact
+from fewbit.report.metrics import mean_ci
+from fewbit.runtime import adapt
+from fewbit.runtime import load as load_artifact
+from fewbit.runtime.series import SeriesPreprocessing
+from fewbit.train import load_config, load_run, meta_train
+from fewbit.train.run import read_run_config, train_times
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "configs" / "signals.yaml"
+SETS = ("ACSF1", "ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels", "OSULeaf",
+        "PickupGestureWiimoteZ")
+TEST_RULE = "metabaseline"  # cosine prototypes, as the shipped model adapts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from series_peers import PEERS, missing  # noqa: E402
+from timing import clock  # noqa: E402
+
+
+def aeon_data() -> Path:
+    """The folder of data sets inside the installed aeon wheel (SystemExit naming the extra without it)."""
+    spec = importlib.util.find_spec("aeon")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the signals benchmark reads the UCR/UEA sets aeon ships: pip install 'fewbit[signals-bench]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
+def held_out(name: str, root: Path) -> SeriesCollection:
+    """A set's TRAIN and TEST files as one pool of labelled series (few-shot splits are by class)."""
+    parts = [read_collection_file(root / name / f"{name}_{part}.ts") for part in ("TRAIN", "TEST")]
+    return SeriesCollection([s for p in parts for s in p.series], [v for p in parts for v in p.labels])
+
+
+def prepared(data: SeriesCollection, pre: SeriesPreprocessing, name: str) -> SeriesDataset:
+    """All of `data` as one dataset, prepared by `pre` (class order: sorted labels)."""
+    names = sorted(set(data.labels))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[v] for v in data.labels], np.int64)
+    return SeriesDataset(name, data.series, pre.prepare(data.series), labels, tuple(names), ("",) * len(names), pre)
+
+
+def trained(channels: int, compress: bool, workdir: Path, steps: int | None) -> tuple[Path, float]:
+    """The recipe's run for `channels` (w4a8 or float32), trained unless `workdir` holds it finished;
+    (its folder, its training wall seconds)."""
+    overrides: dict[str, Any] = {"channels": channels, "device": "cpu"}
+    if not compress:
+        overrides["compress"] = None
+    if steps:
+        overrides["steps"] = steps
+    config = load_config(RECIPE, **{k: v for k, v in overrides.items() if v is not None})
+    if not compress:
+        config = config.replace(compress=None)
+    run_dir = workdir / f"signals-c{channels}-{'w4a8' if compress else 'float32'}"
+    finished = (run_dir / "config.yaml").is_file() and read_run_config(run_dir) == config and \
+        load_run(run_dir, checkpoint="last").step == config.steps
+    if not finished:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"training {run_dir.name}: {config.steps} steps", flush=True)
+        meta_train(config, run_dir, progress=False)
+    return run_dir, train_times(run_dir)[config.steps]
+
+
+def exported(run_dir: Path) -> Path:
+    """The run as the artifact that ships: cosine prototypes."""
+    run = load_run(run_dir, checkpoint="last")
+    run.test_time(algorithm=TEST_RULE)
+    path = run_dir / "model.fewbit"
+    export(run.model, path, algorithm=run.algorithm, extras=run.extras, preprocessing=run.preprocessing.to_dict())
+    return path
+
+
+def score_peers(dataset: SeriesDataset, ways: int, shots: int, queries: int, tasks: int) -> dict[str, Any]:
+    """Each peer on the seeded tasks (the same as fewbit's: same class and series layout, same seed)."""
+    out: dict[str, Any] = {}
+    drawn = [t for batch in eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks,
+                                       seed=DEFAULT_EVAL_SEED, batch=25) for t in _split(batch)]
+    for name, fit_predict in PEERS.items():
+        accs, start = [], time.perf_counter()
+        for t in drawn:
+            sx, qx = t.support_x[0, :, :, 0].numpy(), t.query_x[0, :, :, 0].numpy()  # [n, C, L]
+            pred = np.asarray(fit_predict(sx, t.support_y[0].numpy(), qx))
+            accs.append(float((pred == t.query_y[0].numpy()).mean()))
+        result = mean_ci(accs)
+        out[name] = {"accuracy": round(result.mean, 5), "ci95": round(result.ci95, 5),
+                     "seconds_per_task": round((time.perf_counter() - start) / len(drawn), 4)}
+    return out
+
+
+def _split(batch: Any) -> list[Any]:
+    return [batch[i : i + 1] for i in range(batch.num_tasks)]
+
+
+def latency(artifact: Path, dataset: SeriesDataset, ways: int) -> dict[str, float]:
+    """Median ms of adapting to one `ways`-way 1-shot task and classifying its queries, numpy runtime."""
+    model = load_artifact(artifact)
+    task = next(iter(eval_tasks(dataset, ways=ways, shots=1, queries=1, tasks=1, seed=DEFAULT_EVAL_SEED)))
+    sx, sy, qx = task.support_x[0].numpy(), task.support_y[0].numpy(), task.query_x[0].numpy()
+    return clock(lambda: adapt(model, sx, sy).predict(qx), repeats=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--tasks", type=int, default=300)
+    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    parser.add_argument("--workdir", default="/tmp/fewbit-bench/signals")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "signals.json"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if missing():
+        raise SystemExit(f"the peers need {', '.join(missing())}: pip install 'fewbit[signals-bench]'")
+    torch.set_num_threads(args.threads)
+    root = aeon_data()
+    sets = {name: held_out(name, root) for name in args.sets.split(",")}
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    models: dict[tuple[int, str], dict[str, Any]] = {}
+    for channels in sorted({d.channels for d in sets.values()}):
+        for variant in ("w4a8", "float32"):
+            run_dir, seconds = trained(channels, variant == "w4a8", workdir, args.steps)
+            path = exported(run_dir)
+            models[channels, variant] = {"artifact": path, "bytes": path.stat().st_size,
+                                         "train_seconds": round(seconds, 1)}
+    report: dict[str, Any] = {"benchmark": "signals", "recipe": str(RECIPE.relative_to(ROOT)), "tasks": args.tasks,
+                              "test_rule": TEST_RULE, "torch": torch.__version__, "threads": args.threads,
+                              "machine": platform.processor() or platform.machine(),
+                              "models": {f"c{c}-{v}": {k: w for k, w in m.items() if k != "artifact"}
+                                         for (c, v), m in models.items()},
+                              "sets": {}}
+    for name, data in sets.items():
+        classes = sorted(set(data.labels))
+        smallest = min(data.labels.count(c) for c in classes)
+        entry: dict[str, Any] = {"classes": len(classes), "series": len(data), "channels": data.channels,
+                                 "length_min": min(s.shape[1] for s in data.series),
+                                 "length_max": max(s.shape[1] for s in data.series)}
+        native = prepared(data, SeriesPreprocessing(channels=data.channels, length=entry["length_max"]), name)
+        for shots in (1, 5):
+            queries = min(15, smallest - shots)
+            if queries < 1:
+                continue
+            ways = min(5, len(classes))
+            row: dict[str, Any] = {"ways": ways, "shots": shots, "queries": queries}
+            for variant in ("w4a8", "float32"):
+                model = load_artifact(models[data.channels, variant]["artifact"])
+                ds = prepared(data, model.prep, name)
+                r = evaluate_artifact(model, ds, ways=ways, shots=shots, queries=queries, tasks=args.tasks)
+                row[f"fewbit_{variant}"] = {"accuracy": round(r.value, 5), "ci95": round(r.ci95, 5)}
+            row.update(score_peers(native, ways, shots, queries, args.tasks))
+            entry[f"{ways}way_{shots}shot"] = row
+            best = max(row[p]["accuracy"] for p in PEERS)
+            print(f"{name} {ways}-way {shots}-shot: fewbit w4a8 {100 * row['fewbit_w4a8']['accuracy']:.2f}% "
+                  f"(float32 {100 * row['fewbit_float32']['accuracy']:.2f}%), best peer {100 * best:.2f}% "
+                  + ", ".join(f"{p} {100 * row[p]['accuracy']:.2f}" for p in PEERS), flush=True)
+        report["sets"][name] = entry
+        atomic_write_json(args.out, report)
+    for shots in (1, 5):
+        rows = [e[k] for e in report["sets"].values() for k in e if k.endswith(f"way_{shots}shot")]
+        if rows:
+            mean = {k: round(float(np.mean([r[k]["accuracy"] for r in rows])), 5)
+                    for k in ("fewbit_w4a8", "fewbit_float32", *PEERS)}
+            mean["best_peer"] = max(mean[p] for p in PEERS)
+            mean["fewbit_w4a8_minus_best_peer"] = round(mean["fewbit_w4a8"] - mean["best_peer"], 5)
+            report[f"mean_{shots}shot"] = mean
+            print(f"mean {shots}-shot over {len(rows)} sets: " + json.dumps(mean), flush=True)
+    atomic_write_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()
