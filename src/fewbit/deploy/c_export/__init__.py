@@ -30,10 +30,13 @@ ranges taken per batch, body adaptation, or integer sums that could overflow for
 
 from fewbit.deploy.c_export.elf import elf_alloc_bytes
 from fewbit.deploy.c_export.export import CTarget, export_c, report_text, stage_geometry
-from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input, write_task_files
+from fewbit.deploy.c_export.inputs import CInput, c_input, write_task_files
+from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input
 
 __all__ = [
+    "CInput",
     "CTarget",
+    "c_input",
     "elf_alloc_bytes",
     "export_c",
     "input_to_pixels",
