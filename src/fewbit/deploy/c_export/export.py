@@ -108,11 +108,11 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
 def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage]:
     if len(model.input_shape) != 3:
         raise ConfigError(
-            f"C export: the C runtime takes images (uint8 pixels, channels x height x width); this model takes "
+            f"C export: the C runtime takes images (uint8 pixels, channels x height x width) or series (float32, "
+            f"channels x 1 x length); this model takes "
             f"{model.input_shape[0] if model.input_shape else 0} table features: use the numpy runtime "
             "(fewbit.runtime) or --format onnx"
         )
-    c_input(model.preprocessing)  # a kind of input the C runtime takes
     try:
         stages = body_stages(model)
     except ValueError as exc:
@@ -156,11 +156,11 @@ def export_c(
     folder this export wrote before, unless `force` (ConfigError, before any work).
 
     The folder also builds a bare-metal image for a Cortex-M4F (`make -C out_dir qemu`, see
-    `fewbit.deploy.c_export.mcu`) that adapts to `task` (uint8 support images, their labels, uint8
-    query images, or float32 series for a series model; by default a task `mcu.default_task` draws).
-    With `mcu`, the image is built
-    and run on QEMU here and the report gains its measured `mcu_*` figures (ConfigError naming the
-    Debian packages when the cross compiler or QEMU is missing).
+    `fewbit.deploy.c_export.mcu`) that adapts to `task` (support inputs, their labels, query inputs,
+    as the C runtime takes them: uint8 images, or float32 series for a series model, see
+    `fewbit.deploy.c_export.inputs`; by default a task `mcu.default_task` draws). With `mcu`, the
+    image is built and run on QEMU here and the report gains its measured `mcu_*` figures
+    (ConfigError naming the Debian packages when the cross compiler or QEMU is missing).
 
         report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
         assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
@@ -179,7 +179,7 @@ def export_c(
     except ValueError as exc:
         raise ConfigError(f"C export: {exc}") from None
     stages = _check_model(model, settings)
-    form = c_input(model.preprocessing)
+    form = c_input(model.preprocessing)  # how inputs enter: uint8 pixels, or a series' float32 values
     geo = stage_geometry(model, stages)
     integer = integer_body(stages)
     specs = {id(op): spec for op, spec in zip(model.layers, model.manifest["architecture"]["layers"])}

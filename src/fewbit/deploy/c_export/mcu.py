@@ -31,7 +31,7 @@ import numpy as np
 
 import fewbit.runtime as rt
 from fewbit.deploy.c_export.elf import elf_sections
-from fewbit.deploy.c_export.inputs import PixelInput, c_input
+from fewbit.deploy.c_export.inputs import CInput, PixelInput, c_input
 from fewbit.deploy.c_export.literals import c_token, comment_text
 from fewbit.deploy.c_export.pixels import input_to_pixels
 from fewbit.errors import ConfigError, DataError
@@ -159,7 +159,7 @@ def folder_task(model: Any, task_dir: str | Path) -> tuple[np.ndarray, np.ndarra
 
 def image_files(
     target: Any, task: tuple[Any, Any, Any], input_shape: Sequence[int], max_ways: int, max_support: int,
-    form: Any = None,
+    form: CInput | None = None,
 ) -> dict[str, str | bytes]:
     """The bare-metal image's files: sources, the linker script of the target's memory, the task
     (in the C program's inputs `form`, an `inputs.CInput`: uint8 pixels unless said otherwise)."""
