@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fewbit.models import conv4, mlp
+from fewbit.models import build_backbone, conv4, mlp
+from fewbit.runtime.series import SeriesPreprocessing
 
 
 def glyphs(classes: int, per_class: int, *, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +57,44 @@ def compressed_mlp(spec: str | None, *, ways: int = 5, seed: int = 0) -> torch.n
     if spec:
         compress_(model, spec)
         x, _ = glyphs(10, 4, seed=seed + 100)
+        calibrate(model, [torch.from_numpy(x)])
+    return model.eval()
+
+
+def series(
+    classes: int, per_class: int, *, channels: int = 3, length: int = 128, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 `[classes*per_class, channels, 1, length]` z-scored series (the model's inputs) and
+    int64 labels: each class is two sine waves per channel of its own frequencies and phases, each
+    series shifts, scales and adds noise to them (`fewbit.deploy.c_export.mcu.series_task`)."""
+    from fewbit.deploy.c_export.mcu import series_task
+
+    pre = SeriesPreprocessing(channels=channels, length=length)
+    x, y, _ = series_task(pre, ways=classes, shots=per_class, queries=0, seed=seed)
+    return x, y
+
+
+def series_preprocessing(channels: int = 3, length: int = 128) -> dict:
+    """The manifest's preprocessing block of a series model (per-series z-score)."""
+    return SeriesPreprocessing(channels=channels, length=length).to_dict()
+
+
+def compressed_conv1d(
+    spec: str | None, *, ways: int = 5, seed: int = 0, width: int = 64, channels: int = 3, length: int = 128
+) -> torch.nn.Module:
+    """The 1-D Conv-4 (`1 x 3` kernels, `1 x 2` pools) over `channels` x `length` series, compressed
+    with `spec` (`slim:` first: a channel prune of the convolutions, slimmed away, then the rest),
+    activations calibrated on series."""
+    from fewbit.compress import calibrate, compress_, slim
+
+    torch.manual_seed(seed)
+    model = build_backbone("conv1d", ways=ways, input_shape=(channels, 1, length), width=width)
+    if spec and spec.startswith("slim:"):
+        model = slim(compress_(model, "prune:channel:0.5@features.*"))
+        spec = spec.removeprefix("slim:")
+    if spec:
+        compress_(model, spec)
+        x, _ = series(10, 4, channels=channels, length=length, seed=seed + 100)
         calibrate(model, [torch.from_numpy(x)])
     return model.eval()
 

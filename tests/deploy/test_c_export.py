@@ -7,6 +7,7 @@ head) may differ in rounding, so there predictions must agree on >= 99.5% of the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ import fewbit.runtime as rt
 from fewbit.deploy import export
 from fewbit.deploy.c_export import (
     CTarget,
+    c_input,
     elf_alloc_bytes,
     export_c,
     input_to_pixels,
@@ -28,7 +30,14 @@ from fewbit.deploy.c_export import (
 from fewbit.errors import ConfigError
 from fewbit.meta import MetaConfig
 from fewbit.runtime.support_stats import SupportStatistics
-from tests.deploy.helpers import compressed_conv4, compressed_mlp, glyphs
+from tests.deploy.helpers import (
+    compressed_conv1d,
+    compressed_conv4,
+    compressed_mlp,
+    glyphs,
+    series,
+    series_preprocessing,
+)
 
 CC = shutil.which("cc") or shutil.which("gcc")
 STRICT = "-std=c99 -Wall -Wextra -Werror -O2"
@@ -54,8 +63,16 @@ def _build(model: torch.nn.Module, folder: Path, algorithm: str, cflags: str = S
     return report
 
 
+def _series_task(ways: int, shots: int, queries: int, seed: int) -> tuple[np.ndarray, ...]:
+    """float32 series of a task, 3 channels x 128 steps: (support, support labels, queries, query labels)."""
+    x, y = series(ways, shots + queries, seed=seed)
+    first = np.arange(len(y)) % (shots + queries) < shots
+    return x[first], y[first], x[~first], y[~first]
+
+
 def _run(folder: Path, support: np.ndarray, labels: np.ndarray, queries: np.ndarray, *extra: str) -> list[str]:
-    write_task_files(folder / "task", support, labels, queries)
+    form = c_input(_numpy(folder).preprocessing)  # uint8 pixels, or a series model's float32 values
+    write_task_files(folder / "task", support, labels, queries, form)
     files = [str(folder / "task" / "support.bin"), str(folder / "task" / "query.bin")]
     done = subprocess.run(
         [str(folder / "c" / "example"), *files, *extra],
@@ -143,6 +160,57 @@ def test_the_cortex_m_dsp_kernels_match_numpy_on_this_host(spec: str, tmp_path: 
     np.testing.assert_array_equal(
         _embeddings(tmp_path, support, labels, queries), SupportStatistics(runtime, sx).embed_fixed(qx)
     )
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    ("spec", "algorithm", "flags"),
+    [
+        ("quant:w4a8:lsq", "protonet", ""),
+        ("quant:w2a8:lsq", "protonet", " -DFEWBIT_DSP_KERNELS=1"),  # the SMLAD kernels' plain-C twins
+        ("prune:0.75,quant:w2a8:lsq", "protonet", ""),  # 75% sparse: the schedule of kept weights
+        ("prune:2:4@features.[123].*,quant:w4a8", "protonet", ""),  # N:M
+        ("slim:quant:w2a8", "protonet", ""),  # half the channels pruned and slimmed away
+        ("quant:w4a8", "maml", ""),  # the head fine-tuned in C
+    ],
+)
+def test_conv1d_integer_bodies_match_numpy_bit_for_bit(spec: str, algorithm: str, flags: str, tmp_path: Path) -> None:
+    """The 1-D Conv-4 on series (`1 x 3` kernels padded `[0, 1]`, `1 x 2` pools): float32 values in,
+    quantized by the first layer as numpy does; Q16 embeddings equal on 100 series of 3 x 128."""
+    model = compressed_conv1d(spec, ways=0 if algorithm == "protonet" else 5)
+    report = _build(model, tmp_path, algorithm, cflags=STRICT + flags, preprocessing=series_preprocessing())
+    assert report["integer_body"]
+    header = (tmp_path / "c" / "fewbit_model.h").read_text()
+    assert "#define FEWBIT_INPUT_FLOAT 1" in header and "Series are float" in header
+    stages = re.findall(r"^    \{(.*)\},$", (tmp_path / "c" / "fewbit_model.c").read_text(), re.M)
+    assert len(stages) == 4 and all(row.split(", ")[7:9] == ["0", "1"] for row in stages)  # pad_h, pad_w
+    if spec.startswith("prune:0.75"):
+        assert any(row.split(", ")[-1] == "1" for row in stages)  # a stage runs from its schedule
+    runtime = _numpy(tmp_path)
+    support, labels, queries, truth = _series_task(5, 1, 20, seed=2)  # 5-way 1-shot, 100 queries
+    np.testing.assert_array_equal(
+        _embeddings(tmp_path, support, labels, queries), SupportStatistics(runtime, support).embed_fixed(queries)
+    )
+    pred_c = np.array([int(v) for v in _run(tmp_path, support, labels, queries)])
+    pred_np = rt.adapt(runtime, support, labels, norm_stats="support").predict(queries)
+    assert len(pred_c) == 100 and (pred_c == pred_np).mean() >= 0.995
+    if algorithm == "protonet":
+        assert (pred_c == truth).mean() > 0.5  # and it classifies the waves: chance is 0.2
+
+
+@needs_cc
+@pytest.mark.parametrize("spec", ["cluster:16", None])
+def test_conv1d_float_bodies_agree_with_numpy(spec: str | None, tmp_path: Path) -> None:
+    report = _build(compressed_conv1d(spec, ways=0), tmp_path, "protonet", preprocessing=series_preprocessing())
+    assert not report["integer_body"]
+    runtime = _numpy(tmp_path)
+    support, labels, queries, _ = _series_task(5, 1, 20, seed=3)
+    emb_c = _embeddings(tmp_path, support, labels, queries, kind=float)
+    emb_np = SupportStatistics(runtime, support).embed(queries)
+    np.testing.assert_allclose(emb_c, emb_np, rtol=1e-4, atol=1e-4 * np.abs(emb_np).max())
+    pred_c = np.array([int(v) for v in _run(tmp_path, support, labels, queries)])
+    pred_np = rt.adapt(runtime, support, labels, norm_stats="support").predict(queries)
+    assert (pred_c == pred_np).mean() >= 0.995
 
 
 def _uncalibrated(arch: str, spec: str, ways: int) -> torch.nn.Module:

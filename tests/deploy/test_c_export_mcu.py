@@ -17,7 +17,7 @@ from fewbit.deploy import export
 from fewbit.deploy.c_export import export_c, mcu
 from fewbit.errors import ConfigError
 from fewbit.meta import MetaConfig
-from tests.deploy.helpers import compressed_conv4
+from tests.deploy.helpers import compressed_conv1d, compressed_conv4, series_preprocessing
 
 needs_mcu = pytest.mark.skipif(bool(mcu.missing_tools()), reason="arm-none-eabi-gcc or qemu-system-arm is missing")
 PART_RAM, PART_FLASH = 256 * 1024, 1024 * 1024
@@ -54,6 +54,24 @@ def test_conv4_w4a8_and_the_sparse_2_bit_model_run_on_the_emulated_part(tmp_path
     assert sparse["mcu_instructions_classify"] < dense["mcu_instructions_classify"]
     assert sparse["mcu_instructions_adapt"] < dense["mcu_instructions_adapt"]
     assert sparse["mcu_flash_bytes"] < dense["mcu_flash_bytes"]
+
+
+@needs_mcu
+def test_conv1d_w4a8_adapts_to_series_on_the_emulated_part(tmp_path: Path) -> None:
+    """3-channel series of 512 steps, the 1-D Conv-4 at w4a8: 5-way 1-shot adaptation and the
+    queries on the emulated M4 give the numpy runtime's predictions, in 256 KB of SRAM in all."""
+    model = compressed_conv1d("quant:w4a8:lsq", ways=0, channels=3, length=512)
+    export(model, tmp_path / "m.fewbit", algorithm="protonet", preprocessing=series_preprocessing(3, 512))
+    report = export_c(tmp_path / "m.fewbit", tmp_path / "c", max_ways=5, max_support=25, mcu=True)
+    print("\n" + mcu.figures_text(report))
+    assert report["integer_body"] and report["mcu_task"] == {"ways": 5, "support": 5, "queries": 10}
+    assert report["mcu_predictions_match"], report["mcu_predictions"]  # equal to numpy's, query for query
+    total = report["mcu_static_ram_bytes"] + report["mcu_arena_bytes"] + report["mcu_stack_bytes"]
+    assert report["mcu_total_ram_bytes"] == total <= PART_RAM and report["mcu_fits"]
+    assert report["weight_bytes"] < report["mcu_flash_bytes"] <= PART_FLASH
+    task_bytes = 5 * (1 + 4 * 3 * 512) + 10 * 4 * 3 * 512  # float32 series (the support set's labels aligned to 4)
+    assert 0 <= report["mcu_task_flash_bytes"] - task_bytes < 4
+    assert report["mcu_instructions_adapt"] > report["mcu_instructions_classify"] > 10**6
 
 
 @needs_mcu

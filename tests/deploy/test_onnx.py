@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from fewbit.deploy import export
-from tests.deploy.helpers import compressed_conv4, compressed_mlp, fit_head_to_glyphs
+from tests.deploy.helpers import (
+    compressed_conv1d,
+    compressed_conv4,
+    compressed_mlp,
+    fit_head_to_glyphs,
+    series,
+    series_preprocessing,
+)
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -52,6 +59,27 @@ def test_onnx_matches_pytorch(spec: str, tol: float, tmp_path: Path) -> None:
         ref_embedding = model(torch.from_numpy(x), embed=True).numpy()
     assert np.abs(logits - ref).max() <= tol * np.abs(ref).max()
     assert np.abs(embedding - ref_embedding).max() <= tol * np.abs(ref_embedding).max()
+    assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+@pytest.mark.parametrize(("spec", "tol"), [(None, 1e-4), ("cluster:16", 1e-4), ("quant:w4a8:lsq", 0.05)])
+def test_onnx_conv1d_matches_the_numpy_runtime(spec: str | None, tol: float, tmp_path: Path) -> None:
+    """Rectangular pads (`[0, 1, 0, 1]`) and pooling windows (`1 x 2`) in ONNX, against the numpy runtime."""
+    import fewbit.runtime as rt
+
+    model = compressed_conv1d(spec, ways=5)
+    export(model, tmp_path / "m.onnx", format="onnx", algorithm="maml", preprocessing=series_preprocessing())
+    export(model, tmp_path / "m.fewbit", algorithm="maml", preprocessing=series_preprocessing())
+    nodes = onnx.load(str(tmp_path / "m.onnx")).graph.node
+    attrs = [{a.name: list(a.ints) for a in n.attribute} for n in nodes if n.op_type in ("Conv", "MaxPool")]
+    assert {str(a["pads"]) for a in attrs if "pads" in a} == {"[0, 1, 0, 1]"}
+    assert {str(a["kernel_shape"]) for a in attrs if "pads" not in a} == {"[1, 2]"}
+    x, _ = series(5, 20, seed=7)
+    logits, embedding = _session(tmp_path / "m.onnx").run(["logits", "embedding"], {"x": x})
+    runtime = rt.load(tmp_path / "m.fewbit")
+    ref_embedding, ref = runtime.embed(x), runtime.logits(x)
+    assert np.abs(embedding - ref_embedding).max() <= tol * np.abs(ref_embedding).max()
+    assert np.abs(logits - ref).max() <= tol * np.abs(ref).max()
     assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.99
 
 

@@ -18,7 +18,15 @@ import fewbit.runtime as rt
 from fewbit.data.task import Task
 from fewbit.deploy import export
 from fewbit.meta import MetaConfig, build_algorithm, meta_config
-from tests.deploy.helpers import compressed_conv4, compressed_mlp, fit_head_to_glyphs, glyphs
+from tests.deploy.helpers import (
+    compressed_conv1d,
+    compressed_conv4,
+    compressed_mlp,
+    fit_head_to_glyphs,
+    glyphs,
+    series,
+    series_preprocessing,
+)
 
 FLOAT_TOL = 1e-4
 ACT_QUANT_TOL = 0.05
@@ -57,6 +65,32 @@ def test_logits_and_predictions(
         agree += int((out.argmax(1) == ref.argmax(1)).sum())
     assert agree >= min_agree * queries, f"{agree}/{queries} predictions agree"
     assert worst <= tol, f"relative logit error {worst:.2e}"
+
+
+CONV1D_SPECS = [  # (spec, tolerance relative to the largest embedding value)
+    ("quant:w4a8:lsq", ACT_QUANT_TOL),
+    ("prune:0.75,quant:w2a8:lsq", ACT_QUANT_TOL),  # 75% sparse, Rice-coded masks
+    ("prune:2:4@features.[123].*,quant:w4a8", ACT_QUANT_TOL),  # N:M (the first layer's 9 inputs do not divide)
+    ("slim:quant:w2a8", ACT_QUANT_TOL),  # half the channels pruned and slimmed away
+    ("cluster:16", FLOAT_TOL),
+    (None, FLOAT_TOL),  # float32
+]
+
+
+@pytest.mark.parametrize(("spec", "tol"), CONV1D_SPECS)
+def test_conv1d_embeddings_match_pytorch(spec: str | None, tol: float, tmp_path: Path) -> None:
+    """The 1-D Conv-4 (`1 x 3` kernels padded `[0, 1]`, `1 x 2` pools): rectangular padding and
+    pooling through the artifact and the numpy runtime, batch statistics as PyTorch takes them."""
+    model = compressed_conv1d(spec, ways=0)
+    runtime = _export(model, tmp_path, algorithm="protonet", preprocessing=series_preprocessing())
+    layers = runtime.manifest["architecture"]["layers"]
+    assert {str(la.get("padding")) for la in layers if la["op"] == "conv2d"} == {"[0, 1]"}
+    assert {str(la["kernel"]) for la in layers if la["op"] == "maxpool2d"} == {"[1, 2]"}
+    x, _ = series(10, 10, seed=3)  # 100 series of 3 channels x 128 steps
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), embed=True).numpy()
+    out = runtime.embed(x)
+    assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
 
 
 def test_mlp_with_dynamic_activation_quantization(tmp_path: Path) -> None:
@@ -140,6 +174,26 @@ def test_head_sgd_matches_the_compressed_torch_layer(spec: str | None, tmp_path:
     ref = _torch_sgd(model, ["head.weight", "head.bias"], sx, sy, qx, steps=4, lr=0.05)
     assert len(adapted.losses) == 4 and adapted.losses[-1] < adapted.losses[0]
     tol = FLOAT_TOL if spec is None or "a8" not in spec else ACT_QUANT_TOL
+    assert np.abs(out - ref).max() <= tol * max(1.0, np.abs(ref).max())
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.parametrize("spec", [None, "quant:w4a8:lsq"])
+def test_conv1d_head_sgd_matches_the_compressed_torch_layer(spec: str | None, tmp_path: Path) -> None:
+    """SGD on the head of a 1-D Conv-4 (the runtime's `sgd` adaptation) against PyTorch's steps."""
+    model = compressed_conv1d(spec, ways=5)
+    if spec:
+        with torch.no_grad():  # the artifact stores the quantized head: start PyTorch from it too
+            model.head.weight.copy_(model.head.compress_weight(model.head.weight))
+    runtime = _export(model, tmp_path, algorithm="maml", preprocessing=series_preprocessing(),
+                      adaptation={"steps": 4, "lr": 0.05, "scope": "head"})
+    sx, sy = series(5, 2, seed=5)
+    qx, _ = series(5, 10, seed=6)
+    adapted = rt.adapt(runtime, sx, sy)
+    out = adapted.logits(qx)
+    ref = _torch_sgd(model, ["head.weight", "head.bias"], sx, sy, qx, steps=4, lr=0.05)
+    assert len(adapted.losses) == 4 and adapted.losses[-1] < adapted.losses[0]
+    tol = FLOAT_TOL if spec is None else ACT_QUANT_TOL
     assert np.abs(out - ref).max() <= tol * max(1.0, np.abs(ref).max())
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
 

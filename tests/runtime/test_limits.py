@@ -87,6 +87,34 @@ def test_manifest_values_beyond_the_limits(parts, path: str, value: Any, match: 
     _refused(_blob(parts, _set(path, value)), match)
 
 
+@pytest.mark.parametrize(
+    ("op", "key", "value"),
+    [
+        ("conv2d", "padding", [1]),
+        ("conv2d", "padding", [0, 1, 1]),
+        ("conv2d", "padding", [-1, 1]),
+        ("conv2d", "padding", [0, 17]),
+        ("conv2d", "padding", True),
+        ("conv2d", "padding", 1.5),
+        ("conv2d", "padding", "1"),
+        ("maxpool2d", "kernel", [0, 2]),
+        ("maxpool2d", "kernel", [1, 17]),
+        ("maxpool2d", "kernel", [True, 2]),
+        ("maxpool2d", "kernel", {"h": 1, "w": 2}),
+        ("maxpool2d", "stride", [2, 1]),
+    ],
+)
+def test_padding_and_pool_sizes_are_an_integer_or_height_width_within_bounds(
+    parts, op: str, key: str, value: Any
+) -> None:
+    """Rectangular sizes (a series' `[0, 1]` padding, `[1, 2]` pooling) are read as strictly as square ones."""
+
+    def edit(manifest: dict[str, Any]) -> None:
+        next(layer for layer in manifest["architecture"]["layers"] if layer["op"] == op)[key] = value
+
+    _refused(_blob(parts, edit), "must be an integer or \\[height, width\\]|only kernel == stride")
+
+
 def test_a_conv_wide_enough_to_need_gigabytes_is_refused_at_load() -> None:
     """512x512 input into 4096 channels: 4 GiB per image before the fix ran it (48 GiB with 12 images)."""
     manifest = {

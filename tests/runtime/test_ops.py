@@ -13,7 +13,7 @@ from fewbit.artifact.tensor import PackedTensor
 from fewbit.deploy import export
 from fewbit.runtime.ops import InputQuant, Weight
 from fewbit.runtime.requant import requantize
-from tests.deploy.helpers import compressed_conv4, glyphs
+from tests.deploy.helpers import compressed_conv1d, compressed_conv4, glyphs, series, series_preprocessing
 
 
 def test_integer_path_equals_int32_accumulation() -> None:
@@ -54,6 +54,70 @@ def test_fused_conv_block_equals_the_layer_by_layer_path(spec: str | None, tmp_p
     # float activations: float32 rounding only; 8-bit ones: a rounding difference may flip a code
     tol = 1e-4 if spec is None else 0.05
     np.testing.assert_allclose(fused, plain, rtol=tol, atol=tol * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("spec", [None, "quant:w4a8"])
+def test_fused_conv1d_block_equals_the_layer_by_layer_path(spec: str | None, tmp_path: Path) -> None:
+    """`1 x 3` kernels padded `[0, 1]` and `1 x 2` pools: the fused block's windows are rectangles."""
+    export(compressed_conv1d(spec, ways=0, width=16), tmp_path / "m.fewbit", preprocessing=series_preprocessing())
+    model = rt.load(tmp_path / "m.fewbit")
+    x, _ = series(6, 4, seed=2)
+    model.params[next(n for n in model.params if n.endswith("1.weight"))][::3] *= -1  # the fused block pools minima
+    fused = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers)
+    plain = model.run_layers(model.to_nhwc(x), None, 0, model.embedding_layers, ctxs=[])
+    tol = 1e-4 if spec is None else 0.05
+    np.testing.assert_allclose(fused, plain, rtol=tol, atol=tol * np.abs(plain).max())
+
+
+def test_square_sizes_read_alike_as_an_integer_or_as_height_width(tmp_path: Path) -> None:
+    """`"padding": 1` and `[1, 1]`, `"kernel": 2` and `[2, 2]` are one model (fewbit writes the integer)."""
+    from fewbit.artifact.format import encode_artifact
+    from fewbit.deploy.torch_export import artifact_from_model
+
+    manifest, tensors = artifact_from_model(compressed_conv4("quant:w4", ways=0, width=8))
+    layers = manifest["architecture"]["layers"]
+    assert {la["padding"] for la in layers if la["op"] == "conv2d"} == {1}
+    assert {la["kernel"] for la in layers if la["op"] == "maxpool2d"} == {2}
+    x, _ = glyphs(3, 2, seed=5)
+    square = rt.load(encode_artifact(manifest, tensors)).embed(x)
+    for layer in layers:
+        if layer["op"] == "conv2d":
+            layer["padding"] = [1, 1]
+        elif layer["op"] == "maxpool2d":
+            layer["kernel"], layer["stride"] = [2, 2], [2, 2]
+    np.testing.assert_array_equal(rt.load(encode_artifact(manifest, tensors)).embed(x), square)
+
+
+def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
+    """Norm + head adaptation of a 1-D Conv-4: gradients through rectangular padding and pooling."""
+    from torch.func import functional_call
+
+    from fewbit.compress import project_params
+
+    model = compressed_conv1d("quant:w4", ways=4, width=8)
+    adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
+    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation, preprocessing=series_preprocessing())
+    runtime = rt.load(tmp_path / "m.fewbit")
+    with torch.no_grad():
+        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
+    x, y = series(4, 3, seed=3)
+    qx, _ = series(4, 2, seed=4)
+    norms = [n for n, _ in model.named_parameters() if n.startswith("features.") and n.split(".")[2] == "1"]
+    names = ["head.weight", "head.bias", *norms]
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(3):
+        fast = {n: params[n].requires_grad_() for n in names}
+        out = functional_call(model, {**params, **fast}, (torch.from_numpy(x),))
+        loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
+        grads = torch.autograd.grad(loss, list(fast.values()))
+        params.update({n: (fast[n] - 0.1 * g).detach() for n, g in zip(names, grads)})
+        params = project_params(model, params)
+    with torch.no_grad():
+        ref = functional_call(model, params, (torch.from_numpy(qx),)).numpy()
+    adapted = rt.adapt(runtime, x, y)
+    for name in norms:
+        np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(adapted.logits(qx), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
 
 
 def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def test_per_batch_activation_ranges_come_from_the_support_set(arch: str, tmp_pa
 
 def test_body_stages_read_the_conv4_and_mlp_layouts(tmp_path: Path) -> None:
     conv = body_stages(_runtime(compressed_conv4("quant:w4a8", ways=0, width=8), tmp_path))
-    assert [(s.linop.kind, s.bn is not None, s.relu, s.pool) for s in conv] == [("conv2d", True, True, 2)] * 4
+    assert [(s.linop.kind, s.bn is not None, s.relu, s.pool) for s in conv] == [("conv2d", True, True, (2, 2))] * 4
     mlp_stages = body_stages(_runtime(compressed_mlp("quant:w4a8", ways=5), tmp_path))
     assert [(s.linop.kind, s.bn, s.relu, s.flatten) for s in mlp_stages] == [
         ("linear", None, True, True),

@@ -431,7 +431,7 @@ def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
                     f"malformed manifest: layer {i} ({layer.get('op')}) names missing tensor {ref!r}"
                 )
     pre = manifest["preprocessing"]
-    if pre.get("kind", "image") == "table":
+    if pre.get("kind", "image") != "image":  # a table, a series: the runtime checks that kind's own fields
         return
     size = pre["image_size"]
     if not isinstance(size, int) or not 1 <= size <= 4096:

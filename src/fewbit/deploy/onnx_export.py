@@ -20,6 +20,7 @@ from fewbit._io import atomic_write_bytes
 from fewbit.artifact.format import Tensor
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.errors import FewbitError
+from fewbit.runtime.ops import pair
 
 OPSET = 17
 INSTALL = "pip install 'fewbit[onnx]'"
@@ -166,8 +167,9 @@ def _emit(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str, Ten
         if layer.get("bias"):
             inputs.append(g.const(np.asarray(tensors[layer["bias"]], np.float32), layer["name"] + ".bias"))
         w_shape = tensors[layer["weight"]].shape
-        p, s = int(layer.get("padding", 0)), int(layer.get("stride", 1))
-        x = g.op("Conv", inputs, layer["name"], kernel_shape=list(w_shape[2:]), pads=[p, p, p, p], strides=[s, s])
+        ph, pw = pair(layer.get("padding", 0), "conv2d padding", 0, 16)
+        s = int(layer.get("stride", 1))
+        x = g.op("Conv", inputs, layer["name"], kernel_shape=list(w_shape[2:]), pads=[ph, pw, ph, pw], strides=[s, s])
     elif op == "linear":
         xin = _input_quant(g, x, layer.get("input_quant"), layer["name"])
         inputs = [xin, _weight(g, layer["name"] + ".weight", tensors[layer["weight"]])]
@@ -181,8 +183,8 @@ def _emit(g: _Graph, x: str, layer: Mapping[str, Any], tensors: Mapping[str, Ten
     elif op == "leaky_relu":
         x = g.op("LeakyRelu", [x], "leaky_relu", alpha=float(layer.get("slope", 0.01)))
     elif op == "maxpool2d":
-        k = int(layer.get("kernel", 2))
-        x = g.op("MaxPool", [x], "maxpool", kernel_shape=[k, k], strides=[k, k])
+        kh, kw = pair(layer.get("kernel", 2), "maxpool2d kernel", 1, 16)
+        x = g.op("MaxPool", [x], "maxpool", kernel_shape=[kh, kw], strides=[kh, kw])
     elif op == "global_avgpool":
         x = g.op("GlobalAveragePool", [x], "avgpool")
     elif op == "residual":

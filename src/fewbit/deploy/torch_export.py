@@ -28,6 +28,7 @@ from fewbit.errors import ConfigError
 from fewbit.meta import Algorithm, MetaConfig, build_algorithm
 from fewbit.models.layers import BatchNorm, Flatten
 from fewbit.models.resnet12 import ResidualStage
+from fewbit.runtime.ops import pair_spec
 from fewbit.runtime.preprocess import preprocessing_from_dict
 
 DEFAULT_PREPROCESSING: dict[str, Any] = {  # ink data (Omniglot, glyphs); a run records its own
@@ -117,7 +118,9 @@ def _weight_rule(layer: nn.Module) -> dict[str, Any] | None:
     return None
 
 
-def _conv_params(layer: Any, name: str) -> tuple[int, int]:
+def _conv_params(layer: Any, name: str) -> tuple[int, int | list[int]]:
+    """(stride, padding) as the artifact records them: padding is one integer when it is the same
+    along both axes (every square model's form) and `[ph, pw]` otherwise (a series' `[0, 1]`)."""
     if isinstance(layer, PackedLayer):
         conv = layer.conv
     else:
@@ -134,13 +137,18 @@ def _conv_params(layer: Any, name: str) -> tuple[int, int]:
         and not isinstance(padding, str)
         and getattr(layer, "padding_mode", "zeros") == "zeros"
         and stride[0] == stride[1]
-        and padding[0] == padding[1]
     )
     if not ok:
         raise ConfigError(
-            f"export: conv layer {name} uses groups/dilation/asymmetric padding, which the artifact lacks"
+            f"export: conv layer {name} uses groups, dilation, unequal strides or a padding mode other than zeros, "
+            "which the artifact lacks"
         )
-    return int(stride[0]), int(padding[0])
+    return int(stride[0]), pair_spec(int(padding[0]), int(padding[1]))
+
+
+def _hw(value: Any) -> tuple[int, int]:
+    """A PyTorch size argument (an int, or a pair) as (height, width)."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _layer_specs(layers: list[tuple[str, nn.Module]], tensors: dict[str, Tensor]) -> list[dict[str, Any]]:
@@ -214,10 +222,10 @@ def _layer_spec(
             raise ConfigError(f"export: adaptive average pool {name} must pool to 1x1, got {size}")
         return {"op": "global_avgpool"}
     if isinstance(layer, nn.MaxPool2d):
-        k, s = layer.kernel_size, layer.stride
+        k, s = _hw(layer.kernel_size), _hw(layer.stride if layer.stride is not None else layer.kernel_size)
         if k != s or layer.padding not in (0, (0, 0)) or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
             raise ConfigError(f"export: max-pool {name} must have kernel == stride, no padding, floor mode")
-        return {"op": "maxpool2d", "kernel": int(k if isinstance(k, int) else k[0])}
+        return {"op": "maxpool2d", "kernel": pair_spec(*k)}
     if isinstance(layer, (Flatten, nn.Flatten)):
         return {"op": "flatten"}
     if isinstance(layer, nn.Identity):

@@ -162,6 +162,23 @@ def _channels_last(w: np.ndarray) -> np.ndarray:
     return w.transpose(0, 2, 3, 1) if w.ndim == 4 else w
 
 
+def pair(value: Any, what: str, low: int, high: int) -> tuple[int, int]:
+    """A manifest's size along height and width: one integer for both (a square, as Conv-4 writes it)
+    or a list `[height, width]` (a series' `1 x 3` kernel row: padding `[0, 1]`, pooling `[1, 2]`);
+    ValueError naming `what` unless each is an integer in `low..high`."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value, value]
+    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in items):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ValueError(f"{what} must be an integer or [height, width], each in {low}..{high}, got {shown}")
+    return int(items[0]), int(items[1])
+
+
+def pair_spec(h: int, w: int) -> int | list[int]:
+    """The manifest form of a size along height and width: one integer when they are equal (the
+    form every square model has always been written in), else `[h, w]`."""
+    return int(h) if h == w else [int(h), int(w)]
+
+
 class Op:
     """One layer: `forward(params, x, ctx)` and `backward(params, dy, ctx, grads) -> dx`."""
 
@@ -190,7 +207,11 @@ class Op:
 
 
 class Conv2dOp(Op):
-    """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization."""
+    """3x3-style convolution by im2col; weight `[cout, cin, kh, kw]`, optional bias and input quantization.
+
+    `padding` is zeros on each side: `pad_h` rows above and below, `pad_w` columns left and right
+    (a series' `1 x 3` kernels pad `[0, 1]`); `stride` is the same along both axes.
+    """
 
     kind = "conv2d"
 
@@ -200,9 +221,9 @@ class Conv2dOp(Op):
             raise ValueError(f"conv2d {spec.get('name')}: weight must be 4-d, got {self.weight.shape}")
         self.cout, self.cin, self.kh, self.kw = self.weight.shape
         self.stride = int(spec.get("stride", 1))
-        self.padding = int(spec.get("padding", 0))
-        if not 1 <= self.stride <= 16 or not 0 <= self.padding <= 16:
-            raise ValueError(f"conv2d {spec.get('name')}: stride/padding out of range")
+        self.pad_h, self.pad_w = pair(spec.get("padding", 0), f"conv2d {spec.get('name')}: padding", 0, 16)
+        if not 1 <= self.stride <= 16:
+            raise ValueError(f"conv2d {spec.get('name')}: stride out of range (1..16)")
         self.bias_name = spec.get("bias")
         self.param_names = (self.bias_name,) if self.bias_name else ()
         self.input_quant = InputQuant(spec["input_quant"]) if spec.get("input_quant") else None
@@ -210,8 +231,7 @@ class Conv2dOp(Op):
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
         if len(shape) != 3 or shape[2] != self.cin:
             raise ValueError(f"conv2d expects {self.cin} input channels, gets {list(shape)}")
-        p, s = self.padding, self.stride
-        ho, wo = (shape[0] + 2 * p - self.kh) // s + 1, (shape[1] + 2 * p - self.kw) // s + 1
+        ho, wo = self._out_size(shape[0], shape[1])
         if ho < 1 or wo < 1:
             raise ValueError(f"conv2d: a {shape[0]}x{shape[1]} input is smaller than its kernel")
         if self.bias_name and params[self.bias_name].shape != (self.cout,):
@@ -221,21 +241,25 @@ class Conv2dOp(Op):
     def work(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int]:
         h, w, c = in_shape
         ho, wo, _ = out_shape
-        padded = (h + 2 * self.padding) * (w + 2 * self.padding) * c
+        padded = (h + 2 * self.pad_h) * (w + 2 * self.pad_w) * c
         cols = ho * wo * self.kh * self.kw * self.cin  # one image's im2col rows
         # per batch: a chunk of im2col rows and its product, and the float32 weight matrix of this pass
         fixed = 2 * COLS_CHUNK_BYTES + 8 * self.cout * self.cin * self.kh * self.kw
         return padded + cols, fixed, ho * wo * self.cout * self.kh * self.kw * self.cin
 
+    def _out_size(self, h: int, w: int) -> tuple[int, int]:
+        s = self.stride
+        return (h + 2 * self.pad_h - self.kh) // s + 1, (w + 2 * self.pad_w - self.kw) // s + 1
+
     def _geometry(self, x: np.ndarray) -> tuple[np.ndarray, int, int]:
         n, h, w, c = x.shape
         if c != self.cin:
             raise ValueError(f"conv2d expects {self.cin} input channels, got {c}")
-        p, s = self.padding, self.stride
-        ho, wo = (h + 2 * p - self.kh) // s + 1, (w + 2 * p - self.kw) // s + 1
+        ho, wo = self._out_size(h, w)
         if ho < 1 or wo < 1:
             raise ValueError(f"conv2d: a {h}x{w} input is smaller than the {self.kh}x{self.kw} kernel")
-        xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+        ph, pw = self.pad_h, self.pad_w
+        xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else x
         return xp, ho, wo
 
     def _cols(self, xp: np.ndarray, ho: int, wo: int) -> np.ndarray:
@@ -274,12 +298,12 @@ class Conv2dOp(Op):
             grads[self.bias_name] = dy2.sum(axis=0)
         dcols = (dy2 @ self.weight.float_matrix()).reshape(n, ho, wo, self.kh, self.kw, self.cin)
         _, h, w, _ = ctx["x_shape"]
-        p, s = self.padding, self.stride
-        dxp = np.zeros((n, h + 2 * p, w + 2 * p, self.cin), dtype=np.float32)
+        ph, pw, s = self.pad_h, self.pad_w, self.stride
+        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, self.cin), dtype=np.float32)
         for i in range(self.kh):
             for j in range(self.kw):
                 dxp[:, i : i + s * ho : s, j : j + s * wo : s, :] += dcols[:, :, :, i, j, :]
-        dx = dxp[:, p : p + h, p : p + w, :] if p else dxp
+        dx = dxp[:, ph : ph + h, pw : pw + w, :] if ph or pw else dxp
         if self.input_quant is not None:
             # straight-through: the gradient flows where the input lay inside the clipping range
             dx = dx * self.input_quant.integers(ctx["x"])[1]
@@ -415,8 +439,9 @@ def conv_block(conv: Conv2dOp, bn: BatchNormOp, pool: MaxPool2dOp, params: Param
     if conv.input_quant is not None:
         xin, _, act_scale = conv.input_quant.integers(x, mask=False)
     xp, ho, wo = conv._geometry(xin)
-    n, c, k = xp.shape[0], conv.cout, pool.k
-    hp, wp = ho // k, wo // k
+    n, c = xp.shape[0], conv.cout
+    kh, kw = pool.kernel
+    hp, wp = ho // kh, wo // kw
     gamma = params[bn.weight_name]
     need_low = bool(np.any(gamma < 0))  # the scale gamma / std has the sign of gamma
     high = np.empty((n, hp, wp, c), np.float32)
@@ -449,8 +474,8 @@ def conv_block(conv: Conv2dOp, bn: BatchNormOp, pool: MaxPool2dOp, params: Param
             mean = mean + delta * (rows / total)
             m2 = m2 + chunk_m2 + delta * delta * (count * rows / total)
             count = total
-        img = out.reshape(-1, ho, wo, c)[:, : hp * k, : wp * k]
-        views = [img[:, i::k, j::k] for i in range(k) for j in range(k)]
+        img = out.reshape(-1, ho, wo, c)[:, : hp * kh, : wp * kw]
+        views = [img[:, i::kh, j::kw] for i in range(kh) for j in range(kw)]
         hi = high[start : start + step]
         np.maximum(views[0], views[1], out=hi) if len(views) > 1 else np.copyto(hi, views[0])
         for v in views[2:]:
@@ -492,25 +517,29 @@ class ReLUOp(Op):
 
 
 class MaxPool2dOp(Op):
-    """Non-overlapping max-pooling (kernel = stride); a ragged edge is dropped, as in PyTorch."""
+    """Non-overlapping max-pooling (kernel = stride); a ragged edge is dropped, as in PyTorch.
+
+    `kernel` is `(kh, kw)`: a square window, or a series' `1 x 2` (the manifest's `[1, 2]`).
+    """
 
     kind = "maxpool2d"
 
     def __init__(self, spec: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
-        self.k = int(spec.get("kernel", 2))
-        if int(spec.get("stride", self.k)) != self.k or not 1 <= self.k <= 16:
+        self.kernel = pair(spec.get("kernel", 2), "maxpool2d: kernel", 1, 16)
+        if pair(spec.get("stride", list(self.kernel)), "maxpool2d: stride", 1, 16) != self.kernel:
             raise ValueError("maxpool2d: only kernel == stride in 1..16 is supported")
 
     def out_shape(self, shape: tuple[int, ...], params: Params) -> tuple[int, ...]:
-        if len(shape) != 3 or shape[0] < self.k or shape[1] < self.k:
-            raise ValueError(f"maxpool2d of {self.k} cannot pool {list(shape)}")
-        return shape[0] // self.k, shape[1] // self.k, shape[2]
+        kh, kw = self.kernel
+        if len(shape) != 3 or shape[0] < kh or shape[1] < kw:
+            raise ValueError(f"maxpool2d of {kh}x{kw} cannot pool {list(shape)}")
+        return shape[0] // kh, shape[1] // kw, shape[2]
 
     def forward(self, params: Params, x: np.ndarray, ctx: dict[str, Any] | None) -> np.ndarray:
         n, h, w, c = x.shape
-        k = self.k
-        ho, wo = h // k, w // k
-        win = x[:, : ho * k, : wo * k].reshape(n, ho, k, wo, k, c)
+        kh, kw = self.kernel
+        ho, wo = h // kh, w // kw
+        win = x[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)
         y = win.max(axis=(2, 4))
         if ctx is not None:
             ctx.update(x_shape=x.shape, win=win, y=y)
@@ -519,16 +548,17 @@ class MaxPool2dOp(Op):
     def backward(self, params: Params, dy: np.ndarray, ctx: dict[str, Any], grads: Params) -> np.ndarray:
         n, h, w, c = ctx["x_shape"]
         win, y = ctx["win"], ctx["y"]
-        k = self.k
+        kh, kw = self.kernel
         hit = win == y[:, :, None, :, None, :]
-        # PyTorch sends the gradient to the first maximum only; keep the first hit of each window.
-        flat = hit.transpose(0, 1, 3, 5, 2, 4).reshape(*y.shape, k * k)
+        # PyTorch sends the gradient to the first maximum only (row by row through the window);
+        # keep the first hit of each window.
+        flat = hit.transpose(0, 1, 3, 5, 2, 4).reshape(*y.shape, kh * kw)
         first = np.zeros_like(flat)
         np.put_along_axis(first, flat.argmax(axis=-1)[..., None], True, axis=-1)
-        first = first.reshape(*y.shape, k, k).transpose(0, 1, 4, 2, 5, 3)
+        first = first.reshape(*y.shape, kh, kw).transpose(0, 1, 4, 2, 5, 3)
         dwin = first * dy[:, :, None, :, None, :]
         dx = np.zeros((n, h, w, c), dtype=np.float32)
-        dx[:, : y.shape[1] * k, : y.shape[2] * k] = dwin.reshape(n, y.shape[1] * k, y.shape[2] * k, c)
+        dx[:, : y.shape[1] * kh, : y.shape[2] * kw] = dwin.reshape(n, y.shape[1] * kh, y.shape[2] * kw, c)
         return dx
 
 

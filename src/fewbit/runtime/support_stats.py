@@ -48,13 +48,14 @@ INT32_MAX = 2**31 - 1
 class Stage:
     """One block of the body: a conv or linear layer, then optionally BatchNorm, ReLU, max-pool.
 
-    `flatten` says that the layer's input is flattened first (PyTorch's C, H, W order).
+    `pool` is the max-pool's window `(kh, kw)` (`(1, 1)`: none); `flatten` says that the layer's
+    input is flattened first (PyTorch's C, H, W order).
     """
 
     linop: Conv2dOp | LinearOp
     bn: BatchNormOp | None
     relu: bool
-    pool: int
+    pool: tuple[int, int]
     flatten: bool
 
 
@@ -79,9 +80,9 @@ def body_stages(model: RuntimeModel) -> list[Stage]:
             bn, j = ops[j], j + 1
         relu = j < len(ops) and ops[j].kind == "relu"
         j += int(relu)
-        pool = 1
+        pool = (1, 1)
         if j < len(ops) and isinstance(ops[j], MaxPool2dOp):
-            pool, j = ops[j].k, j + 1
+            pool, j = ops[j].kernel, j + 1
         stages.append(Stage(op, bn, relu, pool, flatten))
         flatten, i = False, j
     if not stages:
@@ -240,11 +241,11 @@ class SupportStatistics:
     def _output(self, index: int, acc: np.ndarray) -> np.ndarray:
         f = self._frozen[index]
         y = fixedpoint.requantize(acc, f.mult, f.shift, f.offset, f.zero, f.lo, f.hi)
-        k = self.stages[index].pool
-        if k > 1:  # requantization is monotone per channel, so pooling after it is pooling before
+        kh, kw = self.stages[index].pool
+        if kh * kw > 1:  # requantization is monotone per channel, so pooling after it is pooling before
             n, h, w, c = y.shape
-            ho, wo = h // k, w // k
-            y = y[:, : ho * k, : wo * k].reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
+            ho, wo = h // kh, w // kw
+            y = y[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c).max(axis=(2, 4))
         return y
 
     def _fit_integer(self, x: np.ndarray) -> None:

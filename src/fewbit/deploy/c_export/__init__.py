@@ -9,8 +9,10 @@ arrays, so they stay in flash, and the kernels), `example_main.c` and a `Makefil
 allocated: the caller passes one arena of `FEWBIT_ARENA_BYTES`, a size computed here from the
 architecture, `max_ways` and `max_support`.
 
-What runs on the device is the artifact's network with BatchNorm statistics taken from the
-support set and frozen, each image then embedded on its own (`norm_stats: support`,
+Inputs enter as the artifact's kind says (`fewbit.deploy.c_export.inputs`): an image as uint8
+pixels, normalised inside; a series as the float32 values its preprocessing prepared, the very
+values the numpy runtime takes. What runs on the device is the artifact's network with BatchNorm
+statistics taken from the support set and frozen, each image (or series) then embedded on its own (`norm_stats: support`,
 `fewbit.runtime.support_stats`): a per-image API in a few hundred KB cannot hold a batch. The
 numpy runtime runs the same mode (`fewbit.runtime.adapt(..., norm_stats="support")`), so the two
 can be compared: on an integer body (integer weights, static activation quantization of at most
@@ -30,10 +32,13 @@ ranges taken per batch, body adaptation, or integer sums that could overflow for
 
 from fewbit.deploy.c_export.elf import elf_alloc_bytes
 from fewbit.deploy.c_export.export import CTarget, export_c, report_text, stage_geometry
-from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input, write_task_files
+from fewbit.deploy.c_export.inputs import CInput, c_input, write_task_files
+from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input
 
 __all__ = [
+    "CInput",
     "CTarget",
+    "c_input",
     "elf_alloc_bytes",
     "export_c",
     "input_to_pixels",

@@ -1,5 +1,5 @@
-"""The generated C's data: const arrays of packed weights (counted as weight bytes), the input
-table, and the head fine-tuning configuration."""
+"""The generated C's data: const arrays of packed weights (counted as weight bytes) and the head
+fine-tuning configuration."""
 
 from __future__ import annotations
 
@@ -121,14 +121,6 @@ def pixel_major(tensor: Any) -> Any:
     return PackedTensor.from_codes(
         codes, tensor.bits, scale=tensor.scale, zero_point=tensor.zero_point, axis=tensor.axis, mask=mask
     )
-
-
-def input_table(model: RuntimeModel) -> np.ndarray:
-    """Per input channel, the normalised value of each pixel value 0..255: the artifact's own
-    `ImagePreprocessing.normalize` of the 256 values (the C code quantizes it as the first layer does)."""
-    channels = model.input_shape[0]
-    pixels = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, channels, 1, 256))
-    return model.prep.normalize(pixels)[0, :, 0, :].astype(np.float32)  # [C, 256]
 
 
 def head_config(

@@ -19,8 +19,9 @@ from fewbit._io import atomic_write_bytes, read_regular_file
 from fewbit.artifact.format import Artifact, decode_artifact, read_artifact
 from fewbit.artifact.tensor import PackedTensor
 from fewbit.deploy.c_export import mcu as mcu_image
-from fewbit.deploy.c_export.arrays import Emitter, head_config, input_table, pixel_major, weight_arrays
+from fewbit.deploy.c_export.arrays import Emitter, head_config, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
+from fewbit.deploy.c_export.inputs import c_input
 from fewbit.deploy.c_export.layout import SPARSE_LANES, arena_layout
 from fewbit.deploy.c_export.literals import c_token, comment_text, double_literal, float_literal
 from fewbit.errors import ConfigError, FewbitFormatError
@@ -77,7 +78,8 @@ def _load(source: str | os.PathLike[str] | bytes) -> tuple[Artifact, RuntimeMode
 
 
 def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, int]]:
-    """Per stage: input/output sizes in channel-major layout (a linear is a 1x1 conv of a 1x1 image)."""
+    """Per stage: input/output sizes in channel-major layout (a linear is a 1x1 conv of a 1x1 image);
+    padding and pooling along height and width apart (a series' `1 x 3` kernels pad `0 x 1`)."""
     c, h, w = model.input_shape
     out = []
     for st in stages:
@@ -86,16 +88,17 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
             fan = op.in_features
             if c * h * w != fan:
                 raise ConfigError(f"C export: linear layer expects {fan} inputs, gets {c * h * w}")
-            g = dict(cin=fan, hin=1, win=1, cout=op.out_features, kh=1, kw=1, stride=1, pad=0, hout=1, wout=1)
+            g = dict(cin=fan, hin=1, win=1, cout=op.out_features, kh=1, kw=1, stride=1, pad_h=0, pad_w=0)
+            g.update(hout=1, wout=1)
         else:
             if st.flatten:
                 raise ConfigError("C export: a convolution after a flatten has no input image")
-            ho = (h + 2 * op.padding - op.kh) // op.stride + 1
-            wo = (w + 2 * op.padding - op.kw) // op.stride + 1
-            g = dict(cin=c, hin=h, win=w, cout=op.cout, kh=op.kh, kw=op.kw, stride=op.stride, pad=op.padding)
-            g.update(hout=ho, wout=wo)
-        g["pool"] = st.pool
-        g["hp"], g["wp"] = g["hout"] // st.pool, g["wout"] // st.pool
+            ho = (h + 2 * op.pad_h - op.kh) // op.stride + 1
+            wo = (w + 2 * op.pad_w - op.kw) // op.stride + 1
+            g = dict(cin=c, hin=h, win=w, cout=op.cout, kh=op.kh, kw=op.kw, stride=op.stride, pad_h=op.pad_h)
+            g.update(pad_w=op.pad_w, hout=ho, wout=wo)
+        g["pool_h"], g["pool_w"] = st.pool
+        g["hp"], g["wp"] = g["hout"] // g["pool_h"], g["wout"] // g["pool_w"]
         g["fan"] = g["cin"] * g["kh"] * g["kw"]
         c, h, w = g["cout"], g["hp"], g["wp"]
         out.append(g)
@@ -105,14 +108,15 @@ def stage_geometry(model: RuntimeModel, stages: list[Stage]) -> list[dict[str, i
 def _check_model(model: RuntimeModel, settings: Mapping[str, Any]) -> list[Stage]:
     if len(model.input_shape) != 3:
         raise ConfigError(
-            f"C export: the C runtime takes images (uint8 pixels, channels x height x width); this model takes "
+            f"C export: the C runtime takes images (uint8 pixels, channels x height x width) or series (float32, "
+            f"channels x 1 x length); this model takes "
             f"{model.input_shape[0] if model.input_shape else 0} table features: use the numpy runtime "
             "(fewbit.runtime) or --format onnx"
         )
     try:
         stages = body_stages(model)
     except ValueError as exc:
-        raise ConfigError(f"C export: {exc}; supported: conv4 and mlp bodies") from None
+        raise ConfigError(f"C export: {exc}; supported: conv4, conv1d and mlp bodies") from None
     if scope_parts(str(settings["scope"])) - {"head"}:
         raise ConfigError(
             f"C export: the C runtime adapts the head only, the artifact's scope is {settings['scope']!r}; "
@@ -152,10 +156,11 @@ def export_c(
     folder this export wrote before, unless `force` (ConfigError, before any work).
 
     The folder also builds a bare-metal image for a Cortex-M4F (`make -C out_dir qemu`, see
-    `fewbit.deploy.c_export.mcu`) that adapts to `task` (uint8 support images, their labels, uint8
-    query images; by default a stroke task `mcu.stroke_task` draws). With `mcu`, the image is built
-    and run on QEMU here and the report gains its measured `mcu_*` figures (ConfigError naming the
-    Debian packages when the cross compiler or QEMU is missing).
+    `fewbit.deploy.c_export.mcu`) that adapts to `task` (support inputs, their labels, query inputs,
+    as the C runtime takes them: uint8 images, or float32 series for a series model, see
+    `fewbit.deploy.c_export.inputs`; by default a task `mcu.default_task` draws). With `mcu`, the
+    image is built and run on QEMU here and the report gains its measured `mcu_*` figures
+    (ConfigError naming the Debian packages when the cross compiler or QEMU is missing).
 
         report = export_c("model.fewbit", "model_c", max_ways=5, max_support=25)
         assert report["fits"]          # 256 KB RAM / 1 MB flash unless `target` says otherwise
@@ -174,6 +179,7 @@ def export_c(
     except ValueError as exc:
         raise ConfigError(f"C export: {exc}") from None
     stages = _check_model(model, settings)
+    form = c_input(model.preprocessing)  # how inputs enter: uint8 pixels, or a series' float32 values
     geo = stage_geometry(model, stages)
     integer = integer_body(stages)
     specs = {id(op): spec for op, spec in zip(model.layers, model.manifest["architecture"]["layers"])}
@@ -201,16 +207,22 @@ def export_c(
         weight = artifact.tensors[specs[id(st.linop)]["weight"]]
         structs[i]["sched_bytes"] = schedule_bytes(pixel_major(weight)) if byte_products and sparse_rows(weight) else 0
         structs[i]["sparse"] = int(structs[i]["sched_bytes"] > 0)
-    lut_name = em.array("fb_lut", "float", input_table(model))
+    table = form.lookup_table(model)
+    lut_name = em.array("fb_lut", "float", table) if table is not None else None
     head = head_config(em, model, artifact, settings, max_ways)
     cache = SUPPORT_CACHE_BYTES if integer else 0
-    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache)
+    code_table = integer and table is not None
+    layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache,
+                          code_table)
     dim = model.embedding_dim
     defines = {
         "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
         "FEWBIT_INPUT_HEIGHT": model.input_shape[1],
         "FEWBIT_INPUT_WIDTH": model.input_shape[2],
-        "FEWBIT_INPUT_BYTES": "(FEWBIT_INPUT_CHANNELS * FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH)",
+        "FEWBIT_INPUT_FLOAT": int(form.floats),  # float32 values (a series), else uint8 pixels
+        "FEWBIT_INPUT_VALUES": "(FEWBIT_INPUT_CHANNELS * FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH)",
+        "FEWBIT_INPUT_VALUE_BYTES": int(form.dtype.itemsize),
+        "FEWBIT_INPUT_BYTES": "(FEWBIT_INPUT_VALUES * FEWBIT_INPUT_VALUE_BYTES)",
         "FEWBIT_EMBED_DIM": dim,
         "FEWBIT_MAX_WAYS": max_ways,
         "FEWBIT_MAX_SUPPORT": max_support,
@@ -224,26 +236,25 @@ def export_c(
     out = Path(out_dir)
     _check_out_dir(out, force)
     header = _template("fewbit_model.h.in")
-    ink = "ink is the high value" if model.preprocessing.get("invert", "auto") != "none" else "as photographed"
     for key, value in {  # read text reaches the C only through comment_text, inside a comment
         "@PRODUCER@": comment_text(f"fewbit {__version__}"),
         "@SOURCE@": comment_text(Path(where).name if where != "artifact bytes" else where),
         "@ARCH@": comment_text(model.arch_name),
         "@ALGORITHM@": comment_text(model.algorithm),
-        "@INK@": ink,
+        "@INPUT_DOC@": form.header_doc(model),
         "@STEPS@": c_token(int(settings["steps"]), "adaptation.steps"),
         "@DEFINES@": "\n".join(f"#define {k} {_define_value(k, v)}" for k, v in defines.items()),
     }.items():
         header = header.replace(key, value)
     source_c = _model_c(em, structs, stages, lut_name, layout, head, byte_products, integer)
     if task is None:
-        task = mcu_image.stroke_task(model.input_shape, ways=min(5, max_ways), shots=1, queries=2)
+        task = mcu_image.default_task(model, ways=min(5, max_ways), shots=1, queries=2)
     files: dict[str, str | bytes] = {
         "fewbit_model.h": header,
         "fewbit_model.c": source_c,
         "example_main.c": _template("example_main.c"),
         "Makefile": _template("Makefile.in").replace("@STACK_BYTES@", str(mcu_image.STACK_BYTES)),
-        **mcu_image.image_files(target, task, model.input_shape, max_ways, max_support),
+        **mcu_image.image_files(target, task, model.input_shape, max_ways, max_support, form),
     }
     # Written and compiled beside `out` first, then moved in file by file: no half-written file.
     out.mkdir(parents=True, exist_ok=True)
@@ -282,8 +293,11 @@ def export_c(
     return report
 
 
+_EXPRESSIONS = ("FEWBIT_INPUT_VALUES", "FEWBIT_INPUT_BYTES")  # defines that are expressions of fewbit's own
+
+
 def _define_value(name: str, value: Any) -> str:
-    if name == "FEWBIT_INPUT_BYTES":  # an expression of fewbit's own
+    if name in _EXPRESSIONS:
         return str(value)
     if isinstance(value, str) and value.endswith("u"):
         return c_token(int(value[:-1]), name) + "u"
@@ -401,7 +415,8 @@ def _group(cout: int, fan: int, weight_bytes: int) -> int:
 
 
 _STRUCT_FIELDS = (  # the order of the C struct fb_stage
-    *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad", "hout", "wout", "pool", "hp", "wp", "fan", "group"),
+    *("cin", "hin", "win", "cout", "kh", "kw", "stride", "pad_h", "pad_w", "hout", "wout", "pool_h", "pool_w"),
+    *("hp", "wp", "fan", "group"),
     *("relu", "wenc", "bits", "mask_format", "index_bits", "rice_k", "rice_unary_offset", "code_min", "code_step"),
     *("numel", "kept", "codes", "mask", "zp", "zp_n", "scale", "scale_n", "book", "fvals", "has_iq", "iq_scale"),
     *("iq_zero", "iq_qmin", "iq_qmax", "iq_dynamic", "gamma", "beta", "bias", "eps", "chw_out", "sparse"),
@@ -412,7 +427,7 @@ def _model_c(
     em: Emitter,
     structs: list[dict[str, Any]],
     stages: list[Stage],
-    lut_name: str,
+    lut_name: str | None,
     layout: Mapping[str, Any],
     head: dict[str, Any] | None,
     byte_products: bool,
@@ -473,7 +488,8 @@ def _model_c(
     lines += [
         "",
         "typedef struct {",
-        "    int cin, hin, win, cout, kh, kw, stride, pad, hout, wout, pool, hp, wp, fan, group, relu;",
+        "    int cin, hin, win, cout, kh, kw, stride, pad_h, pad_w, hout, wout, pool_h, pool_w, hp, wp, fan, group;",
+        "    int relu;",
         "    int wenc, bits, mask_format, index_bits, rice_k;",
         "    uint32_t rice_unary_offset;",
         "    int32_t code_min, code_step;",
@@ -507,7 +523,8 @@ def _model_c(
     sched = ", ".join(f"{off.get(f'SCHED{i}', 0)}u" for i in range(len(stages)))
     if integer:
         lines.append(f"static const size_t fb_sched_offset[FB_NUM_STAGES] = {{{sched}}};")
-    lines.append(f"#define fb_lut {lut_name}")
+    if lut_name is not None:
+        lines.append(f"#define fb_lut {lut_name}")
     if head is not None and head.get("FB_HAS_OWN_HEAD"):
         lines.append("static int fb_head_mask_of(int i) { return (fb_head_mask[i >> 3] >> (i & 7)) & 1; }")
     lines.append("")

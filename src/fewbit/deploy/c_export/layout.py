@@ -23,9 +23,11 @@ def arena_layout(
     max_support: int,
     head: dict[str, Any] | None,
     cache_bytes: int,
+    code_table: bool,
 ) -> dict[str, Any]:
     """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state,
-    and `cache_bytes` for the support set's activations while statistics are frozen."""
+    `cache_bytes` for the support set's activations while statistics are frozen, and with
+    `code_table` the first layer's code of each pixel value (an integer body reading pixels)."""
     act = 1 if integer else 4
     w_size = 1 if byte_products else 2 if integer else 4  # an unpacked weight; a patch value likewise
     first = int(np.prod(model.input_shape))
@@ -44,7 +46,7 @@ def arena_layout(
         ("BEST", max(24 * max(g["group"] for g in dense), 4 * (3 + SPARSE_LANES) * max(g["cout"] for g in sparse))),
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
-        ("CODES", 256 * model.input_shape[0] if integer else 0),
+        ("CODES", 256 * model.input_shape[0] if code_table else 0),
         ("CACHE", 8 + cache_bytes),  # the cached stage, then the activations
         ("EMBED", 4 * dim),
         ("PROTOS", 8 * max_ways * dim),

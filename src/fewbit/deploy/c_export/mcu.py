@@ -31,10 +31,12 @@ import numpy as np
 
 import fewbit.runtime as rt
 from fewbit.deploy.c_export.elf import elf_sections
+from fewbit.deploy.c_export.inputs import CInput, PixelInput, c_input
 from fewbit.deploy.c_export.literals import c_token, comment_text
-from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input
+from fewbit.deploy.c_export.pixels import input_to_pixels
 from fewbit.errors import ConfigError, DataError
 from fewbit.runtime.images import list_images, load_image, load_image_folder
+from fewbit.runtime.series import SeriesPreprocessing
 
 PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
@@ -91,10 +93,48 @@ def stroke_task(
     return np.stack(support), np.asarray(labels, np.int64), np.stack(query)
 
 
+def series_task(
+    preprocessing: SeriesPreprocessing, *, ways: int = 5, shots: int = 1, queries: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A task of series drawn without files: (support float32 `[ways*shots, C, 1, L]`, labels,
+    queries float32 `[ways*queries, C, 1, L]`), prepared by `preprocessing` as the model's inputs are.
+    Each class is, per channel, two sine waves of its own frequencies (1 to 8 periods a window) and
+    phases; each series shifts them by up to a twentieth of the window, scales them by 0.8 to 1.2
+    and adds noise of a third of a wave's amplitude."""
+    channels, length = preprocessing.channels, preprocessing.length
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float64) / length
+    support, labels, query = [], [], []
+    for c in range(ways):
+        freq = rng.uniform(1, 8, (channels, 2))
+        phase = rng.uniform(0, 2 * np.pi, (channels, 2))
+        for i in range(shots + queries):
+            shift = rng.uniform(-0.05, 0.05)
+            waves = np.sin(2 * np.pi * freq[:, :, None] * (t + shift) + phase[:, :, None]).sum(axis=1)
+            series = rng.uniform(0.8, 1.2) * waves + 0.33 * rng.standard_normal((channels, length))
+            (support if i < shots else query).append(series.astype(np.float32))
+            if i < shots:
+                labels.append(c)
+    return preprocessing.prepare(support), np.asarray(labels, np.int64), preprocessing.prepare(query)
+
+
+def default_task(
+    model: Any, *, ways: int = 5, shots: int = 1, queries: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The task the bare-metal image embeds unless given one, in the model's C inputs: strokes
+    (`stroke_task`) for an image model, sine waves (`series_task`) for a series model."""
+    if isinstance(model.prep, SeriesPreprocessing):
+        return series_task(model.prep, ways=ways, shots=shots, queries=queries, seed=seed)
+    return stroke_task(model.input_shape, ways=ways, shots=shots, queries=queries, seed=seed)
+
+
 def folder_task(model: Any, task_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The task in `task_dir/support` (one folder per class) and `task_dir/query` (class folders or
     images), read as `fewbit adapt` reads them, as uint8 pixels."""
 
+    if not isinstance(c_input(model.preprocessing), PixelInput):
+        raise ConfigError("--mcu TASK_DIR reads image folders; a series model's emulated run adapts to the task "
+                          "the export draws (--mcu without a folder) or one given to export_c(task=...)")
     root = Path(task_dir)
     support = load_image_folder(root / "support", model.preprocessing, what="support")
     query_dir = root / "query"
@@ -118,13 +158,17 @@ def folder_task(model: Any, task_dir: str | Path) -> tuple[np.ndarray, np.ndarra
 
 
 def image_files(
-    target: Any, task: tuple[Any, Any, Any], input_shape: Sequence[int], max_ways: int, max_support: int
+    target: Any, task: tuple[Any, Any, Any], input_shape: Sequence[int], max_ways: int, max_support: int,
+    form: CInput | None = None,
 ) -> dict[str, str | bytes]:
-    """The bare-metal image's files: sources, the linker script of the target's memory, the task."""
+    """The bare-metal image's files: sources, the linker script of the target's memory, the task
+    (in the C program's inputs `form`, an `inputs.CInput`: uint8 pixels unless said otherwise)."""
+    form = form or PixelInput()
     support, labels, query = (np.asarray(v) for v in task)
     shape = tuple(int(v) for v in input_shape)
     if support.shape[1:] != shape or query.shape[1:] != shape or len(labels) != len(support):
-        raise ConfigError(f"C export: the task's images must be uint8 {list(shape)} with one label per support image")
+        raise ConfigError(f"C export: the task's inputs must be {form.ctype} {list(shape)} with one label per "
+                          "support input")
     ways = int(labels.max()) + 1 if len(labels) else 0
     if not (2 <= len(support) <= max_support and 2 <= ways <= max_ways and len(query) >= 1):
         raise ConfigError(
@@ -132,7 +176,8 @@ def image_files(
         )
     if sorted(set(labels.tolist())) != list(range(ways)):
         raise ConfigError("C export: the task's support labels must cover 0..ways-1")
-    records = np.concatenate([labels.astype(np.uint8)[:, None], support.astype(np.uint8).reshape(len(labels), -1)], 1)
+    raw = np.frombuffer(form.to_bytes(support), np.uint8).reshape(len(labels), -1)
+    records = np.concatenate([labels.astype(np.uint8)[:, None], raw], 1)
     linker = _template("mcu.ld.in")
     for key, value in {
         "@PART@": comment_text(part_name(target)),
@@ -147,7 +192,7 @@ def image_files(
         "mcu_task.S": _template("mcu_task.S"),
         "mcu.ld": linker,
         "mcu_support.bin": records.tobytes(),
-        "mcu_query.bin": query.astype(np.uint8).tobytes(),
+        "mcu_query.bin": form.to_bytes(query),
     }
 
 
@@ -213,10 +258,10 @@ def measure(out: str | Path, model: Any, task: tuple[Any, Any, Any], target: Any
         raise ConfigError(f"C export: the emulated Cortex-M4 run failed (exit {code}): {tail[-300:]}")
     mem = memory((Path(out) / "mcu.elf").read_bytes())
     support, labels, query = task
-    adapted = rt.adapt(
-        model, pixels_to_input(np.asarray(support), model.preprocessing), np.asarray(labels), norm_stats="support"
-    )
-    expected = adapted.predict(pixels_to_input(np.asarray(query), model.preprocessing)).tolist()
+    form = c_input(model.preprocessing)
+    adapted = rt.adapt(model, form.to_model(np.asarray(support), model.preprocessing), np.asarray(labels),
+                       norm_stats="support")
+    expected = adapted.predict(form.to_model(np.asarray(query), model.preprocessing)).tolist()
     classify = figures["instructions_classify_all"] / max(1, figures["queries"])
     total = mem["static_ram"] + mem["arena"] + figures["stack_peak"]
     return {

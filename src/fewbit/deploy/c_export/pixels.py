@@ -1,15 +1,12 @@
-"""uint8 images and the float32 input the runtime takes, and the example program's task files."""
+"""uint8 images and the float32 input the runtime takes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fewbit._io import atomic_write_bytes
 from fewbit.errors import ConfigError
 from fewbit.runtime.preprocess import ImagePreprocessing
 
@@ -39,22 +36,3 @@ def input_to_pixels(x: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarr
         raise ValueError("these images are not 8-bit pixels under the artifact's preprocessing")
     return pixels
 
-
-def write_task_files(
-    folder: str | os.PathLike[str],
-    support_pixels: np.ndarray,
-    support_labels: np.ndarray,
-    query_pixels: np.ndarray,
-) -> tuple[Path, Path]:
-    """The example program's inputs: `support.bin` (label byte + pixels per image) and
-    `query.bin` (pixels per image), uint8 channel-major."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = np.asarray(support_labels).reshape(-1)
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ConfigError("raw task files: support labels must be 0..255 (one byte each, as the C example reads)")
-    support = np.asarray(support_pixels, np.uint8).reshape(len(labels), -1)
-    records = np.concatenate([labels.astype(np.uint8)[:, None], support], axis=1)
-    atomic_write_bytes(folder / "support.bin", records.tobytes())
-    atomic_write_bytes(folder / "query.bin", np.asarray(query_pixels, np.uint8).tobytes())
-    return folder / "support.bin", folder / "query.bin"

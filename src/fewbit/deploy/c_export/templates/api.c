@@ -16,21 +16,21 @@ int fewbit_init(fewbit_ctx *ctx, void *arena, size_t arena_bytes) {
     return FEWBIT_OK;
 }
 
-int fewbit_freeze_statistics(fewbit_ctx *ctx, const uint8_t *images, int n) {
+int fewbit_freeze_statistics(fewbit_ctx *ctx, const fewbit_input_t *images, int n) {
     if (!ctx || !ctx->arena || !images || n < 1 || n > FEWBIT_MAX_SUPPORT) return FEWBIT_ERR_ARGUMENT;
     fb_freeze(ctx->arena, images, n);
     ctx->frozen = 1;
     return FEWBIT_OK;
 }
 
-int fewbit_embed(fewbit_ctx *ctx, const uint8_t *image, fewbit_embedding_t *out_embedding) {
+int fewbit_embed(fewbit_ctx *ctx, const fewbit_input_t *image, fewbit_embedding_t *out_embedding) {
     if (!ctx || !ctx->arena || !image || !out_embedding) return FEWBIT_ERR_ARGUMENT;
     if (!ctx->frozen) return FEWBIT_ERR_STATE;
     fb_embed_raw(ctx->arena, image, out_embedding);
     return FEWBIT_OK;
 }
 
-int fewbit_adapt_prototypes(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *labels, int n) {
+int fewbit_adapt_prototypes(fewbit_ctx *ctx, const fewbit_input_t *support, const uint8_t *labels, int n) {
     fewbit_embedding_t *emb;
     double *protos;
     int32_t *counts;
@@ -56,7 +56,7 @@ int fewbit_adapt_prototypes(fewbit_ctx *ctx, const uint8_t *support, const uint8
     return FEWBIT_OK;
 }
 
-int fewbit_classify(fewbit_ctx *ctx, const uint8_t *image, float *scores) {
+int fewbit_classify(fewbit_ctx *ctx, const fewbit_input_t *image, float *scores) {
     fewbit_embedding_t *emb;
     int c, d, best = 0;
     double best_score = 0.0;

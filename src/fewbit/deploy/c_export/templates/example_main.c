@@ -2,9 +2,11 @@
  *
  *   ./example SUPPORT QUERY [--embeddings]
  *
- * SUPPORT holds records of 1 label byte + FEWBIT_INPUT_BYTES pixel bytes; QUERY holds records of
- * FEWBIT_INPUT_BYTES pixel bytes (uint8, channel-major). With --embeddings the embedding of each
- * query is printed instead of its label (integers for an integer body, floats otherwise).
+ * SUPPORT holds records of 1 label byte + one input (FEWBIT_INPUT_BYTES bytes); QUERY holds records
+ * of one input each. An input is FEWBIT_INPUT_VALUES values of fewbit_input_t, channel-major:
+ * uint8 pixels for an image model, float32 (this machine's byte order) for a series model. With
+ * --embeddings the embedding of each query is printed instead of its label (integers for an
+ * integer body, floats otherwise).
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,9 +14,9 @@
 #include "fewbit_model.h"
 
 static uint64_t arena[(FEWBIT_ARENA_BYTES + 7) / 8];
-static uint8_t support[FEWBIT_MAX_SUPPORT * FEWBIT_INPUT_BYTES];
+static fewbit_input_t support[FEWBIT_MAX_SUPPORT * FEWBIT_INPUT_VALUES];
 static uint8_t labels[FEWBIT_MAX_SUPPORT];
-static uint8_t image[FEWBIT_INPUT_BYTES];
+static fewbit_input_t image[FEWBIT_INPUT_VALUES];
 
 int main(int argc, char **argv) {
     fewbit_ctx ctx;
@@ -34,8 +36,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     while (n < FEWBIT_MAX_SUPPORT && fread(&labels[n], 1, 1, f) == 1) {
-        if (fread(support + (size_t)n * FEWBIT_INPUT_BYTES, 1, FEWBIT_INPUT_BYTES, f) != FEWBIT_INPUT_BYTES) {
-            fprintf(stderr, "example: %s ends inside an image\n", argv[1]);
+        if (fread(support + (size_t)n * FEWBIT_INPUT_VALUES, 1, FEWBIT_INPUT_BYTES, f) != FEWBIT_INPUT_BYTES) {
+            fprintf(stderr, "example: %s ends inside an input\n", argv[1]);
             return 2;
         }
         n++;

@@ -167,7 +167,7 @@ static void fb_head_scores(fewbit_ctx *ctx, const fewbit_embedding_t *emb, float
     fb_head_logits(ctx, x, scores);
 }
 
-int fewbit_adapt_head(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *labels, int n, int steps) {
+int fewbit_adapt_head(fewbit_ctx *ctx, const fewbit_input_t *support, const uint8_t *labels, int n, int steps) {
     float *w, *b, *gw, *gb, *xs, *logits;
     fewbit_embedding_t *emb;
     int i, c, d, step, ways = fb_check_support(ctx, support, labels, n);

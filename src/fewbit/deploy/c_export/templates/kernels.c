@@ -54,14 +54,27 @@ static void fb_range_qparams(double lo, double hi, int qmin, int qmax, float *sc
     *zero = (int32_t)z;
 }
 
-/* The range of the support images' normalised pixels (for a first layer that takes its range per batch). */
-static void fb_image_range(const uint8_t *images, int n, double *lo, double *hi) {
-    size_t i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
+/* The model's float32 input at index i of an input (channel-major): a series' value as given, or
+ * an image's normalised pixel, from the table of the 256 pixel values per channel. */
+#if FEWBIT_INPUT_FLOAT
+#define FB_INPUT_VALUE(input, i) ((input)[i])
+#else
+#define FB_INPUT_VALUE(input, i) \
+    fb_lut[((i) / ((size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH)) * 256u + (input)[i]]
+#endif
+
+/* The range of the support set's inputs (for a first layer that takes its range per batch). */
+static void fb_image_range(const fewbit_input_t *images, int n, double *lo, double *hi) {
+    size_t k;
+    int j;
     float mn = 0.0f, mx = 0.0f;
-    for (i = 0; i < (size_t)n * FEWBIT_INPUT_BYTES; i++) {
-        float v = fb_lut[((i % FEWBIT_INPUT_BYTES) / plane) * 256u + images[i]];
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
+    for (j = 0; j < n; j++) {
+        const fewbit_input_t *image = images + (size_t)j * FEWBIT_INPUT_VALUES;
+        for (k = 0; k < (size_t)FEWBIT_INPUT_VALUES; k++) {
+            float v = FB_INPUT_VALUE(image, k);
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+        }
     }
     *lo = mn;
     *hi = mx;
@@ -463,13 +476,13 @@ static void fb_patch_int(const fb_stage *st, int zero, const uint8_t *in, int oy
     fb_in_t *p = patch, pad = FB_BYTE_PRODUCTS ? (fb_in_t)zero : (fb_in_t)0;
     int cin = st->cin, shift = FB_BYTE_PRODUCTS ? 0 : zero;
     for (ky = 0; ky < st->kh; ky++) {
-        int y = oy * st->stride + ky - st->pad;
+        int y = oy * st->stride + ky - st->pad_h;
         if (y < 0 || y >= st->hin) {
             for (ci = 0; ci < st->kw * cin; ci++) *p++ = pad;
             continue;
         }
         for (kx = 0; kx < st->kw; kx++) {
-            int x = ox * st->stride + kx - st->pad;
+            int x = ox * st->stride + kx - st->pad_w;
             if (x < 0 || x >= st->win) {
                 for (ci = 0; ci < cin; ci++) p[ci] = pad;
             } else {
@@ -734,9 +747,9 @@ static void fb_patch_lanes(const fb_stage *st, int zero, const uint8_t *in, cons
     for (j = 0; j < FB_LANE_WORDS; j++) {
         uint32_t *w = words + j;
         for (ky = 0; ky < st->kh; ky++) {
-            int y0 = oy[2 * j] * st->stride + ky - st->pad, y1 = oy[2 * j + 1] * st->stride + ky - st->pad;
+            int y0 = oy[2 * j] * st->stride + ky - st->pad_h, y1 = oy[2 * j + 1] * st->stride + ky - st->pad_h;
             for (kx = 0; kx < st->kw; kx++) {
-                int x0 = ox[2 * j] * st->stride + kx - st->pad, x1 = ox[2 * j + 1] * st->stride + kx - st->pad;
+                int x0 = ox[2 * j] * st->stride + kx - st->pad_w, x1 = ox[2 * j + 1] * st->stride + kx - st->pad_w;
                 int in0 = y0 >= 0 && y0 < st->hin && x0 >= 0 && x0 < st->win;
                 int in1 = y1 >= 0 && y1 < st->hin && x1 >= 0 && x1 < st->win;
                 const uint8_t *a = in + ((size_t)(in0 ? y0 : 0) * (size_t)st->win + (size_t)(in0 ? x0 : 0)) * (size_t)cin;
@@ -812,7 +825,8 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
  * their pooling windows (or of the image, for statistics), every channel at once. */
 static void fb_stage_sparse(unsigned char *arena, int s, const uint8_t *in, void *out, int64_t *sum1, int64_t *sum2) {
     const fb_stage *st = &fb_stages[s];
-    const int cout = st->cout, pool = sum1 ? 1 : st->pool, window = pool * pool, cols = sum1 ? st->wout : st->wp;
+    const int cout = st->cout, pool_h = sum1 ? 1 : st->pool_h, pool_w = sum1 ? 1 : st->pool_w;
+    const int window = pool_h * pool_w, cols = sum1 ? st->wout : st->wp;
     const long total = sum1 ? (long)st->hout * st->wout : (long)st->hp * st->wp * window;
     uint32_t *words = (uint32_t *)(void *)(arena + FB_OFF_PATCH);
     int32_t *best = (int32_t *)(void *)(arena + FB_OFF_BEST);
@@ -829,8 +843,8 @@ static void fb_stage_sparse(unsigned char *arena, int s, const uint8_t *in, void
         for (p = 0; p < FB_LANES; p++) { /* past the end: the last pixel again (its lanes are not read) */
             long t = t0 + (p < n ? p : n - 1), cell = t / window;
             int inner = (int)(t % window);
-            oy[p] = (int)(cell / cols) * pool + inner / pool;
-            ox[p] = (int)(cell % cols) * pool + inner % pool;
+            oy[p] = (int)(cell / cols) * pool_h + inner / pool_w;
+            ox[p] = (int)(cell % cols) * pool_w + inner % pool_w;
         }
         fb_patch_lanes(st, live->iq_zero, in, oy, ox, words);
         fb_products_sparse(stream, rowsum, words, cout, live->iq_zero, acc);
@@ -917,18 +931,18 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
         }
         for (py = 0; py < st->hp; py++) {
             for (px = 0; px < st->wp; px++) {
-                for (dy = 0; dy < st->pool; dy++) {
-                    for (dx = 0; dx < st->pool; dx += 2) { /* two pixels of the window at a time */
-                        fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx, patch);
-                        if (dx + 1 < st->pool) {
-                            fb_patch_int(st, zero, in, py * st->pool + dy, px * st->pool + dx + 1, patch1);
+                for (dy = 0; dy < st->pool_h; dy++) {
+                    for (dx = 0; dx < st->pool_w; dx += 2) { /* two pixels of the window's row at a time */
+                        fb_patch_int(st, zero, in, py * st->pool_h + dy, px * st->pool_w + dx, patch);
+                        if (dx + 1 < st->pool_w) {
+                            fb_patch_int(st, zero, in, py * st->pool_h + dy, px * st->pool_w + dx + 1, patch1);
                             fb_products2(patch, patch1, wbuf, st->fan, gn, transposed, acc, acc1);
                         } else {
                             fb_products(patch, wbuf, st->fan, gn, transposed, acc);
                         }
                         fb_unzero(acc, rowsum, gn, zero);
                         fb_window(acc, gn, dy == 0 && dx == 0, win_high, win_low);
-                        if (dx + 1 < st->pool) {
+                        if (dx + 1 < st->pool_w) {
                             fb_unzero(acc1, rowsum, gn, zero);
                             fb_window(acc1, gn, 0, win_high, win_low);
                         }
@@ -942,28 +956,50 @@ static void fb_stage_int(unsigned char *arena, int s, const uint8_t *in, void *o
     }
 }
 
+/* The first layer's code of the float32 input value v: its input quantizer in float32, as numpy's
+ * clip(rint(v / scale) + zero_point, qmin, qmax) (a NaN becomes qmin). */
+static uint8_t fb_input_code(float v, float scale, float zero, float qmin, float qmax) {
+    float t = fb_rintf(v / scale) + zero;
+    if (!(t >= qmin)) t = qmin;
+    if (t > qmax) t = qmax;
+    return (uint8_t)t;
+}
+
+#if FEWBIT_INPUT_FLOAT
+static void fb_build_codes(unsigned char *arena) { (void)arena; } /* series are quantized as they come */
+
+/* The series (channel-major float32) as the first layer's codes, pixel-major. */
+static void fb_input(unsigned char *arena, const fewbit_input_t *image, uint8_t *codes) {
+    const fb_live *live = fb_live_of(arena, 0);
+    const float scale = live->iq_scale, zero = (float)live->iq_zero;
+    const float qmin = (float)fb_stages[0].iq_qmin, qmax = (float)fb_stages[0].iq_qmax;
+    size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
+    for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
+        for (i = 0; i < plane; i++)
+            codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] =
+                fb_input_code(image[ch * plane + i], scale, zero, qmin, qmax);
+}
+#else
 /* The first layer's code of each pixel value, per channel (its input quantizer applied to the
  * normalised values, in float32 as numpy does). */
 static void fb_build_codes(unsigned char *arena) {
     uint8_t *codes = (uint8_t *)(void *)(arena + FB_OFF_CODES);
     const fb_live *live = fb_live_of(arena, 0);
-    int i, qmin = fb_stages[0].iq_qmin, qmax = fb_stages[0].iq_qmax;
-    for (i = 0; i < 256 * FEWBIT_INPUT_CHANNELS; i++) {
-        float t = fb_rintf(fb_lut[i] / live->iq_scale) + (float)live->iq_zero;
-        if (t < (float)qmin) t = (float)qmin;
-        if (t > (float)qmax) t = (float)qmax;
-        codes[i] = (uint8_t)t;
-    }
+    const float qmin = (float)fb_stages[0].iq_qmin, qmax = (float)fb_stages[0].iq_qmax;
+    int i;
+    for (i = 0; i < 256 * FEWBIT_INPUT_CHANNELS; i++)
+        codes[i] = fb_input_code(fb_lut[i], live->iq_scale, (float)live->iq_zero, qmin, qmax);
 }
 
 /* The image (channel-major uint8) as the first layer's codes, pixel-major. */
-static void fb_input(const unsigned char *arena, const uint8_t *image, uint8_t *codes) {
+static void fb_input(unsigned char *arena, const fewbit_input_t *image, uint8_t *codes) {
     const uint8_t *lut = (const uint8_t *)(const void *)(arena + FB_OFF_CODES);
     size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
     for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
         for (i = 0; i < plane; i++)
             codes[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = lut[ch * 256u + image[ch * plane + i]];
 }
+#endif
 
 /* Bytes of stage s's output codes (the next stage's input). */
 static size_t fb_out_bytes(int s) { return (size_t)fb_stages[s].cout * (size_t)fb_stages[s].hp * (size_t)fb_stages[s].wp; }
@@ -986,7 +1022,7 @@ static const uint8_t *fb_run_from(unsigned char *arena, const uint8_t *in, int f
 }
 
 /* Stages 0..upto-1 on one image; returns the codes stage `upto` reads (or writes the embedding). */
-static const uint8_t *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
+static const uint8_t *fb_run(unsigned char *arena, const fewbit_input_t *image, int upto, fewbit_embedding_t *emb) {
     uint8_t *a = (uint8_t *)(void *)(arena + FB_OFF_ACT0);
     fb_input(arena, image, a);
     return fb_run_from(arena, a, 0, upto, emb);
@@ -998,23 +1034,23 @@ static const uint8_t *fb_run(unsigned char *arena, const uint8_t *image, int upt
 static int32_t *fb_cache_level(unsigned char *arena) { return (int32_t *)(void *)(arena + FB_OFF_CACHE); }
 
 /* Support image i through stages 0..upto-1, from the cache when it holds an earlier stage. */
-static const uint8_t *fb_support_run(unsigned char *arena, const uint8_t *images, int i, int upto,
+static const uint8_t *fb_support_run(unsigned char *arena, const fewbit_input_t *images, int i, int upto,
                                      fewbit_embedding_t *emb) {
     int32_t level = *fb_cache_level(arena);
     if (level >= 0 && level < upto) {
         const uint8_t *slot = (const uint8_t *)(const void *)(arena + FB_OFF_CACHE + 8) + (size_t)i * fb_out_bytes(level);
         return fb_run_from(arena, slot, level + 1, upto, emb);
     }
-    return fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, upto, emb);
+    return fb_run(arena, images + (size_t)i * FEWBIT_INPUT_VALUES, upto, emb);
 }
 
-static void fb_embed_support(unsigned char *arena, const uint8_t *images, int i, fewbit_embedding_t *emb) {
+static void fb_embed_support(unsigned char *arena, const fewbit_input_t *images, int i, fewbit_embedding_t *emb) {
     (void)fb_support_run(arena, images, i, FB_NUM_STAGES, emb);
 }
 
 /* After stage s is frozen: keep every support image's output of stage s when they fit (and when
  * each is no larger than the cached stage's, so slots are rewritten in order without overlap). */
-static void fb_cache_stage(unsigned char *arena, const uint8_t *images, int n, int s) {
+static void fb_cache_stage(unsigned char *arena, const fewbit_input_t *images, int n, int s) {
     int32_t *level = fb_cache_level(arena);
     uint8_t *data = (uint8_t *)(void *)(arena + FB_OFF_CACHE + 8);
     size_t size = fb_out_bytes(s);
@@ -1045,7 +1081,7 @@ static void fb_prepare(unsigned char *arena) {
 
 /* Freezes every stage from `n` support images, layer by layer (one image live at a time): ranges of
  * per-batch quantizers, BatchNorm statistics, then the requantization. */
-static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
+static void fb_freeze(unsigned char *arena, const fewbit_input_t *images, int n) {
     int s, i, c;
     *fb_cache_level(arena) = -1;
     if (fb_stages[0].iq_dynamic) {
@@ -1093,7 +1129,7 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
     }
 }
 
-static void fb_embed_raw(unsigned char *arena, const uint8_t *image, fewbit_embedding_t *emb) {
+static void fb_embed_raw(unsigned char *arena, const fewbit_input_t *image, fewbit_embedding_t *emb) {
     (void)fb_run(arena, image, FB_NUM_STAGES, emb);
 }
 
@@ -1136,13 +1172,13 @@ static void fb_patch_float(const fb_stage *st, const fb_live *live, const float 
     int ky, kx, ci, cin = st->cin;
     float *p = patch;
     for (ky = 0; ky < st->kh; ky++) {
-        int y = oy * st->stride + ky - st->pad;
+        int y = oy * st->stride + ky - st->pad_h;
         if (y < 0 || y >= st->hin) {
             for (ci = 0; ci < st->kw * cin; ci++) *p++ = 0.0f;
             continue;
         }
         for (kx = 0; kx < st->kw; kx++) {
-            int x = ox * st->stride + kx - st->pad;
+            int x = ox * st->stride + kx - st->pad_w;
             if (x < 0 || x >= st->win) {
                 for (ci = 0; ci < cin; ci++) p[ci] = 0.0f;
             } else {
@@ -1205,9 +1241,9 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
         }
         for (py = 0; py < st->hp; py++) {
             for (px = 0; px < st->wp; px++) {
-                for (dy = 0; dy < st->pool; dy++) {
-                    for (dx = 0; dx < st->pool; dx++) {
-                        fb_patch_float(st, live, in, py * st->pool + dy, px * st->pool + dx, patch);
+                for (dy = 0; dy < st->pool_h; dy++) {
+                    for (dx = 0; dx < st->pool_w; dx++) {
+                        fb_patch_float(st, live, in, py * st->pool_h + dy, px * st->pool_w + dx, patch);
                         fb_products_float(patch, wbuf, st->fan, gn, transposed, acc);
                         for (c = 0; c < gn; c++) {
                             int ch = g0 + c;
@@ -1230,14 +1266,20 @@ static void fb_stage_float(unsigned char *arena, int s, const float *in, float *
     }
 }
 
-static void fb_input(const uint8_t *image, float *x) {
+/* The input (channel-major) as float32 values, pixel-major: a series' values as they are, an
+ * image's pixels normalised through the table. */
+static void fb_input(const fewbit_input_t *image, float *x) {
     size_t ch, i, plane = (size_t)FEWBIT_INPUT_HEIGHT * FEWBIT_INPUT_WIDTH;
     for (ch = 0; ch < (size_t)FEWBIT_INPUT_CHANNELS; ch++)
         for (i = 0; i < plane; i++)
+#if FEWBIT_INPUT_FLOAT
+            x[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = image[ch * plane + i];
+#else
             x[FB_INPUT_CHW ? ch * plane + i : i * FEWBIT_INPUT_CHANNELS + ch] = fb_lut[ch * 256u + image[ch * plane + i]];
+#endif
 }
 
-static const float *fb_run(unsigned char *arena, const uint8_t *image, int upto, fewbit_embedding_t *emb) {
+static const float *fb_run(unsigned char *arena, const fewbit_input_t *image, int upto, fewbit_embedding_t *emb) {
     float *a = (float *)(void *)(arena + FB_OFF_ACT0), *b = (float *)(void *)(arena + FB_OFF_ACT1);
     int s;
     fb_input(image, a);
@@ -1260,7 +1302,7 @@ static void fb_prepare(unsigned char *arena) {
 }
 
 /* Freezes every stage from `n` support images, layer by layer (one image live at a time). */
-static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
+static void fb_freeze(unsigned char *arena, const fewbit_input_t *images, int n) {
     int s, i, c;
     float *act0 = (float *)(void *)(arena + FB_OFF_ACT0), *act1 = (float *)(void *)(arena + FB_OFF_ACT1);
     if (fb_stages[0].iq_dynamic) {
@@ -1275,7 +1317,7 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
             double *sum1 = (double *)(void *)(arena + FB_OFF_SUMS), *sum2 = sum1 + st->cout;
             for (c = 0; c < st->cout; c++) sum1[c] = sum2[c] = 0.0;
             for (i = 0; i < n; i++)
-                fb_stage_float(arena, s, fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0), 0, sum1, sum2);
+                fb_stage_float(arena, s, fb_run(arena, images + (size_t)i * FEWBIT_INPUT_VALUES, s, 0), 0, sum1, sum2);
             fb_freeze_stage(arena, s, (int64_t)n * st->hout * st->wout, sum1, sum2);
         }
         if (s + 1 < FB_NUM_STAGES && fb_stages[s + 1].iq_dynamic) { /* the range of this stage's outputs */
@@ -1283,7 +1325,7 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
             size_t k, size = (size_t)st->cout * (size_t)st->hp * (size_t)st->wp;
             fb_live *next = fb_live_of(arena, s + 1);
             for (i = 0; i < n; i++) {
-                const float *in = fb_run(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, s, 0);
+                const float *in = fb_run(arena, images + (size_t)i * FEWBIT_INPUT_VALUES, s, 0);
                 float *out = in == act0 ? act1 : act0;
                 fb_stage_float(arena, s, in, out, 0, 0);
                 for (k = 0; k < size; k++) {
@@ -1296,20 +1338,20 @@ static void fb_freeze(unsigned char *arena, const uint8_t *images, int n) {
     }
 }
 
-static void fb_embed_raw(unsigned char *arena, const uint8_t *image, fewbit_embedding_t *emb) {
+static void fb_embed_raw(unsigned char *arena, const fewbit_input_t *image, fewbit_embedding_t *emb) {
     (void)fb_run(arena, image, FB_NUM_STAGES, emb);
 }
 
 static double fb_embedding_value(fewbit_embedding_t e) { return (double)e; }
 
-static void fb_embed_support(unsigned char *arena, const uint8_t *images, int i, fewbit_embedding_t *emb) {
-    fb_embed_raw(arena, images + (size_t)i * FEWBIT_INPUT_BYTES, emb);
+static void fb_embed_support(unsigned char *arena, const fewbit_input_t *images, int i, fewbit_embedding_t *emb) {
+    fb_embed_raw(arena, images + (size_t)i * FEWBIT_INPUT_VALUES, emb);
 }
 
 #endif /* FEWBIT_INTEGER_BODY */
 
 /* The number of ways of a support set's labels (each of 0..ways-1 present), or FEWBIT_ERR_ARGUMENT. */
-static int fb_check_support(fewbit_ctx *ctx, const uint8_t *support, const uint8_t *labels, int n) {
+static int fb_check_support(fewbit_ctx *ctx, const fewbit_input_t *support, const uint8_t *labels, int n) {
     int i, ways = 0, seen[FEWBIT_MAX_WAYS];
     if (!ctx || !ctx->arena || !support || !labels || n < 2 || n > FEWBIT_MAX_SUPPORT) return FEWBIT_ERR_ARGUMENT;
     for (i = 0; i < FEWBIT_MAX_WAYS; i++) seen[i] = 0;

@@ -4,7 +4,7 @@
  * (timer ticks under QEMU's `-icount shift=0`), and the stack's high-water mark; it exits 0.
  *
  * The support set and one query at a time are copied into RAM first, as a device holds the
- * images it captured. Exit codes: 1 an API call failed, 2 the arena is refused, 3 a fault (the
+ * images or series it captured. Exit codes: 1 an API call failed, 2 the arena is refused, 3 a fault (the
  * stack or a write past the arena hit an MPU guard), 4 the task file does not fit the model.
  */
 #include <string.h>
@@ -19,16 +19,16 @@
 #define FB_SUPPORT_N (FB_MCU_SUPPORT_BYTES / FB_RECORD)
 
 #if FB_MCU_SUPPORT_BYTES % FB_RECORD != 0 || FB_SUPPORT_N < 2 || FB_SUPPORT_N > FEWBIT_MAX_SUPPORT
-#error "SUPPORT must hold 2..FEWBIT_MAX_SUPPORT records of 1 label byte + FEWBIT_INPUT_BYTES pixels"
+#error "SUPPORT must hold 2..FEWBIT_MAX_SUPPORT records of 1 label byte + one input (FEWBIT_INPUT_BYTES)"
 #endif
 
 extern const uint8_t fb_task_support[], fb_task_support_end[], fb_task_query[], fb_task_query_end[];
 
 /* the arena, rounded up to the 32 bytes of the MPU guard that follows it */
 static uint64_t arena[(FB_MCU_ARENA_BYTES + 31u) / 32u * 4u] __attribute__((section(".arena"), aligned(32)));
-static uint8_t support[FB_SUPPORT_N * FEWBIT_INPUT_BYTES];
+static fewbit_input_t support[FB_SUPPORT_N * FEWBIT_INPUT_VALUES];
 static uint8_t labels[FB_SUPPORT_N];
-static uint8_t image[FEWBIT_INPUT_BYTES];
+static fewbit_input_t image[FEWBIT_INPUT_VALUES];
 
 static void line(const char *key, uint64_t value) {
     fb_puts("fewbit-mcu ");
@@ -45,13 +45,13 @@ int main(void) {
     int i, rc, queries;
     if ((size_t)(fb_task_support_end - fb_task_support) != (size_t)FB_MCU_SUPPORT_BYTES ||
         (size_t)(fb_task_query_end - fb_task_query) % FEWBIT_INPUT_BYTES != 0) {
-        fb_puts("fewbit-mcu ERROR the task files changed since the build, or QUERY is not whole images\n");
+        fb_puts("fewbit-mcu ERROR the task files changed since the build, or QUERY is not whole inputs\n");
         return 4;
     }
     queries = (int)((size_t)(fb_task_query_end - fb_task_query) / FEWBIT_INPUT_BYTES);
     for (i = 0; i < FB_SUPPORT_N; i++) {
         labels[i] = fb_task_support[(size_t)i * FB_RECORD];
-        memcpy(support + (size_t)i * FEWBIT_INPUT_BYTES, fb_task_support + (size_t)i * FB_RECORD + 1, FEWBIT_INPUT_BYTES);
+        memcpy(support + (size_t)i * FEWBIT_INPUT_VALUES, fb_task_support + (size_t)i * FB_RECORD + 1, FEWBIT_INPUT_BYTES);
     }
     t0 = fb_ticks();
     rc = fewbit_init(&ctx, arena, FB_MCU_ARENA_BYTES);
