@@ -85,6 +85,13 @@ def test_data_info_and_show_on_series(tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     assert main(["data", "info", f"series:{root}", "--image-size", "28"]) == 2
     assert "series data has no option image_size" in capsys.readouterr().err
+    # one --channels flag for every kind: a series' count is any 1..64, an image's 1 or 3
+    assert main(["data", "info", f"series:{root}", "--channels", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"] == 2
+    assert main(["data", "info", "signals", "--channels", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"] == 6
+    assert main(["data", "info", f"folder:{tmp_path}", "--channels", "6"]) == 2
+    assert "channels" in capsys.readouterr().err
 
 
 def test_signals_are_split_by_family_and_augmented_as_series() -> None:

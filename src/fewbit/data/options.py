@@ -84,6 +84,11 @@ class InkOptions(SplitOptions):
         return (1, self.image_size, self.image_size)
 
 
+# One --channels flag serves every kind that has channels (the first kind's help is the flag's).
+CHANNELS_HELP = ("channels: images 1 (greyscale) or 3 (RGB), default detected (RGB when any image holds colour); "
+                 "series the channel count, default detected (signals: 3)")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ImageOptions(SplitOptions):
     """Image files read into `[channels, image_size, image_size]`: a user's folder, or csvsplit.
@@ -95,8 +100,7 @@ class ImageOptions(SplitOptions):
     """
 
     image_size: int = setting(28, "resize images to N x N pixels (default 28)", metavar="N")
-    channels: int | None = setting(None, "1 (greyscale) or 3 (RGB); default: detected (RGB when any image "
-                                   "holds colour)", choices=(1, 3))
+    channels: int | None = setting(None, CHANNELS_HELP, metavar="C")
     invert: bool = setting(False, "invert images (dark strokes on light paper, like Omniglot's files)")
     normalize: bool = setting(True, "standardise each channel with the training split's statistics")
     resize: str = setting("crop", "crop: shorter side to the size, then the centre (default); stretch: both sides",

@@ -21,7 +21,7 @@ import torch
 
 from fewbit.config import brief, check, setting
 from fewbit.data.augment import augment_series
-from fewbit.data.options import SplitOptions
+from fewbit.data.options import CHANNELS_HELP, SplitOptions
 from fewbit.data.registry import register_source
 from fewbit.data.series_files import SeriesCollection, read_series_source
 from fewbit.data.signals import DEFAULT_LENGTH, generate_signals
@@ -54,7 +54,7 @@ class SeriesOptions(SplitOptions):
                                choices=LENGTH_RULES)
     series_norm: str = setting("zscore", "per-series z-score (default), the training split's per-channel "
                                "statistics (global), or none", choices=SERIES_NORMS)
-    channels: int | None = setting(None, "series channels (default: detected; signals: 3)", metavar="C")
+    channels: int | None = setting(None, CHANNELS_HELP, metavar="C")
     label_column: str | None = setting(None, "a csv: table's label column (default: the last)", metavar="NAME")
 
     def __post_init__(self) -> None:
