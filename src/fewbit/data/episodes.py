@@ -57,10 +57,11 @@ class EpisodeSampler:
                 f"lower --ways or give that split more classes (--split-fractions)"
             )
         smallest, fewest = dataset.smallest_class()
+        noun = getattr(dataset, "unit", "image(s)")
         if shots + queries > fewest:
             raise DataError(
                 f"shots + queries = {shots + queries} but class {smallest!r} of {dataset.name} has only {fewest} "
-                f"image(s); lower --shots or --queries, or give that class more images"
+                f"{noun}; lower --shots or --queries, or give that class more {noun.rstrip('(s)')}s"
             )
         self.dataset = dataset
         self.ways, self.shots, self.queries, self.rotations = ways, shots, queries, rotations

@@ -99,6 +99,7 @@ class SeriesDataset:
     rows: np.ndarray | None = None
 
     rotatable = False  # a series has a direction in time: turning it is no new class
+    unit = "series"  # what one example is called in messages
 
     def __post_init__(self) -> None:
         if self.labels.shape != (self.num_images,):

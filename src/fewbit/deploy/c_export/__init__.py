@@ -12,8 +12,8 @@ architecture, `max_ways` and `max_support`.
 Inputs enter as the artifact's kind says (`fewbit.deploy.c_export.inputs`): an image as uint8
 pixels, normalised inside; a series as the float32 values its preprocessing prepared, the very
 values the numpy runtime takes. What runs on the device is the artifact's network with BatchNorm
-statistics taken from the support set and frozen, each image (or series) then embedded on its own (`norm_stats: support`,
-`fewbit.runtime.support_stats`): a per-image API in a few hundred KB cannot hold a batch. The
+statistics taken from the support set and frozen, each image (or series) then embedded on its own
+(`norm_stats: support`, `fewbit.runtime.support_stats`): a per-image API in a few hundred KB cannot hold a batch. The
 numpy runtime runs the same mode (`fewbit.runtime.adapt(..., norm_stats="support")`), so the two
 can be compared: on an integer body (integer weights, static activation quantization of at most
 8 bits) every layer is int8 x low-bit weights with int32 accumulators and fixed-point
