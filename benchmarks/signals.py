@@ -26,6 +26,7 @@ import importlib.util
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from fewbit._io import atomic_write_json
 from fewbit.data.series import SeriesDataset
 from fewbit.data.series_files import SeriesCollection, read_collection_file
 from fewbit.deploy import export
+from fewbit.deploy.c_export import export_c
+from fewbit.deploy.c_export.inputs import c_input, write_task_files
 from fewbit.evaluation import DEFAULT_EVAL_SEED, eval_tasks, evaluate_artifact
 from fewbit.report.metrics import mean_ci
 from fewbit.runtime import adapt
@@ -129,12 +132,90 @@ def _split(batch: Any) -> list[Any]:
     return [batch[i : i + 1] for i in range(batch.num_tasks)]
 
 
-def latency(artifact: Path, dataset: SeriesDataset, ways: int) -> dict[str, float]:
-    """Median ms of adapting to one `ways`-way 1-shot task and classifying its queries, numpy runtime."""
+BENCH_MAIN = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "fewbit_model.h"
+
+static uint64_t arena[(FEWBIT_ARENA_BYTES + 7) / 8];
+static fewbit_input_t support[FEWBIT_MAX_SUPPORT * FEWBIT_INPUT_VALUES], queries[100 * FEWBIT_INPUT_VALUES];
+static uint8_t labels[FEWBIT_MAX_SUPPORT];
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    fewbit_ctx ctx;
+    FILE *f;
+    int n = 0, q = 0, r, i, repeats = argc > 3 ? atoi(argv[3]) : 20, predicted[100];
+    float scores[FEWBIT_MAX_WAYS];
+    double wall[200];
+    f = fopen(argv[1], "rb");
+    while (n < FEWBIT_MAX_SUPPORT && fread(&labels[n], 1, 1, f) == 1 &&
+           fread(support + (size_t)n * FEWBIT_INPUT_VALUES, 1, FEWBIT_INPUT_BYTES, f) == FEWBIT_INPUT_BYTES)
+        n++;
+    fclose(f);
+    f = fopen(argv[2], "rb");
+    while (q < 100 && fread(queries + (size_t)q * FEWBIT_INPUT_VALUES, 1, FEWBIT_INPUT_BYTES, f) == FEWBIT_INPUT_BYTES)
+        q++;
+    fclose(f);
+    if (repeats < 1 || repeats > 200 || fewbit_init(&ctx, arena, sizeof arena) != FEWBIT_OK) return 1;
+    for (r = -2; r < repeats; r++) {
+        double w0 = now();
+        if (fewbit_adapt_prototypes(&ctx, support, labels, n) != FEWBIT_OK) return 1;
+        for (i = 0; i < q; i++) predicted[i] = fewbit_classify(&ctx, queries + (size_t)i * FEWBIT_INPUT_VALUES, scores);
+        if (r >= 0) wall[r] = now() - w0;
+    }
+    qsort(wall, repeats, sizeof wall[0], cmp);
+    printf("{\"wall_ms_median\": %.4f, \"wall_ms_min\": %.4f, \"predictions\": [", wall[repeats / 2], wall[0]);
+    for (i = 0; i < q; i++) printf("%s%d", i ? ", " : "", predicted[i]);
+    printf("]}\n");
+    return 0;
+}
+"""
+
+
+def latency(artifact: Path, dataset: SeriesDataset, ways: int, workdir: Path, repeats: int = 20) -> dict[str, Any]:
+    """Adapting to one `ways`-way 1-shot task and classifying its 15 queries a class, side by side
+    in one run: the numpy runtime (its default mode, and support-set statistics as the C code runs)
+    and the exported C (`cc -O3`, one process), median wall ms; whether C's predictions equal numpy's."""
     model = load_artifact(artifact)
-    task = next(iter(eval_tasks(dataset, ways=ways, shots=1, queries=1, tasks=1, seed=DEFAULT_EVAL_SEED)))
+    queries = min(15, dataset.smallest_class()[1] - 1)
+    task = next(iter(eval_tasks(dataset, ways=ways, shots=1, queries=queries, tasks=1, seed=DEFAULT_EVAL_SEED)))
     sx, sy, qx = task.support_x[0].numpy(), task.support_y[0].numpy(), task.query_x[0].numpy()
-    return clock(lambda: adapt(model, sx, sy).predict(qx), repeats=30)
+    out: dict[str, Any] = {"ways": ways, "shots": 1, "queries": int(qx.shape[0])}
+    out["numpy_ms"] = clock(lambda: adapt(model, sx, sy).predict(qx), repeats=repeats)["wall_ms_median"]
+    support_mode = adapt(model, sx, sy, norm_stats="support")
+    out["numpy_support_stats_ms"] = clock(lambda: adapt(model, sx, sy, norm_stats="support").predict(qx),
+                                          repeats=repeats)["wall_ms_median"]
+    folder = workdir / f"c-{artifact.parent.name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    report = export_c(artifact, folder, max_ways=ways, max_support=ways)
+    support_file, query_file = write_task_files(folder / "task", sx, sy, qx, c_input(model.preprocessing))
+    (folder / "bench_main.c").write_text(BENCH_MAIN)
+    exe = folder / "bench"
+    subprocess.run(["cc", "-std=c99", "-O3", "-ffp-contract=off", "-o", str(exe), str(folder / "bench_main.c"),
+                    str(folder / "fewbit_model.c"), "-lm"], check=True)
+    done = subprocess.run([str(exe), str(support_file), str(query_file), str(repeats)], capture_output=True,
+                          text=True, check=True)
+    c = json.loads(done.stdout)
+    out.update(c_ms=round(c["wall_ms_median"], 3), c_arena_bytes=report["arena_bytes"],
+               c_flash_bytes=report.get("flash_bytes"),
+               c_equals_numpy=c["predictions"] == support_mode.predict(qx).tolist())
+    out["numpy_ms"], out["numpy_support_stats_ms"] = round(out["numpy_ms"], 3), round(out["numpy_support_stats_ms"], 3)
+    out["numpy_over_c"] = round(out["numpy_ms"] / out["c_ms"], 2)  # C runs as numpy's support mode does
+    out["numpy_support_stats_over_c"] = round(out["numpy_support_stats_ms"] / out["c_ms"], 2)
+    return out
 
 
 def main() -> None:
@@ -190,6 +271,12 @@ def main() -> None:
             print(f"{name} {ways}-way {shots}-shot: fewbit w4a8 {100 * row['fewbit_w4a8']['accuracy']:.2f}% "
                   f"(float32 {100 * row['fewbit_float32']['accuracy']:.2f}%), best peer {100 * best:.2f}% "
                   + ", ".join(f"{p} {100 * row[p]['accuracy']:.2f}" for p in PEERS), flush=True)
+        variant_models = {v: models[data.channels, v]["artifact"] for v in ("w4a8", "float32")}
+        entry["latency"] = {v: latency(path, prepared(data, load_artifact(path).prep, name), min(5, len(classes)),
+                                       workdir) for v, path in variant_models.items()}
+        print(f"{name} latency (5-way 1-shot task): " + ", ".join(
+            f"{v} numpy {r['numpy_ms']:.2f} ms, C {r['c_ms']:.2f} ms (C = numpy: {r['c_equals_numpy']})"
+            for v, r in entry["latency"].items()), flush=True)
         report["sets"][name] = entry
         atomic_write_json(args.out, report)
     for shots in (1, 5):
