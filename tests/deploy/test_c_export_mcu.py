@@ -19,7 +19,7 @@ from fewbit.errors import ConfigError
 from fewbit.meta import MetaConfig
 from tests.deploy.helpers import compressed_conv1d, compressed_conv4, series_preprocessing
 
-needs_mcu = pytest.mark.skipif(bool(mcu.missing_tools()), reason="arm-none-eabi-gcc or qemu-system-arm is missing")
+needs_mcu = pytest.mark.skipif(bool(mcu.missing_tools()), reason=f"missing: {', '.join(mcu.missing_tools()) or 'none'}")
 PART_RAM, PART_FLASH = 256 * 1024, 1024 * 1024
 
 
