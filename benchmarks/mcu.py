@@ -1,9 +1,11 @@
 """MCU benchmark: the C export run on an emulated Cortex-M4F (QEMU mps2-an386, `make qemu`) for Conv-4
 w4a8, Conv-4 w2a8 with 75% unstructured sparsity, the channel-pruned slimmed w2a8 Conv-4, and Conv-4
 w4a8 adapting by head fine-tuning; beside it, the same C on this host against the numpy runtime,
-one core, in one run.
+one core, in one run. Then the series models: the shipped signals-conv1d-w4 (1 x 128) and a 1-D Conv-4
+w4a8 over 3-channel series of 512 steps, on 5-way 1-shot series tasks (exported for 5 ways).
 
-    nice python benchmarks/mcu.py        # writes benchmarks/results/mcu.json
+    nice python benchmarks/mcu.py                   # writes benchmarks/results/mcu.json
+    nice python benchmarks/mcu.py --only series     # the series rows again, the image rows kept
 
 Per variant, measured on the linked image and the emulated run (fewbit.deploy.c_export.mcu): flash
 (text + rodata + the data's load image), static RAM (data + bss, MPU guards, the fault handlers'
@@ -71,14 +73,59 @@ def build(folder: Path, i: int, spec: str, channel_slim: bool, algorithm: str) -
     return path
 
 
+def series_rows(folder: Path) -> list[dict]:
+    """The series models on the emulated part: the shipped signals model, and a 3 x 512 1-D Conv-4
+    w4a8 (random weights, activations calibrated on series; the figures depend on shapes, not values)."""
+    import torch
+
+    import fewbit.runtime as rt
+    from fewbit.compress import calibrate, compress_
+    from fewbit.deploy import export
+    from fewbit.deploy.c_export import export_c, mcu
+    from fewbit.models import build_backbone
+    from fewbit.pretrained import model_names, model_path
+    from fewbit.runtime.series import SeriesPreprocessing
+
+    torch.set_num_threads(1)
+    models = []
+    if "signals-conv1d-w4" in model_names():
+        models.append(("signals-conv1d-w4 (shipped; 1 x 128)", model_path("signals-conv1d-w4")))
+    pre = SeriesPreprocessing(channels=3, length=512)
+    torch.manual_seed(0)
+    net = build_backbone("conv1d", ways=0, input_shape=(3, 1, 512))
+    compress_(net, "quant:w4a8:lsq")
+    calib, _, _ = mcu.series_task(pre, ways=10, shots=4, queries=1, seed=100)
+    calibrate(net, [torch.from_numpy(calib)])
+    export(net.eval(), folder / "s512.fewbit", algorithm="protonet", preprocessing=pre.to_dict())
+    models.append(("1-D Conv-4 w4a8, 3 x 512", folder / "s512.fewbit"))
+    rows = []
+    for i, (label, path) in enumerate(models):
+        report = export_c(path, folder / f"s{i}_c", max_ways=5, max_support=5, mcu=True)
+        report.pop("out")
+        rows.append({"variant": label, "bytes": Path(path).stat().st_size,
+                     "input_shape": list(rt.load(path).input_shape), "c": report})
+        print(f"{label}: {mcu.figures_text(report)}", flush=True)
+    return rows
+
+
 def main() -> None:
     from fewbit.deploy.c_export import CTarget, export_c, mcu, pixels_to_input, write_task_files
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=("series",), help="measure the series rows only; keep --out's others")
     args = parser.parse_args()
     mcu.require_tools()
+    if args.only:
+        result = json.loads(args.out.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            result["series"] = series_rows(Path(tmp))
+        result["checks"]["series_3x512_total_sram_within_256kb"] = \
+            result["series"][-1]["c"]["mcu_total_ram_bytes"] <= PART_RAM
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
     load_before = os.getloadavg()
     env = dict(os.environ, **ONE_THREAD)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
@@ -101,6 +148,7 @@ def main() -> None:
             rows.append(row)
             paths[label] = str(path)
             print(f"{label}: {mcu.figures_text(report)}", flush=True)
+        series = series_rows(folder)
         timed = {r["variant"]: paths[r["variant"]] for r in rows if r["algorithm"] == "protonet"}
         numpy_side = run(
             [sys.executable, "-c", NUMPY_SCRIPT, json.dumps(timed), str(folder / "task.npz"), str(args.repeats)], env
@@ -142,6 +190,7 @@ def main() -> None:
             "loadavg_after": os.getloadavg(),
         },
         "variants": rows,
+        "series": series,
         "head_extra_arena_bytes": rows[3]["c"]["mcu_arena_bytes"] - rows[0]["c"]["mcu_arena_bytes"],
         "checks": {
             "w4a8_total_sram_within_256kb": dense["c"]["mcu_total_ram_bytes"] <= PART_RAM,
@@ -155,6 +204,7 @@ def main() -> None:
                 sparse["host"]["c"]["cpu_ms_median"] <= dense["host"]["c"]["cpu_ms_median"]
             ),
             "sparse_2x_numpy_on_host": sparse["host"]["c_vs_numpy_batch"] >= 2.0,
+            "series_3x512_total_sram_within_256kb": series[-1]["c"]["mcu_total_ram_bytes"] <= PART_RAM,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
