@@ -201,3 +201,30 @@ def test_export_a_shipped_model_to_onnx_agrees_with_the_runtime(capsys, tmp_path
     # equal up to 8-bit activation codes that round the other way (float summation order differs)
     assert np.abs(got.reshape(4, -1) - ref).max() <= 0.05 * np.abs(ref).max()
     assert np.corrcoef(got.reshape(-1), ref.reshape(-1))[0, 1] > 0.999
+
+
+SIGNALS = next((n for n in NAMES if n.startswith("signals")), None)
+
+
+@pytest.mark.skipif(SIGNALS is None, reason="no signals model shipped")
+def test_the_shipped_signals_model_adapts_to_recordings_of_any_length(capsys, tmp_path):
+    """One-channel recordings of 80 to 160 steps (csv and npy), one per class as support: the model
+    resamples and normalises them as its card says and beats chance by far, from the CLI and in numpy."""
+    from fewbit.data.synthetic import write_series_folder
+
+    data = write_series_folder(tmp_path / "rec", classes=5, per_class=6, channels=1)
+    support, query = tmp_path / "support", tmp_path / "query"
+    for c in sorted(p.name for p in data.iterdir()):
+        files = sorted((data / c).iterdir())
+        for where, picked in ((support, files[:1]), (query, files[1:])):
+            (where / c).mkdir(parents=True)
+            for f in picked:
+                (where / c / f.name).write_bytes(f.read_bytes())
+    code, out, err = run_cli(capsys, "adapt", "--model", SIGNALS, "--support", str(support), "--query", str(query),
+                             "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["predictions"]) == 25 and len(set(result["classes"])) == 5
+    assert result["accuracy"] >= 0.6  # 5-way 1-shot: chance is 20%
+    model = rt.load(SIGNALS)
+    assert list(model.input_shape) == [1, 1, 128] and model.preprocessing["kind"] == "series"
