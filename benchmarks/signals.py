@@ -93,12 +93,14 @@ def trained(channels: int, compress: bool, workdir: Path, steps: int | None) -> 
     if not compress:
         config = config.replace(compress=None)
     run_dir = workdir / f"signals-c{channels}-{'w4a8' if compress else 'float32'}"
-    finished = (run_dir / "config.yaml").is_file() and read_run_config(run_dir) == config and \
-        load_run(run_dir, checkpoint="last").step == config.steps
-    if not finished:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"training {run_dir.name}: {config.steps} steps", flush=True)
-        meta_train(config, run_dir, progress=False)
+    same = (run_dir / "config.yaml").is_file() and read_run_config(run_dir) == config
+    step = load_run(run_dir, checkpoint="last").step if same and (run_dir / "checkpoints").is_dir() else 0
+    if step != config.steps:
+        if not step:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"training {run_dir.name}: {config.steps} steps" + (f", resumed at step {step}" if step else ""),
+              flush=True)
+        meta_train(config, run_dir, progress=False, resume=bool(step))
     return run_dir, train_times(run_dir)[config.steps]
 
 

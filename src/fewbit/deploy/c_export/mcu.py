@@ -172,7 +172,7 @@ def image_files(
     ways = int(labels.max()) + 1 if len(labels) else 0
     if not (2 <= len(support) <= max_support and 2 <= ways <= max_ways and len(query) >= 1):
         raise ConfigError(
-            f"C export: the task needs 2..{max_support} support images of 2..{max_ways} classes and a query"
+            f"C export: the task needs 2..{max_support} support examples of 2..{max_ways} classes and a query"
         )
     if sorted(set(labels.tolist())) != list(range(ways)):
         raise ConfigError("C export: the task's support labels must cover 0..ways-1")
@@ -298,7 +298,7 @@ def figures_text(report: Mapping[str, Any]) -> str:
         f"{report['mcu_total_ram_bytes']:,} B SRAM in all ({report['mcu_static_ram_bytes']:,} static + "
         f"{report['mcu_arena_bytes']:,} arena + {report['mcu_stack_bytes']:,} peak stack)"
         f"{'' if report['mcu_fits'] else ': does NOT fit'}\n"
-        f"{task['ways']}-way task of {task['support']} support images: adapt {report['mcu_instructions_adapt']:,} "
+        f"{task['ways']}-way task of {task['support']} support examples: adapt {report['mcu_instructions_adapt']:,} "
         f"instructions ({report['mcu_ms_adapt']:.1f} ms), classify {report['mcu_instructions_classify']:,} "
         f"({report['mcu_ms_classify']:.1f} ms) at {report['mcu_clock_hz'] / 1e6:.0f} MHz and {report['mcu_cpi']} "
         f"cycles per instruction; predictions {'equal' if report['mcu_predictions_match'] else 'DIFFER from'} "
