@@ -22,7 +22,7 @@ from fewbit.deploy.c_export import mcu as mcu_image
 from fewbit.deploy.c_export.arrays import Emitter, head_config, pixel_major, weight_arrays
 from fewbit.deploy.c_export.elf import compiled_flash_bytes
 from fewbit.deploy.c_export.inputs import c_input
-from fewbit.deploy.c_export.layout import SPARSE_LANES, arena_layout
+from fewbit.deploy.c_export.layout import SPARSE_LANES_VECTOR, arena_layout
 from fewbit.deploy.c_export.literals import c_token, comment_text, double_literal, float_literal
 from fewbit.errors import ConfigError, FewbitFormatError
 from fewbit.runtime import fixedpoint
@@ -233,6 +233,8 @@ def export_c(
         "FEWBIT_COSINE_SCALE": double_literal(float(settings.get("scale", 1.0))),
         "FEWBIT_ARENA_BYTES": f"{int(layout['total'])}u",
     }
+    if layout["total_vector"] != layout["total"]:  # a core with vectors runs sparse layers 16 pixels at once
+        defines["FEWBIT_ARENA_BYTES"] = (int(layout["total_vector"]), int(layout["total"]))
     out = Path(out_dir)
     _check_out_dir(out, force)
     header = _template("fewbit_model.h.in")
@@ -297,6 +299,8 @@ _EXPRESSIONS = ("FEWBIT_INPUT_VALUES", "FEWBIT_INPUT_BYTES")  # defines that are
 
 
 def _define_value(name: str, value: Any) -> str:
+    if isinstance(value, tuple):  # (with vectors, without)
+        return f"(FEWBIT_VECTOR_LANES ? {c_token(value[0], name)}u : {c_token(value[1], name)}u)"
     if name in _EXPRESSIONS:
         return str(value)
     if isinstance(value, str) and value.endswith("u"):
@@ -385,7 +389,7 @@ def sparse_rows(weight: Any) -> bool:
         and weight.mask_format is not None
         and weight.bits <= 8
         and 2 * weight.kept <= weight.numel
-        and 2 * SPARSE_LANES * int(np.prod(weight.shape[1:])) <= 65535  # positions as uint16 byte offsets
+        and 2 * SPARSE_LANES_VECTOR * int(np.prod(weight.shape[1:])) <= 65535  # positions as uint16 byte offsets
     )
 
 

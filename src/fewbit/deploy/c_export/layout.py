@@ -9,7 +9,10 @@ import numpy as np
 from fewbit.runtime.model import RuntimeModel
 from fewbit.runtime.support_stats import Stage
 
-SPARSE_LANES = 8  # output pixels a sparse layer computes at once (kernels.c, FB_LANES)
+# Output pixels a sparse layer computes at once (kernels.c, FB_LANES): 16 on a core with vectors
+# (the host: one 256-bit add, or two 128-bit ones, per kept weight), 8 on one without (a Cortex-M4).
+SPARSE_LANES = 8
+SPARSE_LANES_VECTOR = 16
 SCHEDULE_TMP_BYTES = 1536  # code counts and cursors while a schedule is built
 
 
@@ -39,11 +42,10 @@ def arena_layout(
         ("ACT0", act * act_elems),
         ("ACT1", act * act_elems),
         ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in dense)),
-        # two pixels' im2col rows; a sparse layer's: SPARSE_LANES pixels as 16-bit lanes
-        ("PATCH", max(2 * w_size * max(g["fan"] for g in dense), 2 * SPARSE_LANES * max(g["fan"] for g in sparse))),
         # pooled outputs, two pixels' accumulators, row sums, the window's extremes; a sparse layer's
-        # pooled outputs, window extremes and SPARSE_LANES pixels' accumulators
-        ("BEST", max(24 * max(g["group"] for g in dense), 4 * (3 + SPARSE_LANES) * max(g["cout"] for g in sparse))),
+        # pooled outputs, window extremes and its pixels' accumulators (for either lane count)
+        ("BEST", max(24 * max(g["group"] for g in dense),
+                     4 * (3 + SPARSE_LANES_VECTOR) * max(g["cout"] for g in sparse))),
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
         ("CODES", 256 * model.input_shape[0] if code_table else 0),
@@ -80,4 +82,13 @@ def arena_layout(
     if any(g.get("sparse") for g in geo) and 2 * act * act_elems < SCHEDULE_TMP_BYTES:
         offsets["SCHED_TMP"] = total
         total += SCHEDULE_TMP_BYTES
-    return {"offsets": offsets, "total": total, "stages": len(stages), "cache_bytes": cache_bytes}
+    # last, so that no other offset depends on the lane count: two pixels' im2col rows, or a sparse
+    # layer's lanes of pixels as 16-bit halves of words
+    offsets["PATCH"] = total
+
+    def patch(lanes: int) -> int:
+        size = max(2 * w_size * max(g["fan"] for g in dense), 2 * lanes * max(g["fan"] for g in sparse))
+        return (size + 7) // 8 * 8
+
+    return {"offsets": offsets, "total": total + patch(SPARSE_LANES),
+            "total_vector": total + patch(SPARSE_LANES_VECTOR), "stages": len(stages), "cache_bytes": cache_bytes}

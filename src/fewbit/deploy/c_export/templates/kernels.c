@@ -666,17 +666,20 @@ static void fb_write_pooled(const fb_stage *st, int last, void *out, int py, int
  * pixels at once: their codes lie side by side as 16-bit lanes of 32-bit words (two pixels a
  * word), so one word add sums two pixels; a chunk sums at most 256 codes of 8 bits, which cannot
  * carry across lanes. Nothing is decoded per image or per output pixel. */
-#define FB_LANES 8
-#define FB_LANE_WORDS (FB_LANES / 2)
 #define FB_CHUNK 256u
 
-/* On a core with 128-bit vectors the four words of a position are one load and one add. */
-#if defined(__GNUC__) && (defined(__SSE2__) || defined(__ARM_NEON))
+/* On a core with vectors (FEWBIT_VECTOR_LANES, fewbit_model.h) 16 pixels: the eight words of a
+ * position are one load and one add (two with 128-bit vectors). Without them (a Cortex-M4) 8 pixels,
+ * four words added one by one: more would not stay in its registers. */
+#if FEWBIT_VECTOR_LANES
+#define FB_LANES 16
 #define FB_VECTOR_LANES 1
-typedef uint32_t fb_lanes_v __attribute__((vector_size(16)));
+typedef uint32_t fb_lanes_v __attribute__((vector_size(32)));
 #else
+#define FB_LANES 8
 #define FB_VECTOR_LANES 0
 #endif
+#define FB_LANE_WORDS (FB_LANES / 2)
 
 static int32_t *fb_sched_rowsum(unsigned char *arena, int s) {
     return (int32_t *)(void *)(arena + fb_sched_offset[s]);
@@ -778,9 +781,10 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
             const int32_t value = fb_i16(q[0]);
             const uint32_t n = q[1];
             const uint16_t *pos = q + 2;
-            uint32_t i, l0 = 0, l1 = 0, l2 = 0, l3 = 0;
+            uint32_t i;
 #if FB_VECTOR_LANES
-            fb_lanes_v sums = {0, 0, 0, 0}, more = {0, 0, 0, 0};
+            uint32_t l[FB_LANE_WORDS];
+            fb_lanes_v sums = {0}, more = {0};
             for (i = 0; i + 1 < n; i += 2) { /* two sums: half the dependency chain */
                 fb_lanes_v w, v;
                 memcpy(&w, (const unsigned char *)words + pos[i], sizeof w);
@@ -794,11 +798,13 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
                 sums += w;
             }
             sums += more;
-            l0 = sums[0];
-            l1 = sums[1];
-            l2 = sums[2];
-            l3 = sums[3];
+            memcpy(l, &sums, sizeof l);
+            for (j = 0; j < FB_LANE_WORDS; j++) {
+                a[2 * j] += value * (int32_t)(l[j] & 0xFFFFu);
+                a[2 * j + 1] += value * (int32_t)(l[j] >> 16);
+            }
 #else
+            uint32_t l0 = 0, l1 = 0, l2 = 0, l3 = 0;
             for (i = 0; i < n; i++) {
                 const uint32_t *w = (const uint32_t *)(const void *)((const unsigned char *)words + pos[i]);
                 l0 += w[0];
@@ -806,7 +812,6 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
                 l2 += w[2];
                 l3 += w[3];
             }
-#endif
             a[0] += value * (int32_t)(l0 & 0xFFFFu);
             a[1] += value * (int32_t)(l0 >> 16);
             a[2] += value * (int32_t)(l1 & 0xFFFFu);
@@ -815,6 +820,7 @@ static void fb_products_sparse(const uint16_t *stream, const int32_t *rowsum, co
             a[5] += value * (int32_t)(l2 >> 16);
             a[6] += value * (int32_t)(l3 & 0xFFFFu);
             a[7] += value * (int32_t)(l3 >> 16);
+#endif
             q = pos + n;
         }
         for (j = 0; j < FB_LANES; j++) acc[(size_t)j * (size_t)cout + (size_t)c] = a[j];
