@@ -57,3 +57,19 @@ def test_bad_budget_is_one_line_before_any_training(tmp_path, tiny_data, capsys,
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "pilot").exists()
+
+
+def test_budgets_trace_a_frontier_beside_uniform_plans(tmp_path, tiny_data, capsys):
+    out = tmp_path / "s"
+    code = main(["search", "--dataset", f"omniglot:{tiny_data}", "--budgets", "40K,48K", "--uniform", "1",
+                 "--steps", "1", "--out", str(out), "--json", *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(captured.out)
+    assert [r["budget"] for r in data["results"]] == [40 * 1024, 48 * 1024]
+    for r in data["results"]:
+        assert r["bytes"] == os.path.getsize(r["artifact"]) <= r["budget"]
+        (u,) = r["uniform"]
+        assert u["bytes"] == os.path.getsize(u["artifact"]) <= r["budget"]
+        assert len({layer_spec.split("@")[0] for layer_spec in u["spec"].split(",")}) <= 2  # one option everywhere
+    assert data["plot"] and os.path.getsize(data["plot"]) > 1000

@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "(default 64)")
     p.add_argument("--eval-tasks", type=nonnegative_int, help="test tasks the final model is scored on (default 0: "
                                                                "validation tasks)")
-    p.add_argument("--uniform", action="store_true", default=None,
-                   help="also train each uniform bit width (the comparison series of the frontier plot)")
+    p.add_argument("--uniform", type=nonnegative_int,
+                   help="per budget, also train this many uniform plans that fit (those of least estimated loss "
+                        "increase), as the winner is: the comparison, and the plot's second series (default 0)")
     p.add_argument("--search-seed", type=seed_int, help="seed of the search's tasks (default 0)")
     add_config_flags(p, _train_fields())
     add_config_flags(p, setting_fields().values())
@@ -104,9 +105,9 @@ def run_search(args: argparse.Namespace) -> Output:
         lines.append(table(("", "bytes", "est. loss increase", "val accuracy % (short training)", "spec"), rows))
         acc = f"{100 * r.accuracy:.2f} +- {100 * r.ci95:.2f}%" if r.accuracy is not None else "-"
         lines.append(f"winner trained to the end: {r.bytes:,} B, {r.scored_on} accuracy {acc} -> {r.artifact}")
-    for u in result.uniform:
-        lines.append(f"uniform {u['label']}: {u['bytes']:,} B, {u['scored_on']} accuracy "
-                     f"{100 * u['accuracy']:.2f} +- {100 * u['ci95']:.2f}%")
+        for u in r.uniform:
+            lines.append(f"  uniform {u['label']} trained alike: {u['bytes']:,} B, {u['scored_on']} accuracy "
+                         f"{100 * u['accuracy']:.2f} +- {100 * u['ci95']:.2f}%")
     if result.plot:
         lines.append(f"plot: {result.plot}")
     lines.append(f"wrote {result.out}/search.json ({result.seconds:.0f} s)")

@@ -60,7 +60,8 @@ class SearchConfig:
     tasks. `pilot_steps`: without a starting run, a float run trained this long is the start.
     `slack`: bytes kept free for what training changes in the file (its manifest's checksum).
     `eval_tasks`: test tasks the final model is scored on (0: validation tasks only).
-    `uniform`: also train the uniform plans of each bit width (the frontier's comparison series).
+    `uniform`: per budget, train that many uniform plans (one option on every layer) that fit, those
+    of least estimated loss increase, exactly as the winner: the comparison (0: none).
     """
 
     train: TrainConfig
@@ -78,7 +79,7 @@ class SearchConfig:
     pilot_steps: int = 300
     slack: int = 64
     eval_tasks: int = 0
-    uniform: bool = False
+    uniform: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,10 +104,9 @@ class SearchConfig:
                                         and 1 <= self.act_bits <= 8), OWNER, "act_bits",
               f"must be 1..8 or null, got {brief(self.act_bits)}")
         check(isinstance(self.lsq, bool), OWNER, "lsq", f"must be true or false, got {brief(self.lsq)}")
-        check(isinstance(self.uniform, bool), OWNER, "uniform", f"must be true or false, got {brief(self.uniform)}")
         for name, low, high in (("episodes", 1, MAX_EPISODES), ("episode_batch", 1, 1000), ("top_k", 1, MAX_TOP_K),
                                 ("rerank_steps", 0, 1_000_000), ("pilot_steps", 1, 10_000_000),
-                                ("slack", 0, MAX_BUDGET), ("seed", 0, 2**63 - 1)):
+                                ("slack", 0, MAX_BUDGET), ("seed", 0, 2**63 - 1), ("uniform", 0, 8)):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high, OWNER, name,
                   f"must be an integer in {low}..{high:,}, got {brief(value)}")

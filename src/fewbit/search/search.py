@@ -33,7 +33,7 @@ from fewbit.evaluation import DEFAULT_EVAL_SEED, eval_tasks, evaluate
 from fewbit.meta import ALGORITHMS, build_algorithm
 from fewbit.search.config import SearchConfig
 from fewbit.search.knapsack import best_choices
-from fewbit.search.plan import LayerOption, plan_spec, uniform_plan
+from fewbit.search.plan import LayerOption, uniform_plan
 from fewbit.search.sensitivity import loss_increase
 from fewbit.search.sizing import ArtifactSizer
 from fewbit.train import load_run, meta_train
@@ -58,9 +58,10 @@ class BudgetResult:
     ci95: float | None
     scored_on: str
     candidates: tuple[dict[str, Any], ...]
+    uniform: tuple[dict[str, Any], ...] = ()  # the uniform plans that fit, trained alike (config.uniform)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"candidates": list(self.candidates)}
+        return dataclasses.asdict(self) | {"candidates": list(self.candidates), "uniform": list(self.uniform)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +185,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         return model
 
     results = []
+    trained_uniform: dict[str, dict[str, Any]] = {}
     for budget in config.budgets:
         label = f"{budget}"
         say(f"budget {budget:,} B: knapsack over {len(layers)} layers")
@@ -216,11 +218,13 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         for cand in candidates:
             cand.pop("_plan")
             cand["chosen"] = cand is winner
-        results.append(BudgetResult(budget=budget, candidates=tuple(candidates), **final))
-    uniform_rows: list[dict[str, Any]] = []
+        uniform = ()
+        if config.uniform:
+            uniform = tuple(_uniform(config, budget, layers, options, sensitivity, sizer, score, val_ds, source, out,
+                                     say, trained_uniform))
+        results.append(BudgetResult(budget=budget, candidates=tuple(candidates), uniform=uniform, **final))
+    uniform_rows = list({row["spec"]: row for r in results for row in r.uniform}.values())
     plot = None
-    if config.uniform:
-        uniform_rows = _uniform(config, layers, sizer, score, val_ds, source, out, say)
     if len(config.budgets) > 1 or uniform_rows:
         plot = str(_plot(results, uniform_rows, out / "frontier.png"))
     outcome = SearchResult(tuple(results), tuple(layers), tuple(o.label for o in options), str(out),
@@ -260,29 +264,27 @@ def _final(config: SearchConfig, budget: int, plan: dict[str, LayerOption], spec
             "accuracy": result.value, "ci95": result.ci95, "scored_on": scored_on}
 
 
-def _uniform(config: SearchConfig, layers: list[str], sizer: ArtifactSizer, score: Callable[..., Any], val_ds: Any,
-             source: Any, out: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The uniform plans of each bit width (dense), trained and scored as the searched ones."""
+def _uniform(config: SearchConfig, budget: int, layers: list[str], options: list[LayerOption],
+             sensitivity: dict[str, list[float]], sizer: ArtifactSizer, score: Callable[..., Any], val_ds: Any,
+             source: Any, out: Path, say: Callable[[str], None],
+             done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `config.uniform` uniform plans (one option on every layer) that fit `budget` with the least
+    estimated loss increase, each trained and scored as the winner is (`done` caches them by spec)."""
+    fitting = []
+    for i, option in enumerate(options):
+        plan = uniform_plan(layers, option)
+        nbytes = sizer.plan_bytes(plan)
+        if nbytes + config.slack <= budget:
+            fitting.append((sum(sensitivity[layer][i] for layer in layers), option, plan))
     rows = []
-    for bits in config.bits:
-        plan = uniform_plan(layers, LayerOption(bits))
-        where = out / "uniform" / f"w{bits}"
-        where.mkdir(parents=True, exist_ok=True)
-        spec = plan_spec(plan, act_bits=config.act_bits, lsq=config.lsq)
-        train = config.train
-        say(f"uniform w{bits}: training {train.steps} steps")
-        meta_train(train.replace(compress=spec, init_from=None), where / "run", model=sizer.compressed(plan),
-                   progress=False)
-        run = load_run(where / "run", checkpoint="best", device="cpu")
-        info = export(run.model, where / "model.fewbit", algorithm=run.algorithm, extras=run.extras,
-                      preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
-                      extra={"step": run.step, "compress": run.config.compress})
-        if config.eval_tasks:
-            result, on = score(run.model, source.split("test"), config.eval_tasks, DEFAULT_EVAL_SEED), "test"
-        else:
-            result, on = score(run.model, val_ds, config.rerank_tasks, RERANK_SEED + config.seed), "val"
-        rows.append({"spec": spec, "label": f"w{bits}", "bytes": int(info["bytes"]), "accuracy": result.value,
-                     "ci95": result.ci95, "scored_on": on, "artifact": str(where / "model.fewbit")})
+    for estimate, option, plan in sorted(fitting, key=lambda t: t[0])[: config.uniform]:
+        spec = sizer.spec(plan)
+        if spec not in done:
+            where = out / "uniform" / option.label.replace(" ", "-").replace("%", "")
+            say(f"uniform {option.label}: training {config.train.steps} steps")
+            row = _final(config, budget, plan, spec, where, sizer, score, val_ds, source, say)
+            done[spec] = row | {"label": option.label, "estimated_loss_increase": estimate}
+        rows.append(done[spec])
     return rows
 
 
@@ -291,5 +293,5 @@ def _plot(results: list[BudgetResult], uniform: list[dict[str, Any]], path: Path
 
     rows = [{"algorithm": "searched", "bytes": r.bytes, "accuracy": r.accuracy, "ci95": r.ci95,
              "label": f"{r.budget // 1024}K" if r.budget % 1024 == 0 else f"{r.budget}"} for r in results]
-    rows += [{"algorithm": "uniform", **u} for u in uniform]
-    return plot_pareto(rows, path, title="searched per-layer plans vs uniform bits (accuracy vs file bytes)")
+    rows += [{"algorithm": "uniform", **u} for u in uniform]  # each has its label
+    return plot_pareto(rows, path, title="searched per-layer plans vs uniform plans (accuracy vs file bytes)")
