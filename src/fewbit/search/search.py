@@ -59,6 +59,8 @@ class BudgetResult:
     scored_on: str
     candidates: tuple[dict[str, Any], ...]
     uniform: tuple[dict[str, Any], ...] = ()  # the uniform plans that fit, trained alike (config.uniform)
+    choose_seconds: float = 0.0  # knapsack + exact bytes + re-ranking (short trainings and their scoring)
+    train_seconds: float = 0.0  # the winner's training, export and scoring
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"candidates": list(self.candidates), "uniform": list(self.uniform)}
@@ -75,13 +77,16 @@ class SearchResult:
     seconds: float
     uniform: tuple[dict[str, Any], ...] = ()
     plot: str | None = None
+    start_seconds: float = 0.0  # the pilot run, when there is one
+    tables_seconds: float = 0.0  # per-layer bytes and episode sensitivity, shared by every budget
 
     def to_dict(self) -> dict[str, Any]:
         """The first budget's `spec`, `bytes`, `artifact`, `candidates` at the top; every budget under `results`."""
         first = self.results[0].to_dict()
         return {**first, "results": [r.to_dict() for r in self.results], "layers": list(self.layers),
                 "options": list(self.options), "uniform": list(self.uniform), "plot": self.plot, "out": self.out,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "start_seconds": round(self.start_seconds, 1),
+                "tables_seconds": round(self.tables_seconds, 1)}
 
 
 def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | None = None,
@@ -135,6 +140,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         return plan, nbytes
 
     start = Path(from_run) if from_run is not None else None
+    clock = time.perf_counter()
     if start is None:
         # before any training: the smallest plan of the freshly initialised model (only its masks'
         # coding and the manifest's checksum change with training) must fit every budget
@@ -145,6 +151,8 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         start = out / "pilot"
         meta_train(pilot, start, progress=progress)
     init_weights(base, start)
+    start_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
     sizer = sizer_for(train.steps)
     layers = sizer.layers()
     if not layers:
@@ -169,6 +177,8 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
     sensitivity = loss_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm_for, tasks,
                                 extras)
 
+    tables_seconds = time.perf_counter() - clock
+
     def score(model: nn.Module, split_ds: Any, tasks_count: int, seed: int) -> Any:
         algo = algorithm_for(model)
         params = dict(model.named_parameters())
@@ -188,6 +198,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
     trained_uniform: dict[str, dict[str, Any]] = {}
     for budget in config.budgets:
         label = f"{budget}"
+        clock = time.perf_counter()
         say(f"budget {budget:,} B: knapsack over {len(layers)} layers")
         floor = {layer: min(costs[layer]) for layer in layers}
         fixed = overhead + (sizer.float_payload + sum(floor.values()))
@@ -213,8 +224,10 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
             result = score(model, val_ds, config.rerank_tasks, RERANK_SEED + config.seed)
             cand["val_accuracy"], cand["val_ci95"] = result.value, result.ci95
         winner = max(candidates, key=lambda c: c["val_accuracy"])
+        choose_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         final = _final(config, budget, winner["_plan"], winner["spec"], out / label, sizer, score, val_ds, source,
                        say)
+        train_seconds = time.perf_counter() - clock
         for cand in candidates:
             cand.pop("_plan")
             cand["chosen"] = cand is winner
@@ -222,13 +235,15 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         if config.uniform:
             uniform = tuple(_uniform(config, budget, layers, options, sensitivity, sizer, score, val_ds, source, out,
                                      say, trained_uniform))
-        results.append(BudgetResult(budget=budget, candidates=tuple(candidates), uniform=uniform, **final))
+        results.append(BudgetResult(budget=budget, candidates=tuple(candidates), uniform=uniform,
+                                    choose_seconds=round(choose_seconds, 1), train_seconds=round(train_seconds, 1),
+                                    **final))
     uniform_rows = list({row["spec"]: row for r in results for row in r.uniform}.values())
     plot = None
     if len(config.budgets) > 1 or uniform_rows:
         plot = str(_plot(results, uniform_rows, out / "frontier.png"))
     outcome = SearchResult(tuple(results), tuple(layers), tuple(o.label for o in options), str(out),
-                           time.perf_counter() - started, tuple(uniform_rows), plot)
+                           time.perf_counter() - started, tuple(uniform_rows), plot, start_seconds, tables_seconds)
     record = outcome.to_dict() | {"config": config.to_dict(), "from_run": str(from_run) if from_run else None,
                                   "sensitivity": {layer: dict(zip((o.label for o in options), sensitivity[layer],
                                                                   strict=True)) for layer in layers},
