@@ -73,3 +73,15 @@ def test_budgets_trace_a_frontier_beside_uniform_plans(tmp_path, tiny_data, caps
         assert u["bytes"] == os.path.getsize(u["artifact"]) <= r["budget"]
         assert len({layer_spec.split("@")[0] for layer_spec in u["spec"].split(",")}) <= 2  # one option everywhere
     assert data["plot"] and os.path.getsize(data["plot"]) > 1000
+
+
+def test_a_yaml_config_is_read_and_its_bad_budget_is_one_line(tmp_path, tiny_data, capsys):
+    config = tmp_path / "search.yaml"
+    config.write_text(f"budget: 0\ntrain:\n  dataset: omniglot:{tiny_data}\n  algorithm: protonet\n")
+    code = main(["search", "--config", str(config), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "SearchConfig.budgets: must be 1 byte" in err and len(err.strip().splitlines()) == 1
+    config.write_text(f"budget: 24K\nbits: [5]\ntrain:\n  dataset: omniglot:{tiny_data}\n")
+    assert main(["search", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
+    assert "SearchConfig.bits" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
