@@ -42,13 +42,19 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--uniform", type=int, default=2)
-    parser.add_argument("--tasks", type=int, default=600, help="test tasks, 5-way and 20-way")
+    parser.add_argument("--tasks", type=int, default=600, help="test tasks, 5-way 1-shot (15 queries a class)")
+    parser.add_argument("--tasks-20way", type=int, default=600, help="test tasks, 20-way 1-shot (5 queries a class)")
+    parser.add_argument("--bits", default="1,2,3,4,8")
+    parser.add_argument("--sparsity", default="0,0.25,0.5,0.75,0.9")
+    parser.add_argument("--patterns", default="unstructured,channel")
     parser.add_argument("--out", default="runs/budget_search")
     parser.add_argument("--json-out", default="benchmarks/results/budget_search.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = SearchConfig.from_dict({
-        "budgets": args.budgets, "episodes": args.episodes, "top_k": args.top_k, "rerank_steps": args.rerank_steps,
+        "budgets": args.budgets, "episodes": args.episodes, "bits": [int(b) for b in args.bits.split(",")],
+        "sparsity": [float(v) for v in args.sparsity.split(",")], "patterns": args.patterns.split(","),
+        "top_k": args.top_k, "rerank_steps": args.rerank_steps,
         "uniform": args.uniform, "pilot_steps": 800,
         "train": {**TRAIN, "dataset": f"omniglot-minimal:{args.data}", "steps": args.steps},
     })
@@ -60,11 +66,11 @@ def main() -> None:
     def scored(artifact: str) -> dict[str, Any]:
         model = load(artifact)
         out: dict[str, Any] = {}
-        for ways, queries in ((5, 15), (20, 5)):
+        for ways, queries, tasks in ((5, 15, args.tasks), (20, 5, args.tasks_20way)):
             key = (artifact, ways)
             if key not in test:
                 dataset = eval_dataset(config.train.dataset, "test", config.train, model.prep, progress=False)
-                test[key] = evaluate_artifact(model, dataset, ways=ways, shots=1, queries=queries, tasks=args.tasks)
+                test[key] = evaluate_artifact(model, dataset, ways=ways, shots=1, queries=queries, tasks=tasks)
             r = test[key]
             out[f"{ways}way"] = {"accuracy": r.value, "ci95": r.ci95, "tasks": r.tasks, "queries": queries}
         return out

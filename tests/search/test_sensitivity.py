@@ -43,3 +43,31 @@ def test_a_harsher_option_costs_more_loss_and_the_float_option_nothing():
                            _tasks(), {})
     gentle, harsh = deltas[layer]
     assert abs(gentle) < 0.02 < abs(harsh)
+
+
+def test_the_fisher_estimate_orders_options_as_measured():
+    from fewbit.search.sensitivity import fisher_increase
+
+    torch.manual_seed(0)
+    model = build_backbone("mlp", ways=3, in_features=144)
+    sizer = ArtifactSizer(model, act_bits=None)
+    options = [LayerOption(8), LayerOption(4), LayerOption(2, 0.5), LayerOption(1, 0.9)]
+    layers = {"features.1": options}
+    algo = build_algorithm("protonet", model=model)
+    estimated = fisher_increase(sizer.compressed, model, layers, algo, _tasks(), {})["features.1"]
+    measured = loss_increase(sizer.compressed, model, layers, lambda m: build_algorithm("protonet", model=m),
+                             _tasks(), {})["features.1"]
+    assert abs(estimated[0]) < 0.01  # 8 bits barely move the weights
+    assert estimated[-1] == max(estimated) and measured[-1] == max(measured)  # both rank the harshest last
+    assert estimated[-1] > 10 * abs(estimated[0])
+
+
+def test_fisher_needs_an_episodic_algorithm():
+    import pytest
+
+    from fewbit.errors import ConfigError
+    from fewbit.search import SearchConfig
+
+    with pytest.raises(ConfigError, match="SearchConfig.sensitivity: fisher needs"):
+        SearchConfig.from_dict({"budget": "24K", "sensitivity": "fisher",
+                                "train": {"dataset": "glyphs", "algorithm": "finetune"}})

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lsq", action="store_true", default=None, help="learned quantizer steps (LSQ)")
     p.add_argument("--episodes", type=positive_int, help="meta-training tasks the sensitivity is measured on "
                                                            "(default 200)")
+    p.add_argument("--sensitivity", choices=("measured", "fisher"),
+                   help="measured: each option's query-loss increase on the episodes (default); fisher: estimated "
+                        "from gradients, far cheaper (episodic algorithms)")
     p.add_argument("--top-k", type=positive_int, help="plans re-ranked by short training (default 3)")
     p.add_argument("--rerank-steps", type=nonnegative_int, help="training steps of each re-ranked plan (default 50)")
     p.add_argument("--rerank-tasks", type=task_count, help="validation tasks each plan is scored on (default 100)")
@@ -79,7 +82,8 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         value = getattr(args, flag)
         if value is not None:
             data[flag] = list(parse_list(value, kind))
-    for flag, key in (("act_bits", "act_bits"), ("lsq", "lsq"), ("episodes", "episodes"), ("top_k", "top_k"),
+    for flag, key in (("act_bits", "act_bits"), ("lsq", "lsq"), ("episodes", "episodes"),
+                      ("sensitivity", "sensitivity"), ("top_k", "top_k"),
                       ("rerank_steps", "rerank_steps"), ("rerank_tasks", "rerank_tasks"),
                       ("pilot_steps", "pilot_steps"), ("slack", "slack"), ("eval_tasks", "eval_tasks"),
                       ("uniform", "uniform"), ("search_seed", "seed")):

@@ -10,6 +10,7 @@ from typing import Any
 from fewbit.config import brief, check, load_yaml, to_dict
 from fewbit.errors import ConfigError
 from fewbit.evaluation import check_task_count
+from fewbit.meta import ALGORITHMS
 from fewbit.search.plan import BITS_CHOICES, PATTERNS, option_grid
 from fewbit.train import TrainConfig
 
@@ -19,6 +20,7 @@ MAX_BUDGETS = 16
 MAX_OPTIONS = 200  # options per layer
 MAX_EPISODES = 5000
 MAX_TOP_K = 16
+SENSITIVITY = ("measured", "fisher")
 _BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(k|kb|kib|m|mb|mib|b)?", re.IGNORECASE)
 
 
@@ -55,9 +57,11 @@ class SearchConfig:
     `budgets`: file sizes in bytes (the `.fewbit` file, everything counted); one search each.
     `bits`, `sparsity`, `patterns`: the options of every stored Linear/Conv2d layer (a dense option
     once). `act_bits`: input activation bits of every layer (None: float); `lsq`: learned steps.
-    `episodes`: meta-training tasks the sensitivity is measured on. `top_k`: plans re-ranked by
-    `rerank_steps` of compression-aware training and their accuracy on `rerank_tasks` validation
-    tasks. `pilot_steps`: without a starting run, a float run trained this long is the start.
+    `episodes`: meta-training tasks the sensitivity is measured on; `sensitivity`: `measured` (each
+    option's loss increase on those tasks) or `fisher` (estimated from gradients; episodic
+    algorithms). `top_k`: plans re-ranked by `rerank_steps` of compression-aware training and
+    their accuracy on `rerank_tasks` validation tasks. `pilot_steps`: without a starting run, a
+    float run trained this long is the start.
     `slack`: bytes kept free for what training changes in the file (its manifest's checksum).
     `eval_tasks`: test tasks the final model is scored on (0: validation tasks only).
     `uniform`: per budget, train that many uniform plans (one option on every layer) that fit, those
@@ -72,6 +76,7 @@ class SearchConfig:
     act_bits: int | None = 8
     lsq: bool = False
     episodes: int = 200
+    sensitivity: str = "measured"
     episode_batch: int = 25
     top_k: int = 3
     rerank_steps: int = 50
@@ -110,6 +115,10 @@ class SearchConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high, OWNER, name,
                   f"must be an integer in {low}..{high:,}, got {brief(value)}")
+        check(self.sensitivity in SENSITIVITY, OWNER, "sensitivity",
+              f"must be one of {', '.join(SENSITIVITY)}, got {brief(self.sensitivity)}")
+        check(self.sensitivity != "fisher" or ALGORITHMS[self.train.algorithm].episodic, OWNER, "sensitivity",
+              f"fisher needs an episodic algorithm's loss; {self.train.algorithm} trains on batches (use measured)")
         check_task_count(self.rerank_tasks, f"{OWNER}.rerank_tasks", ConfigError)
         check(isinstance(self.eval_tasks, int) and not isinstance(self.eval_tasks, bool) and self.eval_tasks >= 0,
               OWNER, "eval_tasks", f"must be an integer >= 0, got {brief(self.eval_tasks)}")

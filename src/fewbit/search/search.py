@@ -34,7 +34,7 @@ from fewbit.meta import ALGORITHMS, build_algorithm
 from fewbit.search.config import SearchConfig
 from fewbit.search.knapsack import best_choices
 from fewbit.search.plan import LayerOption, uniform_plan
-from fewbit.search.sensitivity import loss_increase
+from fewbit.search.sensitivity import fisher_increase, loss_increase
 from fewbit.search.sizing import ArtifactSizer
 from fewbit.train import load_run, meta_train
 from fewbit.train.run import build_model, init_weights, input_shape_of, model_ways
@@ -42,6 +42,10 @@ from fewbit.train.run import build_model, init_weights, input_shape_of, model_wa
 RESULT_NAME = "search.json"
 SENSITIVITY_SEED = 1234  # the meta-training tasks the sensitivity is measured on
 RERANK_SEED = 4321  # the validation tasks candidates are scored on
+SENSITIVITY_METHODS = {
+    "measured": "measured: the query cross-entropy increase on the episodes, one layer at a time",
+    "fisher": "estimated: mean gradient and empirical Fisher diagonal times each option's weight perturbation",
+}
 OVERHEAD_SAMPLES = 16  # random plans whose manifests bound the knapsack's overhead
 
 
@@ -174,8 +178,12 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
     say(f"measuring {len(layers)} layers x {len(options)} options on {config.episodes} training tasks")
     tasks = list(eval_tasks(train_ds, ways=train.ways, shots=train.shots, queries=train.queries,
                             tasks=config.episodes, seed=SENSITIVITY_SEED + config.seed, batch=config.episode_batch))
-    sensitivity = loss_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm_for, tasks,
-                                extras)
+    if config.sensitivity == "fisher":
+        sensitivity = fisher_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm, tasks,
+                                      extras)
+    else:
+        sensitivity = loss_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm_for,
+                                    tasks, extras)
 
     tables_seconds = time.perf_counter() - clock
 
@@ -249,7 +257,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
                                                                   strict=True)) for layer in layers},
                                   "layer_bytes": {layer: dict(zip((o.label for o in options), costs[layer],
                                                                   strict=True)) for layer in layers},
-                                  "sensitivity_method": "measured: query cross-entropy increase, one layer at a time"}
+                                  "sensitivity_method": SENSITIVITY_METHODS[config.sensitivity]}
     atomic_write_json(out / RESULT_NAME, json.loads(json.dumps(record, default=str)))
     return outcome
 
