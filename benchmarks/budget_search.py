@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from fewbit._io import atomic_write_json
+from fewbit._io import atomic_write_bytes, atomic_write_json
 from fewbit.evaluation import evaluate_artifact
 from fewbit.runtime import load
 from fewbit.search import SearchConfig, search
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--patterns", default="unstructured,channel")
     parser.add_argument("--out", default="runs/budget_search")
     parser.add_argument("--json-out", default="benchmarks/results/budget_search.json")
+    parser.add_argument("--plot-out", default="docs/budget_search.png", help="a copy of the frontier plot")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = SearchConfig.from_dict({
@@ -91,10 +93,14 @@ def main() -> None:
                                                           - row["best_uniform"][ways]["accuracy"]), 2)
         rows.append(row)
         print(row["budget"], row["searched"]["bytes"], row["searched"]["5way"], row.get("best_uniform", {}).get("5way"))
+    plot = None
+    if result.plot:
+        plot = args.plot_out
+        atomic_write_bytes(plot, Path(result.plot).read_bytes())
     atomic_write_json(args.json_out, {
         "benchmark": "budget_search", "machine": platform.machine(), "torch": torch.__version__,
         "threads": 1, "search_and_training_seconds": round(search_seconds, 1), "from_run": args.from_run,
-        "config": config.to_dict(), "rows": rows, "plot": result.plot,
+        "config": config.to_dict(), "rows": rows, "plot": plot,
         "notes": "accuracy: numpy runtime, test split, same seeded tasks for every artifact; "
                  "the uniform plan compared is the trained one with the best validation accuracy",
     })
