@@ -26,7 +26,7 @@ from fewbit.errors import FewbitError, shown
 from fewbit.threads import bounded_threads, limited
 
 # One module per command group, each with a `register(subparsers)`.
-COMMAND_MODULES = ("data", "train", "compress", "deploy", "sweep", "demo")
+COMMAND_MODULES = ("data", "train", "compress", "deploy", "sweep", "search", "demo")
 MAX_LINE_CHARS = 1000  # an error or warning line is cut (in its middle) to this length
 _COMMAND_PROG = "_fewbit_command_prog"  # where parsing notes the innermost command parsed
 

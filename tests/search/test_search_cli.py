@@ -1,0 +1,87 @@
+"""`fewbit search` end to end on a tiny generated Omniglot-layout zip: the --json contract, the
+exported file's size, the spec that `fewbit train --compress` takes, and one-line bad input."""
+
+import json
+import os
+
+import pytest
+
+from fewbit.cli import main
+from fewbit.compress.spec import parse_spec
+from fewbit.train import TrainConfig
+from tests.conftest import make_omniglot_zip
+
+TINY = ["--backbone", "conv4", "--algorithm", "protonet", "--ways", "3", "--shots", "1", "--queries", "2",
+        "--meta-batch", "1", "--val-every", "0", "--checkpoint-every", "10", "--device", "cpu",
+        "--episodes", "4", "--top-k", "2", "--rerank-steps", "1", "--rerank-tasks", "4", "--pilot-steps", "2",
+        "--bits", "2,4,8", "--sparsity", "0,0.5"]
+
+
+@pytest.fixture
+def tiny_data(tmp_path, fewbit_cache):
+    return make_omniglot_zip(tmp_path / "bg.zip", alphabets=5, characters=4, drawings=6)
+
+
+def test_search_json_contract_and_exact_bytes(tmp_path, tiny_data, capsys):
+    out = tmp_path / "s"
+    code = main(["search", "--dataset", f"omniglot:{tiny_data}", "--budget", "40K", "--steps", "2",
+                 "--out", str(out), "--json", *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(captured.out)
+    assert data["bytes"] == os.path.getsize(data["artifact"]) <= 40 * 1024
+    TrainConfig.from_dict({"dataset": "glyphs", "compress": data["spec"]})  # `fewbit train --compress` takes it
+    assert all("@" in item for item in data["spec"].split(","))  # per-layer items
+    assert len(parse_spec(data["spec"])) >= 1
+    assert 1 <= len(data["candidates"]) <= 2
+    for cand in data["candidates"]:
+        assert {"spec", "bytes", "estimated_bytes", "estimated_loss_increase", "val_accuracy"} <= set(cand)
+        assert cand["bytes"] <= 40 * 1024
+    assert sum(c["chosen"] for c in data["candidates"]) == 1
+    chosen = next(c for c in data["candidates"] if c["chosen"])
+    assert chosen["spec"] == data["spec"]
+    record = json.loads((out / "search.json").read_text())
+    assert record["spec"] == data["spec"] and set(record["sensitivity"]) == set(data["layers"])
+
+
+@pytest.mark.parametrize("budget,needle", [
+    ("0", "SearchConfig.budgets: must be 1 byte"),
+    ("abc", "expected bytes like 24K"),
+    ("-3K", "expected bytes like 24K"),
+    ("2K", "smaller than the smallest plan"),
+])
+def test_bad_budget_is_one_line_before_any_training(tmp_path, tiny_data, capsys, budget, needle):
+    out = tmp_path / "s"
+    code = main(["search", "--dataset", f"omniglot:{tiny_data}", f"--budget={budget}", "--steps", "2",
+                 "--out", str(out), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "pilot").exists()
+
+
+def test_budgets_trace_a_frontier_beside_uniform_plans(tmp_path, tiny_data, capsys):
+    out = tmp_path / "s"
+    code = main(["search", "--dataset", f"omniglot:{tiny_data}", "--budgets", "40K,48K", "--uniform", "1",
+                 "--steps", "1", "--out", str(out), "--json", *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(captured.out)
+    assert [r["budget"] for r in data["results"]] == [40 * 1024, 48 * 1024]
+    for r in data["results"]:
+        assert r["bytes"] == os.path.getsize(r["artifact"]) <= r["budget"]
+        (u,) = r["uniform"]
+        assert u["bytes"] == os.path.getsize(u["artifact"]) <= r["budget"]
+        assert len({layer_spec.split("@")[0] for layer_spec in u["spec"].split(",")}) <= 2  # one option everywhere
+    assert data["plot"] and os.path.getsize(data["plot"]) > 1000
+
+
+def test_a_yaml_config_is_read_and_its_bad_budget_is_one_line(tmp_path, tiny_data, capsys):
+    config = tmp_path / "search.yaml"
+    config.write_text(f"budget: 0\ntrain:\n  dataset: omniglot:{tiny_data}\n  algorithm: protonet\n")
+    code = main(["search", "--config", str(config), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "SearchConfig.budgets: must be 1 byte" in err and len(err.strip().splitlines()) == 1
+    config.write_text(f"budget: 24K\nbits: [5]\ntrain:\n  dataset: omniglot:{tiny_data}\n")
+    assert main(["search", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
+    assert "SearchConfig.bits" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
