@@ -214,6 +214,11 @@ def export_c(
     code_table = integer and table is not None
     layout = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache,
                           code_table)
+    # a core with vectors runs sparse layers 16 pixels at once: its last regions are larger
+    wide = arena_layout(stages, structs, integer, byte_products, model, max_ways, max_support, head, cache,
+                        code_table, lanes=SPARSE_LANES_VECTOR)
+    layout["total_vector"] = wide["total"]
+    layout["offsets_vector"] = wide["offsets"]
     dim = model.embedding_dim
     defines = {
         "FEWBIT_INPUT_CHANNELS": model.input_shape[0],
@@ -481,7 +486,9 @@ def _model_c(
         "COUNTS",
         "SCHED_TMP",
     ):
-        lines.append(f"#define FB_OFF_{name} {off[name]}u")
+        wide = layout["offsets_vector"][name]
+        lines.append(f"#define FB_OFF_{name} " + (f"{off[name]}u" if wide == off[name] else
+                                                   f"(FEWBIT_VECTOR_LANES ? {wide}u : {off[name]}u)"))
     if head is not None:
         for name in (n for n in off if n.startswith("HEAD_")):
             lines.append(f"#define FB_OFF_{name} {off[name]}u")

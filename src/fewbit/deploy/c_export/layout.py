@@ -27,6 +27,7 @@ def arena_layout(
     head: dict[str, Any] | None,
     cache_bytes: int,
     code_table: bool,
+    lanes: int = SPARSE_LANES,
 ) -> dict[str, Any]:
     """Arena offsets (8-byte aligned) and the total: activations, unpacked weights, statistics, state,
     `cache_bytes` for the support set's activations while statistics are frozen, and with
@@ -42,10 +43,6 @@ def arena_layout(
         ("ACT0", act * act_elems),
         ("ACT1", act * act_elems),
         ("WEIGHTS", max(w_size * g["group"] * g["fan"] for g in dense)),
-        # pooled outputs, two pixels' accumulators, row sums, the window's extremes; a sparse layer's
-        # pooled outputs, window extremes and its pixels' accumulators (for either lane count)
-        ("BEST", max(24 * max(g["group"] for g in dense),
-                     4 * (3 + SPARSE_LANES_VECTOR) * max(g["cout"] for g in sparse))),
         ("SUMS", 24 * max(g["cout"] for g in geo)),  # sums, sums of squares, extremes per channel
         ("LIVE", 20 * len(geo)),  # fb_live per stage
         ("CODES", 256 * model.input_shape[0] if code_table else 0),
@@ -82,13 +79,17 @@ def arena_layout(
     if any(g.get("sparse") for g in geo) and 2 * act * act_elems < SCHEDULE_TMP_BYTES:
         offsets["SCHED_TMP"] = total
         total += SCHEDULE_TMP_BYTES
-    # last, so that no other offset depends on the lane count: two pixels' im2col rows, or a sparse
-    # layer's lanes of pixels as 16-bit halves of words
+    # last, so that no other offset depends on the lane count (`lanes`: 8, or 16 on a core with vectors):
+    # pooled outputs, two pixels' accumulators, row sums, the window's extremes, or a sparse layer's
+    # pooled outputs, window extremes and its pixels' accumulators; then two pixels' im2col rows, or a
+    # sparse layer's pixels as 16-bit halves of words
+    offsets["BEST"] = total
+    total += pad(max(24 * max(g["group"] for g in dense), 4 * (3 + lanes) * max(g["cout"] for g in sparse)))
     offsets["PATCH"] = total
+    total += pad(max(2 * w_size * max(g["fan"] for g in dense), 2 * lanes * max(g["fan"] for g in sparse)))
+    return {"offsets": offsets, "total": total, "stages": len(stages), "cache_bytes": cache_bytes}
 
-    def patch(lanes: int) -> int:
-        size = max(2 * w_size * max(g["fan"] for g in dense), 2 * lanes * max(g["fan"] for g in sparse))
-        return (size + 7) // 8 * 8
 
-    return {"offsets": offsets, "total": total + patch(SPARSE_LANES),
-            "total_vector": total + patch(SPARSE_LANES_VECTOR), "stages": len(stages), "cache_bytes": cache_bytes}
+def pad(size: int) -> int:
+    """`size` rounded up to 8 bytes."""
+    return (size + 7) // 8 * 8
