@@ -13,7 +13,7 @@ from fewbit.data.augment import AUGMENTS
 from fewbit.data.registry import option_defaults, parse_spec, spec_help
 from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError, DataError
-from fewbit.evaluation import check_task_count
+from fewbit.evaluation import MAX_EVAL_EXAMPLES, check_task_count
 from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 from fewbit.models import BACKBONES
 
@@ -22,7 +22,7 @@ TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
 MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
-MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
+MAX_STEP_IMAGES = MAX_EVAL_EXAMPLES  # 100,000: meta_batch * ways * (shots + queries), or batch_size: one outer step
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 
 
