@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import fewbit.runtime as rt
-from fewbit.artifact.format import encode_artifact, read_artifact
+from fewbit.artifact.format import encode_artifact, read_artifact, versus_float32
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
 from fewbit.data.series_files import read_series_source
 from fewbit.deploy import artifact_from_model, export
@@ -240,7 +240,7 @@ def run_export(args: argparse.Namespace) -> Output:
     run = _exportable_run(args)
     info = export(run.model, out, format=args.format, **_export_args(run, args))
     f32 = info["float32_bytes"]
-    text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {f32:,})"
+    text = f"wrote {out}: {info['bytes']:,} bytes ({versus_float32(info['ratio'])} {f32:,})"
     return Output(info, text)
 
 
