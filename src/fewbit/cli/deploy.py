@@ -397,7 +397,8 @@ def run_adapt(args: argparse.Namespace) -> Output:
             pixels.append(_raw_pixels(query_x, model))
     if args.raw_out:
 
-        write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels))
+        write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels),
+                         classes=support.classes)
     labels = [support.classes[i] for i in np.concatenate(preds)]
     score = np.concatenate(scores)
     predictions = [
