@@ -119,7 +119,7 @@ def test_eval_of_an_artifact_draws_large_tasks_a_few_at_a_time(capsys: pytest.Ca
 def test_evaluate_draws_large_tasks_within_the_bound_by_itself() -> None:
     """`evaluate` picks how many tasks to draw at once: 25 small ones, fewer large ones, never more
     than MAX_EVAL_EXAMPLES examples, and the same task list (the same scores) whatever the batch."""
-    ds = synthetic_dataset(alphabets=2, classes_per_alphabet=10, per_class=6)
+    ds = synthetic_dataset(alphabets=3, classes_per_alphabet=10, per_class=6)
     sizes: list[int] = []
 
     def spy(task):  # noqa: ANN001, ANN202
@@ -133,3 +133,15 @@ def test_evaluate_draws_large_tasks_within_the_bound_by_itself() -> None:
     assert max(sizes) <= 25 * 120
     small = evaluate(pixel_prototypes, ds, ways=20, shots=1, queries=5, tasks=60, batch=7)
     assert whole.per_task == small.per_task
+
+
+def test_a_split_of_exactly_ways_classes_warns_that_the_interval_covers_images_only() -> None:
+    """A grouped split whose test part holds exactly `ways` classes gave an interval with no word of it."""
+    ds = synthetic_dataset(alphabets=1, classes_per_alphabet=5, per_class=6)
+    with pytest.warns(UserWarning, match="exactly 5 classes"):
+        evaluate(pixel_prototypes, ds, ways=5, shots=1, queries=3, tasks=10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(pixel_prototypes, ds, ways=4, shots=1, queries=3, tasks=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -103,6 +104,11 @@ def eval_tasks(
     `dataset=None` means sinusoid regression. LimitError when `tasks` is beyond MAX_TASKS.
     """
     check_task_count(tasks)
+    if dataset is not None and dataset.num_classes == ways and tasks > 1:
+        warnings.warn(
+            f"{dataset.name} holds exactly {ways} classes: every {ways}-way test task draws the same classes, so "
+            "the 95% interval measures the choice of images, not new classes; give the split more classes "
+            "(--split-fractions, or more groups) or score fewer ways", stacklevel=3)
     g = torch.Generator().manual_seed(seed)
     sampler: EpisodeSampler | SinusoidSampler
     if dataset is None:
