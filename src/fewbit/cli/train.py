@@ -141,6 +141,7 @@ def run_train(args: argparse.Namespace) -> Output:
         run = meta_train(config, out, progress=progress)
     data: dict[str, Any] = {
         "run_dir": str(run.run_dir), "algorithm": run.config.algorithm, "steps": run.step, "best": run.best,
+        "max_steps": run.config.steps, "stopped": run.stopped,
     }
     best = run.best or {}
     if best.get("value") is not None:
@@ -149,6 +150,8 @@ def run_train(args: argparse.Namespace) -> Output:
                 f"best val {best['metric']} {shown} at step {best['step']}")
     else:
         text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}"
+    if run.stopped:
+        text += f"\n{run.stopped}"
     return Output(data, text)
 
 
