@@ -2,8 +2,8 @@
 order, in one workspace laid out as a clone is (`../shared/data/omniglot` beside it, `configs/`),
 so a command that fails or a snippet with an undefined name fails here.
 
-Work is shrunk, not skipped: `--steps` becomes 2, `--tasks` and a sweep's `--eval-tasks` 5 (and
-`"steps": N`, `tasks=N` in Python). Commands that install, run the whole suite, distribute or
+Work is shrunk, not skipped: `--steps` becomes 2 (and is added to a `train` without it), `--tasks`
+and a sweep's `--eval-tasks` 5 (and `"steps": N`, `tasks=N` in Python). Commands that install, run the whole suite, distribute or
 benchmark for hours are listed in NOT_RUN with the test that covers them instead; a new README
 command runs unless it is added there. Commands on the real Omniglot zips skip when they are absent,
 the C ones without a compiler, the emulated Cortex-M4 ones without the cross compiler and QEMU.
@@ -155,6 +155,8 @@ def shrink(argv: list[str]) -> list[str]:
             out[i + 1] = SMALL[arg]
     if out[:2] == ["fewbit", "eval"] and "--tasks" not in out:
         out += ["--tasks", SMALL["--tasks"]]
+    if out[:2] == ["fewbit", "train"] and "--steps" not in out and "--config" not in out:
+        out += ["--steps", SMALL["--steps"]]  # own data's default, --steps auto, trains for minutes
     if out[:2] == ["fewbit", "sweep"] and "--eval-tasks" not in out:
         out += ["--eval-tasks", SMALL["--eval-tasks"]]
     return out
@@ -213,6 +215,7 @@ def test_shrink_cuts_the_work_and_keeps_the_rest() -> None:
     assert shrink(["fewbit", "train", "--steps", "300", "--out", "r"]) == ["fewbit", "train", "--steps", "2",
                                                                          "--out", "r"]
     assert shrink(["fewbit", "eval", "r"])[-2:] == ["--tasks", "5"]
+    assert shrink(["fewbit", "train", "--dataset", "folder:d"])[-2:] == ["--steps", "2"]
     assert _python('{"steps": 300} f(tasks=600)') == '{"steps": 2} f(tasks=5)'
 
 

@@ -27,7 +27,7 @@ SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 # `steps: auto`: train at most AUTO_STEPS steps, and stop once AUTO_PATIENCE validations in a row have
 # not beaten the best (the best checkpoint is what eval and export use). Chosen on generated photos
 # (benchmarks/own_photos.py).
-AUTO_STEPS = 3000
+AUTO_STEPS = 2000
 AUTO_PATIENCE = 5
 # Settings whose default depends on the data: these for built-in data; a kind of data may set its own
 # (`train_defaults` of its registration: a user's own images train with augmentation, small steps
