@@ -60,8 +60,8 @@ class ImagePreprocessing:
     `invert` (True, False, or "auto": invert when the border is light, for dark strokes on paper)
     flips it; `resize` scales it to `image_size` with the `resample` filter ("crop": the shorter
     side to `image_size`, then the centre square; "stretch": both sides; "pad": the longer side,
-    the rest filled with the mean colour of the image's border, so nothing is cut off or distorted); values are scaled to [0, 1] and
-    normalised per channel, `(x - mean[c]) / std[c]`.
+    the rest filled with the mean colour of the image's border, so nothing is cut off or distorted);
+    values are scaled to [0, 1] and normalised per channel, `(x - mean[c]) / std[c]`.
     """
 
     image_size: int = 28

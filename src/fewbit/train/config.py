@@ -63,7 +63,8 @@ class TrainConfig:
                               "your own images, 16 otherwise)")
     steps: int = setting(None, f"outer steps, or auto: at most {AUTO_STEPS:,}, stopping once --patience validations "
                          "in a row have not beaten the best (the best checkpoint is kept); default: auto for your own "
-                         f"images (folder:, csvsplit:), {BUILT_IN_DEFAULTS['steps']} otherwise", metavar="N|auto", parse=steps_value)
+                         f"images (folder:, csvsplit:), {BUILT_IN_DEFAULTS['steps']} otherwise", metavar="N|auto",
+                         parse=steps_value)
     patience: int = setting(None, "stop once N validations in a row have not beaten the best, keeping the best "
                             f"checkpoint (0: never); default: {AUTO_PATIENCE} with --steps auto, else 0", metavar="N")
     outer_lr: float = setting(1e-3, "Adam's learning rate")
