@@ -5,9 +5,9 @@ so a command that fails or a snippet with an undefined name fails here.
 Work is shrunk, not skipped: `--steps` becomes 2 (and is added to a `train` without it), `--tasks`
 and a sweep's `--eval-tasks` 5 (and `"steps": N`, `tasks=N` in Python). Commands that install, run
 the whole suite, distribute or benchmark for hours are listed in NOT_RUN with the test that covers
-them instead; a new README command runs unless it is added there. Commands on the real Omniglot zips skip when they are absent,
-the C ones without a compiler, the emulated Cortex-M4 ones without the cross compiler and QEMU.
-A command's comment `exit code N` is the status it must end with.
+them instead; a new README command runs unless it is added there. Commands on the real Omniglot
+zips skip when they are absent, the C ones without a compiler, the emulated Cortex-M4 ones without
+the cross compiler and QEMU. A command's comment `exit code N` is the status it must end with.
 """
 
 from __future__ import annotations
