@@ -386,7 +386,7 @@ def _warn_skipped(root: Path, ignored: list[str], loose: list[str]) -> None:
 
 # A user's own images train with augmentation chosen by their channels, small steps (4 tasks of 5
 # queries a class: a class of 6 images is enough, and a step is cheap) and until validation stops
-# rising. Chosen on generated photos: benchmarks/own_photos.py.
+# rising. Measured on generated photos: benchmarks/own_photos.py.
 OWN_IMAGES_TRAINING = {"augment": "auto", "steps": "auto", "meta_batch": 4, "queries": 5}
 
 
