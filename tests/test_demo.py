@@ -25,3 +25,21 @@ def test_demo_quick_writes_every_file_of_the_report(tmp_path):
         assert rows[(alg, 4)]["bytes"] * 7 <= rows[(alg, 32)]["bytes"]
         row = rows[(alg, 4)]
         assert row["accuracy"] - row["ci95"] > 0.2, row  # 5-way: above chance with 95% confidence
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, 1), (2, 2)])
+def test_the_demo_computes_with_one_thread_unless_told(monkeypatch, tmp_path, given, used):
+    """w4a8 training depends on the thread count (issue 26: the README's w4a8 rows did not reproduce),
+    so the demo fixes it: 1 thread, the setting of the README's table, unless --threads is given."""
+    import fewbit.demo
+
+    seen = {}
+
+    def stop(sweep, root, **kwargs):  # noqa: ANN001, ANN003, ANN202  (stands in for the training)
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(fewbit.demo, "run_sweep", stop)
+    with pytest.raises(RuntimeError, match="stop here"):
+        fewbit.demo.run_demo(tmp_path, quick=True, progress=False, threads=given)
+    assert seen["threads"] == used

@@ -6,7 +6,7 @@ import torch
 
 from fewbit.cli import main
 from fewbit.errors import ConfigError, LimitError
-from fewbit.evaluation import EvalResult, eval_tasks, evaluate, pixel_prototypes
+from fewbit.evaluation import MAX_EVAL_EXAMPLES, EvalResult, eval_batch, eval_tasks, evaluate, pixel_prototypes
 from fewbit.report.metrics import mean_ci
 from tests.conftest import make_omniglot_folder
 from tests.data.synthetic import synthetic_dataset
@@ -113,4 +113,35 @@ def test_eval_of_an_artifact_draws_large_tasks_a_few_at_a_time(capsys: pytest.Ca
     code = main(["eval", "--model", "glyphs-conv4-w4", "--dataset", f"omniglot:{images}", "--ways", "20",
                  "--tasks", "1000", "--quiet"])
     assert code == 0, capsys.readouterr().err
-    assert seen["tasks"] == 1000 and seen["ways"] == 20 and 1 <= seen["batch"] <= 25
+    assert seen["tasks"] == 1000 and seen["ways"] == 20 and seen.get("batch") is None  # evaluate_artifact's own
+
+
+def test_evaluate_draws_large_tasks_within_the_bound_by_itself() -> None:
+    """`evaluate` picks how many tasks to draw at once: 25 small ones, fewer large ones, never more
+    than MAX_EVAL_EXAMPLES examples, and the same task list (the same scores) whatever the batch."""
+    ds = synthetic_dataset(alphabets=3, classes_per_alphabet=10, per_class=6)
+    sizes: list[int] = []
+
+    def spy(task):  # noqa: ANN001, ANN202
+        sizes.append(task.num_tasks * task.support_x.shape[1] + task.num_tasks * task.query_x.shape[1])
+        return pixel_prototypes(task)
+
+    assert eval_batch(5, 1, 15) == 25
+    assert eval_batch(100, 1, 99) == MAX_EVAL_EXAMPLES // 10_000
+    assert eval_batch(10_000, 5, 5) == 1
+    whole = evaluate(spy, ds, ways=20, shots=1, queries=5, tasks=60)
+    assert max(sizes) <= 25 * 120
+    small = evaluate(pixel_prototypes, ds, ways=20, shots=1, queries=5, tasks=60, batch=7)
+    assert whole.per_task == small.per_task
+
+
+def test_a_split_of_exactly_ways_classes_warns_that_the_interval_covers_images_only() -> None:
+    """A grouped split whose test part holds exactly `ways` classes gave an interval with no word of it."""
+    ds = synthetic_dataset(alphabets=1, classes_per_alphabet=5, per_class=6)
+    with pytest.warns(UserWarning, match="exactly 5 classes"):
+        evaluate(pixel_prototypes, ds, ways=5, shots=1, queries=3, tasks=10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(pixel_prototypes, ds, ways=4, shots=1, queries=3, tasks=10)

@@ -21,11 +21,13 @@ MAX_MESSAGE_CHARS = 300  # an error message quotes at most this much of a value
 
 
 def setting(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "", *, choices: Any = None,
-            flag: bool = True, default_factory: Any = dataclasses.MISSING, metavar: str | None = None) -> Any:
+            flag: bool = True, default_factory: Any = dataclasses.MISSING, metavar: str | None = None,
+            parse: Callable[[str], Any] | None = None) -> Any:
     """A config field with what a person reads about it: `help` (and `choices`) become the
     command-line flag's help, so the CLI derives its flags from the configs instead of repeating
-    them; `flag=False` keeps a field out of the command line (YAML and API only)."""
-    meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar}
+    them; `flag=False` keeps a field out of the command line (YAML and API only); `parse` reads the
+    flag's text when the field's type alone does not say how (e.g. a number or `auto`)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "parse": parse}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

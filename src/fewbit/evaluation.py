@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +27,16 @@ DEFAULT_EVAL_SEED = 1234
 # Documented limit (docs/bad-input.md): the tasks one evaluation or validation scores. 600 is the
 # field's custom; 100,000 gives a 95% interval a few hundredths of a point wide.
 MAX_TASKS = 100_000
+# Examples (support + queries) of the tasks scored at once: the bound of one training step
+# (fewbit.train.config.MAX_STEP_IMAGES, which imports this module); larger lists are drawn in batches.
+MAX_EVAL_EXAMPLES = 100_000
+EVAL_BATCH = 25  # tasks drawn at once when they are small
+
+
+def eval_batch(ways: int, shots: int, queries: int, most: int = EVAL_BATCH) -> int:
+    """How many tasks of `ways * (shots + queries)` examples to draw and score at once: at most
+    `most`, and never more examples than MAX_EVAL_EXAMPLES (at least one task)."""
+    return max(1, min(most, MAX_EVAL_EXAMPLES // max(1, ways * (shots + queries))))
 
 
 def check_task_count(value: Any, what: str = "tasks", error: type[Exception] = LimitError) -> int:
@@ -86,13 +97,18 @@ def eval_tasks(
     queries: int,
     tasks: int,
     seed: int = DEFAULT_EVAL_SEED,
-    batch: int = 25,
+    batch: int = EVAL_BATCH,
 ) -> Iterator[Task]:
     """The fixed list of `tasks` test tasks for `seed`, in batches (same seed -> same tasks).
 
     `dataset=None` means sinusoid regression. LimitError when `tasks` is beyond MAX_TASKS.
     """
     check_task_count(tasks)
+    if dataset is not None and dataset.num_classes == ways and tasks > 1:
+        warnings.warn(
+            f"{dataset.name} holds exactly {ways} classes: every {ways}-way test task draws the same classes, so "
+            "the 95% interval measures the choice of images, not new classes; give the split more classes "
+            "(--split-fractions, or more groups) or score fewer ways", stacklevel=3)
     g = torch.Generator().manual_seed(seed)
     sampler: EpisodeSampler | SinusoidSampler
     if dataset is None:
@@ -119,14 +135,20 @@ def evaluate(
     queries: int = 15,
     tasks: int = 600,
     seed: int = DEFAULT_EVAL_SEED,
-    batch: int = 25,
+    batch: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> EvalResult:
     """Score `predictor` on the seeded test tasks of `dataset` (None: sinusoid regression);
-    LimitError when `tasks` is beyond MAX_TASKS."""
+    LimitError when `tasks` is beyond MAX_TASKS. Tasks are drawn `batch` at a time (default
+    `eval_batch`: 25, fewer when they are large), so any number of tasks is scored within the bound.
+
+        >>> run = fewbit.train.load_run("runs/glyphs-w4a8")
+        >>> evaluate(run.predictor(), load_source("glyphs").split("test"), ways=20, shots=1, tasks=600)
+    """
     per_task: list[float] = []
     regression = dataset is None
+    batch = eval_batch(1 if regression else ways, shots, queries) if batch is None else batch
     batches = eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch)
     bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
     for task in batches:
@@ -173,7 +195,7 @@ def evaluate_artifact(
     queries: int = 15,
     tasks: int = 600,
     seed: int = DEFAULT_EVAL_SEED,
-    batch: int = 25,
+    batch: int | None = None,
     progress: bool = False,
     **adapt_options: Any,
 ) -> EvalResult:
@@ -189,6 +211,7 @@ def evaluate_artifact(
     """
 
     per_task: list[float] = []
+    batch = eval_batch(ways, shots, queries) if batch is None else batch
     batches = eval_tasks(dataset, ways=ways, shots=shots, queries=queries, tasks=tasks, seed=seed, batch=batch)
     bar = tqdm(total=tasks, desc="evaluate", disable=not progress, leave=False)
     for drawn in batches:

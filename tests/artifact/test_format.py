@@ -182,3 +182,13 @@ def test_version_1_files_still_read_but_may_not_hold_rice_masks() -> None:
         want = t.dequantize() if isinstance(t, PackedTensor) else t
         got = old.tensors[name]
         np.testing.assert_array_equal(got.dequantize() if isinstance(got, PackedTensor) else got, want)
+
+
+def test_a_file_larger_than_float32_is_called_larger() -> None:
+    """A table model's artifact (its manifest outweighs its weights) was `1.0x smaller than float32`."""
+    from fewbit.artifact.format import versus_float32
+
+    assert versus_float32(7.5) == "7.5x smaller than float32"
+    assert versus_float32(0.5) == "2.0x larger than float32"
+    assert versus_float32(0.97) == versus_float32(1.02) == "about the size of float32"
+    assert versus_float32(14.02, 2) == "14.02x smaller than float32"

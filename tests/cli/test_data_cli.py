@@ -52,6 +52,22 @@ def test_data_show_writes_png(capsys, omni_zip, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_data_show_names_the_classes_it_drew(capsys, tmp_path, fewbit_cache):
+    """Rows were labelled `class 0..4`; they carry the folders' names, and the JSON lists them in label order."""
+    from PIL import Image
+
+    names = ["cat", "dog", "$x^{2$", "owl", "a very long class folder name"]
+    for i, name in enumerate(names):
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        for j in range(4):
+            Image.new("RGB", (20, 30), (40 * i, 10 * j, 200)).save(tmp_path / "pics" / name / f"{j}.png")
+    png = tmp_path / "task.png"
+    code, out, err = run_cli(capsys, "data", "show", f"folder:{tmp_path / 'pics'}", "--split", "all",
+                             "--ways", "5", "--out", str(png), "--json")
+    assert code == 0, err
+    assert sorted(json.loads(out)["classes"]) == sorted(names)  # mathtext-like names are drawn as text
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [

@@ -95,6 +95,7 @@ def test_batched_queries_score_as_the_folder_read_whole_would(capsys: pytest.Cap
 
     raw = (tmp_path / "raw" / "query.bin").read_bytes()
     assert raw == input_to_pixels(query.x, model.preprocessing).tobytes()
+    assert (tmp_path / "raw" / "classes.txt").read_text(encoding="utf-8") == "a\nb\nc\n"  # label i: line i + 1
     if norm_stats == "support":  # each query on its own: the batch size cannot matter
         code, out, err = run_cli(capsys, *argv, "--batch", "1")
         assert code == 0 and [g["label"] for g in json.loads(out)["predictions"]] == labels

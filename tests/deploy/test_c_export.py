@@ -403,7 +403,9 @@ def test_cli_c_export_matches_fewbit_adapt_from_the_command_line(tmp_path: Path,
         text=True,
         check=True,
     )
-    assert [names[int(v)] for v in done.stdout.split()] == [p["label"] for p in adapted["predictions"]]
+    classes = (tmp_path / "raw" / "classes.txt").read_text(encoding="utf-8").splitlines()  # label i: line i + 1
+    assert classes == names
+    assert [classes[int(v)] for v in done.stdout.split()] == [p["label"] for p in adapted["predictions"]]
 
 
 @needs_cc

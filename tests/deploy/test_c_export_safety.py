@@ -180,3 +180,16 @@ def test_a_table_model_is_refused_in_one_line_naming_what_the_c_runtime_takes(tm
     err = capsys.readouterr().err
     assert err.startswith("fewbit: error: C export: the C runtime takes images") and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_class_names_in_classes_txt_stay_one_a_line(tmp_path: Path) -> None:
+    """A folder's name may hold a newline; classes.txt keeps label i on line i + 1 whatever the names."""
+    import numpy as np
+
+    from fewbit.deploy.c_export import write_task_files
+
+    names = ["plain", "two\nlines", "tab\there", "日本"]
+    pixels = np.zeros((4, 1, 2, 2), np.uint8)
+    write_task_files(tmp_path, pixels, np.arange(4), pixels[:1], classes=names)
+    lines = (tmp_path / "classes.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == ["plain", "two\\nlines", "tab\\there", "日本"]

@@ -37,6 +37,27 @@ def test_crop_keeps_the_centre_and_stretch_squeezes() -> None:
     assert 60 < stretch[0].mean() < 110  # the whole width squeezed: a third red
 
 
+def test_pad_keeps_an_off_centre_object_whole_and_unsqueezed() -> None:
+    """A 60x20 photo with its object at the right end: crop cuts it off, pad keeps all of it, its
+    shape kept (20x20 object -> about 7x7), on the border's mean colour."""
+    wide = np.full((20, 60, 3), (0, 0, 200), np.uint8)  # blue ground
+    wide[:, 40:] = (255, 0, 0)  # the object: a red square at the right end
+    data = _png(Image.fromarray(wide))
+    crop = ImagePreprocessing(image_size=21, channels=3, resize="crop").decode_bytes(data, "wide")
+    pad = ImagePreprocessing(image_size=21, channels=3, resize="pad").decode_bytes(data, "wide")
+    assert pad.shape == crop.shape == (3, 21, 21)
+    assert crop[0].max() < 10  # the centre square holds none of the object
+    red = (pad[0] > 200) & (pad[2] < 50)
+    assert 40 <= red.sum() <= 60  # the whole 20x20 object at a third of the scale: about 7x7 pixels
+    rows, cols = np.nonzero(red)
+    assert abs((rows.max() - rows.min()) - (cols.max() - cols.min())) <= 1  # still square
+    assert tuple(pad[:, 0, 0]) == tuple(pad[:, -1, -1])  # the letterbox: one fill colour
+    square = _png(Image.fromarray(np.full((30, 30, 3), 90, np.uint8)))
+    assert ImagePreprocessing(image_size=10, channels=3, resize="pad").decode_bytes(square, "sq").std() == 0
+    grey = ImagePreprocessing(image_size=21, channels=1, resize="pad").decode_bytes(data, "wide")
+    assert grey.shape == (1, 21, 21)
+
+
 def test_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="preprocessing.std"):
         ImagePreprocessing(channels=3, std=(1.0, 0.0, 1.0))

@@ -138,3 +138,34 @@ def test_nested_configs_are_validated_when_the_config_is_made() -> None:
     with pytest.raises(ConfigError, match="MetaConfig.inner_lr"):
         TrainConfig.from_dict({"dataset": "glyphs", "meta": {"algorithm": "maml", "inner_lr": -1}})
     assert TrainConfig.from_dict({"dataset": "glyphs", "compress": "prune:0.5,quant:w4a8"}).compress
+
+
+def test_own_images_default_to_auto_steps_and_augmentation_and_built_in_data_do_not():
+    """A folder of one's own photos trains with augmentation until validation stops rising (the
+    defaults a newcomer needs); glyphs and Omniglot keep their fixed budgets; the config holds
+    plain values, so a run's config.yaml says what it trained with."""
+    from fewbit.train.config import AUTO_PATIENCE, AUTO_STEPS
+
+    own = TrainConfig(dataset="folder:photos")
+    assert (own.steps, own.patience, own.augment) == (AUTO_STEPS, AUTO_PATIENCE, "auto")
+    assert (own.meta_batch, own.queries) == (4, 5)  # cheap steps; a class of 6 images is enough
+    built_in = TrainConfig(dataset="glyphs")
+    assert (built_in.steps, built_in.patience, built_in.augment) == (1000, 0, "none")
+    assert (built_in.meta_batch, built_in.queries) == (16, 15)
+    given = TrainConfig.from_dict({"dataset": "folder:photos", "steps": 300, "augment": "none"})
+    assert (given.steps, given.patience, given.augment) == (300, 0, "none")
+    auto = TrainConfig.from_dict({"dataset": "glyphs", "steps": "auto", "patience": 3})
+    assert (auto.steps, auto.patience) == (AUTO_STEPS, 3)
+    assert TrainConfig.from_dict(own.to_dict()) == own
+    assert own.to_dict()["steps"] == AUTO_STEPS and own.to_dict()["augment"] == "auto"
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"dataset": "folder:photos", "val_every": 0}, "TrainConfig.steps: stopping when validation"),
+    ({"dataset": "glyphs", "patience": 2, "val_every": 0}, "TrainConfig.patience: stopping when validation"),
+    ({"dataset": "glyphs", "steps": "many"}, "TrainConfig.steps: must be an integer >= 0 or auto"),
+    ({"dataset": "glyphs", "patience": -1}, "TrainConfig.patience: must be an integer >= 0"),
+])
+def test_bad_steps_and_patience_are_one_line_naming_the_field(data, needle):
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig.from_dict(data)

@@ -159,3 +159,34 @@ def test_a_given_module_is_trained_in_place(tmp_path):
     assert run.model is model
     assert any(not torch.equal(before[k], v) for k, v in _weights(model).items())
     assert load_run(tmp_path / "m", model=build_backbone("mlp", ways=1, in_features=1, hidden=(8,))).step == 3
+
+
+def test_patience_stops_when_validation_stops_improving_and_a_resume_stays_stopped(run_dir):
+    """Validation that never beats its first value: with patience 2 and a validation every 4 steps,
+    training stops at step 12 of 40 and says why; the best checkpoint (step 4) is what load_run gives."""
+    from fewbit.train import resume_training
+
+    config = load_config(None, **{**SINE, "steps": 40, "patience": 2, "outer_lr": 1e-30})
+    run = meta_train(config, run_dir, progress=False)
+    assert run.step == 12 and run.best["step"] == 4
+    assert run.stopped is not None and "stopped at step 12 of at most 40" in run.stopped
+    assert "2 validations in a row" in run.stopped and "step 4" in run.stopped
+    assert load_run(run_dir).step == 4
+    again = resume_training(run_dir, progress=False)
+    assert again.step == 12 and again.stopped is not None
+
+
+def test_without_patience_the_same_run_trains_every_step(run_dir):
+    run = meta_train(load_config(None, **{**SINE, "steps": 16, "outer_lr": 1e-30}), run_dir, progress=False)
+    assert run.step == 16 and run.stopped is None
+
+
+def test_the_cli_says_when_and_why_training_stopped(run_dir, capsys):
+    from fewbit.cli import main
+
+    argv = ["train", "--dataset", "sinusoid", "--algorithm", "maml", "--shots", "10", "--queries", "10",
+            "--meta-batch", "4", "--inner-lr", "0.01", "--steps", "40", "--val-every", "4", "--val-tasks", "10",
+            "--patience", "2", "--outer-lr", "1e-30", "--device", "cpu", "--out", str(run_dir), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained maml for 12 steps" in out and "stopped at step 12 of at most 40" in out

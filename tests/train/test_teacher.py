@@ -18,7 +18,8 @@ from fewbit.train.checkpoint import step_checkpoints
 
 def _config(spec: str, **changes: object):  # noqa: ANN202
     base = {"dataset": spec, "image_size": 16, "backbone": "conv4", "algorithm": "finetune", "ways": 3, "shots": 1,
-            "queries": 2, "batch_size": 16, "steps": 3, "val_every": 0, "rotations": True, "device": "cpu"}
+            "queries": 2, "batch_size": 16, "steps": 3, "val_every": 0, "rotations": True, "device": "cpu",
+            "augment": "none"}  # folder: data augments by default; distillation is measured without
     return load_config(None, **{**base, **changes})
 
 

@@ -436,3 +436,14 @@ def _check_manifest(manifest: Mapping[str, Any], tensors: Mapping[str, Tensor]) 
     size = pre["image_size"]
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise FewbitFormatError(f"malformed manifest: preprocessing.image_size={size!r}")
+
+
+def versus_float32(ratio: float, digits: int = 1) -> str:
+    """`ratio` (float32 bytes / stored bytes) in words: `7.5x smaller than float32`, `1.3x larger
+    than float32` (a small model, a table's, whose manifest outweighs its weights), or `about the
+    size of float32` within 5% (where `1.0x smaller` would read as a saving)."""
+    if ratio >= 1.05:
+        return f"{ratio:.{digits}f}x smaller than float32"
+    if ratio > 0 and 1 / ratio >= 1.05:
+        return f"{1 / ratio:.{digits}f}x larger than float32"
+    return "about the size of float32"

@@ -150,6 +150,8 @@ def add_config_flags(parser: argparse.ArgumentParser, fields: Iterable[dataclass
             parse = finite_float
         elif kind.startswith("tuple[float"):
             parse = fractions
+        if meta.get("parse") is not None:
+            parse = meta["parse"]
         if choices is not None:
             parse = _choice(parse, tuple(choices))
         parser.add_argument(f"--{name}", dest=f.name, type=parse, default=None, help=help_text,

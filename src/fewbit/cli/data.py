@@ -91,8 +91,9 @@ def run_show(args: argparse.Namespace) -> Output:
         ds, ways=args.ways, shots=args.shots, queries=args.queries, rotations=args.rotations,
         augment=args.augment, generator=torch.Generator().manual_seed(args.seed),
     )
-    task = sampler.sample(1)
+    task, names = sampler.sample_named(1)
     path = plot_task(task, args.out, title=f"{args.spec} [{args.split}] {args.ways}-way {args.shots}-shot",
-                     mean=ds.mean, std=ds.std)
-    data = {"out": str(path), "ways": args.ways, "shots": args.shots, "queries": args.queries, "split": args.split}
+                     mean=ds.mean, std=ds.std, class_names=names[0])
+    data = {"out": str(path), "ways": args.ways, "shots": args.shots, "queries": args.queries, "split": args.split,
+            "classes": names[0]}
     return Output(data, f"wrote {path}")

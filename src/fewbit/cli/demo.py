@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-report", help="report folder (default demo-report)")
     add_common(p, device=True, threads=True)
     p.set_defaults(handler=run)
+    p.epilog = ("The demo computes with 1 thread unless --threads is given: its w4a8 figures depend on the "
+                "thread count (see fewbit.demo.DEMO_THREADS), and the README's table is for 1.")
 
 
 def run(args: argparse.Namespace) -> Output:

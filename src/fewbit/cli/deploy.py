@@ -18,18 +18,25 @@ from typing import Any
 import numpy as np
 
 import fewbit.runtime as rt
-from fewbit.artifact.format import encode_artifact, read_artifact
+from fewbit.artifact.format import encode_artifact, read_artifact, versus_float32
 from fewbit.cli.common import Output, add_common, finite_float, nonnegative_int, positive_int
 from fewbit.data.series_files import read_series_source
 from fewbit.deploy import artifact_from_model, export
 from fewbit.deploy.c_export import CTarget, export_c, input_to_pixels, mcu, report_text, write_task_files
 from fewbit.deploy.onnx_export import require_onnx, write_onnx
 from fewbit.errors import ConfigError, DataError, LimitError, shown
-from fewbit.pretrained import model_cards, model_path
+from fewbit.pretrained import describe_model, model_cards, model_path
 from fewbit.report.tables import table
 from fewbit.runtime import images, limits
 from fewbit.runtime.adapt import check_support_size
-from fewbit.runtime.images import ImageFolder, is_skipped_entry, list_image_folder, list_images, load_images
+from fewbit.runtime.images import (
+    ImageFolder,
+    is_skipped_entry,
+    list_image_folder,
+    list_images,
+    load_images,
+    warn_if_unfit,
+)
 from fewbit.runtime.preprocess import TablePreprocessing
 from fewbit.runtime.series import SERIES_FILE_SUFFIXES, SeriesPreprocessing, read_series_file
 from fewbit.runtime.settings import scope_parts
@@ -233,7 +240,7 @@ def run_export(args: argparse.Namespace) -> Output:
     run = _exportable_run(args)
     info = export(run.model, out, format=args.format, **_export_args(run, args))
     f32 = info["float32_bytes"]
-    text = f"wrote {out}: {info['bytes']:,} bytes ({info['ratio']:.1f}x smaller than float32 {f32:,})"
+    text = f"wrote {out}: {info['bytes']:,} bytes ({versus_float32(info['ratio'])} {f32:,})"
     return Output(info, text)
 
 
@@ -264,10 +271,11 @@ def _query_listing(path: Path) -> tuple[list[str], list[str | None]]:
     return [str(p) for p in files], [None] * len(files)
 
 
-def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -> _Task:
+def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any], source: str) -> _Task:
     """The support set and the queries of `fewbit adapt`, the size of the work checked before
     any image is read: the support set against the adaptation limits, a query batch against the
-    memory limit. Queries are read `--batch` at a time, never all at once."""
+    memory limit. Queries are read `--batch` at a time, never all at once. A warning says when the
+    images are not what the model was trained on (colour for a greyscale model, a size far off)."""
 
     pre = model.prep
     if isinstance(pre, SeriesPreprocessing):
@@ -294,6 +302,8 @@ def _adapt_task(model: Any, args: argparse.Namespace, options: dict[str, Any]) -
     listing = list_image_folder(args.support, what="support")
     _check_classes(listing.classes, args.support)
     files, truth = _query_listing(Path(args.query))
+    name, data = describe_model(source)
+    warn_if_unfit([*listing.files, *files], pre, model=name, data=data, what="support and query images")
     try:
         check_support_size(model, len(listing.files), **options)
         limits.check_batch(model.cost, min(args.batch, len(files)), what="a query batch (--batch)")
@@ -368,7 +378,7 @@ def run_adapt(args: argparse.Namespace) -> Output:
     model = rt.load(source)
     options = {"method": args.method, "steps": args.steps, "lr": args.lr, "norm_stats": args.norm_stats,
                "views": args.views}
-    task = _adapt_task(model, args, options)
+    task = _adapt_task(model, args, options, source)
     support, files, truth = task.support, task.names, task.truth
     try:
         adapted = rt.adapt(model, support.x, support.labels, **options)
@@ -387,7 +397,8 @@ def run_adapt(args: argparse.Namespace) -> Output:
             pixels.append(_raw_pixels(query_x, model))
     if args.raw_out:
 
-        write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels))
+        write_task_files(args.raw_out, _raw_pixels(support.x, model), support.labels, np.concatenate(pixels),
+                         classes=support.classes)
     labels = [support.classes[i] for i in np.concatenate(preds)]
     score = np.concatenate(scores)
     predictions = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,33 @@ from fewbit.evaluation import DEFAULT_EVAL_SEED, evaluate, evaluate_artifact
 from fewbit.meta import ALGORITHMS, SCOPES, algorithm_names
 from fewbit.meta.base import setting_defaults, setting_fields
 from fewbit.meta.views import with_views
-from fewbit.pretrained import is_model_name
+from fewbit.pretrained import describe_model, is_model_name
 from fewbit.report.cost import adaptation_memory
 from fewbit.runtime import load
+from fewbit.runtime.images import is_skipped_entry, warn_if_unfit
+from fewbit.runtime.preprocess import ImagePreprocessing, is_image_name
 from fewbit.runtime.settings import settings_for
 from fewbit.runtime.views import VIEWS
 from fewbit.train import load_config, load_run, meta_train, resume_training
-from fewbit.train.config import MAX_STEP_IMAGES, TrainConfig, check_task_shape
+from fewbit.train.config import TrainConfig, check_task_shape
 from fewbit.train.run import EVAL_NAME, eval_dataset
 
-EVAL_BATCH = 25  # tasks scored at once (fewer when they are large: see MAX_STEP_IMAGES)
+SURVEY_LISTING = 10_000  # image files listed (at most) to sample for `warn_if_unfit`
+
+
+def _warn_unfit_data(spec: str, preprocessing: Any, model: str, data: str | None) -> None:
+    """A warning when a folder of images (`folder:` or `csvsplit:` data) is not what the model was
+    trained on (colour for a greyscale model, or the reverse; a size far from its input)."""
+    kind, _, root = spec.partition(":")
+    if kind not in ("folder", "csvsplit") or not isinstance(preprocessing, ImagePreprocessing):
+        return
+    files: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_skipped_entry(d))
+        files += [os.path.join(folder, n) for n in sorted(names) if is_image_name(n)]
+        if len(files) >= SURVEY_LISTING:
+            break
+    warn_if_unfit(files, preprocessing, model=model, data=data, what=f"{kind} images")
 
 
 def _train_fields() -> list[dataclasses.Field[Any]]:
@@ -123,6 +141,7 @@ def run_train(args: argparse.Namespace) -> Output:
         run = meta_train(config, out, progress=progress)
     data: dict[str, Any] = {
         "run_dir": str(run.run_dir), "algorithm": run.config.algorithm, "steps": run.step, "best": run.best,
+        "max_steps": run.config.steps, "stopped": run.stopped,
     }
     best = run.best or {}
     if best.get("value") is not None:
@@ -131,6 +150,8 @@ def run_train(args: argparse.Namespace) -> Output:
                 f"best val {best['metric']} {shown} at step {best['step']}")
     else:
         text = f"trained {run.config.algorithm} for {run.step} steps into {run.run_dir}"
+    if run.stopped:
+        text += f"\n{run.stopped}"
     return Output(data, text)
 
 
@@ -147,12 +168,12 @@ def run_eval(args: argparse.Namespace) -> Output:
     run = load_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     config = run.config
     task_ways = 1 if config.regression else (args.ways or config.ways)
-    per_task = task_ways * ((args.shots or config.shots) + (args.queries or config.queries))
     check_task_shape("eval", ways=task_ways, shots=args.shots or config.shots, queries=args.queries or config.queries,
-                     tasks=1)
-    batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // per_task))  # large tasks are scored fewer at a time
+                     tasks=1)  # one task within the limits; `evaluate` draws as many at a time as the bound allows
     run.test_time(scope=args.scope, eval_inner_steps=args.inner_steps, algorithm=args.test_algorithm)
     spec = args.dataset or config.dataset
+    if args.dataset is not None and args.dataset != config.dataset:
+        _warn_unfit_data(args.dataset, run.preprocessing, f"the run {args.run_dir}", config.dataset)
     dataset = eval_dataset(spec, args.split, config, run.preprocessing, progress=not (args.quiet or args.json))
     ways = args.ways or config.ways
     shots = args.shots or config.shots
@@ -173,7 +194,7 @@ def run_eval(args: argparse.Namespace) -> Output:
         raise ConfigError("--views: a regression family has no images to turn; use --views 1")
     result = evaluate(
         predictor, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks, seed=seed,
-        device=run.device, progress=not (args.quiet or args.json), batch=batch,
+        device=run.device, progress=not (args.quiet or args.json),
     )
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}
     data.update({"dataset": spec, "split": args.split, "seed": seed, "algorithm": config.algorithm,
@@ -198,8 +219,6 @@ def run_eval(args: argparse.Namespace) -> Output:
 
 def _eval_artifact(args: argparse.Namespace) -> Output:
     """`fewbit eval --model NAME|FILE --dataset SPEC`: the artifact scored in the numpy runtime (what ships)."""
-    import os
-
 
     if args.dataset is None:
         raise ConfigError("eval --model: give the data to score it on with --dataset SPEC "
@@ -216,7 +235,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     ways = args.ways or (model.ways if model.adaptation.get("method") == "sgd" and model.ways else 5)
     shots, queries = args.shots or 1, args.queries or 15
     check_task_shape("eval", ways=ways, shots=shots, queries=queries, tasks=1)  # tasks are drawn a batch at a time
-    batch = max(1, min(EVAL_BATCH, MAX_STEP_IMAGES // (ways * (shots + queries))))
+    _warn_unfit_data(args.dataset, model.prep, *describe_model(args.model))
     dataset = eval_dataset(args.dataset, args.split, None, model.prep, progress)
     if dataset is None:
         raise ConfigError(f"eval --model: {args.dataset} is a regression family; artifacts classify")
@@ -224,7 +243,7 @@ def _eval_artifact(args: argparse.Namespace) -> Output:
     try:
         views = settings_for(model, views=args.views)["views"]  # the artifact's own unless --views
         result = evaluate_artifact(model, dataset, ways=ways, shots=shots, queries=queries, tasks=args.tasks,
-                                   seed=seed, batch=batch, progress=progress, views=views)
+                                   seed=seed, progress=progress, views=views)
     except ValueError as exc:
         raise ConfigError(f"eval --model: {exc}") from None
     data = {k: finite_or_none(v) for k, v in result.to_dict().items()}

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from fewbit.artifact.format import versus_float32
 from fewbit.compress.convert import PackedLayer, pack_layer
 from fewbit.compress.layers import CompressedBatchNorm, CompressedMixin, is_compression_name
 
@@ -81,7 +82,8 @@ class SizeReport:
         rows = [
             [r.name, r.kind, r.params, r.bits, f"{r.sparsity:.1%}", r.encoding, r.bytes] for r in self.layers
         ]
-        rows.append(["total", "", self.params, "", "", f"{self.ratio:.2f}x smaller", self.bytes])
+        versus = versus_float32(self.ratio, 2).removesuffix(" than float32")
+        rows.append(["total", "", self.params, "", "", versus, self.bytes])
         return ["layer", "type", "params", "bits", "sparsity", "encoding", "bytes"], rows
 
 

@@ -85,7 +85,13 @@ class EpisodeSampler:
 
     def sample(self, tasks: int = 1) -> Task:
         """A meta-batch of `tasks` episodes (tensors with a leading `tasks` dimension)."""
+        return self.sample_named(tasks)[0]
+
+    def sample_named(self, tasks: int = 1) -> tuple[Task, list[list[str]]]:
+        """`sample(tasks)` and, for each task, the names of the classes behind its labels 0..N-1
+        (a rotated class as `NAME rot90`, ...); the same draws as `sample`."""
         n, k, q = self.ways, self.shots, self.queries
+        names: list[list[str]] = []
         g = self.generator
         support_idx = torch.empty(tasks, n, k, dtype=torch.long)
         query_idx = torch.empty(tasks, n, q, dtype=torch.long)
@@ -99,6 +105,8 @@ class EpisodeSampler:
             cls = virtual // 4 if self.rotations else virtual
             if self.rotations:
                 rot[t] = virtual % 4
+            names.append([self.dataset.classes[c] + (f" rot{90 * int(r)}" if self.rotations and int(r) else "")
+                          for c, r in zip(cls.tolist(), rot[t].tolist())])
             for i, c in enumerate(cls.tolist()):
                 pick = torch.randperm(int(self._counts[c]), generator=g)[: k + q] + self._starts[c]
                 pick = self._order[pick]
@@ -109,7 +117,7 @@ class EpisodeSampler:
         labels = torch.arange(n)
         support_y = labels.repeat_interleave(k).expand(tasks, -1).clone()  # [tasks, N*K]
         query_y = labels.repeat_interleave(q).expand(tasks, -1).clone()  # [tasks, N*Q]
-        return Task(support_x, support_y, query_x, query_y, ways=n)
+        return Task(support_x, support_y, query_x, query_y, ways=n), names
 
     def _gather(self, idx: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
         tasks, n, per = idx.shape

@@ -384,7 +384,14 @@ def _warn_skipped(root: Path, ignored: list[str], loose: list[str]) -> None:
             warnings.warn(f"folder:{root}: skipped {len(names)} {what}: {shown}", stacklevel=3)
 
 
+# A user's own images train with augmentation chosen by their channels, small steps (4 tasks of 5
+# queries a class: a class of 6 images is enough, and a step is cheap) and until validation stops
+# rising. Measured on generated photos: benchmarks/own_photos.py.
+OWN_IMAGES_TRAINING = {"augment": "auto", "steps": "auto", "meta_batch": 4, "queries": 5}
+
+
 @register_source("folder", options=ImageOptions, kind="images", path=True, backbone="conv4",
+                 train_defaults=OWN_IMAGES_TRAINING,
                  help="your images: PATH/<class>/<image>, PATH/<group>/<class>/<image>, or either under "
                       "train/, val/, test/")
 def folder_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
@@ -394,6 +401,7 @@ def folder_source(arg: str, options: ImageOptions, *, progress: bool = True) -> 
 
 
 @register_source("csvsplit", options=ImageOptions, kind="images", path=True, backbone="conv4",
+                 train_defaults=OWN_IMAGES_TRAINING,
                  help="mini-ImageNet's layout: images plus train.csv, val.csv, test.csv of filename,label rows")
 def csvsplit_source(arg: str, options: ImageOptions, *, progress: bool = True) -> ImageSource:
     """`csvsplit:PATH`: images listed by split CSVs."""

@@ -96,14 +96,15 @@ class ImageOptions(SplitOptions):
     `channels`: 1 or 3 to force greyscale or RGB, None to detect (RGB when any image holds colour).
     `invert`: invert the files (dark strokes on light paper). `normalize`: standardise each channel
     with the training split's mean and std. `resize`: crop (the shorter side to `image_size`, then
-    the centre) or stretch (both sides).
+    the centre), stretch (both sides) or pad (the longer side, letterboxed: nothing cut off).
     """
 
     image_size: int = setting(28, "resize images to N x N pixels (default 28)", metavar="N")
     channels: int | None = setting(None, CHANNELS_HELP, metavar="C")
     invert: bool = setting(False, "invert images (dark strokes on light paper, like Omniglot's files)")
     normalize: bool = setting(True, "standardise each channel with the training split's statistics")
-    resize: str = setting("crop", "crop: shorter side to the size, then the centre (default); stretch: both sides",
+    resize: str = setting("crop", "crop: shorter side to the size, then the centre (default); stretch: both sides; "
+                          "pad: the longer side, the rest filled with the border's colour (letterbox)",
                           choices=RESIZE_RULES)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,8 @@ class SourceKind:
     reading options; `load(arg, options, progress=...)`: the loader; `kind`: what it holds
     (images, table, series, regression); `path`: whether the spec takes a path (True: required,
     False: none, None: optional); `backbone`: the backbone `auto` means for it; `usage` and
-    `help`: what a person reads.
+    `help`: what a person reads; `train_defaults`: TrainConfig settings that differ for this kind
+    when not given (a user's own photos train with augmentation and until validation stops rising).
     """
 
     token: str
@@ -40,18 +41,20 @@ class SourceKind:
     backbone: str
     usage: str
     help: str
+    train_defaults: tuple[tuple[str, Any], ...] = ()
 
 
 SOURCES: dict[str, SourceKind] = {}
 
 
 def register_source(token: str, *, options: type, kind: str, path: bool | None, backbone: str,
-                    help: str) -> Callable[[Loader], Loader]:
+                    help: str, train_defaults: dict[str, Any] | None = None) -> Callable[[Loader], Loader]:
     """Decorator registering `load` as the loader of the spec kind `token`."""
 
     def wrap(load: Loader) -> Loader:
         usage = {True: f"{token}:PATH", False: token, None: f"{token}[:PATH]"}[path]
-        SOURCES[token] = SourceKind(token, options, load, kind, path, backbone, usage, help)
+        SOURCES[token] = SourceKind(token, options, load, kind, path, backbone, usage, help,
+                                    tuple(sorted((train_defaults or {}).items())))
         return load
 
     return wrap

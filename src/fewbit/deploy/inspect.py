@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from fewbit._io import non_finite_path
-from fewbit.artifact.format import HEADER_BYTES, decode_artifact
+from fewbit.artifact.format import HEADER_BYTES, decode_artifact, versus_float32
 from fewbit.errors import FewbitFormatError
 from fewbit.report.tables import table
 from fewbit.runtime.model import read_artifact_file
@@ -113,7 +113,7 @@ def inspection_text(info: dict[str, Any]) -> str:
     rows.append(["total", "", "", "", "", "", "", info["bytes"], f"{info['ratio']:.1f}x"])
     head = (
         f"{info['path']}: {info['architecture']} {info['algorithm']}, input {info['input_shape']}, "
-        f"format v{info['format_version']}, {info['bytes']} bytes ({info['ratio']:.1f}x smaller than float32)"
+        f"format v{info['format_version']}, {info['bytes']} bytes ({versus_float32(info['ratio'])})"
     )
     table_text = table(
         ["layer", "op", "params", "bits", "act", "sparsity", "encoding", "bytes", "vs f32"], rows

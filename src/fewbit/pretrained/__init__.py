@@ -54,3 +54,13 @@ def model_card(name: str) -> dict[str, Any]:
 def model_cards() -> list[dict[str, Any]]:
     """Every shipped model's card."""
     return [model_card(n) for n in model_names()]
+
+
+def describe_model(source: str) -> tuple[str, str | None]:
+    """(a name for people, the data it was trained on or None) of an artifact given by a shipped
+    model's name or path, or by any other path (named by its file name, its data unknown)."""
+    path = Path(source)
+    name = source if is_model_name(source) else path.stem
+    if is_model_name(name) and (is_model_name(source) or path.resolve() == model_path(name).resolve()):
+        return name, str(model_card(name)["data"]["name"])
+    return path.name, None

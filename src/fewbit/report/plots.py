@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -39,8 +40,11 @@ def plot_task(
     title: str = "",
     mean: tuple[float, ...] = (0.0,),
     std: tuple[float, ...] = (1.0,),
+    class_names: Sequence[str] | None = None,
 ) -> Path:
-    """A PNG of the first task in `task`: one row per class, support then queries.
+    """A PNG of the first task in `task`: one row per class, support then queries, each row
+    labelled with its class's name (`class_names[label]`, e.g. from `EpisodeSampler.sample_named`)
+    or `class LABEL` without them.
 
     With `predictions` (`[N*Q]` labels for the first task), query frames are green when
     right and red when wrong. `mean`/`std` undo the inputs' normalisation; greyscale data that
@@ -68,7 +72,7 @@ def plot_task(
             ax.set_yticks([])
             if j < shots:
                 img = sup[j]
-                color, label = "#1f4e9c", f"class {c}" if j == 0 else ""
+                color, label = "#1f4e9c", _class_label(c, class_names) if j == 0 else ""
             else:
                 i = int(qidx[j - shots])
                 img = qx[i]
@@ -77,7 +81,7 @@ def plot_task(
                 if predictions is not None:
                     pred = int(predictions[i])
                     color = "#1a9c3a" if pred == c else "#c62828"
-                    label = f"pred {pred}"
+                    label = f"pred {_class_label(pred, class_names)}"
             if series:
                 for channel in img[:, 0]:
                     ax.plot(channel.numpy(), linewidth=0.8)
@@ -94,6 +98,15 @@ def plot_task(
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def _class_label(label: int, names: Sequence[str] | None, width: int = 14) -> str:
+    """A class's name for a plot (cut to `width` characters), or `class LABEL`."""
+    if names is None or not 0 <= label < len(names):
+        return f"class {label}"
+    name = str(names[label])
+    name = name if len(name) <= width else name[: width - 1] + "…"
+    return name.replace("$", r"\$")  # a folder's name is text, never matplotlib's mathtext
 
 
 def _picture(img: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], ink: bool) -> object:

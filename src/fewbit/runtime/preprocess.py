@@ -31,7 +31,9 @@ MAX_IMAGE_FILE_BYTES = 64 << 20  # one image file; a few-shot image is decoded t
 MAX_IMAGE_PIXELS = 40_000_000  # a 12-megapixel phone photo is fine, a 13000x13000 canvas is not
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 512  # what training data may be resized to (artifacts: 1..MAX)
 MAX_TABLE_FEATURES = 65_536
-RESIZE_RULES = ("crop", "stretch")  # crop: shorter side to size, then the centre; stretch: both sides to size
+# crop: shorter side to size, then the centre; stretch: both sides to size; pad: the longer side to
+# size, the rest filled with the mean colour of the image's border (letterbox: nothing cut, no distortion)
+RESIZE_RULES = ("crop", "stretch", "pad")
 RESAMPLE = ("lanczos", "bilinear", "bicubic", "nearest")
 DRAFT_FACTOR = 2  # JPEGs are DCT-decoded at >= 2x the target size, then resampled (fast on large photos)
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La")
@@ -56,9 +58,10 @@ class ImagePreprocessing:
     Steps: transparent pixels are composited on white paper; the image becomes greyscale
     (`channels=1`, ITU-R 601 luma; 16-bit greyscale is scaled, not clipped) or RGB (`channels=3`);
     `invert` (True, False, or "auto": invert when the border is light, for dark strokes on paper)
-    flips it; `resize` scales it to `image_size` with the `resample` filter ("crop": the shorter side
-    to `image_size`, then the centre square; "stretch": both sides); values are scaled to [0, 1] and
-    normalised per channel, `(x - mean[c]) / std[c]`.
+    flips it; `resize` scales it to `image_size` with the `resample` filter ("crop": the shorter
+    side to `image_size`, then the centre square; "stretch": both sides; "pad": the longer side,
+    the rest filled with the mean colour of the image's border, so nothing is cut off or distorted);
+    values are scaled to [0, 1] and normalised per channel, `(x - mean[c]) / std[c]`.
     """
 
     image_size: int = 28
@@ -334,6 +337,16 @@ def _resize(image: Any, size: int, rule: str, resample: str) -> Any:
     if rule == "stretch":
         return image.resize((size, size), flt)
     width, height = image.size
+    if rule == "pad":
+        scale = size / max(width, height)
+        new = (max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale))))
+        small = image.resize(new, flt)
+        a = np.asarray(small, dtype=np.float64).reshape(new[1], new[0], -1)
+        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])  # [pixels, channels]
+        fill = tuple(int(v) for v in np.rint(border.mean(axis=0)))
+        canvas = Image.new(small.mode, (size, size), fill[0] if len(fill) == 1 else fill)
+        canvas.paste(small, ((size - new[0]) // 2, (size - new[1]) // 2))
+        return canvas
     scale = size / min(width, height)
     new = (max(size, round(width * scale)), max(size, round(height * scale)))
     left, top = (new[0] - size) // 2, (new[1] - size) // 2

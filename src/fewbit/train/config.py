@@ -13,7 +13,7 @@ from fewbit.data.augment import AUGMENTS
 from fewbit.data.registry import option_defaults, parse_spec, spec_help
 from fewbit.data.sources import JOINED_SPLIT
 from fewbit.errors import ConfigError, DataError
-from fewbit.evaluation import check_task_count
+from fewbit.evaluation import MAX_EVAL_EXAMPLES, check_task_count
 from fewbit.meta.base import MetaConfig, full_config, setting_defaults
 from fewbit.models import BACKBONES
 
@@ -22,8 +22,22 @@ TRAIN_ON = ("train", JOINED_SPLIT)  # the split(s) whose classes a run trains on
 OWNER = "TrainConfig"
 # Documented limits (docs/bad-input.md): work and memory are bounded before anything is built.
 MAX_TASK_IMAGES = 10_000  # ways * (shots + queries): the examples of one task
-MAX_STEP_IMAGES = 100_000  # meta_batch * ways * (shots + queries), or batch_size: one outer step
+MAX_STEP_IMAGES = MAX_EVAL_EXAMPLES  # 100,000: meta_batch * ways * (shots + queries), or batch_size: one outer step
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
+# `steps: auto`: train at most AUTO_STEPS steps, and stop once AUTO_PATIENCE validations in a row have
+# not beaten the best (the best checkpoint is what eval and export use). On generated photos
+# (benchmarks/own_photos.py) validation was still rising at 1,400 steps and stopped at 1,900.
+AUTO_STEPS = 2000
+AUTO_PATIENCE = 5
+# Settings whose default depends on the data: these for built-in data; a kind of data may set its own
+# (`train_defaults` of its registration: a user's own images train with augmentation, small steps
+# and until validation stops rising). A config holds the resolved values.
+BUILT_IN_DEFAULTS: dict[str, Any] = {"steps": 1000, "augment": "none", "meta_batch": 16, "queries": 15}
+
+
+def steps_value(text: str) -> int | str:
+    """argparse type of --steps: a whole number, or `auto`."""
+    return "auto" if text == "auto" else int(text) if text.lstrip("-").isdigit() else text
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,9 +57,16 @@ class TrainConfig:
                             "series, mlp for tables and regression)", choices=lambda: ("auto", *BACKBONES))
     ways: int = setting(5, "classes per task")
     shots: int = setting(1, "labelled examples per class in a task's support set")
-    queries: int = setting(15, "examples per class a task is scored on")
-    meta_batch: int = setting(16, "tasks per outer step (split across ranks when distributed)")
-    steps: int = setting(1000, "outer steps")
+    queries: int = setting(None, "examples per class a task is scored on (default: 5 for your own images, "
+                           "15 otherwise)")
+    meta_batch: int = setting(None, "tasks per outer step, split across ranks when distributed (default: 4 for "
+                              "your own images, 16 otherwise)")
+    steps: int = setting(None, f"outer steps, or auto: at most {AUTO_STEPS:,}, stopping once --patience validations "
+                         "in a row have not beaten the best (the best checkpoint is kept); default: auto for your own "
+                         f"images (folder:, csvsplit:), {BUILT_IN_DEFAULTS['steps']} otherwise", metavar="N|auto",
+                         parse=steps_value)
+    patience: int = setting(None, "stop once N validations in a row have not beaten the best, keeping the best "
+                            f"checkpoint (0: never); default: {AUTO_PATIENCE} with --steps auto, else 0", metavar="N")
     outer_lr: float = setting(1e-3, "Adam's learning rate")
     schedule: str = setting("cosine", "outer learning rate: cosine decay to 0 at the last step, or constant",
                             choices=lambda: SCHEDULES)
@@ -55,9 +76,10 @@ class TrainConfig:
     data: Any = setting(None, "the dataset kind's reading options (None: its defaults)", flag=False)
     batch_size: int = setting(64, "examples per step for non-episodic algorithms (finetune)")
     rotations: bool = setting(False, "count 90-degree rotations as new classes (training tasks only)")
-    augment: str = setting("none", "seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) "
+    augment: str = setting(None, "seeded augmentation of training tasks: auto = photo (crop, flip, colour jitter) "
                            "for colour data, glyph (small affine) for greyscale; ink = glyph plus elastic "
-                           "distortion and thicker strokes (handwriting)", choices=lambda: AUGMENTS)
+                           "distortion and thicker strokes (handwriting); default: auto for your own images "
+                           "(folder:, csvsplit:), none otherwise", choices=lambda: AUGMENTS)
     within_group: bool = setting(False, "draw each training task's classes from one group (alphabet)")
     train_on: str = setting("train", "train on the training classes, or on the validation classes too for a "
                             "final model once validation has chosen the recipe (needs --val-every 0)",
@@ -81,6 +103,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(isinstance(self.dataset, str) and bool(self.dataset), OWNER, "dataset",
               "required: give a data spec (--dataset SPEC), e.g. sinusoid or omniglot-minimal:DIR")
+        try:
+            source = parse_spec(self.dataset)
+        except DataError as exc:
+            raise ConfigError(f"{OWNER}.dataset: {exc}") from None
+        self._resolve_defaults(dict(source.source.train_defaults))
         check(self.backbone in ("auto", *BACKBONES), OWNER, "backbone",
               f"unknown backbone {brief(self.backbone)}; choose one of auto, {', '.join(BACKBONES)}")
         for name, low in (("ways", 1), ("shots", 1), ("queries", 1), ("meta_batch", 1), ("steps", 0),
@@ -129,14 +156,34 @@ class TrainConfig:
               f"must be one of {', '.join(TRAIN_ON)}, got {brief(self.train_on)}")
         check(self.train_on == "train" or self.val_every == 0, OWNER, "train_on",
               "train+val leaves no unseen classes to validate on; set val_every: 0 (--val-every 0)")
-        try:
-            source = parse_spec(self.dataset)
-        except DataError as exc:
-            raise ConfigError(f"{OWNER}.dataset: {exc}") from None
         data = source.source.options() if self.data is None else self.data
         check(type(data) is source.source.options, OWNER, "data",
               f"{source.token} data reads with {source.source.options.__name__}, got {type(data).__name__}")
         object.__setattr__(self, "data", data)
+
+    def _resolve_defaults(self, kind_defaults: dict[str, Any]) -> None:
+        """Settings left unset (None) take the data kind's default, then fewbit's; `steps: auto`
+        becomes AUTO_STEPS with AUTO_PATIENCE unless patience is given. The config then holds
+        plain values: a run's config.yaml says exactly what it trained with."""
+        resolved = {name: kind_defaults.get(name, default) if getattr(self, name) is None else getattr(self, name)
+                    for name, default in BUILT_IN_DEFAULTS.items()}
+        steps = resolved["steps"]
+        patience = self.patience
+        if steps == "auto":
+            steps = AUTO_STEPS
+            patience = AUTO_PATIENCE if patience is None else patience
+        check(isinstance(steps, int) and not isinstance(steps, bool), OWNER, "steps",
+              f"must be an integer >= 0 or auto, got {brief(steps)}")
+        patience = 0 if patience is None else patience
+        check(isinstance(patience, int) and not isinstance(patience, bool) and patience >= 0, OWNER, "patience",
+              f"must be an integer >= 0, got {brief(patience)}")
+        if patience and isinstance(self.val_every, int) and self.val_every <= 0:
+            given = "steps" if self.steps == "auto" or self.patience is None else "patience"
+            raise ConfigError(f"{OWNER}.{given}: stopping when validation stops improving needs validation "
+                              f"(val_every: 0 here); give a number of steps (--steps N) or --val-every N")
+        resolved.update(steps=steps, patience=patience)
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
 
     @property
     def algorithm(self) -> str:

@@ -29,7 +29,16 @@ from fewbit.meta import ALGORITHMS, build_algorithm
 from fewbit.runtime.preprocess import Preprocessing
 from fewbit.train.checkpoint import step_path
 from fewbit.train.config import TrainConfig
-from fewbit.train.distributed import World, barrier, reduce_outer, setup_world, shard_bounds, shard_task, teardown_world
+from fewbit.train.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    reduce_outer,
+    setup_world,
+    shard_bounds,
+    shard_task,
+    teardown_world,
+)
 from fewbit.train.run import (
     Run,
     build_model,
@@ -198,8 +207,9 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {config.algorithm}", disable=not self.progress,
                    dynamic_ncols=True)
         start_time = time.perf_counter()
+        self.stopped = self._stop_reason(self.step)  # a resumed run that had stopped stays stopped
         try:
-            while self.step < config.steps:
+            while self.step < config.steps and self.stopped is None:
                 step = self.step + 1
                 snapshot = self.state.rng()
                 loss, accuracy = self._outer_step(step, snapshot)
@@ -216,6 +226,9 @@ class Trainer:
                     val = self._validate(step)
                     _append(metrics, val, step)
                     postfix["val"] = f"{val['value']:.3f}"
+                    self.stopped = self._stop_reason(step)
+                if self._due(step, config.val_every) and config.patience and self.world.distributed:
+                    self.stopped = self._agree_to_stop(self.stopped)  # only rank 0 validates
                 if self._due(step, config.checkpoint_every):
                     self._save_step()
                 bar.set_postfix(postfix, refresh=False)
@@ -231,7 +244,29 @@ class Trainer:
                 metrics.close()
         barrier(self.world)
         return Run(config, self.model, self.algorithm, self.state.extras, self.dir.path, self.step, self.best,
-                   self.preprocessing)
+                   self.preprocessing, stopped=self.stopped)
+
+    def _stop_reason(self, step: int) -> str | None:
+        """Why training stops early at `step`, just validated (None: it goes on): `patience`
+        validations in a row after the best did not beat it. Counted from the best's step, so a
+        resumed run counts as the uninterrupted one would."""
+        config, best = self.config, self.best
+        if not config.patience or not config.val_every or best is None or best.get("value") is None:
+            return None
+        if step % config.val_every and step != config.steps:
+            return None
+        stale = (step - int(best["step"])) // config.val_every
+        if stale < config.patience:
+            return None
+        shown = f"{100 * best['value']:.2f}%" if best["metric"] == "accuracy" else f"{best['value']:.4f}"
+        return (f"stopped at step {step} of at most {config.steps}: {stale} validations in a row did not beat "
+                f"the best, val {best['metric']} {shown} at step {best['step']} (its checkpoint is kept)")
+
+    def _agree_to_stop(self, reason: str | None) -> str | None:
+        """Rank 0's decision to stop, on every rank (one small all-reduce at a validation step)."""
+        flag = torch.tensor([1.0 if reason else 0.0], device=self.device)
+        (total,) = all_reduce_sum([flag], self.world)
+        return reason or ("stopped early on rank 0's validation" if float(total) > 0 else None)
 
     def _outer_step(self, step: int, snapshot: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         config, world, state = self.config, self.world, self.state

@@ -71,6 +71,7 @@ class Run:
     step: int = 0
     best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best validation
     preprocessing: Preprocessing | None = None  # how its inputs were prepared (None: regression)
+    stopped: str | None = None  # why training stopped before `config.steps` (patience), else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -22,7 +22,8 @@ of 512 steps); the arena holds the first layer's codes, one byte a value, as for
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from fewbit.deploy.c_export.literals import comment_text
 from fewbit.deploy.c_export.pixels import input_to_pixels, pixels_to_input
 from fewbit.errors import ConfigError
 from fewbit.runtime.model import RuntimeModel
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # escaped in classes.txt: one class name a line, always
 
 
 class CInput:
@@ -139,10 +142,12 @@ def write_task_files(
     support_labels: np.ndarray,
     query_inputs: np.ndarray,
     form: CInput | None = None,
+    classes: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """The example program's inputs: `support.bin` (label byte + one input per image or series)
     and `query.bin` (one input each), channel-major, as `form` takes them (default: uint8 pixels;
-    `c_input(model.preprocessing)` says a model's)."""
+    `c_input(model.preprocessing)` says a model's). With `classes`, also `classes.txt`: the name of
+    label i on line i + 1 (control characters escaped), to read the program's labels by."""
     form = form or C_INPUTS["image"]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,4 +158,8 @@ def write_task_files(
     records = np.concatenate([labels.astype(np.uint8)[:, None], support], axis=1)
     atomic_write_bytes(folder / "support.bin", records.tobytes())
     atomic_write_bytes(folder / "query.bin", form.to_bytes(query_inputs))
+    if classes is not None:
+        lines = "".join(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(c)) + "\n"
+                        for c in classes)
+        atomic_write_bytes(folder / "classes.txt", lines.encode("utf-8", "backslashreplace"))
     return folder / "support.bin", folder / "query.bin"

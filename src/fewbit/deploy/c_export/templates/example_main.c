@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
     float scores[FEWBIT_MAX_WAYS];
     fewbit_embedding_t emb[FEWBIT_EMBED_DIM];
     if (argc < 3) {
-        fprintf(stderr, "usage: %s SUPPORT QUERY [--embeddings]\n", argv[0]);
+        fprintf(stderr, "usage: %s SUPPORT QUERY [--scores | --embeddings]\n", argv[0]);
         return 2;
     }
     if (fewbit_init(&ctx, arena, sizeof arena) != FEWBIT_OK) return 1;
