@@ -42,7 +42,7 @@ NOT_RUN = {  # command prefix -> why, and what runs it instead
     "torchrun": "distributed training (tests/train/test_distributed.py)",
     "python benchmarks/": "a benchmark of minutes to hours, run by hand (it writes benchmarks/results/*.json)",
 }
-SLOW = ("fewbit sweep", "make -C model_c qemu", "--mcu")  # minutes: run with `pytest -m slow`
+SLOW = ("fewbit sweep", "make -C model_c qemu", "--mcu", "fewbit search", "search(config")  # minutes: pytest -m slow
 SMALL = {"--steps": "2", "--tasks": "5", "--eval-tasks": "5"}
 
 
@@ -87,7 +87,7 @@ SNIPPETS = readme_snippets(README.read_text(encoding="utf-8"))
 
 
 def _param(snippet: Snippet) -> object:
-    slow = snippet.lang == "bash" and any(s in snippet.text for s in SLOW)
+    slow = any(s in snippet.text for s in SLOW)
     return pytest.param(snippet, id=snippet.id, marks=[pytest.mark.slow] if slow else [])
 
 
@@ -121,7 +121,7 @@ def _table(path: Path, classes: int, rows: int, seed: int, labelled: bool = True
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from fewbit.data.synthetic import write_image_folder
+    from fewbit.data.synthetic import write_image_folder, write_series_folder
 
     base = tmp_path_factory.mktemp("readme")
     clone = base / "clone"
@@ -134,6 +134,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name in ("query", "q", "task/query"):
         _strokes(clone / name, classes=3, per_class=2, seed=1)
     write_image_folder(clone / "my_images", classes=40, images_per_class=10, size=60, formats=("png", "jpg"))
+    write_series_folder(clone / "my_signals", classes=20, per_class=10, channels=3)
+    write_series_folder(clone / "signals_task", classes=3, per_class=3, channels=3, seed=1)
+    for c in sorted(p.name for p in (clone / "signals_task").iterdir()):
+        files = sorted((clone / "signals_task" / c).iterdir())
+        for where, picked in (("new_support", files[:1]), ("new_query", files[1:])):
+            (clone / where / c).mkdir(parents=True)
+            for f in picked:
+                shutil.copy(f, clone / where / c / f.name)
     _table(clone / "readings.csv", classes=15, rows=20, seed=0)
     _table(clone / "support.csv", classes=3, rows=2, seed=1)
     _table(clone / "query.csv", classes=3, rows=3, seed=1)

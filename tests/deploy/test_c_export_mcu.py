@@ -87,6 +87,16 @@ def test_a_too_small_stack_or_arena_stops_the_image_loudly(tmp_path: Path) -> No
 
 
 @needs_mcu
+def test_a_frame_larger_than_the_guard_still_faults(tmp_path: Path) -> None:
+    """At the default limits a kernel's frame (hundreds of bytes) jumps over the 32-byte guard of a
+    256-byte stack: the no-access region below RAM still stops it (it read zeros and hung before)."""
+    export(compressed_conv4("quant:w4a8", ways=0, width=8), tmp_path / "m.fewbit", algorithm="protonet")
+    export_c(tmp_path / "m.fewbit", tmp_path / "c", compile_check=False)
+    code, figures, output = mcu.run_image(tmp_path / "c", "STACK_BYTES=256")
+    assert code == 3 and "FAULT stack overflow" in output and not figures["labels"], output
+
+
+@needs_mcu
 def test_head_fine_tuning_runs_on_the_emulated_part_and_its_extra_ram(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "h").mkdir()

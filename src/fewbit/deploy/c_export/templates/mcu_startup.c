@@ -110,11 +110,24 @@ static int fb_in(uint32_t address, const void *base) {
     return address - (uint32_t)base < 32u;
 }
 
+/* The 4 KB below the stack's guard (the stack and its guard open RAM, so this is no RAM of the
+ * part's), no access either: a frame larger than the 32-byte guard (a kernel's locals run to
+ * hundreds of bytes) that jumps over it still faults instead of reaching memory that reads as 0. */
+#define FB_BELOW_RAM(guard) (((uint32_t)(guard) & ~4095u) - 4096u)
+static void fb_guard_below(int region, const void *guard) {
+    FB_MPU_RBAR = FB_BELOW_RAM(guard) | 0x10u | (uint32_t)region; /* VALID, REGION */
+    FB_MPU_RASR = (1u << 28) | (11u << 1) | 1u;                   /* XN, SIZE 2**(11+1), ENABLE */
+}
+
+static int fb_in_stack_guard(uint32_t address) {
+    return fb_in(address, fb_stack_guard) || address - FB_BELOW_RAM(fb_stack_guard) < 4096u;
+}
+
 /* Every fault: say which, where, and stop the run with exit code 3. */
 void fb_fault(void) {
     uint32_t cfsr = FB_SCB_CFSR, at = FB_SCB_MMFAR;
     int mm_valid = (cfsr & 0x80u) != 0;
-    if (mm_valid && fb_in(at, fb_stack_guard))
+    if (mm_valid && fb_in_stack_guard(at))
         fb_puts("fewbit-mcu FAULT stack overflow: the stack ran into its MPU guard; raise STACK_BYTES\n");
     else if (mm_valid && fb_in(at, fb_arena_guard))
         fb_puts("fewbit-mcu FAULT arena overrun: a write ran past the arena into its MPU guard\n");
@@ -144,6 +157,7 @@ void fb_reset(void) {
     for (p = (uint32_t *)(void *)fb_stack; p < (uint32_t *)(void *)(fb_stack + FB_STACK_BYTES / 8);) *p++ = FB_PAINT;
     fb_guard(0, fb_stack_guard);
     fb_guard(1, fb_arena_guard);
+    fb_guard_below(2, fb_stack_guard);
     FB_MPU_CTRL = 0x5u;             /* ENABLE, PRIVDEFENA: the default map elsewhere */
     FB_SCB_SHCSR |= 0x7u << 16;      /* MemManage, BusFault, UsageFault enabled */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
