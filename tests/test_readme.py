@@ -43,7 +43,8 @@ NOT_RUN = {  # command prefix -> why, and what runs it instead
     "python benchmarks/": "a benchmark of minutes to hours, run by hand (it writes benchmarks/results/*.json)",
 }
 SLOW = ("fewbit sweep", "make -C model_c qemu", "--mcu", "fewbit search", "search(config")  # minutes: pytest -m slow
-SMALL = {"--steps": "2", "--tasks": "5", "--eval-tasks": "5"}
+SMALL = {"--steps": "2", "--tasks": "5", "--eval-tasks": "5", "--episodes": "2", "--rerank-steps": "2",
+         "--pilot-steps": "2"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _run_fewbit(argv: list[str]) -> tuple[int, str]:
 
 
 def _python(text: str) -> str:
-    text = re.sub(r'"steps": \d+', '"steps": 2', text)
+    text = re.sub(r'"(steps|episodes|rerank_steps|pilot_steps)": \d+', r'"\1": 2', text)
     return re.sub(r"\btasks=\d+", "tasks=5", text)
 
 
