@@ -88,20 +88,15 @@ def test_square_sizes_read_alike_as_an_integer_or_as_height_width(tmp_path: Path
     np.testing.assert_array_equal(rt.load(encode_artifact(manifest, tensors)).embed(x), square)
 
 
-def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
-    """Norm + head adaptation of a 1-D Conv-4: gradients through rectangular padding and pooling."""
+def _head_norm_sgd(model: torch.nn.Module, x: np.ndarray, y: np.ndarray,
+                   qx: np.ndarray) -> tuple[list[str], dict[str, torch.Tensor], np.ndarray]:
+    """By hand with autograd: 3 SGD steps (lr 0.1) on the head and the BatchNorm parameters, each
+    projected back on the compression grid as fewbit.meta does; (the norms' names, the adapted
+    parameters, the logits of `qx`)."""
     from torch.func import functional_call
 
     from fewbit.compress import project_params
 
-    model = compressed_conv1d("quant:w4", ways=4, width=8)
-    adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
-    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation, preprocessing=series_preprocessing())
-    runtime = rt.load(tmp_path / "m.fewbit")
-    with torch.no_grad():
-        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
-    x, y = series(4, 3, seed=3)
-    qx, _ = series(4, 2, seed=4)
     norms = [n for n, _ in model.named_parameters() if n.startswith("features.") and n.split(".")[2] == "1"]
     names = ["head.weight", "head.bias", *norms]
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -114,6 +109,22 @@ def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path)
         params = project_params(model, params)
     with torch.no_grad():
         ref = functional_call(model, params, (torch.from_numpy(qx),)).numpy()
+    return norms, params, ref
+
+
+def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
+    """Norm + head adaptation of a 1-D Conv-4: gradients through rectangular padding and pooling."""
+
+
+    model = compressed_conv1d("quant:w4", ways=4, width=8)
+    adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
+    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation, preprocessing=series_preprocessing())
+    runtime = rt.load(tmp_path / "m.fewbit")
+    with torch.no_grad():
+        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
+    x, y = series(4, 3, seed=3)
+    qx, _ = series(4, 2, seed=4)
+    norms, params, ref = _head_norm_sgd(model, x, y, qx)
     adapted = rt.adapt(runtime, x, y)
     for name in norms:
         np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
@@ -122,9 +133,7 @@ def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path)
 
 def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
     """Norm + head adaptation of a Conv-4 (gradients through conv, BatchNorm, ReLU, max-pool)."""
-    from torch.func import functional_call
 
-    from fewbit.compress import project_params
 
     torch.manual_seed(0)
     model = compressed_conv4("quant:w4", ways=4, width=8)
@@ -135,18 +144,7 @@ def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -
         model.head.weight.copy_(model.head.compress_weight(model.head.weight))
     x, y = glyphs(4, 3, seed=3)
     qx, _ = glyphs(4, 2, seed=4)
-    norms = [n for n, _ in model.named_parameters() if n.startswith("features.") and n.split(".")[2] == "1"]
-    names = ["head.weight", "head.bias", *norms]
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    for _ in range(3):
-        fast = {n: params[n].requires_grad_() for n in names}
-        out = functional_call(model, {**params, **fast}, (torch.from_numpy(x),))
-        loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y))
-        grads = torch.autograd.grad(loss, list(fast.values()))
-        params.update({n: (fast[n] - 0.1 * g).detach() for n, g in zip(names, grads)})
-        params = project_params(model, params)  # back on the grid after each step, as fewbit.meta does
-    with torch.no_grad():
-        ref = functional_call(model, params, (torch.from_numpy(qx),)).numpy()
+    norms, params, ref = _head_norm_sgd(model, x, y, qx)
     adapted = rt.adapt(runtime, x, y)
     for name in norms:
         np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
