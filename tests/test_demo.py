@@ -19,6 +19,10 @@ def test_demo_quick_writes_every_file_of_the_report(tmp_path):
     assert "![" in md and "| algorithm |" in md and "w4a8" in md
     html = (out / "report.html").read_text()
     assert '<img src="pareto.png"' in html and '<img src="task.png"' in html
+    from fewbit.train.run import eval_dataset
+
+    held_out = set(eval_dataset("glyphs", "test").classes)  # the task picture names its classes
+    assert len(result["task_classes"]) == 5 and set(result["task_classes"]) <= held_out
     rows = {(r["algorithm"], r["bits"]): r for r in result["rows"]}
     assert set(rows) == {("protonet", 32), ("protonet", 4), ("anil", 32), ("anil", 4)}
     for alg in ("protonet", "anil"):

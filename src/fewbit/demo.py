@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from fewbit.compress import size_report
-from fewbit.evaluation import eval_tasks
+from fewbit.data.episodes import EpisodeSampler
 from fewbit.recipes import load_recipe
 from fewbit.report.document import Section, write_report
 from fewbit.report.plots import plot_task
@@ -76,10 +76,11 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
     compressed = next(r for r in rows if r["algorithm"] == shown and r["bits"] == 4)
     run = load_run(out / "runs" / "cells" / compressed["cell"] / "run")
     test = eval_dataset("glyphs", "test")
-    task = next(iter(eval_tasks(test, ways=5, shots=1, queries=3, tasks=1, seed=7, batch=1))).to(run.device)
+    sampler = EpisodeSampler(test, ways=5, shots=1, queries=3, generator=torch.Generator().manual_seed(7))
+    task, names = sampler.sample_named(1)
     with torch.no_grad():
-        preds = run.predictor()(task).argmax(-1)[0].cpu()
-    plot_task(task.to("cpu"), out / "task.png", predictions=preds,
+        preds = run.predictor()(task.to(run.device)).argmax(-1)[0].cpu()
+    plot_task(task, out / "task.png", predictions=preds, class_names=names[0],
               title=f"held-out glyphs, 5-way 1-shot: w4a8 {shown} predictions (green right, red wrong)")
     sizes = size_report(run.model)
     seconds = time.perf_counter() - started
@@ -115,4 +116,4 @@ def run_demo(out_dir: str | Path = "demo-report", *, quick: bool = False, device
     ]
     md, html = write_report(out, "fewbit demo: few shots, few bits", sections)
     return {"rows": rows, "summary_headers": summary_headers, "summary": summary, "report_md": str(md),
-            "report_html": str(html), "seconds": round(seconds, 1)}
+            "report_html": str(html), "seconds": round(seconds, 1), "task_classes": names[0]}
