@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                               "default 8)")
     p.add_argument("--lsq", action="store_true", default=None, help="learned quantizer steps (LSQ)")
     p.add_argument("--episodes", type=positive_int, help="meta-training tasks the sensitivity is measured on "
-                                                           "(default 200)")
+                                                           "(default 100)")
     p.add_argument("--sensitivity", choices=("measured", "fisher"),
                    help="measured: each option's query-loss increase on the episodes (default); fisher: estimated "
                         "from gradients, far cheaper (episodic algorithms)")

@@ -75,7 +75,7 @@ class SearchConfig:
     patterns: tuple[str, ...] = PATTERNS
     act_bits: int | None = 8
     lsq: bool = False
-    episodes: int = 200
+    episodes: int = 100  # 4 layers x 45 options: 6-7 minutes of a 2-core machine (README, "Measured")
     sensitivity: str = "measured"
     episode_batch: int = 25
     top_k: int = 3
