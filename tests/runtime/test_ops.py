@@ -112,43 +112,37 @@ def _head_norm_sgd(model: torch.nn.Module, x: np.ndarray, y: np.ndarray,
     return norms, params, ref
 
 
-def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
-    """Norm + head adaptation of a 1-D Conv-4: gradients through rectangular padding and pooling."""
-
-
-    model = compressed_conv1d("quant:w4", ways=4, width=8)
+def _check_head_norm_adaptation(model: torch.nn.Module, tmp_path: Path, x: np.ndarray, y: np.ndarray,
+                                qx: np.ndarray, preprocessing: dict | None = None) -> None:
+    """The numpy runtime's 3-step head + BatchNorm adaptation of `model`'s artifact equals `_head_norm_sgd`:
+    the adapted norms and the query logits."""
     adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
-    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation, preprocessing=series_preprocessing())
+    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation, preprocessing=preprocessing)
     runtime = rt.load(tmp_path / "m.fewbit")
     with torch.no_grad():
         model.head.weight.copy_(model.head.compress_weight(model.head.weight))
-    x, y = series(4, 3, seed=3)
-    qx, _ = series(4, 2, seed=4)
     norms, params, ref = _head_norm_sgd(model, x, y, qx)
     adapted = rt.adapt(runtime, x, y)
     for name in norms:
         np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(adapted.logits(qx), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+def test_backward_through_conv1d_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
+    """Norm + head adaptation of a 1-D Conv-4: gradients through rectangular padding and pooling."""
+    model = compressed_conv1d("quant:w4", ways=4, width=8)
+    x, y = series(4, 3, seed=3)
+    qx, _ = series(4, 2, seed=4)
+    _check_head_norm_adaptation(model, tmp_path, x, y, qx, preprocessing=series_preprocessing())
 
 
 def test_backward_through_conv_batchnorm_pool_matches_autograd(tmp_path: Path) -> None:
     """Norm + head adaptation of a Conv-4 (gradients through conv, BatchNorm, ReLU, max-pool)."""
-
-
     torch.manual_seed(0)
     model = compressed_conv4("quant:w4", ways=4, width=8)
-    adaptation = {"scope": "head+norm", "steps": 3, "lr": 0.1, "embed": "separate", "head_init": "own"}
-    export(model, tmp_path / "m.fewbit", algorithm="maml", adaptation=adaptation)
-    runtime = rt.load(tmp_path / "m.fewbit")
-    with torch.no_grad():
-        model.head.weight.copy_(model.head.compress_weight(model.head.weight))
     x, y = glyphs(4, 3, seed=3)
     qx, _ = glyphs(4, 2, seed=4)
-    norms, params, ref = _head_norm_sgd(model, x, y, qx)
-    adapted = rt.adapt(runtime, x, y)
-    for name in norms:
-        np.testing.assert_allclose(adapted.params[name], params[name].numpy(), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(adapted.logits(qx), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    _check_head_norm_adaptation(model, tmp_path, x, y, qx)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
