@@ -68,6 +68,10 @@ SIGNALS_DATA = {
 # views, `fewbit eval --views`).
 EVALS = [(5, 1, 15, 1), (20, 1, 5, 1), (5, 5, 15, 1), (5, 1, 15, 8), (20, 1, 5, 8)]
 SERIES_EVALS = [(5, 1, 15, 1), (20, 1, 5, 1), (5, 5, 15, 1)]  # series have no rotations to view
+OMNIGLOT_FLOAT = ("fewbit train --config configs/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
+                  "--algorithm simpleshot --compress none --augment ink --steps 3000 --out $WORK/omniglot-float")
+OMNIGLOT_SEARCH = ("fewbit search --config configs/searches/omniglot.yaml --dataset omniglot-minimal:$OMNIGLOT "
+                   "--from $WORK/omniglot-float --out $WORK/omniglot-search")
 MODELS: dict[str, dict[str, Any]] = {
     "omniglot-conv4-w4": {
         "summary": "Conv-4, 4-bit weights and 8-bit activations, for handwritten characters (28x28 greyscale)",
@@ -101,6 +105,19 @@ MODELS: dict[str, dict[str, Any]] = {
         "export": "fewbit export $WORK/signals-conv1d-w4 --checkpoint last --algorithm metabaseline --out $OUT",
         "evals": SERIES_EVALS,
     },
+    # Per-layer plans found by `fewbit search` (configs/searches/omniglot.yaml): one float run of the
+    # Omniglot recipe, then one search over three budgets, each budget's winner fine-tuned and exported;
+    # the card records the plan and the search's candidates and uniform comparisons.
+    **{f"omniglot-conv4-{kb}k": {
+        "summary": f"Conv-4 with per-layer bits and sparsity searched for a {kb} KB file, 8-bit activations, "
+                   "for handwritten characters (28x28 greyscale)",
+        "data": OMNIGLOT_DATA,
+        "train": [OMNIGLOT_FLOAT, OMNIGLOT_SEARCH],
+        "run": f"$WORK/omniglot-search/{kb * 1024}/run",
+        "budget": kb * 1024,
+        "export": f"fewbit export $WORK/omniglot-search/{kb * 1024}/run --checkpoint best --out $OUT",
+        "evals": EVALS,
+    } for kb in (16, 32)},
     "glyphs-conv4-w4": {
         "summary": "Conv-4, 4-bit weights and 8-bit activations, for printed characters and symbols "
                    "(28x28 greyscale)",
@@ -216,24 +233,53 @@ def finished_run(command: str, values: dict[str, str]) -> tuple[dict[str, Any], 
     return {"run_dir": str(out), "steps": wanted.steps}, train_times(out)[wanted.steps]
 
 
+def finished_search(command: str, values: dict[str, str]) -> tuple[dict[str, Any], float] | None:
+    """(`{"run_dir", "steps"}`, the search's seconds) of the finished `fewbit search` that `command`
+    would make, when its --out already holds one with exactly the command's config and start run;
+    None when --out holds no search."""
+    from fewbit.cli import build_parser
+    from fewbit.cli.search import search_config
+
+    argv = [_fill(a, values) for a in shlex.split(command)]
+    args = build_parser().parse_args(argv[1:])
+    record_path = Path(args.out) / "search.json"
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    wanted = json.loads(json.dumps(search_config(args).to_dict(), default=str))
+    if record.get("config") != wanted or record.get("from_run") != args.from_run:
+        sys.exit(f"{args.out} holds a search of another config than `{command}`; give another --work or remove it")
+    return {"run_dir": str(args.out), "steps": wanted["train"]["steps"]}, float(record["seconds"])
+
+
+def _is_search(command: str) -> bool:
+    return shlex.split(command)[:2] == ["fewbit", "search"]
+
+
 def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_finished: bool = False) -> dict[str, Any]:
     import fewbit.runtime as rt
     from fewbit.train.run import eval_dataset
 
     out = PRETRAINED / f"{name}.fewbit"
     values = {"OMNIGLOT": str(omniglot), "WORK": str(work), "OUT": str(out)}
-    run_dir = work / name
-    if run_dir.exists():
+    run_dir = Path(_fill(recipe.get("run", f"$WORK/{name}"), values))
+    if "run" not in recipe and run_dir.exists():
         sys.exit(f"{run_dir} exists; give another --work or remove it")
     train = [recipe["train"]] if isinstance(recipe["train"], str) else list(recipe["train"])
     runs = []
     for command in train:  # a teacher before its student: each run's time counts
-        kept = finished_run(command, values) if keep_finished and command != train[-1] else None
+        kept = None
+        if keep_finished and _is_search(command):  # one search serves every budget's model
+            kept = finished_search(command, values)
+        elif keep_finished and command != train[-1]:
+            kept = finished_run(command, values)
         if kept is not None:
             trained, seconds = kept
             print(f"{name}: kept the finished run {trained['run_dir']} ({trained['steps']} steps, {seconds:.0f} s)")
         else:
             trained, seconds = fewbit(command, values)
+            if _is_search(command):
+                trained = {"run_dir": trained["out"], "steps": _read_yaml(run_dir / "config.yaml")["steps"]}
         runs.append({"command": _fill(command, {"WORK": "runs"}), "steps": trained["steps"],
                      "train_seconds": round(seconds)})
     exported, _ = fewbit(recipe["export"], values)
@@ -277,10 +323,32 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_fi
         "manifest": {"input_shape": list(model.input_shape), "preprocessing": model.preprocessing,
                      "adaptation": model.adaptation},
     }
+    if "budget" in recipe:  # a searched plan: the plan, and what the search weighed it against
+        card["plan"] = config.get("compress")
+        card["search"] = searched(run_dir.parent.parent / "search.json", recipe["budget"], work)
     from fewbit._io import atomic_write_json
 
     atomic_write_json(PRETRAINED / f"{name}.json", card)
     return card
+
+
+def searched(record_path: Path, budget: int, work: Path) -> dict[str, Any]:
+    """The card's `search` field: one budget's candidates and uniform comparisons from search.json
+    (accuracy on the search's own scoring tasks; the runs' paths are the build machine's business)."""
+    record = json.loads(record_path.read_text())
+    result = next(r for r in record["results"] if r["budget"] == budget)
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[k] for k in ("spec", "bytes", "accuracy", "ci95", "scored_on", "label") if k in r}
+
+    return {
+        "budget": budget, "sensitivity": record["sensitivity_method"], "episodes": record["config"]["episodes"],
+        "candidates": [{k: c[k] for k in ("spec", "bytes", "estimated_loss_increase", "val_accuracy", "val_ci95",
+                                          "chosen")} for c in result["candidates"]],
+        "winner": row(result), "uniform": [row(u) for u in result["uniform"]],
+        "tables_seconds": record["tables_seconds"], "choose_seconds": result["choose_seconds"],
+        "train_seconds": result["train_seconds"],
+    }
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def test_each_artifact_loads_and_matches_its_card(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_cards_runs_come_in_training_order(name):
-    """Each run's --teacher (or --init-from) is a run an earlier command made; the times add up."""
+    """Each run's --teacher, --init-from (or a search's --from) is a run an earlier command made; the
+    times add up."""
     card = model_card(name)
     runs = card.get("train_runs", [{"command": card["commands"][0], "train_seconds": card["train_seconds"]}])
     assert [r["command"] for r in runs] == card["commands"][:len(runs)]
@@ -67,11 +68,28 @@ def test_a_cards_runs_come_in_training_order(name):
     made: list[str] = []
     for run in runs:
         argv = run["command"].split()
-        for flag in ("--teacher", "--init-from"):
+        for flag in ("--teacher", "--init-from", "--from"):
             if flag in argv:
                 assert argv[argv.index(flag) + 1] in made, f"{flag} names no earlier run of {name}"
         made.append(argv[argv.index("--out") + 1])
     assert made[-1] in card["commands"][len(runs)]  # the export reads the last run
+
+
+SEARCHED = [n for n in NAMES if "plan" in model_card(n)]
+
+
+@pytest.mark.parametrize("name", SEARCHED)
+def test_a_searched_models_card_holds_its_plan_and_the_file_fits_its_budget(name):
+    """The models `fewbit search` made: the artifact is the plan the card names (the search's chosen
+    candidate), within the budget searched for, beside the uniform plans it was weighed against."""
+    card = model_card(name)
+    search = card["search"]
+    assert rt.load(name).manifest["source"]["compress"] == card["plan"] == card["compress"]
+    assert card["bytes"] <= search["budget"]
+    assert [c["spec"] for c in search["candidates"] if c["chosen"]] == [card["plan"]] == [search["winner"]["spec"]]
+    assert all(c["bytes"] <= search["budget"] for c in search["candidates"])
+    assert all(u["bytes"] <= search["budget"] and u["label"] for u in search["uniform"])
+    assert sum(c.startswith("fewbit search ") for c in card["commands"]) == 1
 
 
 def _test_split(card: dict) -> object:

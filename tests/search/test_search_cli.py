@@ -85,3 +85,64 @@ def test_a_yaml_config_is_read_and_its_bad_budget_is_one_line(tmp_path, tiny_dat
     assert main(["search", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
     assert "SearchConfig.bits" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_an_interrupted_search_resumes_keeping_its_tables_and_finished_runs(tmp_path, tiny_data, capsys,
+                                                                            monkeypatch):
+    """A search stopped before its final training continues with --resume: the tables are read
+    back (not measured again), the re-ranking runs kept, the final training done; the same winner."""
+    import importlib
+    import shutil
+
+    search_module = importlib.import_module("fewbit.search.search")  # the module (the package exports the function)
+
+    out = tmp_path / "s"
+    argv = ["search", "--dataset", f"omniglot:{tiny_data}", "--budget", "40K", "--steps", "2", "--out", str(out),
+            "--json", *TINY]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    budget_dir = out / str(40 * 1024)
+    candidate = budget_dir / "candidates" / "0" / "metrics.jsonl"
+    kept_metrics = candidate.read_bytes()
+    # as if stopped during the final training: no result, no artifact, a run holding only its config
+    (out / "search.json").unlink()
+    (budget_dir / "model.fewbit").unlink()
+    shutil.rmtree(budget_dir / "run")
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("the tables were measured again")
+
+    monkeypatch.setattr(search_module, "loss_increase", measured_again)
+    assert main(["search", "--out", str(out), "--resume", "--json"]) == 0  # the settings OUT records
+    again = json.loads(capsys.readouterr().out)
+    assert again["spec"] == first["spec"] and again["bytes"] == first["bytes"]
+    assert (budget_dir / "model.fewbit").stat().st_size == again["bytes"]
+    assert candidate.read_bytes() == kept_metrics  # the finished re-ranking run was kept, not trained again
+    assert json.loads((out / "search.json").read_text())["spec"] == first["spec"]
+    # a finished search resumed is the same search again, nothing trained
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["spec"] == first["spec"]
+
+
+def test_a_search_never_writes_over_a_folder_and_resumes_only_itself(tmp_path, tiny_data, capsys):
+    base = ["search", "--dataset", f"omniglot:{tiny_data}", "--budget", "40K", "--steps", "2", *TINY]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    code = main([*base, "--out", str(busy)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not an empty folder" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    code = main([*base, "--out", str(busy), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds no search to continue" in err, err
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "search-config.json").write_text(json.dumps({"config": {}, "from_run": None}))
+    code = main([*base, "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a search of another config" in err and len(err.strip().splitlines()) == 1, err
+    code = main([*base, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "continue it with --resume" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["search-config.json"]

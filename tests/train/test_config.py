@@ -169,3 +169,17 @@ def test_own_images_default_to_auto_steps_and_augmentation_and_built_in_data_do_
 def test_bad_steps_and_patience_are_one_line_naming_the_field(data, needle):
     with pytest.raises(ConfigError, match=needle):
         TrainConfig.from_dict(data)
+
+
+def test_compress_none_trains_float_over_a_config_files_spec(tmp_path) -> None:
+    """`fewbit train --config configs/omniglot.yaml --compress none`: the recipe without compression
+    (an absent flag cannot turn a config file's spec off)."""
+    from fewbit.train import TrainConfig, load_config
+
+    assert TrainConfig.from_dict({"dataset": "glyphs", "compress": "none"}).compress is None
+    assert TrainConfig.from_dict({"dataset": "glyphs", "compress": " None "}).compress is None
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dataset: glyphs\ncompress: quant:w4a8:lsq\n")
+    assert load_config(str(recipe)).compress == "quant:w4a8:lsq"
+    assert load_config(str(recipe), compress="none").compress is None
+    assert TrainConfig.from_dict({"dataset": "glyphs", "compress": "none"}).to_dict()["compress"] is None

@@ -43,3 +43,35 @@ def test_eval_with_another_head_free_algorithm(tiny_colour, tmp_path, capsys) ->
     assert main(["eval", str(tmp_path / "pre"), "--algorithm", "maml", "--tasks", "10", "--quiet"]) == 2
     assert "adapts the run's trained head" in capsys.readouterr().err
     assert load_run(tmp_path / "pre").algorithm.name == "simpleshot"
+
+
+def test_a_compressed_run_from_float_weights_prunes_and_quantizes_those_weights(tiny_colour, tmp_path) -> None:
+    """`--init-from FLOAT --compress SPEC`: the masks and quantizer steps are worked out from the start
+    run's weights (they were worked out from the random initialisation the weights then replaced)."""
+    import copy
+
+    from fewbit.train.run import compress_model_
+
+    spec = "prune:0.5,quant:w4a8:lsq"
+    pre = meta_train(_config(tiny_colour, algorithm="simpleshot", steps=5), tmp_path / "pre", progress=False)
+    run = meta_train(_config(tiny_colour, algorithm="simpleshot", init_from=str(tmp_path / "pre"), compress=spec,
+                             steps=0), tmp_path / "c", progress=False)
+    want = copy.deepcopy(pre.model)
+    compress_model_(want, spec)
+    got, want = run.model.state_dict(), want.state_dict()
+    compression = [n for n in want if ".cq_" in n]
+    assert any(n.endswith("cq_mask.mask") for n in compression) and any(n.endswith(".step") for n in compression)
+    for name in compression:
+        assert torch.equal(got[name], want[name]), name
+    weight = pre.model.state_dict()["features.1.0.weight"].abs()
+    mask = got["features.1.0.cq_mask.mask"].bool()
+    assert weight[mask].min() >= weight[~mask].max()  # the largest start weights are the ones kept
+
+    # a start run of the same compression gives its own masks and learned steps
+    trained = meta_train(_config(tiny_colour, algorithm="simpleshot", compress=spec, steps=5), tmp_path / "q",
+                         progress=False)
+    again = meta_train(_config(tiny_colour, algorithm="simpleshot", init_from=str(tmp_path / "q"), compress=spec,
+                               steps=0), tmp_path / "q2", progress=False)
+    for name, value in trained.model.state_dict().items():
+        if ".cq_" in name:
+            assert torch.equal(again.model.state_dict()[name], value), name

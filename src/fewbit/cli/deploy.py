@@ -126,11 +126,19 @@ def run_models(args: argparse.Namespace) -> Output:
 
     cards = model_cards()
     rows = [[c["name"], f"{c['bytes']:,}", f"{100 * c['accuracy']:.2f} +- {100 * c['ci95']:.2f}",
-             f"{c['ways']}-way {c['shots']}-shot", c["data"]["name"].split(" (")[0], c["algorithm"], c["compress"]]
+             f"{c['ways']}-way {c['shots']}-shot", c["data"]["name"].split(" (")[0], c["algorithm"], _compression(c)]
             for c in cards]
     text = table(["name", "bytes", "accuracy %", "task", "data", "algorithm", "compression"], rows)
     text += "\nuse one: fewbit adapt --model NAME --support DIR --query DIR"
     return Output({"models": cards}, text)
+
+
+def _compression(card: dict[str, Any]) -> str:
+    """A card's compression for the table: its spec, or for a searched per-layer plan (a long spec
+    string, in `--json`) what it was searched for."""
+    if "plan" in card and "search" in card:
+        return f"per-layer plan searched for {card['search']['budget']:,} B (plan: --json)"
+    return str(card["compress"])
 
 
 def byte_size(text: str) -> int:

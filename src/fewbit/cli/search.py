@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 from fewbit.cli.common import (
@@ -21,6 +23,7 @@ from fewbit.errors import ConfigError
 from fewbit.meta.base import setting_fields
 from fewbit.report.tables import table
 from fewbit.search import SearchConfig, search
+from fewbit.search.search import CONFIG_NAME
 from fewbit.sweep.grid import parse_list
 
 
@@ -57,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per budget, also train this many uniform plans that fit (those of least estimated loss "
                         "increase), as the winner is: the comparison, and the plot's second series (default 0)")
     p.add_argument("--search-seed", type=seed_int, help="seed of the search's tasks (default 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in --out: its tables are read back, finished trainings kept, "
+                        "unfinished ones resumed (alone, `--out OUT --resume` takes the settings OUT records)")
     add_config_flags(p, _train_fields())
     add_config_flags(p, setting_fields().values())
     add_data_options(p)
@@ -93,14 +99,34 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig.from_dict(data)
 
 
+def recorded_only(args: argparse.Namespace) -> bool:
+    """Whether `--resume` came without the settings that say what to search (then OUT's record says)."""
+    return args.config is None and args.budget is None and args.budgets is None and args.dataset is None
+
+
+def recorded(out: str) -> tuple[SearchConfig, str | None]:
+    """The config and start run that the search in `out` recorded; ConfigError when it holds none."""
+    path = Path(out) / CONFIG_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return SearchConfig.from_dict(record["config"]), record["from_run"]
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: {out} holds no search to continue (no {CONFIG_NAME})") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"--resume: {path} is unreadable; give the search's settings again") from None
+
+
 def run_search(args: argparse.Namespace) -> Output:
     import sys
 
     from tqdm import tqdm
 
-    config = search_config(args)
+    if args.resume and recorded_only(args):
+        config, from_run = recorded(args.out)
+    else:
+        config, from_run = search_config(args), args.from_run
     log = None if args.json else (lambda line: tqdm.write(f"search: {line}", file=sys.stderr))
-    result = search(config, args.out, from_run=args.from_run, progress=False, log=log)
+    result = search(config, args.out, from_run=from_run, progress=False, log=log, resume=args.resume)
     lines = []
     for r in result.results:
         rows = [[("*" if c["chosen"] else ""), f"{c['bytes']:,}", f"{c['estimated_loss_increase']:+.4f}",

@@ -11,6 +11,11 @@
 5. The winner's spec (an ordinary per-layer spec string) is trained for `train.steps` from the
    start's weights (`OUT/<budget>/run`, a run like any other), exported (`OUT/<budget>/model.fewbit`)
    and its file's size checked against the budget; `OUT/search.json` records everything.
+
+A search keeps what it has done in OUT as it goes (`search-config.json` first, then the tables in
+`tables.json`, then each training as a run directory), so an interrupted search continues with
+`resume=True` (`fewbit search --resume`): the tables are read back, finished trainings kept,
+unfinished ones resumed from their checkpoints; the same config and start run are required.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from fewbit.search.plan import LayerOption, uniform_plan
 from fewbit.search.sensitivity import fisher_increase, loss_increase
 from fewbit.search.sizing import ArtifactSizer
 from fewbit.train import load_run, meta_train
-from fewbit.train.run import build_model, init_weights, input_shape_of, model_ways
+from fewbit.train.run import build_model, init_weights, input_shape_of, is_run_dir, model_ways
 
 RESULT_NAME = "search.json"
+CONFIG_NAME = "search-config.json"  # what the search in OUT is: written before any work
+TABLES_NAME = "tables.json"  # per-layer bytes and sensitivity: the costly part, kept for --resume
 SENSITIVITY_SEED = 1234  # the meta-training tasks the sensitivity is measured on
 RERANK_SEED = 4321  # the validation tasks candidates are scored on
 SENSITIVITY_METHODS = {
@@ -94,7 +101,7 @@ class SearchResult:
 
 
 def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | None = None,
-           progress: bool = False, log: Callable[[str], None] | None = None) -> SearchResult:
+           progress: bool = False, log: Callable[[str], None] | None = None, resume: bool = False) -> SearchResult:
     """Find, train and export the most accurate plan of per-layer bits and sparsity within each budget.
 
         >>> cfg = SearchConfig.from_dict({"budget": "24K", "train": {"dataset": "glyphs", "algorithm": "protonet",
@@ -104,11 +111,16 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
 
     `from_run`: a run whose weights start every candidate (its own compression is dropped; the
     final training fine-tunes from them). Without it a float run of `pilot_steps` is trained first.
-    ConfigError, before any training, when no plan fits a budget.
+    `resume`: continue the search of the same config and start run in `out_dir` (the module
+    docstring); its times are this call's. ConfigError, before any training, when no plan fits a
+    budget, when `out_dir` holds files and `resume` is off, or when it holds another search.
     """
     started = time.perf_counter()
     say = log or (lambda _: None)
     out = Path(out_dir)
+    identity = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
+                "from_run": str(from_run) if from_run is not None else None}
+    _claim(out, identity, resume)
     train = config.train
     torch.manual_seed(config.seed)
     source = load_source(train.dataset, options=train.data, progress=progress)
@@ -153,7 +165,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         say(f"training a float pilot run for {config.pilot_steps} steps")
         pilot = train.replace(compress=None, steps=config.pilot_steps, init_from=None)
         start = out / "pilot"
-        meta_train(pilot, start, progress=progress)
+        _meta_train(pilot, start, resume, progress=progress)
     init_weights(base, start)
     start_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -163,27 +175,35 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         raise ConfigError("search: the model stores no Linear/Conv2d layer to compress")
     spec_of = sizer.spec
 
-    # bytes: per-layer payload costs (exact, additive) and the smallest file any plan can make
-    costs = {layer: [sizer.layer_cost(layer, o) for o in options] for layer in layers}
     smallest, smallest_bytes = check_budgets(sizer, layers)
-    # The manifest (deflated, naming every item of the spec) grows with a plan's variety: take the
-    # largest of the smallest plan's and of seeded random plans', so estimates rarely undershoot;
-    # every plan kept is packed whole anyway.
-    pick = torch.Generator().manual_seed(config.seed)
-    mixed = [{layer: options[int(torch.randint(len(options), (1,), generator=pick))] for layer in layers}
-             for _ in range(OVERHEAD_SAMPLES)]
-    overhead = max(sizer.overhead(plan) for plan in [smallest, *mixed])
-
-    # sensitivity on seeded meta-training tasks
-    say(f"measuring {len(layers)} layers x {len(options)} options on {config.episodes} training tasks")
-    tasks = list(eval_tasks(train_ds, ways=train.ways, shots=train.shots, queries=train.queries,
-                            tasks=config.episodes, seed=SENSITIVITY_SEED + config.seed, batch=config.episode_batch))
-    if config.sensitivity == "fisher":
-        sensitivity = fisher_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm, tasks,
-                                      extras)
+    kept = _read_tables(out, layers, len(options)) if resume else None
+    if kept is not None:
+        say(f"read the tables of {len(layers)} layers x {len(options)} options back from {out / TABLES_NAME}")
+        costs, sensitivity, overhead = kept
     else:
-        sensitivity = loss_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm_for,
-                                    tasks, extras)
+        # bytes: per-layer payload costs (exact, additive)
+        costs = {layer: [sizer.layer_cost(layer, o) for o in options] for layer in layers}
+        # The manifest (deflated, naming every item of the spec) grows with a plan's variety: take the
+        # largest of the smallest plan's and of seeded random plans', so estimates rarely undershoot;
+        # every plan kept is packed whole anyway.
+        pick = torch.Generator().manual_seed(config.seed)
+        mixed = [{layer: options[int(torch.randint(len(options), (1,), generator=pick))] for layer in layers}
+                 for _ in range(OVERHEAD_SAMPLES)]
+        overhead = max(sizer.overhead(plan) for plan in [smallest, *mixed])
+
+        # sensitivity on seeded meta-training tasks
+        say(f"measuring {len(layers)} layers x {len(options)} options on {config.episodes} training tasks")
+        tasks = list(eval_tasks(train_ds, ways=train.ways, shots=train.shots, queries=train.queries,
+                                tasks=config.episodes, seed=SENSITIVITY_SEED + config.seed,
+                                batch=config.episode_batch))
+        if config.sensitivity == "fisher":
+            sensitivity = fisher_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm,
+                                          tasks, extras)
+        else:
+            sensitivity = loss_increase(sizer.compressed, base, {layer: options for layer in layers}, algorithm_for,
+                                        tasks, extras)
+        atomic_write_json(out / TABLES_NAME, {"layers": layers, "costs": costs, "sensitivity": sensitivity,
+                                              "overhead": overhead})
 
     tables_seconds = time.perf_counter() - clock
 
@@ -199,7 +219,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         if steps > 0:
             cfg = train.replace(compress=spec, steps=steps, init_from=None, val_every=0,
                                 checkpoint_every=max(steps, 1))
-            meta_train(cfg, where, model=model, progress=False)
+            _meta_train(cfg, where, resume, model=model)
         return model
 
     results = []
@@ -234,7 +254,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         winner = max(candidates, key=lambda c: c["val_accuracy"])
         choose_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         final = _final(config, budget, winner["_plan"], winner["spec"], out / label, sizer, score, val_ds, source,
-                       say)
+                       say, resume)
         train_seconds = time.perf_counter() - clock
         for cand in candidates:
             cand.pop("_plan")
@@ -242,7 +262,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
         uniform = ()
         if config.uniform:
             uniform = tuple(_uniform(config, budget, layers, options, sensitivity, sizer, score, val_ds, source, out,
-                                     say, trained_uniform))
+                                     say, trained_uniform, resume))
         results.append(BudgetResult(budget=budget, candidates=tuple(candidates), uniform=uniform,
                                     choose_seconds=round(choose_seconds, 1), train_seconds=round(train_seconds, 1),
                                     **final))
@@ -264,13 +284,13 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
 
 def _final(config: SearchConfig, budget: int, plan: dict[str, LayerOption], spec: str, where: Path,
            sizer: ArtifactSizer, score: Callable[..., Any], val_ds: Any, source: Any,
-           say: Callable[[str], None]) -> dict[str, Any]:
+           say: Callable[[str], None], resume: bool = False) -> dict[str, Any]:
     """Train the plan to the end, export it, check its bytes, score it."""
     train = config.train
     say(f"training {spec} for {train.steps} steps")
     run_dir = where / "run"
     model = sizer.compressed(plan)
-    meta_train(train.replace(compress=spec, init_from=None), run_dir, model=model, progress=False)
+    _meta_train(train.replace(compress=spec, init_from=None), run_dir, resume, model=model)
     run = load_run(run_dir, checkpoint="best", device="cpu")
     artifact = where / "model.fewbit"
     info = export(run.model, artifact, algorithm=run.algorithm, extras=run.extras,
@@ -290,7 +310,7 @@ def _final(config: SearchConfig, budget: int, plan: dict[str, LayerOption], spec
 def _uniform(config: SearchConfig, budget: int, layers: list[str], options: list[LayerOption],
              sensitivity: dict[str, list[float]], sizer: ArtifactSizer, score: Callable[..., Any], val_ds: Any,
              source: Any, out: Path, say: Callable[[str], None],
-             done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+             done: dict[str, dict[str, Any]], resume: bool = False) -> list[dict[str, Any]]:
     """The `config.uniform` uniform plans (one option on every layer) that fit `budget` with the least
     estimated loss increase, each trained and scored as the winner is (`done` caches them by spec)."""
     fitting = []
@@ -305,10 +325,61 @@ def _uniform(config: SearchConfig, budget: int, layers: list[str], options: list
         if spec not in done:
             where = out / "uniform" / option.label.replace(" ", "-").replace("%", "")
             say(f"uniform {option.label}: training {config.train.steps} steps")
-            row = _final(config, budget, plan, spec, where, sizer, score, val_ds, source, say)
+            row = _final(config, budget, plan, spec, where, sizer, score, val_ds, source, say, resume)
             done[spec] = row | {"label": option.label, "estimated_loss_increase": estimate}
         rows.append(done[spec])
     return rows
+
+
+def _claim(out: Path, identity: dict[str, Any], resume: bool) -> None:
+    """Make `out` this search's folder: a new one (absent or empty) records what the search is;
+    `resume` requires the record of the same search. ConfigError, changing nothing, otherwise."""
+    record = out / CONFIG_NAME
+    if resume:
+        if not record.is_file():
+            raise ConfigError(f"--resume: {out} holds no search to continue (no {CONFIG_NAME}); start one without "
+                              "--resume")
+        try:
+            kept = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise ConfigError(f"--resume: {record} is unreadable; start the search again in another --out") from None
+        if kept != identity:
+            what = "start run" if isinstance(kept, dict) and kept.get("config") == identity["config"] else "config"
+            raise ConfigError(f"--resume: {out} holds a search of another {what}; give the same settings "
+                              "(its search-config.json) or another --out")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        hint = "continue it with --resume" if record.is_file() else "pick an empty or new folder"
+        raise ConfigError(f"--out: {out} is not an empty folder; {hint} (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, identity)
+
+
+def _read_tables(out: Path, layers: list[str], n_options: int) -> tuple[dict[str, list[int]], dict[str, list[float]],
+                                                                        int] | None:
+    """(costs, sensitivity, overhead) kept in `out` by the same search, or None when not (yet) written.
+    ConfigError when the file does not describe these layers and options."""
+    path = out / TABLES_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        costs = {layer: [int(c) for c in data["costs"][layer]] for layer in layers}
+        sensitivity = {layer: [float(v) for v in data["sensitivity"][layer]] for layer in layers}
+        overhead = int(data["overhead"])
+        ok = data["layers"] == layers and all(len(costs[k]) == len(sensitivity[k]) == n_options for k in layers)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"--resume: {path} does not hold this search's tables; remove it to measure them again")
+    return costs, sensitivity, overhead
+
+
+def _meta_train(config: Any, where: Path, resume: bool, **kwargs: Any) -> Any:
+    """`meta_train` into `where`; with `resume`, a run already there is continued (a finished one
+    is returned as it is)."""
+    kwargs.setdefault("progress", False)
+    return meta_train(config, where, resume=resume and is_run_dir(where), **kwargs)
 
 
 def _plot(results: list[BudgetResult], uniform: list[dict[str, Any]], path: Path) -> Path:

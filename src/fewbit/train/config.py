@@ -90,11 +90,12 @@ class TrainConfig:
     keep_checkpoints: int = setting(2, "resumable checkpoints kept (the older ones are the fallback for a "
                                     "torn newest)")
     device: str = setting("auto", "auto | cpu | cuda", flag=False)
-    compress: str | None = setting(None, "compress the model before meta-training (a compression spec)",
-                                   metavar="SPEC")
+    compress: str | None = setting(None, "compress the model before meta-training (a compression spec; none: "
+                                   "float32, e.g. over a config file's spec)", metavar="SPEC")
     init_from: str | None = setting(None, "start from a run's weights (those that fit), e.g. a classifier "
-                                    "pre-trained with --algorithm simpleshot before --algorithm metabaseline",
-                                    metavar="RUN_DIR")
+                                    "pre-trained with --algorithm simpleshot before --algorithm metabaseline; "
+                                    "--compress then prunes and quantizes those weights (a run of the same "
+                                    "compression gives its masks and steps too)", metavar="RUN_DIR")
     teacher: str | None = setting(None, "distil a finished supervised run into this one (born-again: train the "
                                   "recipe again with the first run as --teacher)", metavar="RUN_DIR")
     teacher_weight: float = setting(0.5, "the distillation loss's share of the loss, in (0, 1]")
@@ -138,6 +139,8 @@ class TrainConfig:
               f"must be a number in (0, 1], got {brief(self.teacher_weight)}")
         check(_positive_float(self.teacher_temperature), OWNER, "teacher_temperature",
               f"must be a number > 0, got {brief(self.teacher_temperature)}")
+        if isinstance(self.compress, str) and self.compress.strip().lower() == "none":
+            object.__setattr__(self, "compress", None)  # `--compress none` turns a config file's spec off
         check(self.compress is None or (isinstance(self.compress, str) and bool(self.compress)), OWNER, "compress",
               f"must be a compression spec string or null, got {brief(self.compress)}")
         if self.compress is not None:  # parsed now, not when the model is built: a typo costs nothing

@@ -44,8 +44,10 @@ from fewbit.train.run import (
     build_model,
     check_model_size,
     checkpoint_progress,
+    compress_model_,
     init_weights,
     input_shape_of,
+    is_run_dir,
     model_ways,
     read_run_config,
 )
@@ -55,6 +57,12 @@ from fewbit.train.state import TrainingState, resumable_checkpoint
 from fewbit.train.teacher import Distillation, load_teacher
 
 VAL_SEED = 4321  # validation tasks are the same fixed list at every validation
+
+
+def _same_compression(config: TrainConfig) -> bool:
+    """Whether `config.init_from` is a run compressed exactly as `config` is (its masks and quantizer
+    steps then carry over with its weights)."""
+    return is_run_dir(config.init_from) and read_run_config(config.init_from).compress == config.compress
 
 
 def meta_train(
@@ -136,10 +144,20 @@ class Trainer:
             task_sampler(self.val_ds, ways=config.ways, shots=config.shots, queries=config.queries,
                          rotations=False, generator=torch.Generator())
         self.head_ways = model_ways(config, self.episodic, self.train_classes)
-        if model is None:
+        start_weights = bool(config.init_from)
+        if model is None and config.init_from and config.compress and not _same_compression(config):
+            # compressed from the start run's weights, not from a random initialisation: pruning masks
+            # and quantizer steps are worked out from the weights they compress (a run of the same
+            # compression instead gives its own masks and steps, below)
+            model = build_model(config.replace(compress=None), self.head_ways,
+                                input_shape_of(config, self.preprocessing))
+            init_weights(model, config.init_from)
+            compress_model_(model, config.compress)
+            start_weights = False
+        elif model is None:
             model = build_model(config, self.head_ways, input_shape_of(config, self.preprocessing))
         self.model = model.to(device)
-        if config.init_from:
+        if start_weights:
             init_weights(self.model, config.init_from)
         self.algorithm = build_algorithm(config.meta, model=self.model)
         self.distill = self._distillation()
