@@ -27,10 +27,11 @@ import torch
 
 from fewbit._io import atomic_write_bytes, atomic_write_json
 from fewbit.config import load_yaml
+from fewbit.errors import ConfigError
 from fewbit.evaluation import evaluate_artifact
 from fewbit.runtime import load
 from fewbit.search import SearchConfig, search
-from fewbit.search.search import RERANK_SEED
+from fewbit.search.search import RERANK_SEED, finished_search
 from fewbit.train.run import eval_dataset
 
 TRAIN: dict[str, Any] = {"backbone": "conv4", "algorithm": "protonet", "ways": 5, "shots": 1, "queries": 5,
@@ -57,7 +58,8 @@ def main() -> None:
     parser.add_argument("--sparsity", default="0,0.25,0.5,0.75,0.9")
     parser.add_argument("--patterns", default="unstructured,channel")
     parser.add_argument("--out", default="runs/budget_search",
-                        help="the search folder; a finished search there of the same config is scored, not redone")
+                        help="the search folder; a finished search there of the same config is scored, not redone "
+                             "(one of another config is refused)")
     parser.add_argument("--more-uniform", default="",
                         help="uniform plans trained apart from the search, as BUDGET=RUN_DIR,... (fewbit train "
                              "--init-from START --compress SPEC with the search's training settings): exported and "
@@ -84,7 +86,10 @@ def main() -> None:
             "train": {**TRAIN, "dataset": dataset, "steps": args.steps},
         })
     views = [int(v) for v in args.views.split(",")]
-    record = finished(config, args.out, args.from_run)
+    try:
+        record = finished_search(args.out, config, args.from_run)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     if record is None:
         search(config, args.out, from_run=args.from_run, log=lambda line: print(f"search: {line}", flush=True))
         record = json.loads((Path(args.out) / "search.json").read_text())
@@ -174,28 +179,13 @@ def extra_uniform(text: str, config: SearchConfig) -> dict[int, list[dict[str, A
         if differ:
             raise SystemExit(f"{run_dir} was not trained with the search's training settings ({', '.join(differ)})")
         artifact = Path(run_dir).with_suffix(".fewbit")
-        info = export(run.model, artifact, algorithm=run.algorithm, extras=run.extras,
-                      preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
-                      extra={"step": run.step, "compress": run.config.compress})
+        info = export(run.model, artifact, **run.export_args())
         if info["bytes"] > budget:
             raise SystemExit(f"{run_dir}: its file is {info['bytes']:,} B, over {budget:,} B")
         label = Path(run_dir).name if Path(run_dir).name != "run" else Path(run_dir).parent.name
         rows.setdefault(budget, []).append({"label": label, "spec": run.config.compress, "bytes": info["bytes"],
                                             "artifact": str(artifact), "source": "trained apart"})
     return rows
-
-
-def finished(config: SearchConfig, out: str, from_run: str | None) -> dict[str, Any] | None:
-    """The search.json of a finished search in `out` of exactly `config` and start run; None when `out`
-    holds none; SystemExit when it holds another (never searched over)."""
-    path = Path(out) / "search.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    same = record.get("config") == json.loads(json.dumps(config.to_dict(), default=str))
-    if not same or record.get("from_run") != (str(from_run) if from_run else None):
-        raise SystemExit(f"{out} holds a search of another config or start run; give another --out")
-    return record
 
 
 if __name__ == "__main__":

@@ -239,17 +239,19 @@ def finished_search(command: str, values: dict[str, str]) -> tuple[dict[str, Any
     None when --out holds no search."""
     from fewbit.cli import build_parser
     from fewbit.cli.search import search_config
+    from fewbit.errors import ConfigError
+    from fewbit.search.search import finished_search as recorded
 
     argv = [_fill(a, values) for a in shlex.split(command)]
     args = build_parser().parse_args(argv[1:])
-    record_path = Path(args.out) / "search.json"
-    if not record_path.is_file():
-        return None
-    record = json.loads(record_path.read_text())
-    wanted = json.loads(json.dumps(search_config(args).to_dict(), default=str))
-    if record.get("config") != wanted or record.get("from_run") != args.from_run:
+    config = search_config(args)
+    try:
+        record = recorded(args.out, config, args.from_run)
+    except ConfigError:
         sys.exit(f"{args.out} holds a search of another config than `{command}`; give another --work or remove it")
-    return {"run_dir": str(args.out), "steps": wanted["train"]["steps"]}, float(record["seconds"])
+    if record is None:
+        return None
+    return {"run_dir": str(args.out), "steps": config.train.steps}, float(record["seconds"])
 
 
 def _is_search(command: str) -> bool:
@@ -325,14 +327,14 @@ def build(name: str, recipe: dict[str, Any], omniglot: Path, work: Path, keep_fi
     }
     if "budget" in recipe:  # a searched plan: the plan, and what the search weighed it against
         card["plan"] = config.get("compress")
-        card["search"] = searched(run_dir.parent.parent / "search.json", recipe["budget"], work)
+        card["search"] = searched(run_dir.parent.parent / "search.json", recipe["budget"])
     from fewbit._io import atomic_write_json
 
     atomic_write_json(PRETRAINED / f"{name}.json", card)
     return card
 
 
-def searched(record_path: Path, budget: int, work: Path) -> dict[str, Any]:
+def searched(record_path: Path, budget: int) -> dict[str, Any]:
     """The card's `search` field: one budget's candidates and uniform comparisons from search.json
     (accuracy on the search's own scoring tasks; the runs' paths are the build machine's business)."""
     record = json.loads(record_path.read_text())

@@ -122,6 +122,15 @@ def test_an_interrupted_search_resumes_keeping_its_tables_and_finished_runs(tmp_
     # a finished search resumed is the same search again, nothing trained
     assert main([*argv, "--resume"]) == 0
     assert json.loads(capsys.readouterr().out)["spec"] == first["spec"]
+    # what scripts read back: the finished search of these settings, None where none, never another's
+    from fewbit.cli.search import recorded
+    from fewbit.errors import ConfigError
+
+    config, from_run = recorded(str(out))
+    assert search_module.finished_search(out, config, from_run)["spec"] == first["spec"]
+    assert search_module.finished_search(tmp_path / "nothing", config, from_run) is None
+    with pytest.raises(ConfigError, match="another config or start run"):
+        search_module.finished_search(out, config, str(tmp_path / "another-start"))
 
 
 def test_a_search_never_writes_over_a_folder_and_resumes_only_itself(tmp_path, tiny_data, capsys):

@@ -212,15 +212,7 @@ def _exportable_run(args: argparse.Namespace) -> Any:
 
 def _export_args(run: Any, args: argparse.Namespace) -> dict[str, Any]:
     """What `export`/`artifact_from_model` take for a run: the algorithm decides how the runtime adapts."""
-    return {
-        "algorithm": run.algorithm,
-        "extras": run.extras,
-        "preprocessing": run.preprocessing.to_dict() if run.preprocessing is not None else None,
-        "adaptation_scope": args.scope,
-        # what the weights came from, never where: a shipped artifact carries no user paths, and two
-        # runs with equal weights export equal bytes
-        "extra": {"step": run.step, "compress": run.config.compress},
-    }
+    return {**run.export_args(), "adaptation_scope": args.scope}
 
 
 def _artifact_bytes(args: argparse.Namespace) -> bytes:

@@ -118,8 +118,7 @@ def search(config: SearchConfig, out_dir: str | Path, *, from_run: str | Path | 
     started = time.perf_counter()
     say = log or (lambda _: None)
     out = Path(out_dir)
-    identity = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-                "from_run": str(from_run) if from_run is not None else None}
+    identity = _identity(config, from_run)
     _claim(out, identity, resume)
     train = config.train
     torch.manual_seed(config.seed)
@@ -293,9 +292,7 @@ def _final(config: SearchConfig, budget: int, plan: dict[str, LayerOption], spec
     _meta_train(train.replace(compress=spec, init_from=None), run_dir, resume, model=model)
     run = load_run(run_dir, checkpoint="best", device="cpu")
     artifact = where / "model.fewbit"
-    info = export(run.model, artifact, algorithm=run.algorithm, extras=run.extras,
-                  preprocessing=run.preprocessing.to_dict() if run.preprocessing is not None else None,
-                  extra={"step": run.step, "compress": run.config.compress})
+    info = export(run.model, artifact, **run.export_args())
     if info["bytes"] > budget:  # what training changed in the file outgrew the slack: never shipped as fitting
         raise ConfigError(f"search: the trained model's file is {info['bytes']:,} B, over the budget of {budget:,} B; "
                           f"raise slack above {config.slack} B")
@@ -329,6 +326,24 @@ def _uniform(config: SearchConfig, budget: int, layers: list[str], options: list
             done[spec] = row | {"label": option.label, "estimated_loss_increase": estimate}
         rows.append(done[spec])
     return rows
+
+
+def _identity(config: SearchConfig, from_run: str | Path | None) -> dict[str, Any]:
+    """What a search is, as its records hold it (JSON values): its config and its start run."""
+    return {"config": json.loads(json.dumps(config.to_dict(), default=str)),
+            "from_run": str(from_run) if from_run is not None else None}
+
+
+def finished_search(out_dir: str | Path, config: SearchConfig, from_run: str | Path | None) -> dict[str, Any] | None:
+    """The record (`search.json`) of the finished search of `config` from `from_run` in `out_dir`;
+    None when `out_dir` holds no finished search; ConfigError when it holds another one."""
+    path = Path(out_dir) / RESULT_NAME
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if {"config": record.get("config"), "from_run": record.get("from_run")} != _identity(config, from_run):
+        raise ConfigError(f"--out: {out_dir} holds a search of another config or start run; pick another --out")
+    return record
 
 
 def _claim(out: Path, identity: dict[str, Any], resume: bool) -> None:

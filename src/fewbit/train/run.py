@@ -88,6 +88,17 @@ class Run:
         first = next(self.model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
 
+    def export_args(self) -> dict[str, Any]:
+        """What `fewbit.deploy.export` / `artifact_from_model` take for this run besides its model: the
+        algorithm (how the runtime adapts), its extras, the input preprocessing, and what the weights
+        came from, never where (a shipped artifact carries no user paths; equal weights, equal bytes)."""
+        return {
+            "algorithm": self.algorithm,
+            "extras": self.extras,
+            "preprocessing": self.preprocessing.to_dict() if self.preprocessing is not None else None,
+            "extra": {"step": self.step, "compress": self.config.compress},
+        }
+
     def test_time(self, **overrides: Any) -> None:
         """Adapt at test time differently than in training: `algorithm` (another head-free algorithm,
         e.g. simpleshot for a classifier pre-trained with finetune), `scope`, `eval_inner_steps`.
